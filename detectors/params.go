@@ -1,0 +1,164 @@
+package detectors
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// Kind names one detector. The order is the order of Output.Per and of the
+// `detector` label values on per-detector output series.
+type Kind uint8
+
+const (
+	KindEWMA Kind = iota
+	KindZScore
+	KindHoltWinters
+	KindSlope
+	NumKinds // number of single detectors; KindCombined follows it.
+	KindCombined = NumKinds
+)
+
+var kindNames = [...]string{"ewma", "zscore", "holtwinters", "slope", "combined"}
+
+// String returns the value of the `detector` label for k.
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("detector(%d)", uint8(k))
+}
+
+// Params are the settings of the four detectors for one group of series.
+// The zero value is not usable: start from DefaultParams and call Validate.
+// Params are read-only once validated and may be shared between goroutines.
+type Params struct {
+	// Window is the ring-buffer length in samples used by the rolling
+	// z-score and the trend slope.
+	Window int `yaml:"window"`
+	// Warmup is how many samples a series must have seen before any
+	// detector reports a score; before that every score is 0.
+	Warmup int `yaml:"warmup"`
+
+	EWMA        EWMAParams        `yaml:"ewma"`
+	ZScore      ZScoreParams      `yaml:"zscore"`
+	HoltWinters HoltWintersParams `yaml:"holt_winters"`
+	Slope       SlopeParams       `yaml:"slope"`
+}
+
+// EWMAParams configure the exponentially weighted moving average with an
+// exponentially weighted variance (Roberts 1959; Finch 2009, "Incremental
+// calculation of weighted mean and variance").
+type EWMAParams struct {
+	Enabled bool `yaml:"enabled"`
+	// Alpha is the weight of the newest sample, 0 < alpha < 1.
+	Alpha float64 `yaml:"alpha"`
+	// K is the band half-width in standard deviations.
+	K float64 `yaml:"k"`
+}
+
+// ZScoreParams configure the rolling z-score over the last Params.Window samples.
+type ZScoreParams struct {
+	Enabled bool    `yaml:"enabled"`
+	K       float64 `yaml:"k"`
+}
+
+// HoltWintersParams configure additive Holt-Winters with Brutlag (2000)
+// confidence bands. The season is a duration; the seasonal index of a
+// sample is floor((t mod Season) / (Season / SeasonBuckets)).
+type HoltWintersParams struct {
+	Enabled bool    `yaml:"enabled"`
+	Alpha   float64 `yaml:"alpha"` // level smoothing, 0 < alpha < 1
+	Beta    float64 `yaml:"beta"`  // trend smoothing, 0 <= beta < 1
+	Gamma   float64 `yaml:"gamma"` // seasonal and deviation smoothing, 0 < gamma < 1
+	// Season is the season length; 0 disables the seasonal component.
+	Season model.Duration `yaml:"season"`
+	// SeasonBuckets is how many slots one season is divided into (1..MaxSeasonBuckets).
+	SeasonBuckets int `yaml:"season_buckets"`
+	// K is Brutlag's delta: the band half-width in seasonal deviations.
+	K float64 `yaml:"k"`
+}
+
+// SlopeParams configure the least-squares trend slope over the window.
+type SlopeParams struct {
+	Enabled bool `yaml:"enabled"`
+	// K scales the band: a drift over the window of K residual standard
+	// deviations scores 1.
+	K float64 `yaml:"k"`
+}
+
+// MaxWindow bounds Params.Window so one series' ring stays small.
+const MaxWindow = 1024
+
+// MaxSeasonBuckets bounds HoltWintersParams.SeasonBuckets; the seasonal
+// arrays are fixed-size so a series' state is one allocation.
+const MaxSeasonBuckets = 48
+
+// DefaultParams returns the built-in detector settings.
+func DefaultParams() Params {
+	return Params{
+		// 30 samples = 7.5 min at a 15 s scrape interval: long enough for a
+		// stable mean, short enough that a level shift becomes normal soon.
+		Window: 30,
+		// 10 samples: the EWMA variance and the window sums need a few
+		// points before a band means anything.
+		Warmup: 10,
+		EWMA:   EWMAParams{Enabled: true, Alpha: 0.1, K: 4},
+		ZScore: ZScoreParams{Enabled: true, K: 4},
+		HoltWinters: HoltWintersParams{
+			Enabled: true, Alpha: 0.1, Beta: 0.005, Gamma: 0.1,
+			// One day in 24 one-hour slots (Brutlag 2000 used 1 day too).
+			Season: model.Duration(24 * time.Hour), SeasonBuckets: 24, K: 4,
+		},
+		Slope: SlopeParams{Enabled: true, K: 4},
+	}
+}
+
+// Validate checks p. Error texts name the config key under `detectors:`.
+func (p *Params) Validate() error {
+	if p.Window < 3 || p.Window > MaxWindow {
+		return fmt.Errorf("window must be between 3 and %d, got %d", MaxWindow, p.Window)
+	}
+	if p.Warmup < 2 {
+		return fmt.Errorf("warmup must be at least 2, got %d", p.Warmup)
+	}
+	if !(p.EWMA.Alpha > 0 && p.EWMA.Alpha < 1) {
+		return fmt.Errorf("ewma.alpha must be in (0, 1), got %g", p.EWMA.Alpha)
+	}
+	if !(p.EWMA.K > 0) {
+		return fmt.Errorf("ewma.k must be positive, got %g", p.EWMA.K)
+	}
+	if !(p.ZScore.K > 0) {
+		return fmt.Errorf("zscore.k must be positive, got %g", p.ZScore.K)
+	}
+	hw := &p.HoltWinters
+	if !(hw.Alpha > 0 && hw.Alpha < 1) {
+		return fmt.Errorf("holt_winters.alpha must be in (0, 1), got %g", hw.Alpha)
+	}
+	if !(hw.Beta >= 0 && hw.Beta < 1) {
+		return fmt.Errorf("holt_winters.beta must be in [0, 1), got %g", hw.Beta)
+	}
+	if !(hw.Gamma > 0 && hw.Gamma < 1) {
+		return fmt.Errorf("holt_winters.gamma must be in (0, 1), got %g", hw.Gamma)
+	}
+	if hw.Season < 0 {
+		return fmt.Errorf("holt_winters.season must not be negative, got %s", hw.Season)
+	}
+	if hw.SeasonBuckets < 1 || hw.SeasonBuckets > MaxSeasonBuckets {
+		return fmt.Errorf("holt_winters.season_buckets must be between 1 and %d, got %d", MaxSeasonBuckets, hw.SeasonBuckets)
+	}
+	if hw.Season > 0 && time.Duration(hw.Season)/time.Duration(hw.SeasonBuckets) < time.Second {
+		return fmt.Errorf("holt_winters.season %s divided into %d buckets gives buckets shorter than 1s", hw.Season, hw.SeasonBuckets)
+	}
+	if !(hw.K > 0) {
+		return fmt.Errorf("holt_winters.k must be positive, got %g", hw.K)
+	}
+	if !(p.Slope.K > 0) {
+		return fmt.Errorf("slope.k must be positive, got %g", p.Slope.K)
+	}
+	if !p.EWMA.Enabled && !p.ZScore.Enabled && !p.HoltWinters.Enabled && !p.Slope.Enabled {
+		return fmt.Errorf("at least one detector must be enabled")
+	}
+	return nil
+}

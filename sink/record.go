@@ -1,0 +1,139 @@
+package sink
+
+import (
+	"strings"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/anomalyd/anomalyd/detectors"
+)
+
+// LabelSep separates names and values in SeriesInfo.Labels. 0xff never
+// occurs in valid UTF-8, so it cannot appear inside a name or a value.
+const LabelSep = '\xff'
+
+// SeriesInfo is the identity of one input series. It is created once, when
+// a shard first sees the series, and never modified afterwards, so records
+// and snapshots may share it between goroutines freely.
+type SeriesInfo struct {
+	// Labels is the canonical label set: name 0xff value 0xff …, sorted by
+	// name, empty values dropped, __name__ included.
+	Labels string
+	// Name is the value of __name__ (a substring of Labels).
+	Name string
+	// Hash is xxhash64 of Labels; it picks the shard and the send queue.
+	Hash uint64
+}
+
+// NextLabel splits the first label off a canonical label string:
+// for name, value, rest := NextLabel(s); name != ""; name, value, rest = NextLabel(rest) {…}
+func NextLabel(s string) (name, value, rest string) {
+	i := strings.IndexByte(s, LabelSep)
+	if i < 0 {
+		return "", "", ""
+	}
+	name, s = s[:i], s[i+1:]
+	j := strings.IndexByte(s, LabelSep)
+	if j < 0 {
+		return name, s, ""
+	}
+	return name, s[:j], s[j+1:]
+}
+
+// Record is the outcome of one input sample for one detector: the four
+// output values at the input sample's timestamp. Records are values; the
+// slices that carry them are owned by the caller of Appender.Append.
+type Record struct {
+	Series   *SeriesInfo
+	T        int64 // milliseconds, the input sample's timestamp
+	Detector detectors.Kind
+	// Stale: the input series ended (stale marker or eviction); every output
+	// series of this detector gets a stale marker at T.
+	Stale bool
+	// Warmup: the detector has not seen enough samples; only the score (0)
+	// is meaningful and Expected, Lower and Upper are not sent.
+	Warmup                        bool
+	Score, Expected, Lower, Upper float64
+}
+
+// Appender receives records from the shards. Append is called by several
+// shard goroutines at once, must not block for long and must not keep recs
+// after it returns (copy what it needs).
+type Appender interface {
+	Append(recs []Record)
+}
+
+// Names are the output series names (config.OutputConfig).
+type Names struct {
+	Score, Expected, Lower, Upper string
+}
+
+// Outputs of one record, in the order Names lists them.
+const (
+	OutScore = iota
+	OutExpected
+	OutLower
+	OutUpper
+	NumOutputs
+)
+
+// Name returns the series name of output o.
+func (n *Names) Name(o int) string {
+	switch o {
+	case OutScore:
+		return n.Score
+	case OutExpected:
+		return n.Expected
+	case OutLower:
+		return n.Lower
+	default:
+		return n.Upper
+	}
+}
+
+// Value returns the value of output o in r.
+func (r *Record) Value(o int) float64 {
+	switch o {
+	case OutScore:
+		return r.Score
+	case OutExpected:
+		return r.Expected
+	case OutLower:
+		return r.Lower
+	default:
+		return r.Upper
+	}
+}
+
+// AppendOutputLabels appends the labels of output series `name` for
+// detector det of input series s to dst, sorted by name: every input label
+// except __name__, plus __name__=name, metric=<input name> and
+// detector=<det>. Input labels called metric or detector are renamed
+// exported_metric and exported_detector (as Prometheus does with
+// honor_labels: false). The label strings alias s.Labels; nothing is allocated
+// when dst has room.
+func AppendOutputLabels(dst []prompb.Label, s *SeriesInfo, name string, det detectors.Kind) []prompb.Label {
+	start := len(dst)
+	dst = append(dst, prompb.Label{Name: "__name__", Value: name})
+	for n, v, rest := NextLabel(s.Labels); n != ""; n, v, rest = NextLabel(rest) {
+		switch n {
+		case "__name__":
+			continue
+		case "metric":
+			n = "exported_metric"
+		case "detector":
+			n = "exported_detector"
+		}
+		dst = append(dst, prompb.Label{Name: n, Value: v})
+	}
+	dst = append(dst, prompb.Label{Name: "metric", Value: s.Name}, prompb.Label{Name: "detector", Value: det.String()})
+	// Insertion sort: the input labels are already sorted, only the four
+	// added or renamed ones are out of place.
+	ls := dst[start:]
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	return dst
+}
