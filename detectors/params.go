@@ -16,7 +16,7 @@ const (
 	KindZScore
 	KindHoltWinters
 	KindSlope
-	NumKinds // number of single detectors; KindCombined follows it.
+	NumKinds     // number of single detectors; KindCombined follows it.
 	KindCombined = NumKinds
 )
 

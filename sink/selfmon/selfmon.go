@@ -85,7 +85,9 @@ func (c *Counter) Inc() { c.Add(1) }
 // Value returns the current value.
 func (c *Counter) Value() float64 { return math.Float64frombits(c.bits.Load()) }
 
-func (c *Counter) write(w *bufio.Writer, name, labels string) { writeSample(w, name, labels, c.Value()) }
+func (c *Counter) write(w *bufio.Writer, name, labels string) {
+	writeSample(w, name, labels, c.Value())
+}
 
 // Gauge is a float64 that goes up and down.
 type Gauge struct{ bits atomic.Uint64 }
