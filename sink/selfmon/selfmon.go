@@ -38,11 +38,18 @@ type child interface {
 	write(w *bufio.Writer, name, labels string)
 }
 
+// family returns the family called name, creating it. Registering the same
+// name again with the same type and label names returns the existing family
+// (a config reload rebuilds components on the same registry); any other
+// clash is a bug.
 func (r *Registry) family(name, help, typ string, labelNames []string) *family {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.families[name]; ok {
-		panic("BUG: selfmon: metric " + name + " registered twice")
+	if f, ok := r.families[name]; ok {
+		if f.typ != typ || strings.Join(f.labelNames, ",") != strings.Join(labelNames, ",") {
+			panic("BUG: selfmon: metric " + name + " registered twice with different type or labels")
+		}
+		return f
 	}
 	f := &family{name: name, help: help, typ: typ, labelNames: labelNames, children: map[string]child{}}
 	r.families[name] = f
@@ -50,6 +57,12 @@ func (r *Registry) family(name, help, typ string, labelNames []string) *family {
 }
 
 func (f *family) child(values []string, mk func() child) child {
+	return f.childReplace(values, mk, false)
+}
+
+// childReplace is child; with replace, an existing child is replaced by mk's
+// (scrape-time functions re-registered by a reloaded component).
+func (f *family) childReplace(values []string, mk func() child, replace bool) child {
 	if len(values) != len(f.labelNames) {
 		panic(fmt.Sprintf("BUG: selfmon: %s wants %d label values, got %d", f.name, len(f.labelNames), len(values)))
 	}
@@ -57,11 +70,13 @@ func (f *family) child(values []string, mk func() child) child {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.children[key]
-	if !ok {
+	if !ok || replace {
 		c = mk()
+		if !ok {
+			f.order = append(f.order, key)
+			sort.Strings(f.order)
+		}
 		f.children[key] = c
-		f.order = append(f.order, key)
-		sort.Strings(f.order)
 	}
 	return c
 }
@@ -160,12 +175,12 @@ func (r *Registry) NewGauge(name, help string) *Gauge { return r.NewGaugeVec(nam
 
 // NewGaugeFunc registers a gauge whose value f returns at scrape time.
 func (r *Registry) NewGaugeFunc(name, help string, f func() float64) {
-	r.family(name, help, "gauge", nil).child(nil, func() child { return funcMetric(f) })
+	r.family(name, help, "gauge", nil).childReplace(nil, func() child { return funcMetric(f) }, true)
 }
 
 // NewCounterFunc registers a counter whose value f returns at scrape time.
 func (r *Registry) NewCounterFunc(name, help string, f func() float64) {
-	r.family(name, help, "counter", nil).child(nil, func() child { return funcMetric(f) })
+	r.family(name, help, "counter", nil).childReplace(nil, func() child { return funcMetric(f) }, true)
 }
 
 // NewHistogram registers a histogram without labels.
@@ -200,9 +215,27 @@ func (v *GaugeVec) With(values ...string) *Gauge {
 	return v.f.child(values, func() child { return new(Gauge) }).(*Gauge)
 }
 
-// GaugeFuncVec registers, for label values, a gauge computed at scrape time.
+// Func registers, for label values, a child computed at scrape time.
 func (v *GaugeVec) Func(f func() float64, values ...string) {
-	v.f.child(values, func() child { return funcMetric(f) })
+	v.f.childReplace(values, func() child { return funcMetric(f) }, true)
+}
+
+// FuncVec is a family whose children are computed at scrape time.
+type FuncVec struct{ f *family }
+
+// NewCounterFuncVec registers a counter family of scrape-time functions.
+func (r *Registry) NewCounterFuncVec(name, help string, labelNames ...string) *FuncVec {
+	return &FuncVec{r.family(name, help, "counter", labelNames)}
+}
+
+// NewGaugeFuncVec registers a gauge family of scrape-time functions.
+func (r *Registry) NewGaugeFuncVec(name, help string, labelNames ...string) *FuncVec {
+	return &FuncVec{r.family(name, help, "gauge", labelNames)}
+}
+
+// Add registers f as the child with the given label values.
+func (v *FuncVec) Add(f func() float64, values ...string) {
+	v.f.childReplace(values, func() child { return funcMetric(f) }, true)
 }
 
 // HistogramVec is a histogram family with labels.

@@ -1,0 +1,180 @@
+// Command anomalyd receives Prometheus remote-write traffic, scores every
+// series with streaming anomaly detectors and serves or forwards the scores.
+//
+//	anomalyd [--config.file=FILE] [--web.listen-address=:9700]
+//	anomalyd check config FILE
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/anomalyd/anomalyd/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "check" {
+		return checkCommand(args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("anomalyd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configFile  = fs.String("config.file", "", "Configuration file (YAML). Empty: built-in defaults.")
+		listenAddr  = fs.String("web.listen-address", ":9700", "Address to listen on for remote write, /metrics and the management endpoints.")
+		logLevel    = fs.String("log.level", "info", "Log level: debug, info, warn, error.")
+		logFormat   = fs.String("log.format", "logfmt", "Log format: logfmt (human-readable) or json.")
+		shutdownTO  = fs.Duration("shutdown.timeout", 30*time.Second, "How long a graceful shutdown may take to drain shards and flush remote-write queues.")
+		showVersion = fs.Bool("version", false, "Print the version and exit.")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: anomalyd [flags]\n       anomalyd check config FILE...\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "anomalyd: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "anomalyd %s\n", version)
+		return 0
+	}
+	logger, err := newLogger(*logLevel, *logFormat, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "anomalyd: %v\n", err)
+		return 2
+	}
+	defer logger.Sync()
+
+	cfg, err := loadConfig(*configFile)
+	if err != nil {
+		logger.Error("cannot load configuration", zap.Error(err))
+		return 1
+	}
+	ln, err := net.Listen("tcp", *listenAddr)
+	if err != nil {
+		logger.Error("cannot listen", zap.String("address", *listenAddr), zap.Error(err))
+		return 1
+	}
+	srv, err := newServer(cfg, *configFile, logger)
+	if err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.serve(ln) }()
+	logger.Info("anomalyd started", zap.String("version", version), zap.String("address", ln.Addr().String()),
+		zap.String("config_file", *configFile), zap.Int("shards", srv.shards.N()), zap.Int("remote_writes", len(cfg.RemoteWrite)))
+	for {
+		select {
+		case <-hup:
+			if err := srv.reload(); err != nil {
+				logger.Error("reload failed, keeping the old configuration", zap.Error(err))
+			}
+		case err := <-errc:
+			logger.Error("HTTP server failed", zap.Error(err))
+			sctx, cancel := context.WithTimeout(context.Background(), *shutdownTO)
+			srv.shutdown(sctx)
+			cancel()
+			return 1
+		case <-ctx.Done():
+			logger.Info("shutting down", zap.Duration("timeout", *shutdownTO))
+			sctx, cancel := context.WithTimeout(context.Background(), *shutdownTO)
+			err := srv.shutdown(sctx)
+			cancel()
+			if err != nil {
+				logger.Error("shutdown incomplete", zap.Error(err))
+				return 1
+			}
+			logger.Info("shutdown complete")
+			return 0
+		}
+	}
+}
+
+func loadConfig(file string) (*config.Config, error) {
+	if file == "" {
+		return config.Default(), nil
+	}
+	return config.LoadFile(file)
+}
+
+// checkCommand is `anomalyd check config FILE...`, like `promtool check config`.
+func checkCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 2 || args[0] != "config" {
+		fmt.Fprintln(stderr, "usage: anomalyd check config FILE...")
+		return 2
+	}
+	code := 0
+	for _, f := range args[1:] {
+		fmt.Fprintf(stdout, "Checking %s\n", f)
+		cfg, err := config.LoadFile(f)
+		if err != nil {
+			fmt.Fprintf(stderr, "  FAILED: %v\n", err)
+			code = 1
+			continue
+		}
+		fmt.Fprintf(stdout, "  SUCCESS: %d rules, %d remote_write targets\n", len(cfg.Rules), len(cfg.RemoteWrite))
+	}
+	return code
+}
+
+func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("invalid --log.level %q: %w", level, err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.TimeKey = "ts"
+	var enc zapcore.Encoder
+	switch format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(ec)
+	case "logfmt":
+		ec.EncodeLevel = zapcore.LowercaseLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, fmt.Errorf("invalid --log.format %q: want logfmt or json", format)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+// serve runs the HTTP server until it is shut down.
+func (s *server) serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/ingest"
+	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window"
+)
+
+// server wires ingest → window → sink and owns their lifecycle.
+type server struct {
+	logger     *zap.Logger
+	configFile string
+	reg        *selfmon.Registry
+
+	mu     sync.Mutex // serialises reload and shutdown
+	cfg    *config.Config
+	names  atomic.Pointer[sink.Names]
+	out    *swapAppender
+	fanout *sink.Fanout
+	shards *window.Shards
+	ingest *ingest.Handler
+	http   *http.Server
+	ready  atomic.Bool
+
+	reloadOK      *selfmon.Gauge
+	reloadSuccess *selfmon.Gauge
+}
+
+func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*server, error) {
+	s := &server{logger: logger, configFile: configFile, reg: selfmon.NewRegistry(), cfg: cfg}
+	names := namesOf(cfg)
+	s.names.Store(&names)
+	fan, err := sink.NewFanout(cfg.RemoteWrite, names, s.reg, logger)
+	if err != nil {
+		return nil, fmt.Errorf("cannot set up remote_write: %w", err)
+	}
+	s.fanout = fan
+	s.out = &swapAppender{}
+	s.out.a.Store(&appenderBox{fan})
+	s.shards = window.New(window.OptionsFromConfig(cfg), window.CompileRules(cfg), s.out, s.reg)
+	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
+	s.registerProcessMetrics()
+
+	mux := http.NewServeMux()
+	mux.Handle("/api/v1/write", s.ingest)
+	mux.Handle("/metrics", sink.MetricsHandler(func() sink.Names { return *s.names.Load() }, s.shards, s.reg))
+	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "anomalyd is Healthy.")
+	})
+	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "anomalyd is not ready.", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "anomalyd is Ready.")
+	})
+	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			w.Header().Set("Allow", "POST, PUT")
+			http.Error(w, "use POST or PUT to reload", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := s.reload(); err != nil {
+			http.Error(w, fmt.Sprintf("failed to reload config: %v", err), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "configuration reloaded")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\n", version)
+	})
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+	}
+	fan.Start()
+	s.shards.Start()
+	s.ready.Store(true)
+	return s, nil
+}
+
+func namesOf(cfg *config.Config) sink.Names {
+	o := &cfg.Output
+	return sink.Names{Score: o.ScoreName, Expected: o.ExpectedName, Lower: o.LowerName, Upper: o.UpperName}
+}
+
+func ingestOptions(cfg *config.Config) ingest.Options {
+	c := &cfg.Ingest
+	return ingest.Options{
+		MaxCompressedBytes:  c.MaxCompressedBytes,
+		MaxDecodedBytes:     c.MaxDecodedBytes,
+		MaxLabelsPerSeries:  c.MaxLabelsPerSeries,
+		MaxLabelNameLength:  c.MaxLabelNameLength,
+		MaxLabelValueLength: c.MaxLabelValueLength,
+		MaxFuture:           time.Duration(c.MaxFuture),
+	}
+}
+
+// reload re-reads the config file and applies what can change at run time:
+// limits, rules (series whose rule did not change keep their state), output
+// names and remote_write targets. Window sizing needs a restart.
+func (s *server) reload() (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		if err == nil {
+			s.reloadOK.Set(1)
+			s.reloadSuccess.Set(float64(time.Now().Unix()))
+		} else {
+			s.reloadOK.Set(0)
+		}
+	}()
+	if s.configFile == "" {
+		return errors.New("no --config.file given; nothing to reload")
+	}
+	cfg, err := config.LoadFile(s.configFile)
+	if err != nil {
+		return err
+	}
+	if cfg.Window != s.cfg.Window {
+		s.logger.Warn("window settings changed; they take effect after a restart")
+	}
+	s.ingest.SetOptions(ingestOptions(cfg))
+	if cfg.Output != s.cfg.Output {
+		names := namesOf(cfg)
+		s.names.Store(&names)
+	}
+	// Compare values, not String(): String hides secrets, and a changed
+	// password must rebuild the clients.
+	if !reflect.DeepEqual(s.cfg.RemoteWrite, cfg.RemoteWrite) || cfg.Output != s.cfg.Output {
+		newFan, err := sink.NewFanout(cfg.RemoteWrite, namesOf(cfg), s.reg, s.logger)
+		if err != nil {
+			return fmt.Errorf("cannot set up remote_write: %w", err)
+		}
+		newFan.Start()
+		old := s.fanout
+		s.out.a.Store(&appenderBox{newFan})
+		s.fanout = newFan
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		old.Stop(ctx)
+		cancel()
+	}
+	s.shards.ApplyRules(window.CompileRules(cfg), cfg.Output.PerDetector)
+	s.cfg = cfg
+	s.logger.Info("configuration reloaded", zap.String("config_file", s.configFile))
+	return nil
+}
+
+// shutdown stops in reverse order of data flow: refuse new writes (503),
+// finish in-flight requests, drain the shards, flush the sink.
+func (s *server) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ready.Store(false)
+	s.ingest.Shutdown()
+	var errs []error
+	if err := s.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("cannot finish in-flight requests: %w", err))
+	}
+	if err := s.shards.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	s.fanout.Stop(ctx)
+	return errors.Join(errs...)
+}
+
+// swapAppender lets a reload replace the remote-write fanout under the
+// running shards.
+type swapAppender struct{ a atomic.Pointer[appenderBox] }
+
+type appenderBox struct{ sink.Appender }
+
+func (s *swapAppender) Append(recs []sink.Record) { s.a.Load().Append(recs) }
+
+func (s *server) registerProcessMetrics() {
+	reg := s.reg
+	s.reloadOK = reg.NewGauge("anomalyd_config_last_reload_successful", "Whether the last configuration reload succeeded.")
+	s.reloadOK.Set(1)
+	s.reloadSuccess = reg.NewGauge("anomalyd_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.")
+	s.reloadSuccess.Set(float64(time.Now().Unix()))
+	reg.NewGaugeVec("anomalyd_build_info", "Build information.", "version", "goversion").With(version, runtime.Version()).Set(1)
+	start := float64(time.Now().UnixNano()) / 1e9
+	reg.NewGaugeFunc("anomalyd_process_start_time_seconds", "Start time of the process since the Unix epoch.", func() float64 { return start })
+	reg.NewCounterFunc("anomalyd_process_cpu_seconds_total", "User and system CPU time spent.", func() float64 {
+		var ru syscall.Rusage
+		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+			return 0
+		}
+		return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+	})
+	reg.NewGaugeFunc("anomalyd_process_resident_memory_bytes", "Resident memory size.", residentBytes)
+	reg.NewGaugeFunc("anomalyd_go_goroutines", "Goroutines that currently exist.", func() float64 { return float64(runtime.NumGoroutine()) })
+	reg.NewGaugeFunc("anomalyd_go_heap_inuse_bytes", "Bytes in in-use heap spans.", func() float64 {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return float64(ms.HeapInuse)
+	})
+}
+
+func residentBytes() float64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseFloat(f[1], 64)
+	return pages * float64(os.Getpagesize())
+}

@@ -1,0 +1,624 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/anomalyd/anomalyd/detectors"
+)
+
+// badConfigs pins every error message to a testdata/*.bad.yml file. The
+// message is what LoadFile returns after "parsing YAML file testdata/F: ".
+var badConfigs = []struct {
+	file, err string
+}{
+	{"syntax.bad.yml", "yaml: line 2: did not find expected key"},
+	{"unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field windows not found in type config.Config"},
+	{"duplicate_key.bad.yml", "yaml: unmarshal errors:\n  line 3: field window already set in type config.Config"},
+	{"not_a_map.bad.yml", "yaml: unmarshal errors:\n  line 1: cannot unmarshal !!seq into config.Config"},
+	{"type_errors.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!str `many` into int\n  line 5: field alpah not found in type detectors.EWMAParams\n  line 7: field max_fture not found in type config.IngestConfig"},
+	{"ingest_max_compressed_bytes.bad.yml", "ingest.max_compressed_bytes must be positive, got 0"},
+	{"ingest_max_decoded_bytes.bad.yml", "ingest.max_decoded_bytes must be positive, got -1"},
+	{"ingest_max_labels_per_series.bad.yml", "ingest.max_labels_per_series must be positive, got 0"},
+	{"ingest_max_label_name_length.bad.yml", "ingest.max_label_name_length must be positive, got 0"},
+	{"ingest_max_label_value_length.bad.yml", "ingest.max_label_value_length must be positive, got 0"},
+	{"ingest_max_future.bad.yml", "ingest.max_future must be positive, got 0s"},
+	{"ingest_bad_duration.bad.yml", "ingest: unknown unit \"x\" in duration \"5x\""},
+	{"ingest_null_leaf.bad.yml", "ingest.max_future must be positive, got 0s"},
+	{"window_shards.bad.yml", "window.shards must not be negative, got -1"},
+	{"window_queue_size.bad.yml", "window.queue_size must be at least 1, got 0"},
+	{"window_max_series.bad.yml", "window.max_series must be positive, got 0"},
+	{"window_series_ttl.bad.yml", "window.series_ttl must be at least 1m, got 30s"},
+	{"window_publish_interval.bad.yml", "window.publish_interval must be positive, got 0s"},
+	{"detectors_ewma_alpha.bad.yml", "detectors: ewma.alpha must be in (0, 1), got 1.5"},
+	{"detectors_window.bad.yml", "detectors: window must be between 3 and 1024, got 2"},
+	{"detectors_none_enabled.bad.yml", "detectors: at least one detector must be enabled"},
+	{"detectors_bad_duration.bad.yml", "detectors: unknown unit \" day\" in duration \"1 day\""},
+	{"rules_not_a_list.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!map into []config.Rule"},
+	{"rules_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field matcher not found in type config.Rule"},
+	{"rules_match_required.bad.yml", "rules[1]: match is required"},
+	{"rules_null_entry.bad.yml", "rules[0]: match is required"},
+	{"rules_bad_selector.bad.yml", "rules[0]: match: parse error at char 6: expected quoted label value, got \"api\""},
+	{"rules_bad_regex.bad.yml", "rules[0]: match: parse error at char 9: error parsing regexp: missing closing ): `(api`"},
+	{"rules_action.bad.yml", "rules[0]: action must be \"analyse\" or \"ignore\", got \"analyze\""},
+	{"rules_detectors.bad.yml", "rules[1].detectors: ewma.alpha must be in (0, 1), got 1.5"},
+	{"rules_detectors_inherited.bad.yml", "rules[0].detectors: at least one detector must be enabled"},
+	{"rules_detectors_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 5: field alpah not found in type detectors.EWMAParams"},
+	{"rules_detectors_bad_duration.bad.yml", "rules[1].detectors: unknown unit \"x\" in duration \"5x\""},
+	{"output_invalid_name.bad.yml", "output.score_name \"anomaly.score\" is not a valid metric name"},
+	{"output_empty_name.bad.yml", "output.upper_name \"\" is not a valid metric name"},
+	{"output_duplicate_names.bad.yml", "output.lower_name and output.upper_name are both \"anomaly_lower\""},
+	{"rw_not_a_list.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!map into []config.RemoteWriteConfig"},
+	{"rw_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 3: field queue not found in type config.RemoteWriteConfig"},
+	{"rw_queue_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 4: field max_samples not found in type config.QueueConfig"},
+	{"rw_url_required.bad.yml", "remote_write[0]: url is required"},
+	{"rw_url_scheme.bad.yml", "remote_write[0]: unsupported url scheme \"ftp\""},
+	{"rw_url_invalid.bad.yml", "remote_write[0]: url: parse \"http://a b/\": invalid character \" \" in host name"},
+	{"rw_url_no_host.bad.yml", "remote_write[0]: url \"http:///api/v1/write\" has no host"},
+	{"rw_url_credentials.bad.yml", "remote_write[0]: url must not contain credentials; use basic_auth"},
+	{"rw_remote_timeout.bad.yml", "remote_write[0]: remote_timeout must be positive, got 0s"},
+	{"rw_bad_duration.bad.yml", "remote_write[1]: not a valid duration string: \"soon\""},
+	{"rw_protobuf_message.bad.yml", "remote_write[0]: protobuf_message must be prometheus.WriteRequest or io.prometheus.write.v2.Request, got \"x\""},
+	{"rw_header_reserved.bad.yml", "remote_write[0]: headers: \"content-type\" is set by anomalyd and cannot be changed"},
+	{"rw_header_authorization.bad.yml", "remote_write[0]: headers: set Authorization with basic_auth or authorization, not headers"},
+	{"rw_header_name.bad.yml", "remote_write[0]: headers: invalid header name \"X Tenant\""},
+	{"rw_header_value.bad.yml", "remote_write[0]: headers: value of \"X-Tenant\" contains a line break or NUL"},
+	{"rw_basic_and_authorization.bad.yml", "remote_write[0]: basic_auth and authorization must not both be set"},
+	{"rw_basic_password_twice.bad.yml", "remote_write[0]: basic_auth: password and password_file must not both be set"},
+	{"rw_authorization_basic.bad.yml", "remote_write[0]: authorization: type \"basic\" is not allowed; use basic_auth"},
+	{"rw_authorization_type.bad.yml", "remote_write[0]: authorization: invalid type \"Bearer token\""},
+	{"rw_authorization_credentials_twice.bad.yml", "remote_write[0]: authorization: credentials and credentials_file must not both be set"},
+	{"rw_authorization_no_credentials.bad.yml", "remote_write[0]: authorization: credentials or credentials_file is required"},
+	{"rw_tls_cert_without_key.bad.yml", "remote_write[0]: tls_config: cert_file and key_file must be set together"},
+	{"rw_queue_capacity.bad.yml", "remote_write[0]: queue_config.capacity must be positive, got 0"},
+	{"rw_queue_max_shards.bad.yml", "remote_write[0]: queue_config.max_shards must be positive, got 0"},
+	{"rw_queue_max_samples_per_send.bad.yml", "remote_write[0]: queue_config.max_samples_per_send must be positive, got -5"},
+	{"rw_queue_batch_send_deadline.bad.yml", "remote_write[0]: queue_config.batch_send_deadline must be positive, got 0s"},
+	{"rw_queue_min_backoff.bad.yml", "remote_write[0]: queue_config.min_backoff must be positive, got 0s"},
+	{"rw_queue_max_backoff.bad.yml", "remote_write[0]: queue_config.max_backoff must be positive, got 0s"},
+	{"rw_queue_samples_over_capacity.bad.yml", "remote_write[0]: queue_config.max_samples_per_send (5000) must not exceed queue_config.capacity (1000)"},
+	{"rw_queue_backoff_order.bad.yml", "remote_write[0]: queue_config.min_backoff (10s) must not exceed queue_config.max_backoff (5s)"},
+	{"rw_duplicate_name.bad.yml", "remote_write[2]: duplicate name \"store\" (also used by remote_write[0])"},
+	{"rw_same_url.bad.yml", "remote_write[1]: same url as remote_write[0]; give them distinct names to send twice"},
+	{"rw_header_duplicate.bad.yml", "yaml: unmarshal errors:\n  line 5: key \"X-Tenant\" already set in map"},
+}
+
+func TestBadConfigs(t *testing.T) {
+	for _, tc := range badConfigs {
+		t.Run(tc.file, func(t *testing.T) {
+			path := filepath.Join("testdata", tc.file)
+			c, err := LoadFile(path)
+			if err == nil {
+				t.Fatalf("LoadFile(%s): no error; got config\n%s", path, c)
+			}
+			want := "parsing YAML file " + path + ": " + tc.err
+			if err.Error() != want {
+				t.Errorf("LoadFile(%s):\ngot  %q\nwant %q", path, err.Error(), want)
+			}
+		})
+	}
+
+	// Every bad file has a case and every case a file.
+	files, err := filepath.Glob("testdata/*.bad.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]bool{}
+	for _, tc := range badConfigs {
+		if cases[tc.file] {
+			t.Errorf("%s: listed twice", tc.file)
+		}
+		cases[tc.file] = true
+	}
+	for _, f := range files {
+		if !cases[filepath.Base(f)] {
+			t.Errorf("%s has no case in badConfigs", f)
+		}
+		delete(cases, filepath.Base(f))
+	}
+	for f := range cases {
+		t.Errorf("badConfigs lists %s, which does not exist", f)
+	}
+}
+
+func TestDefault(t *testing.T) {
+	d := Default()
+	if err := d.validate(); err != nil {
+		t.Fatalf("Default() is invalid: %s", err)
+	}
+	if d == Default() || d.Rules[0] == Default().Rules[0] {
+		t.Fatal("Default() returned shared values; want a new Config per call")
+	}
+	if len(d.Rules) != 1 || d.Rules[0].Action != ActionIgnore || d.Rules[0].Match != `{__name__=~".+_bucket"}` {
+		t.Fatalf("Default().Rules = %v; want the one bucket-ignoring rule", d.String())
+	}
+	if got := matcherStrings(d.Rules[0]); got != `__name__=~".+_bucket"` {
+		t.Errorf("default rule matchers %s", got)
+	}
+	if d.RemoteWrite != nil {
+		t.Errorf("Default().RemoteWrite = %v; want none", d.RemoteWrite)
+	}
+
+	for _, src := range []string{"", "\n", "# only a comment\n", "---\n", "~\n", "null\n", "{}\n"} {
+		c, err := Load([]byte(src))
+		if err != nil {
+			t.Fatalf("Load(%q): %s", src, err)
+		}
+		assertEqual(t, "Load("+src+")", c, d)
+	}
+	for _, f := range []string{"empty.good.yml", "empty_blocks.good.yml"} {
+		c, err := LoadFile(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertEqual(t, f, c, d)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	c, err := LoadFile("testdata/full.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := detectors.Params{
+		Window: 60,
+		Warmup: 20,
+		EWMA:   detectors.EWMAParams{Enabled: true, Alpha: 0.2, K: 3.5},
+		ZScore: detectors.ZScoreParams{Enabled: true, K: 3},
+		HoltWinters: detectors.HoltWintersParams{
+			Enabled: true, Alpha: 0.05, Beta: 0.01, Gamma: 0.2,
+			Season: model.Duration(7 * 24 * time.Hour), SeasonBuckets: 42, K: 3,
+		},
+		Slope: detectors.SlopeParams{Enabled: false, K: 5},
+	}
+	http := top
+	http.EWMA.Alpha = 0.3
+	http.HoltWinters.Season = model.Duration(24 * time.Hour)
+	http.HoltWinters.SeasonBuckets = 24
+
+	want := &Config{
+		Ingest: IngestConfig{
+			MaxCompressedBytes:  16 << 20,
+			MaxDecodedBytes:     64 << 20,
+			MaxLabelsPerSeries:  40,
+			MaxLabelNameLength:  256,
+			MaxLabelValueLength: 2048,
+			MaxFuture:           model.Duration(5 * time.Minute),
+		},
+		Window: WindowConfig{
+			Shards:          8,
+			QueueSize:       128,
+			MaxSeries:       200000,
+			SeriesTTL:       model.Duration(30 * time.Minute),
+			PublishInterval: model.Duration(2 * time.Second),
+		},
+		Detectors: top,
+		Rules: []*Rule{
+			{Match: `{__name__=~".+_bucket"}`, Action: ActionIgnore, Detectors: top},
+			{Match: `http_requests_total{job="api", code!~"5.."}`, Action: ActionAnalyse, Detectors: http},
+		},
+		Output: OutputConfig{
+			ScoreName:    "anomalyd_score",
+			ExpectedName: "anomalyd_expected",
+			LowerName:    "anomalyd_lower",
+			UpperName:    "anomalyd_upper",
+			PerDetector:  true,
+		},
+		RemoteWrite: []*RemoteWriteConfig{
+			{
+				URL:           "https://mimir.example.com/api/v1/push",
+				Name:          "mimir",
+				RemoteTimeout: model.Duration(10 * time.Second),
+				Headers:       map[string]string{"X-Scope-OrgID": "anomalyd"},
+				BasicAuth:     &BasicAuth{Username: "anomalyd", PasswordFile: "testdata/secrets/mimir-password"},
+				TLSConfig: TLSConfig{
+					CAFile:     "testdata/secrets/ca.pem",
+					CertFile:   "testdata/secrets/client.pem",
+					KeyFile:    "testdata/secrets/client-key.pem",
+					ServerName: "mimir.internal",
+				},
+				QueueConfig: QueueConfig{
+					Capacity:          50000,
+					MaxShards:         2,
+					MaxSamplesPerSend: 1000,
+					BatchSendDeadline: model.Duration(2 * time.Second),
+					MinBackoff:        model.Duration(50 * time.Millisecond),
+					MaxBackoff:        model.Duration(10 * time.Second),
+					RetryOnRateLimit:  true,
+				},
+				ProtobufMessage: RemoteWriteProtoMsgV2,
+			},
+			{
+				URL:             "http://victoriametrics:8428/api/v1/write",
+				Name:            "e07efa", // pinned: the name is a label value of our metrics
+				RemoteTimeout:   model.Duration(30 * time.Second),
+				BasicAuth:       &BasicAuth{Username: "anomalyd", Password: "hunter2"},
+				QueueConfig:     DefaultQueueConfig,
+				ProtobufMessage: RemoteWriteProtoMsgV1,
+			},
+			{
+				URL:             "https://thanos.example.com/api/v1/receive",
+				Name:            "af29f1",
+				RemoteTimeout:   model.Duration(30 * time.Second),
+				Authorization:   &Authorization{Type: "Bearer", Credentials: "s3cr3t-token"},
+				QueueConfig:     DefaultQueueConfig,
+				ProtobufMessage: RemoteWriteProtoMsgV1,
+			},
+			{
+				URL:             "https://prometheus.example.com/api/v1/write",
+				Name:            "c3f5d6",
+				RemoteTimeout:   model.Duration(30 * time.Second),
+				Authorization:   &Authorization{Type: "Bearer", CredentialsFile: "testdata/secrets/prometheus-token"},
+				QueueConfig:     DefaultQueueConfig,
+				ProtobufMessage: RemoteWriteProtoMsgV1,
+			},
+		},
+	}
+	if err := want.validate(); err != nil {
+		t.Fatalf("want is invalid: %s", err)
+	}
+	assertEqual(t, "full.good.yml", c, want)
+	if got := matcherStrings(c.Rules[1]); got != `__name__="http_requests_total", job="api", code!~"5.."` {
+		t.Errorf("rules[1] matchers %s", got)
+	}
+}
+
+// TestFullConfigHasEveryKey keeps testdata/full.good.yml, the documented
+// reference, complete: every key of every struct must appear in it. A rule's
+// detectors block only overrides, so its sub-keys are not required.
+func TestFullConfigHasEveryKey(t *testing.T) {
+	b, err := os.ReadFile("testdata/full.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	inFile := map[string]bool{}
+	var walkDoc func(prefix string, v any)
+	walkDoc = func(prefix string, v any) {
+		switch v := v.(type) {
+		case map[any]any:
+			for k, e := range v {
+				p := joinKey(prefix, k.(string))
+				inFile[p] = true
+				walkDoc(p, e)
+			}
+		case []any:
+			for _, e := range v {
+				walkDoc(prefix, e)
+			}
+		}
+	}
+	walkDoc("", doc)
+
+	skip := map[string]bool{"rules.detectors": true}
+	var walkType func(prefix string, t reflect.Type)
+	walkType = func(prefix string, typ reflect.Type) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct {
+			return
+		}
+		for f := range typ.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if !f.IsExported() || name == "-" {
+				continue
+			}
+			p := joinKey(prefix, name)
+			if !inFile[p] {
+				t.Errorf("testdata/full.good.yml does not set %s", p)
+			}
+			if !skip[p] {
+				walkType(p, f.Type)
+			}
+		}
+	}
+	walkType("", reflect.TypeFor[Config]())
+}
+
+func joinKey(prefix, k string) string {
+	if prefix == "" {
+		return k
+	}
+	return prefix + "." + k
+}
+
+func TestRuleInheritance(t *testing.T) {
+	c, err := LoadFile("testdata/inherit.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := detectors.DefaultParams()
+	top.Window = 60
+	top.HoltWinters.SeasonBuckets = 2
+	if c.Detectors != top {
+		t.Errorf("top-level detectors\ngot  %+v\nwant %+v", c.Detectors, top)
+	}
+
+	ewma := top
+	ewma.EWMA.Alpha = 0.3
+	fast := top
+	fast.HoltWinters.Season = model.Duration(10 * time.Second)
+	want := []struct {
+		action string
+		p      detectors.Params
+	}{
+		{ActionAnalyse, ewma},
+		{ActionIgnore, top},
+		{ActionAnalyse, fast},
+		{ActionAnalyse, fast}, // *fast alias
+		{ActionAnalyse, top},  // empty detectors block
+	}
+	if len(c.Rules) != len(want) {
+		t.Fatalf("got %d rules, want %d", len(c.Rules), len(want))
+	}
+	for i, w := range want {
+		r := c.Rules[i]
+		if r.Action != w.action {
+			t.Errorf("rules[%d].action = %q, want %q", i, r.Action, w.action)
+		}
+		if r.Detectors != w.p {
+			t.Errorf("rules[%d].detectors\ngot  %+v\nwant %+v", i, r.Detectors, w.p)
+		}
+	}
+	// Window 60 came from a block further down the file than the rule.
+	if c.Rules[0].Detectors.Window != 60 {
+		t.Errorf("rules[0].detectors.window = %d, want 60 (inherited)", c.Rules[0].Detectors.Window)
+	}
+}
+
+func TestPartialBlocks(t *testing.T) {
+	c, err := LoadFile("testdata/partial.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Ingest.MaxFuture = model.Duration(5 * time.Minute)
+	want.Window.Shards = 2
+	want.Output.PerDetector = true
+	want.Rules = []*Rule{{Match: "up", Action: ActionAnalyse, Detectors: detectors.DefaultParams()}}
+	rw0, rw1 := DefaultRemoteWriteConfig, DefaultRemoteWriteConfig
+	rw0.URL, rw0.Name = "http://localhost:9090/api/v1/write", "e9eb76"
+	rw0.QueueConfig.MaxShards = 8
+	rw1.URL, rw1.Name = "https://localhost:9091/api/v1/write", "f62bc3"
+	rw1.Authorization = &Authorization{Type: "Bearer", Credentials: "token"}
+	want.RemoteWrite = []*RemoteWriteConfig{&rw0, &rw1}
+	if err := want.validate(); err != nil {
+		t.Fatal(err)
+	}
+	assertEqual(t, "partial.good.yml", c, want)
+}
+
+func TestNoRules(t *testing.T) {
+	c, err := LoadFile("testdata/no_rules.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rules == nil || len(c.Rules) != 0 {
+		t.Fatalf("rules: [] gave %#v; want an empty list", c.Rules)
+	}
+	if r := c.RuleFor(func(string) string { return "x_bucket" }); r != nil {
+		t.Errorf("RuleFor = %v; want nil without rules", r)
+	}
+}
+
+// TestStringRoundTrip: String shows the effective config, Load accepts it
+// and gives the same config back, except that secrets are <secret>.
+func TestStringRoundTrip(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			c, err := LoadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := c.String()
+			for _, secret := range []string{"hunter2", "s3cr3t-token"} {
+				if strings.Contains(s, secret) {
+					t.Errorf("String() shows the secret %q:\n%s", secret, s)
+				}
+			}
+			c2, err := Load([]byte(s))
+			if err != nil {
+				t.Fatalf("Load(String()): %s\n%s", err, s)
+			}
+			want := maskSecrets(c)
+			assertEqual(t, "Load(String())", c2, want)
+			if s2 := c2.String(); s2 != s {
+				t.Errorf("String() is not stable:\n%s\nthen\n%s", s, s2)
+			}
+		})
+	}
+}
+
+func TestStringShowsSecretPlaceholder(t *testing.T) {
+	c, err := LoadFile("testdata/full.good.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.String()
+	for _, want := range []string{"password: <secret>", "credentials: <secret>", "password_file: testdata/secrets/mimir-password"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("String() lacks %q:\n%s", want, s)
+		}
+	}
+	// The loaded config itself keeps the secret.
+	if c.RemoteWrite[1].BasicAuth.Password != "hunter2" {
+		t.Errorf("password = %q", c.RemoteWrite[1].BasicAuth.Password)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	_, err := LoadFile("testdata/missing.yml")
+	if want := "cannot read config file: open testdata/missing.yml: no such file or directory"; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+
+	// Absolute file names are kept; relative ones are relative to the file.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "anomalyd.yml")
+	src := "remote_write:\n" +
+		"  - url: https://a/\n    basic_auth: {username: u, password_file: pw}\n" +
+		"    tls_config: {ca_file: /etc/ssl/ca.pem, cert_file: ../c.pem, key_file: k.pem}\n" +
+		"  - url: https://b/\n    authorization: {credentials_file: sub/token}\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := c.RemoteWrite
+	for _, f := range []struct{ got, want string }{
+		{rw[0].BasicAuth.PasswordFile, filepath.Join(dir, "pw")},
+		{rw[0].TLSConfig.CAFile, "/etc/ssl/ca.pem"},
+		{rw[0].TLSConfig.CertFile, filepath.Join(filepath.Dir(dir), "c.pem")},
+		{rw[0].TLSConfig.KeyFile, filepath.Join(dir, "k.pem")},
+		{rw[1].Authorization.CredentialsFile, filepath.Join(dir, "sub/token")},
+	} {
+		if f.got != f.want {
+			t.Errorf("got %q, want %q", f.got, f.want)
+		}
+	}
+	if c.original != src {
+		t.Errorf("original = %q", c.original)
+	}
+}
+
+func TestRuleMatches(t *testing.T) {
+	c, err := Load([]byte(`
+rules:
+  - match: 'http_requests_total{job="api", code!~"5.."}'
+  - match: '{job=""}'
+    action: ignore
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := func(lbls map[string]string, want int) {
+		t.Helper()
+		get := func(name string) string { return lbls[name] }
+		got := -1
+		if r := c.RuleFor(get); r != nil {
+			got = slices.Index(c.Rules, r)
+		}
+		if got != want {
+			t.Errorf("RuleFor(%v) = rule %d, want %d", lbls, got, want)
+		}
+	}
+	f(map[string]string{"__name__": "http_requests_total", "job": "api", "code": "200"}, 0)
+	f(map[string]string{"__name__": "http_requests_total", "job": "api"}, 0) // absent code is "", which !~ 5..
+	f(map[string]string{"__name__": "http_requests_total", "job": "api", "code": "503"}, -1)
+	f(map[string]string{"__name__": "http_requests_total", "job": "apis", "code": "200"}, -1) // = is exact
+	f(map[string]string{"__name__": "http_requests_total", "code": "200"}, 1)                 // no job
+	f(map[string]string{"__name__": "up", "job": "node"}, -1)
+
+	if !(&Rule{}).Matches(func(string) string { return "" }) {
+		t.Error("a rule without matchers must match everything")
+	}
+}
+
+// assertEqual compares configs, matchers by their text.
+func assertEqual(t *testing.T, what string, got, want *Config) {
+	t.Helper()
+	if len(got.Rules) == len(want.Rules) {
+		for i := range got.Rules {
+			if g, w := matcherStrings(got.Rules[i]), matcherStrings(want.Rules[i]); g != w {
+				t.Errorf("%s: rules[%d] matchers %s, want %s", what, i, g, w)
+			}
+		}
+	}
+	if g, w := comparableCopy(got), comparableCopy(want); !reflect.DeepEqual(g, w) {
+		t.Errorf("%s:\ngot\n%s\nwant\n%s", what, got, want)
+		if got.String() == want.String() { // differences String does not show
+			t.Errorf("got  %#v\nwant %#v", g, w)
+		}
+	}
+}
+
+// comparableCopy returns a copy of c without what DeepEqual cannot compare
+// (compiled matchers) or should not (the source text).
+func comparableCopy(c *Config) Config {
+	n := *c
+	n.original = ""
+	n.Rules = nil
+	for _, r := range c.Rules {
+		r := *r
+		r.Matchers = nil
+		n.Rules = append(n.Rules, &r)
+	}
+	if c.Rules != nil && n.Rules == nil {
+		n.Rules = []*Rule{}
+	}
+	return n
+}
+
+func matcherStrings(r *Rule) string {
+	var s []string
+	for _, m := range r.Matchers {
+		s = append(s, m.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+// maskSecrets returns a copy of c with secrets as String shows them.
+func maskSecrets(c *Config) *Config {
+	n := *c
+	n.RemoteWrite = nil
+	for _, rw := range c.RemoteWrite {
+		rw := *rw
+		if rw.BasicAuth != nil && rw.BasicAuth.Password != "" {
+			ba := *rw.BasicAuth
+			ba.Password = secretPlaceholder
+			rw.BasicAuth = &ba
+		}
+		if rw.Authorization != nil && rw.Authorization.Credentials != "" {
+			a := *rw.Authorization
+			a.Credentials = secretPlaceholder
+			rw.Authorization = &a
+		}
+		n.RemoteWrite = append(n.RemoteWrite, &rw)
+	}
+	return &n
+}
+
+// FuzzLoad checks that Load does not panic and that every config it accepts
+// survives String and Load again.
+func FuzzLoad(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yml")
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Load(b)
+		if err != nil {
+			return
+		}
+		s := c.String()
+		c2, err := Load([]byte(s))
+		if err != nil {
+			t.Fatalf("Load(String()) of %q: %s\n%s", b, err, s)
+		}
+		if s2 := c2.String(); s2 != s {
+			t.Fatalf("String() changed on reload:\n%s\nthen\n%s", s, s2)
+		}
+	})
+}

@@ -1,0 +1,161 @@
+package ingest
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window"
+)
+
+type nopAppender struct{}
+
+func (nopAppender) Append([]sink.Record) {}
+
+// nopWriter is a ResponseWriter that allocates nothing per request.
+type nopWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(code int)        { w.code = code }
+
+// benchSeries builds node_exporter- and service-like label sets (~150 bytes).
+func benchSeries(n int) [][]prompb.Label {
+	out := make([][]prompb.Label, n)
+	for i := range out {
+		if i%2 == 0 {
+			out[i] = []prompb.Label{
+				{Name: "__name__", Value: fmt.Sprintf("node_cpu_seconds_total_%d", i%50)},
+				{Name: "cpu", Value: fmt.Sprint(i % 64)},
+				{Name: "instance", Value: fmt.Sprintf("node-%04d.example.internal:9100", i/640)},
+				{Name: "job", Value: "node"},
+				{Name: "mode", Value: "user"},
+			}
+		} else {
+			out[i] = []prompb.Label{
+				{Name: "__name__", Value: fmt.Sprintf("http_request_duration_seconds_gauge_%d", i%40)},
+				{Name: "code", Value: "200"},
+				{Name: "handler", Value: fmt.Sprintf("/api/v1/items/%d", i%97)},
+				{Name: "instance", Value: fmt.Sprintf("api-%04d:8080", i/400)},
+				{Name: "job", Value: "api"},
+				{Name: "method", Value: "GET"},
+			}
+		}
+	}
+	return out
+}
+
+// encodeRound encodes one sample per series, perRequest series a request.
+func encodeRound(dst [][]byte, lbls [][]prompb.Label, perRequest int, ts int64, round int) [][]byte {
+	dst = dst[:0]
+	wr := &prompb.WriteRequest{}
+	for start := 0; start < len(lbls); start += perRequest {
+		wr.Timeseries = wr.Timeseries[:0]
+		for i := start; i < min(start+perRequest, len(lbls)); i++ {
+			v := float64(round*(i%7+1)) + float64(i%13) // counters grow, gauges wiggle
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: lbls[i], Samples: []prompb.Sample{{Timestamp: ts, Value: v}}})
+		}
+		b, _ := wr.Marshal()
+		dst = append(dst, snappy.Encode(nil, b))
+	}
+	return dst
+}
+
+func cpuNow() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkIngest measures the whole ingest path with the default four
+// detectors: HTTP handler, snappy, decode, canonicalise, hash, shard hand-off,
+// series lookup, counter rates and detectors. One op is one scrape round of
+// 100k series in requests of 2000 samples. Reported: CPU-seconds per million
+// samples (process CPU, all goroutines) and allocations per request.
+func BenchmarkIngest(b *testing.B) {
+	const nSeries, perRequest = 100_000, 2000
+	cfg := config.Default()
+	opts := window.Options{Shards: runtime.GOMAXPROCS(0), QueueSize: 64, MaxSeries: 1_000_000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
+	reg := selfmon.NewRegistry()
+	shards := window.New(opts, window.CompileRules(cfg), nopAppender{}, reg)
+	shards.Start()
+	defer shards.Stop(b.Context())
+	o := testOptions()
+	o.MaxCompressedBytes, o.MaxDecodedBytes = 32<<20, 32<<20
+	h := NewHandler(o, shards, reg, zap.NewNop())
+	lbls := benchSeries(nSeries)
+	ts := time.Now().Add(-24 * time.Hour).UnixMilli()
+	w := &nopWriter{h: http.Header{}}
+	body := bytes.NewReader(nil)
+	req, _ := http.NewRequest(http.MethodPost, "/api/v1/write", body)
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Encoding", "snappy")
+	var reqs [][]byte
+	serve := func() {
+		for _, r := range reqs {
+			body.Reset(r)
+			req.Body = readCloser{body}
+			req.ContentLength = int64(len(r))
+			h.ServeHTTP(w, req)
+			for w.code == http.StatusServiceUnavailable { // back-pressure: retry as a sender would
+				time.Sleep(time.Millisecond)
+				body.Reset(r)
+				h.ServeHTTP(w, req)
+			}
+			if w.code != http.StatusNoContent {
+				b.Fatalf("status %d", w.code)
+			}
+		}
+		shards.Sync()
+	}
+	// Warm up: create the series and fill the detector windows.
+	round := 0
+	for ; round < 12; round++ {
+		reqs = encodeRound(reqs, lbls, perRequest, ts+int64(round)*15_000, round)
+		serve()
+	}
+	var cpu time.Duration
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs0 := ms.Mallocs
+	var excluded uint64
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		runtime.ReadMemStats(&ms)
+		m0 := ms.Mallocs
+		reqs = encodeRound(reqs, lbls, perRequest, ts+int64(round)*15_000, round)
+		round++
+		runtime.ReadMemStats(&ms)
+		excluded += ms.Mallocs - m0
+		c0 := cpuNow()
+		b.StartTimer()
+		serve()
+		b.StopTimer()
+		cpu += cpuNow() - c0
+		b.StartTimer()
+	}
+	runtime.ReadMemStats(&ms)
+	samples := float64(b.N) * nSeries
+	b.ReportMetric(cpu.Seconds()/samples*1e6, "cpu-s/Msamples")
+	b.ReportMetric(float64(ms.Mallocs-mallocs0-excluded)/float64(b.N*len(reqs)), "allocs/request")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/samples, "ns/sample")
+}
+
+type readCloser struct{ *bytes.Reader }
+
+func (readCloser) Close() error { return nil }

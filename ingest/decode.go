@@ -1,0 +1,360 @@
+package ingest
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// span is a byte range of request.buf: an alias, never a copy.
+type span struct{ off, len uint32 }
+
+// labelRef is one label of a decoded series, as spans into request.buf.
+type labelRef struct{ name, value span }
+
+// sample is one float sample.
+type sample struct {
+	t int64
+	v float64
+}
+
+// series is one decoded TimeSeries; its labels and samples are ranges of
+// request.labels and request.samples.
+type series struct {
+	labelsStart, labelsEnd   int32
+	samplesStart, samplesEnd int32
+	histograms, exemplars    int32
+	// metricType is the RW2 per-series metadata type (0 = unspecified).
+	metricType uint8
+	// badRef is set when an RW2 label ref does not index into symbols or
+	// labels_refs has odd length; such a series is invalid.
+	badRef bool
+}
+
+// metadata is one RW1 MetricMetadata entry.
+type metadata struct {
+	name       span
+	metricType uint8
+}
+
+// request is one decoded remote-write request. Every span aliases buf, so
+// nothing decoded may outlive the request: callers copy what they keep.
+// A request is reused through getRequest/putRequest; it is not safe for
+// concurrent use.
+type request struct {
+	buf      []byte
+	labels   []labelRef
+	samples  []sample
+	series   []series
+	symbols  []span // RW2 only
+	metadata []metadata
+}
+
+func (r *request) reset() {
+	r.labels = r.labels[:0]
+	r.samples = r.samples[:0]
+	r.series = r.series[:0]
+	r.symbols = r.symbols[:0]
+	r.metadata = r.metadata[:0]
+}
+
+// str returns the bytes of s (aliasing r.buf).
+func (r *request) str(s span) []byte { return r.buf[s.off : s.off+s.len] }
+
+// Protobuf wire types.
+const (
+	wireVarint  = 0
+	wireFixed64 = 1
+	wireBytes   = 2
+	wireFixed32 = 5
+)
+
+var errTruncated = errors.New("truncated message")
+
+// MetricType values shared by RW1 and RW2 (prompb.MetricMetadata_COUNTER = 1).
+const metricTypeCounter = 1
+
+// field reads one field header and its payload from b at i. For
+// length-delimited fields payload is the bytes; for numeric ones val holds
+// the value. It returns the index after the field.
+func field(b []byte, i int) (num int, typ int, val uint64, payload []byte, next int, err error) {
+	key, n := binary.Uvarint(b[i:])
+	if n <= 0 {
+		return 0, 0, 0, nil, 0, errTruncated
+	}
+	i += n
+	num, typ = int(key>>3), int(key&7)
+	if num == 0 || key>>3 > math.MaxInt32 {
+		return 0, 0, 0, nil, 0, fmt.Errorf("invalid field number %d", key>>3)
+	}
+	switch typ {
+	case wireVarint:
+		val, n = binary.Uvarint(b[i:])
+		if n <= 0 {
+			return 0, 0, 0, nil, 0, errTruncated
+		}
+		return num, typ, val, nil, i + n, nil
+	case wireFixed64:
+		if len(b)-i < 8 {
+			return 0, 0, 0, nil, 0, errTruncated
+		}
+		return num, typ, binary.LittleEndian.Uint64(b[i:]), nil, i + 8, nil
+	case wireFixed32:
+		if len(b)-i < 4 {
+			return 0, 0, 0, nil, 0, errTruncated
+		}
+		return num, typ, uint64(binary.LittleEndian.Uint32(b[i:])), nil, i + 4, nil
+	case wireBytes:
+		l, n := binary.Uvarint(b[i:])
+		if n <= 0 {
+			return 0, 0, 0, nil, 0, errTruncated
+		}
+		i += n
+		if l > uint64(len(b)-i) {
+			return 0, 0, 0, nil, 0, errTruncated
+		}
+		return num, typ, 0, b[i : i+int(l)], i + int(l), nil
+	default:
+		return 0, 0, 0, nil, 0, fmt.Errorf("unsupported wire type %d for field %d", typ, num)
+	}
+}
+
+// spanOf returns the span of sub, which must be a subslice of r.buf.
+func (r *request) spanOf(sub []byte) span {
+	if len(sub) == 0 {
+		return span{}
+	}
+	off := cap(r.buf) - cap(sub)
+	return span{uint32(off), uint32(len(sub))}
+}
+
+// decodeV1 decodes a prometheus.WriteRequest held in r.buf.
+func (r *request) decodeV1() error {
+	b := r.buf
+	for i := 0; i < len(b); {
+		num, typ, _, p, next, err := field(b, i)
+		if err != nil {
+			return fmt.Errorf("cannot decode WriteRequest: %w", err)
+		}
+		i = next
+		switch {
+		case num == 1 && typ == wireBytes:
+			if err := r.decodeSeriesV1(p); err != nil {
+				return fmt.Errorf("cannot decode WriteRequest.timeseries[%d]: %w", len(r.series), err)
+			}
+		case num == 3 && typ == wireBytes:
+			if err := r.decodeMetadataV1(p); err != nil {
+				return fmt.Errorf("cannot decode WriteRequest.metadata: %w", err)
+			}
+		case num == 1 || num == 3:
+			return fmt.Errorf("cannot decode WriteRequest: field %d has wire type %d", num, typ)
+		}
+	}
+	return nil
+}
+
+func (r *request) decodeSeriesV1(b []byte) error {
+	s := series{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
+	for i := 0; i < len(b); {
+		num, typ, _, p, next, err := field(b, i)
+		if err != nil {
+			return err
+		}
+		i = next
+		switch num {
+		case 1: // labels
+			if typ != wireBytes {
+				return fmt.Errorf("labels: wire type %d", typ)
+			}
+			var l labelRef
+			for j := 0; j < len(p); {
+				n, t, _, q, nx, err := field(p, j)
+				if err != nil {
+					return fmt.Errorf("label: %w", err)
+				}
+				j = nx
+				if (n == 1 || n == 2) && t != wireBytes {
+					return fmt.Errorf("label field %d: wire type %d", n, t)
+				}
+				switch n {
+				case 1:
+					l.name = r.spanOf(q)
+				case 2:
+					l.value = r.spanOf(q)
+				}
+			}
+			r.labels = append(r.labels, l)
+		case 2: // samples
+			if typ != wireBytes {
+				return fmt.Errorf("samples: wire type %d", typ)
+			}
+			var smp sample
+			for j := 0; j < len(p); {
+				n, t, v, _, nx, err := field(p, j)
+				if err != nil {
+					return fmt.Errorf("sample: %w", err)
+				}
+				j = nx
+				switch {
+				case n == 1 && t == wireFixed64:
+					smp.v = math.Float64frombits(v)
+				case n == 2 && t == wireVarint:
+					smp.t = int64(v)
+				case n == 1 || n == 2:
+					return fmt.Errorf("sample field %d: wire type %d", n, t)
+				}
+			}
+			r.samples = append(r.samples, smp)
+		case 3:
+			s.exemplars++
+		case 4:
+			s.histograms++
+		}
+	}
+	s.labelsEnd, s.samplesEnd = int32(len(r.labels)), int32(len(r.samples))
+	r.series = append(r.series, s)
+	return nil
+}
+
+func (r *request) decodeMetadataV1(b []byte) error {
+	var m metadata
+	for i := 0; i < len(b); {
+		num, typ, v, p, next, err := field(b, i)
+		if err != nil {
+			return err
+		}
+		i = next
+		switch {
+		case num == 1 && typ == wireVarint:
+			m.metricType = uint8(min(v, 255))
+		case num == 2 && typ == wireBytes:
+			m.name = r.spanOf(p)
+		}
+	}
+	r.metadata = append(r.metadata, m)
+	return nil
+}
+
+// decodeV2 decodes an io.prometheus.write.v2.Request held in r.buf. Symbols
+// may come after the series on the wire, so it walks the message twice.
+func (r *request) decodeV2() error {
+	b := r.buf
+	for i := 0; i < len(b); {
+		num, typ, _, p, next, err := field(b, i)
+		if err != nil {
+			return fmt.Errorf("cannot decode Request: %w", err)
+		}
+		i = next
+		if num == 4 {
+			if typ != wireBytes {
+				return fmt.Errorf("cannot decode Request: symbols has wire type %d", typ)
+			}
+			r.symbols = append(r.symbols, r.spanOf(p))
+		}
+	}
+	if len(r.symbols) > 0 && r.symbols[0].len != 0 {
+		return errors.New("cannot decode Request: symbols[0] must be the empty string")
+	}
+	for i := 0; i < len(b); {
+		num, typ, _, p, next, _ := field(b, i) // errors were caught above
+		i = next
+		if num == 5 {
+			if typ != wireBytes {
+				return fmt.Errorf("cannot decode Request: timeseries has wire type %d", typ)
+			}
+			if err := r.decodeSeriesV2(p); err != nil {
+				return fmt.Errorf("cannot decode Request.timeseries[%d]: %w", len(r.series), err)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *request) decodeSeriesV2(b []byte) error {
+	s := series{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
+	nrefs := 0
+	var pending uint32 // name ref waiting for its value ref
+	addRef := func(ref uint64) {
+		if ref >= uint64(len(r.symbols)) {
+			s.badRef = true
+			ref = 0
+		}
+		if nrefs%2 == 0 {
+			pending = uint32(ref)
+		} else {
+			r.labels = append(r.labels, labelRef{name: r.symbols[pending], value: r.symbols[ref]})
+		}
+		nrefs++
+	}
+	for i := 0; i < len(b); {
+		num, typ, v, p, next, err := field(b, i)
+		if err != nil {
+			return err
+		}
+		i = next
+		switch num {
+		case 1: // labels_refs, packed or not
+			switch typ {
+			case wireVarint:
+				addRef(v)
+			case wireBytes:
+				for j := 0; j < len(p); {
+					ref, n := binary.Uvarint(p[j:])
+					if n <= 0 {
+						return fmt.Errorf("labels_refs: %w", errTruncated)
+					}
+					j += n
+					addRef(ref)
+				}
+			default:
+				return fmt.Errorf("labels_refs: wire type %d", typ)
+			}
+		case 2: // samples
+			if typ != wireBytes {
+				return fmt.Errorf("samples: wire type %d", typ)
+			}
+			var smp sample
+			for j := 0; j < len(p); {
+				n, t, v, _, nx, err := field(p, j)
+				if err != nil {
+					return fmt.Errorf("sample: %w", err)
+				}
+				j = nx
+				switch {
+				case n == 1 && t == wireFixed64:
+					smp.v = math.Float64frombits(v)
+				case n == 2 && t == wireVarint:
+					smp.t = int64(v)
+				case n == 1 || n == 2:
+					return fmt.Errorf("sample field %d: wire type %d", n, t)
+				}
+			}
+			r.samples = append(r.samples, smp)
+		case 3:
+			s.histograms++
+		case 4:
+			s.exemplars++
+		case 5: // metadata
+			if typ != wireBytes {
+				return fmt.Errorf("metadata: wire type %d", typ)
+			}
+			for j := 0; j < len(p); {
+				n, t, v, _, nx, err := field(p, j)
+				if err != nil {
+					return fmt.Errorf("metadata: %w", err)
+				}
+				j = nx
+				if n == 1 && t == wireVarint {
+					s.metricType = uint8(min(v, 255))
+				}
+			}
+		}
+	}
+	if nrefs%2 != 0 {
+		s.badRef = true
+	}
+	s.labelsEnd, s.samplesEnd = int32(len(r.labels)), int32(len(r.samples))
+	r.series = append(r.series, s)
+	return nil
+}

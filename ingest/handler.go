@@ -1,0 +1,408 @@
+package ingest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/golang/snappy"
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window"
+)
+
+// Options are the request limits (config.IngestConfig).
+type Options struct {
+	MaxCompressedBytes  int64
+	MaxDecodedBytes     int64
+	MaxLabelsPerSeries  int
+	MaxLabelNameLength  int
+	MaxLabelValueLength int
+	MaxFuture           time.Duration
+}
+
+// Content types of the two protocol versions.
+const (
+	protoV1 = "prometheus.WriteRequest"
+	protoV2 = "io.prometheus.write.v2.Request"
+)
+
+// Handler serves POST /api/v1/write. It is safe for concurrent use.
+type Handler struct {
+	opts    atomic.Pointer[Options]
+	shards  *window.Shards
+	logger  *zap.Logger
+	m       *metrics
+	closing atomic.Bool
+
+	// metricTypes maps metric family names to their RW1 metadata type.
+	// Copy-on-write: metadata changes rarely and is read on every request.
+	metaMu      sync.Mutex
+	metricTypes atomic.Pointer[map[string]uint8]
+}
+
+// NewHandler returns a handler that feeds shards.
+func NewHandler(opts Options, shards *window.Shards, reg *selfmon.Registry, logger *zap.Logger) *Handler {
+	h := &Handler{shards: shards, logger: logger, m: newMetrics(reg)}
+	h.opts.Store(&opts)
+	empty := map[string]uint8{}
+	h.metricTypes.Store(&empty)
+	return h
+}
+
+// SetOptions replaces the limits (config reload).
+func (h *Handler) SetOptions(opts Options) { h.opts.Store(&opts) }
+
+// Shutdown makes every later request fail with 503, so senders retry
+// against the next instance (or this one after its restart).
+func (h *Handler) Shutdown() { h.closing.Store(true) }
+
+// httpError carries the status a failure maps to.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func errorf(code int, format string, args ...any) error {
+	return &httpError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps an error to its HTTP status: the one place that decides.
+func statusOf(err error) int {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.code
+	}
+	return http.StatusInternalServerError
+}
+
+// parseContentType picks the protocol from Content-Type as PROTOCOL.md says:
+// a missing header means RW1; anything but application/x-protobuf with no
+// proto or one of the two known protos is 415.
+func parseContentType(ct string) (string, error) {
+	if ct == "" {
+		return protoV1, nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: %v", ct, err)
+	}
+	if mt != "application/x-protobuf" {
+		return "", errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want application/x-protobuf", ct)
+	}
+	switch p := params["proto"]; p {
+	case "", protoV1:
+		return protoV1, nil
+	case protoV2:
+		return protoV2, nil
+	default:
+		return "", errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: proto must be %s or %s", ct, protoV1, protoV2)
+	}
+}
+
+// reqState is the request-scoped memory, pooled.
+type reqState struct {
+	comp    []byte
+	key     []byte
+	req     request
+	batches []*window.Batch
+}
+
+var statePool = sync.Pool{New: func() any { return new(reqState) }}
+
+func getState() *reqState { return statePool.Get().(*reqState) }
+
+func putState(st *reqState) {
+	if cap(st.comp) > 64<<20 || cap(st.req.buf) > 64<<20 {
+		return // do not pin a huge body's memory
+	}
+	st.req.reset()
+	clear(st.batches)
+	st.batches = st.batches[:0]
+	statePool.Put(st)
+}
+
+// framedMagic starts a snappy *framed* stream, which remote write forbids.
+var framedMagic = []byte("\xff\x06\x00\x00sNaPpY")
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	proto, res, err := h.serve(w, r)
+	code := http.StatusNoContent
+	if err != nil {
+		code = statusOf(err)
+	}
+	if proto == protoV2 {
+		hd := w.Header()
+		hd.Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(res.written))
+		hd.Set("X-Prometheus-Remote-Write-Histograms-Written", "0")
+		hd.Set("X-Prometheus-Remote-Write-Exemplars-Written", "0")
+	}
+	if err != nil {
+		msg := err.Error()
+		if len(msg) > 1024 {
+			msg = msg[:1024]
+		}
+		if code == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		http.Error(w, msg, code)
+		if code != http.StatusServiceUnavailable {
+			h.logger.Debug("remote write request rejected", zap.Int("status", code), zap.String("error", msg))
+		}
+	} else {
+		w.WriteHeader(code)
+	}
+	h.m.observe(proto, code, time.Since(start))
+}
+
+type result struct{ written int }
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result, error) {
+	var res result
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return "", res, errorf(http.StatusMethodNotAllowed, "method %s not allowed, use POST", r.Method)
+	}
+	proto, err := parseContentType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return "", res, err
+	}
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
+		return proto, res, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: only snappy is supported", enc)
+	}
+	if h.closing.Load() {
+		return proto, res, errorf(http.StatusServiceUnavailable, "anomalyd is shutting down")
+	}
+	opts := h.opts.Load()
+	if r.ContentLength > opts.MaxCompressedBytes {
+		return proto, res, errorf(http.StatusRequestEntityTooLarge,
+			"request body of %d bytes exceeds limit %d (ingest.max_compressed_bytes)", r.ContentLength, opts.MaxCompressedBytes)
+	}
+	st := getState()
+	defer putState(st)
+
+	st.comp, err = readBody(st.comp[:0], r.Body, r.ContentLength, opts.MaxCompressedBytes)
+	if err != nil {
+		return proto, res, err
+	}
+	h.m.bytes.Add(float64(len(st.comp)))
+	if bytes.HasPrefix(st.comp, framedMagic) {
+		return proto, res, errorf(http.StatusBadRequest, "cannot decode request: snappy framed format is not supported, send the block format")
+	}
+	n, err := snappy.DecodedLen(st.comp)
+	if err != nil {
+		return proto, res, errorf(http.StatusBadRequest, "cannot decode request: invalid snappy block: %v", err)
+	}
+	if int64(n) > opts.MaxDecodedBytes {
+		return proto, res, errorf(http.StatusBadRequest,
+			"cannot decode request: decoded size %d bytes exceeds limit %d (ingest.max_decoded_bytes)", n, opts.MaxDecodedBytes)
+	}
+	if cap(st.req.buf) < n {
+		st.req.buf = make([]byte, n)
+	}
+	st.req.buf, err = snappy.Decode(st.req.buf[:n], st.comp)
+	if err != nil {
+		return proto, res, errorf(http.StatusBadRequest, "cannot decode request: invalid snappy block: %v", err)
+	}
+	if proto == protoV2 {
+		err = st.req.decodeV2()
+	} else {
+		err = st.req.decodeV1()
+	}
+	if err != nil {
+		return proto, res, errorf(http.StatusBadRequest, "%v", err)
+	}
+	err = h.route(st, proto, opts, &res)
+	return proto, res, err
+}
+
+// readBody reads the whole body into dst, at most limit bytes.
+func readBody(dst []byte, body io.Reader, length, limit int64) ([]byte, error) {
+	if length >= 0 {
+		if int64(cap(dst)) < length {
+			dst = make([]byte, length)
+		}
+		dst = dst[:length]
+		if _, err := io.ReadFull(body, dst); err != nil {
+			return dst, errorf(http.StatusBadRequest, "cannot read request body: %v", err)
+		}
+		return dst, nil
+	}
+	for {
+		if len(dst) == cap(dst) {
+			dst = append(dst, 0)[:len(dst)]
+		}
+		m, err := body.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+m]
+		if int64(len(dst)) > limit {
+			return dst, errorf(http.StatusRequestEntityTooLarge,
+				"request body exceeds limit %d bytes (ingest.max_compressed_bytes)", limit)
+		}
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, errorf(http.StatusBadRequest, "cannot read request body: %v", err)
+		}
+	}
+}
+
+// Reasons a series or sample is invalid (400, the rest of the request is written).
+type reason uint8
+
+const (
+	reasonOK reason = iota
+	reasonMissingName
+	reasonEmptyLabelName
+	reasonDuplicateLabel
+	reasonInvalidUTF8
+	reasonTooManyLabels
+	reasonNameTooLong
+	reasonValueTooLong
+	reasonBadSymbolRef
+	reasonSamplesAndHistograms
+	reasonTooFarInFuture
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"", "missing_metric_name", "empty_label_name", "duplicate_label_name",
+	"invalid_utf8", "too_many_labels", "label_name_too_long", "label_value_too_long", "invalid_symbol_reference",
+	"samples_and_histograms", "too_far_in_future"}
+
+// route validates, canonicalises and hashes every series, copies it into
+// the batch of its shard and enqueues the batches.
+func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) error {
+	req := &st.req
+	if len(req.metadata) > 0 {
+		h.learnMetadata(req)
+	}
+	types := *h.metricTypes.Load()
+	nShards := h.shards.N()
+	for len(st.batches) < nShards {
+		st.batches = append(st.batches, nil)
+	}
+	maxT := time.Now().Add(opts.MaxFuture).UnixMilli()
+	var (
+		invalid     [numReasons]int // series (samples, for too_far_in_future)
+		rejectedBy  [numReasons]int // samples
+		firstErr    string
+		rejected    int // samples of invalid series or invalid samples
+		histograms  int
+		exemplars   int
+		accepted    int
+		totalSeries = len(req.series)
+	)
+	for si := range req.series {
+		s := &req.series[si]
+		histograms += int(s.histograms)
+		exemplars += int(s.exemplars)
+		why, detail := h.canonicalise(req, s, proto, opts)
+		if why != reasonOK {
+			invalid[why]++
+			rejectedBy[why] += int(s.samplesEnd - s.samplesStart)
+			rejected += int(s.samplesEnd - s.samplesStart)
+			if firstErr == "" {
+				firstErr = fmt.Sprintf("series %s: %s", formatLabels(req, s), detail)
+			}
+			continue
+		}
+		if s.samplesEnd == s.samplesStart {
+			continue // histograms or exemplars only: not analysed yet
+		}
+		// The key: name 0xff value 0xff … over the sorted labels, empty
+		// values dropped. Built in scratch to hash it, then copied once into
+		// the shard's batch: the one copy out of the request buffer.
+		st.key = appendKey(st.key[:0], req, s)
+		hash := xxhash.Sum64(st.key)
+		shardIdx := int(hash % uint64(nShards))
+		b := st.batches[shardIdx]
+		if b == nil {
+			b = window.GetBatch()
+			st.batches[shardIdx] = b
+		}
+		ks := uint32(len(b.Keys))
+		b.Keys = append(b.Keys, st.key...)
+		nameStart, nameEnd := nameSpan(st.key)
+		ss := uint32(len(b.Samples))
+		for _, smp := range req.samples[s.samplesStart:s.samplesEnd] {
+			if smp.t > maxT {
+				invalid[reasonTooFarInFuture]++
+				rejectedBy[reasonTooFarInFuture]++
+				rejected++
+				if firstErr == "" {
+					firstErr = fmt.Sprintf("series %s: sample timestamp %d is more than %s in the future (ingest.max_future)",
+						formatLabels(req, s), smp.t, opts.MaxFuture)
+				}
+				continue
+			}
+			b.Samples = append(b.Samples, window.Sample{T: smp.t, V: smp.v})
+		}
+		name := b.Keys[ks+nameStart : ks+nameEnd]
+		b.Series = append(b.Series, window.BatchSeries{
+			Hash:         hash,
+			KeyStart:     ks,
+			KeyEnd:       uint32(len(b.Keys)),
+			NameStart:    ks + nameStart,
+			NameEnd:      ks + nameEnd,
+			SamplesStart: ss,
+			SamplesEnd:   uint32(len(b.Samples)),
+			Counter:      isCounter(name, s.metricType, types),
+		})
+	}
+	var enqueueErr error
+	backPressured := 0
+	for i, b := range st.batches {
+		if b == nil {
+			continue
+		}
+		st.batches[i] = nil
+		n := b.Len()
+		if enqueueErr == nil {
+			if err := h.shards.Enqueue(i, b); err != nil {
+				enqueueErr = err
+			} else {
+				accepted += n
+				continue
+			}
+		}
+		backPressured += n
+		window.PutBatch(b)
+	}
+	res.written = accepted
+	h.m.account(proto, accepted, backPressured, histograms, exemplars, &invalid, &rejectedBy)
+	if enqueueErr != nil {
+		return errorf(http.StatusServiceUnavailable, "cannot accept samples: %v; retry later", enqueueErr)
+	}
+	if firstErr != "" {
+		nInvalid := 0
+		for _, c := range invalid {
+			nInvalid += c
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d invalid series or samples of %d series (", nInvalid, totalSeries)
+		sep := ""
+		for i, c := range invalid {
+			if c > 0 {
+				fmt.Fprintf(&b, "%s%s: %d", sep, reasonNames[i], c)
+				sep = ", "
+			}
+		}
+		fmt.Fprintf(&b, "); the rest was written; first: %s", firstErr)
+		h.logger.Debug("invalid series in remote write request", zap.String("error", b.String()))
+		return errorf(http.StatusBadRequest, "%s", b.String())
+	}
+	return nil
+}

@@ -1,0 +1,375 @@
+package ingest
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window"
+)
+
+// recorder is a sink.Appender that keeps what the shards emit.
+type recorder struct {
+	mu   sync.Mutex
+	recs []sink.Record
+}
+
+func (r *recorder) Append(recs []sink.Record) {
+	r.mu.Lock()
+	r.recs = append(r.recs, recs...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) series() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := map[string]int{}
+	for _, rec := range r.recs {
+		m[rec.Series.Labels]++
+	}
+	return m
+}
+
+func testOptions() Options {
+	return Options{MaxCompressedBytes: 1 << 20, MaxDecodedBytes: 4 << 20, MaxLabelsPerSeries: 30,
+		MaxLabelNameLength: 64, MaxLabelValueLength: 256, MaxFuture: 10 * time.Minute}
+}
+
+type testEnv struct {
+	h      *Handler
+	shards *window.Shards
+	rec    *recorder
+}
+
+func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
+	t.Helper()
+	cfg := config.Default()
+	rec := &recorder{}
+	opts := window.Options{Shards: 2, QueueSize: queueSize, MaxSeries: 1000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
+	reg := selfmon.NewRegistry()
+	shards := window.New(opts, window.CompileRules(cfg), rec, reg)
+	if start {
+		shards.Start()
+		t.Cleanup(func() { shards.Stop(t.Context()) })
+	}
+	return &testEnv{h: NewHandler(testOptions(), shards, reg, zap.NewNop()), shards: shards, rec: rec}
+}
+
+func encodeV1(t testing.TB, wr *prompb.WriteRequest) []byte {
+	t.Helper()
+	b, err := wr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snappy.Encode(nil, b)
+}
+
+func encodeV2(t testing.TB, wr *writev2.Request) []byte {
+	t.Helper()
+	b, err := wr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snappy.Encode(nil, b)
+}
+
+func post(h http.Handler, body []byte, header map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Encoding", "snappy")
+	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+func now() int64 { return time.Now().UnixMilli() }
+
+func gaugeSeries(name string, ts int64, v float64, extra ...prompb.Label) prompb.TimeSeries {
+	return prompb.TimeSeries{
+		Labels:  append([]prompb.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "test"}}, extra...),
+		Samples: []prompb.Sample{{Timestamp: ts, Value: v}},
+	}
+}
+
+func TestStatusCodes(t *testing.T) {
+	env := newEnv(t, 16, true)
+	good := encodeV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{gaugeSeries("up", now(), 1)}})
+	st := writev2.NewSymbolTable()
+	goodV2 := encodeV2(t, &writev2.Request{Timeseries: []writev2.TimeSeries{{
+		LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize("up"), st.Symbolize("job"), st.Symbolize("v2")},
+		Samples:    []writev2.Sample{{Value: 1, Timestamp: now()}, {Value: 2, Timestamp: now() + 1}},
+	}}, Symbols: st.Symbols()})
+	bigDecoded := snappy.Encode(nil, make([]byte, 5<<20)) // decodes to 5 MiB > 4 MiB limit
+	var framed bytes.Buffer
+	fw := snappy.NewBufferedWriter(&framed)
+	fw.Write([]byte("x"))
+	fw.Close()
+
+	tests := []struct {
+		name     string
+		method   string
+		body     []byte
+		header   map[string]string
+		want     int
+		contains string
+	}{
+		{"rw1", "", good, nil, 204, ""},
+		{"missing content type is rw1", "", good, map[string]string{"Content-Type": ""}, 204, ""},
+		{"missing content encoding is snappy", "", good, map[string]string{"Content-Encoding": ""}, 204, ""},
+		{"rw1 proto param", "", good, map[string]string{"Content-Type": "application/x-protobuf;proto=prometheus.WriteRequest"}, 204, ""},
+		{"rw2 with whitespace and case", "", goodV2, map[string]string{"Content-Type": "Application/X-Protobuf; proto=io.prometheus.write.v2.Request"}, 204, ""},
+		{"GET", http.MethodGet, nil, nil, 405, "use POST"},
+		{"text/plain", "", good, map[string]string{"Content-Type": "text/plain"}, 415, "Content-Type"},
+		{"unknown proto", "", good, map[string]string{"Content-Type": "application/x-protobuf;proto=foo.Bar"}, 415, "proto must be"},
+		{"zstd", "", good, map[string]string{"Content-Encoding": "zstd"}, 415, "Content-Encoding"},
+		{"gzip", "", good, map[string]string{"Content-Encoding": "gzip"}, 415, "Content-Encoding"},
+		{"too large", "", make([]byte, 1<<20+1), nil, 413, "ingest.max_compressed_bytes"},
+		{"decompression bomb", "", bigDecoded, nil, 400, "ingest.max_decoded_bytes"},
+		{"framed snappy", "", framed.Bytes(), nil, 400, "framed"},
+		{"not snappy", "", []byte("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"), nil, 400, "snappy"},
+		{"not protobuf", "", snappy.Encode(nil, []byte{0x0a, 0x80}), nil, 400, "cannot decode"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			method := tc.method
+			if method == "" {
+				method = http.MethodPost
+			}
+			req := httptest.NewRequest(method, "/api/v1/write", bytes.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/x-protobuf")
+			req.Header.Set("Content-Encoding", "snappy")
+			for k, v := range tc.header {
+				if v == "" {
+					req.Header.Del(k)
+				} else {
+					req.Header.Set(k, v)
+				}
+			}
+			w := httptest.NewRecorder()
+			env.h.ServeHTTP(w, req)
+			if w.Code != tc.want {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body.String(), tc.want)
+			}
+			if !strings.Contains(w.Body.String(), tc.contains) {
+				t.Fatalf("body %q does not contain %q", w.Body.String(), tc.contains)
+			}
+		})
+	}
+}
+
+func TestChunkedBodyOverLimitIs413(t *testing.T) {
+	env := newEnv(t, 16, true)
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/write", io.MultiReader(bytes.NewReader(make([]byte, 1<<20)), strings.NewReader("xx")))
+	req.ContentLength = -1
+	w := httptest.NewRecorder()
+	env.h.ServeHTTP(w, req)
+	if w.Code != 413 {
+		t.Fatalf("got %d, want 413", w.Code)
+	}
+}
+
+func TestRW2WrittenHeaders(t *testing.T) {
+	env := newEnv(t, 16, true)
+	st := writev2.NewSymbolTable()
+	ts := now()
+	wr := &writev2.Request{Timeseries: []writev2.TimeSeries{
+		{LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize("a")}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}, {Value: 2, Timestamp: ts + 1000}}},
+		{LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize("h")}, Histograms: []writev2.Histogram{{Count: &writev2.Histogram_CountInt{CountInt: 1}, Timestamp: ts}}},
+		{LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize("b")}, Samples: []writev2.Sample{{Value: 3, Timestamp: ts}},
+			Exemplars: []writev2.Exemplar{{Value: 1, Timestamp: ts}}},
+	}}
+	wr.Symbols = st.Symbols()
+	w := post(env.h, encodeV2(t, wr), map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"})
+	if w.Code != 204 {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	for h, want := range map[string]string{"Samples": "3", "Histograms": "0", "Exemplars": "0"} {
+		if got := w.Header().Get("X-Prometheus-Remote-Write-" + h + "-Written"); got != want {
+			t.Errorf("%s-Written: got %q, want %q (native histograms and exemplars are never claimed)", h, got, want)
+		}
+	}
+	// RW1 responses carry no such headers.
+	w = post(env.h, encodeV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{gaugeSeries("up", ts, 1)}}), nil)
+	if got := w.Header().Get("X-Prometheus-Remote-Write-Samples-Written"); got != "" {
+		t.Fatalf("RW1 response has Samples-Written %q", got)
+	}
+}
+
+func TestPartialWrite(t *testing.T) {
+	env := newEnv(t, 16, true)
+	ts := now()
+	wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		gaugeSeries("good_gauge", ts, 1),
+		{Labels: []prompb.Label{{Name: "__name__", Value: "dup"}, {Name: "a", Value: "1"}, {Name: "a", Value: "2"}}, Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}},
+		{Labels: []prompb.Label{{Name: "job", Value: "noname"}}, Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}},
+		{Labels: []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "", Value: "v"}}, Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}},
+		{Labels: []prompb.Label{{Name: "__name__", Value: "bad\xffutf8"}}, Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}},
+		gaugeSeries("future_gauge", ts+11*60*1000, 1),
+	}}
+	w := post(env.h, encodeV1(t, wr), nil)
+	if w.Code != 400 {
+		t.Fatalf("got %d, want 400", w.Code)
+	}
+	body := w.Body.String()
+	for _, want := range []string{"duplicate_label_name: 1", "missing_metric_name: 1", "empty_label_name: 1",
+		"invalid_utf8: 1", "too_far_in_future: 1", "the rest was written", `duplicate label name "a"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("body %q lacks %q", body, want)
+		}
+	}
+	env.shards.Sync()
+	got := env.rec.series()
+	if got["__name__\xffgood_gauge\xffjob\xfftest\xff"] != 1 || len(got) != 1 {
+		t.Fatalf("the valid series was not written (partial write): got %v", got)
+	}
+}
+
+// Unsorted labels and empty values must not create a second series.
+func TestCanonicalIdentity(t *testing.T) {
+	env := newEnv(t, 16, true)
+	ts := now()
+	wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: []prompb.Label{{Name: "job", Value: "j"}, {Name: "__name__", Value: "g"}, {Name: "a", Value: "1"}}, Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}},
+		{Labels: []prompb.Label{{Name: "__name__", Value: "g"}, {Name: "a", Value: "1"}, {Name: "empty", Value: ""}, {Name: "job", Value: "j"}}, Samples: []prompb.Sample{{Timestamp: ts + 1000, Value: 2}}},
+	}}
+	if w := post(env.h, encodeV1(t, wr), nil); w.Code != 204 {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	env.shards.Sync()
+	got := env.rec.series()
+	if len(got) != 1 || got["__name__\xffg\xffa\xff1\xffjob\xffj\xff"] != 2 {
+		t.Fatalf("got series %v, want one canonical series with 2 outputs", got)
+	}
+}
+
+// The hash picks the shard that owns a series: changing it silently
+// re-shards every series (and, across instances, every vmagent mapping).
+func TestHashGolden(t *testing.T) {
+	key := []byte("__name__\xffhttp_requests_total\xffjob\xffapi\xff")
+	if got, want := xxhash.Sum64(key), uint64(0x6db86f43e7370663); got != want {
+		t.Fatalf("xxhash of canonical key: got %#x, want %#x", got, want)
+	}
+}
+
+func TestBackPressureIs503(t *testing.T) {
+	env := newEnv(t, 1, false) // shards not running: queues fill up
+	ts := now()
+	var codes []int
+	for i := range 6 {
+		wr := &prompb.WriteRequest{}
+		for j := range 20 {
+			wr.Timeseries = append(wr.Timeseries, gaugeSeries("g", ts+int64(i), 1, prompb.Label{Name: "i", Value: string(rune('a' + j))}))
+		}
+		w := post(env.h, encodeV1(t, wr), nil)
+		codes = append(codes, w.Code)
+		if w.Code == 503 && w.Header().Get("Retry-After") == "" {
+			t.Fatal("503 without Retry-After")
+		}
+	}
+	if codes[0] != 204 || codes[len(codes)-1] != 503 {
+		t.Fatalf("codes %v: want 204 first, then 503 once the queues are full (never 429, never a silent drop)", codes)
+	}
+}
+
+func TestShutdownIs503(t *testing.T) {
+	env := newEnv(t, 16, true)
+	env.h.Shutdown()
+	w := post(env.h, encodeV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{gaugeSeries("up", now(), 1)}}), nil)
+	if w.Code != 503 {
+		t.Fatalf("got %d, want 503", w.Code)
+	}
+}
+
+func TestCounterFromMetadata(t *testing.T) {
+	env := newEnv(t, 16, true)
+	ts := now()
+	// RW1 metadata arrives in its own request, as Prometheus sends it.
+	meta := &prompb.WriteRequest{Metadata: []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "odd_name"}}}
+	if w := post(env.h, encodeV1(t, meta), nil); w.Code != 204 {
+		t.Fatalf("metadata: %d", w.Code)
+	}
+	// A counter's first sample only primes the rate: one output for two samples.
+	wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "odd_name"}},
+		Samples: []prompb.Sample{{Timestamp: ts, Value: 100}, {Timestamp: ts + 1000, Value: 110}},
+	}}}
+	if w := post(env.h, encodeV1(t, wr), nil); w.Code != 204 {
+		t.Fatalf("got %d", w.Code)
+	}
+	env.shards.Sync()
+	if got := env.rec.series()["__name__\xffodd_name\xff"]; got != 1 {
+		t.Fatalf("counter from metadata: got %d outputs, want 1 (first sample primes the rate)", got)
+	}
+}
+
+func TestNoPanicOnSpecialValues(t *testing.T) {
+	env := newEnv(t, 16, true)
+	ts := now()
+	wr := &prompb.WriteRequest{}
+	for i, v := range specialValues {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "special"}},
+			Samples: []prompb.Sample{{Timestamp: ts + int64(i), Value: v}},
+		})
+	}
+	if w := post(env.h, encodeV1(t, wr), nil); w.Code != 204 {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	env.shards.Sync()
+	env.rec.mu.Lock()
+	defer env.rec.mu.Unlock()
+	for _, r := range env.rec.recs {
+		if !r.Stale && (math.IsNaN(r.Score) || math.IsInf(r.Score, 0)) {
+			t.Fatalf("non-finite score %v", r.Score)
+		}
+	}
+}
+
+// FuzzHandler throws arbitrary bodies (raw and snappy-wrapped) at the whole
+// handler, RW1 and RW2: it must never panic and must answer 204, 400 or (back-pressure) 503.
+func FuzzHandler(f *testing.F) {
+	f.Add([]byte{}, false, false)
+	b, _ := randomV1(nil2rng(), 4).Marshal()
+	f.Add(b, true, false)
+	b, _ = randomV2(nil2rng(), 4).Marshal()
+	f.Add(b, true, true)
+	env := newEnv(f, 1024, true)
+	f.Fuzz(func(t *testing.T, body []byte, wrap, v2 bool) {
+		if wrap {
+			body = snappy.Encode(nil, body)
+		}
+		hdr := map[string]string{}
+		if v2 {
+			hdr["Content-Type"] = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+		}
+		w := post(env.h, body, hdr)
+		if w.Code != 204 && w.Code != 400 && w.Code != 503 {
+			t.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	})
+}
+
+func nil2rng() *rand.Rand { return rand.New(rand.NewPCG(11, 12)) }

@@ -1,0 +1,156 @@
+package ingest
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+var metricNameLabel = []byte("__name__")
+
+// canonicalise sorts the labels of s in place and validates them. It
+// returns reasonOK or why the series is invalid, with a readable detail.
+func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Options) (reason, string) {
+	if s.badRef {
+		return reasonBadSymbolRef, "labels_refs has odd length or a reference beyond symbols"
+	}
+	if proto == protoV2 && s.histograms > 0 && s.samplesEnd > s.samplesStart {
+		return reasonSamplesAndHistograms, "a series must not carry both samples and histograms"
+	}
+	ls := req.labels[s.labelsStart:s.labelsEnd]
+	// Insertion sort by name: senders almost always send sorted labels, so
+	// this is one pass; it does not allocate, unlike sort.Slice.
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && bytes.Compare(req.str(ls[j].name), req.str(ls[j-1].name)) < 0; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	n := 0
+	hasName := false
+	var prev []byte
+	for i, l := range ls {
+		name, value := req.str(l.name), req.str(l.value)
+		if len(name) == 0 {
+			return reasonEmptyLabelName, "empty label name"
+		}
+		if i > 0 && bytes.Equal(name, prev) {
+			return reasonDuplicateLabel, fmt.Sprintf("duplicate label name %q", name)
+		}
+		prev = name
+		if len(name) > opts.MaxLabelNameLength {
+			return reasonNameTooLong, fmt.Sprintf("label name of %d bytes exceeds limit %d (ingest.max_label_name_length)", len(name), opts.MaxLabelNameLength)
+		}
+		if len(value) > opts.MaxLabelValueLength {
+			return reasonValueTooLong, fmt.Sprintf("value of label %q of %d bytes exceeds limit %d (ingest.max_label_value_length)", name, len(value), opts.MaxLabelValueLength)
+		}
+		if !utf8.Valid(name) || !utf8.Valid(value) {
+			return reasonInvalidUTF8, fmt.Sprintf("label %q is not valid UTF-8", name)
+		}
+		if len(value) == 0 {
+			continue // an empty value means the label is absent
+		}
+		if bytes.Equal(name, metricNameLabel) {
+			hasName = true
+		}
+		n++
+	}
+	if !hasName {
+		return reasonMissingName, "no __name__ label"
+	}
+	if n > opts.MaxLabelsPerSeries {
+		return reasonTooManyLabels, fmt.Sprintf("%d labels exceed limit %d (ingest.max_labels_per_series)", n, opts.MaxLabelsPerSeries)
+	}
+	return reasonOK, ""
+}
+
+// appendKey appends the canonical key of the (sorted, valid) series s.
+func appendKey(dst []byte, req *request, s *series) []byte {
+	for _, l := range req.labels[s.labelsStart:s.labelsEnd] {
+		if l.value.len == 0 {
+			continue
+		}
+		dst = append(dst, req.str(l.name)...)
+		dst = append(dst, 0xff)
+		dst = append(dst, req.str(l.value)...)
+		dst = append(dst, 0xff)
+	}
+	return dst
+}
+
+// nameSpan finds the __name__ value in a canonical key.
+func nameSpan(key []byte) (start, end uint32) {
+	for i := 0; i < len(key); {
+		n := bytes.IndexByte(key[i:], 0xff)
+		name := key[i : i+n]
+		vs := i + n + 1
+		ve := vs + bytes.IndexByte(key[vs:], 0xff)
+		if bytes.Equal(name, metricNameLabel) {
+			return uint32(vs), uint32(ve)
+		}
+		i = ve + 1
+	}
+	return 0, 0
+}
+
+// isCounter: metadata says COUNTER, or the name ends as counters do.
+func isCounter(name []byte, metricType uint8, types map[string]uint8) bool {
+	if metricType == metricTypeCounter {
+		return true
+	}
+	if bytes.HasSuffix(name, []byte("_total")) || bytes.HasSuffix(name, []byte("_count")) || bytes.HasSuffix(name, []byte("_sum")) {
+		return true
+	}
+	return len(types) > 0 && types[string(name)] == metricTypeCounter
+}
+
+// learnMetadata records RW1 metadata types, copying the map only when
+// something changed.
+func (h *Handler) learnMetadata(req *request) {
+	types := *h.metricTypes.Load()
+	changed := false
+	for _, m := range req.metadata {
+		if t, ok := types[string(req.str(m.name))]; !ok || t != m.metricType {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return
+	}
+	h.metaMu.Lock()
+	defer h.metaMu.Unlock()
+	old := *h.metricTypes.Load()
+	next := make(map[string]uint8, len(old)+len(req.metadata))
+	for k, v := range old {
+		next[k] = v
+	}
+	for _, m := range req.metadata {
+		if m.name.len > 0 {
+			next[string(req.str(m.name))] = m.metricType
+		}
+	}
+	h.metricTypes.Store(&next)
+	h.m.metadata.Add(float64(len(req.metadata)))
+}
+
+// formatLabels renders a series for an error message (error path only).
+func formatLabels(req *request, s *series) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range req.labels[s.labelsStart:s.labelsEnd] {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(req.str(l.name)))
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(string(req.str(l.value))))
+		if b.Len() > 512 {
+			b.WriteString(", …")
+			break
+		}
+	}
+	b.WriteByte('}')
+	return b.String()
+}

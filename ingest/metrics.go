@@ -1,0 +1,108 @@
+package ingest
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+)
+
+type metrics struct {
+	requests   *selfmon.CounterVec
+	codes      map[string]map[int]*selfmon.Counter // protocol → code → counter, filled at start
+	duration   map[string]*selfmon.Histogram
+	received   map[string]*selfmon.Counter
+	rejected   [numReasons]*selfmon.Counter
+	invalidSer *selfmon.Counter
+	backPress  *selfmon.Counter
+	histograms *selfmon.Counter
+	exemplars  *selfmon.Counter
+	bytes      *selfmon.Counter
+	metadata   *selfmon.Counter
+}
+
+// protocolLabel is the protocol label value of a request.
+func protocolLabel(proto string) string {
+	switch proto {
+	case protoV1:
+		return "1.0"
+	case protoV2:
+		return "2.0"
+	}
+	return "unknown"
+}
+
+var knownCodes = []int{http.StatusNoContent, http.StatusBadRequest, http.StatusMethodNotAllowed,
+	http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusInternalServerError,
+	http.StatusServiceUnavailable}
+
+func newMetrics(reg *selfmon.Registry) *metrics {
+	m := &metrics{
+		requests: reg.NewCounterVec("anomalyd_ingest_requests_total",
+			"Remote-write requests by protocol version and HTTP status.", "protocol", "code"),
+		codes:    map[string]map[int]*selfmon.Counter{},
+		duration: map[string]*selfmon.Histogram{},
+		received: map[string]*selfmon.Counter{},
+	}
+	dur := reg.NewHistogramVec("anomalyd_ingest_request_duration_seconds",
+		"Time to read, decode, validate and enqueue a remote-write request.", selfmon.DefBuckets, "protocol")
+	recv := reg.NewCounterVec("anomalyd_ingest_samples_received_total",
+		"Float samples accepted and handed to the shards.", "protocol")
+	for _, p := range []string{"1.0", "2.0", "unknown"} {
+		m.codes[p] = map[int]*selfmon.Counter{}
+		for _, c := range knownCodes {
+			m.codes[p][c] = m.requests.With(p, strconv.Itoa(c))
+		}
+		m.duration[p] = dur.With(p)
+		m.received[p] = recv.With(p)
+	}
+	rej := reg.NewCounterVec("anomalyd_ingest_samples_rejected_total",
+		"Samples rejected with 400 (invalid series or sample) or 503 (back_pressure), by reason.", "reason")
+	for i := reason(1); i < numReasons; i++ {
+		m.rejected[i] = rej.With(reasonNames[i])
+	}
+	m.backPress = rej.With("back_pressure")
+	m.invalidSer = reg.NewCounter("anomalyd_ingest_series_invalid_total", "Series rejected as invalid (400).")
+	m.histograms = reg.NewCounter("anomalyd_ingest_histograms_ignored_total",
+		"Native histogram samples received and not analysed (never reported as written).")
+	m.exemplars = reg.NewCounter("anomalyd_ingest_exemplars_ignored_total", "Exemplars received and ignored.")
+	m.bytes = reg.NewCounter("anomalyd_ingest_request_bytes_total", "Compressed remote-write request bytes read.")
+	m.metadata = reg.NewCounter("anomalyd_ingest_metadata_updates_total", "RW1 metadata entries that taught a new or changed metric type.")
+	return m
+}
+
+func (m *metrics) observe(proto string, code int, d time.Duration) {
+	p := protocolLabel(proto)
+	c, ok := m.codes[p][code]
+	if !ok {
+		c = m.requests.With(p, strconv.Itoa(code))
+	}
+	c.Inc()
+	m.duration[p].Observe(d.Seconds())
+}
+
+func (m *metrics) account(proto string, accepted, backPressured, histograms, exemplars int, invalid, rejectedBy *[numReasons]int) {
+	if accepted > 0 {
+		m.received[protocolLabel(proto)].Add(float64(accepted))
+	}
+	if backPressured > 0 {
+		m.backPress.Add(float64(backPressured))
+	}
+	if histograms > 0 {
+		m.histograms.Add(float64(histograms))
+	}
+	if exemplars > 0 {
+		m.exemplars.Add(float64(exemplars))
+	}
+	for i, c := range invalid {
+		if c > 0 && reason(i) != reasonTooFarInFuture {
+			m.invalidSer.Add(float64(c))
+		}
+	}
+	for i, c := range rejectedBy {
+		if c > 0 {
+			m.rejected[i].Add(float64(c))
+		}
+	}
+}

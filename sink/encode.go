@@ -1,0 +1,204 @@
+package sink
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/anomalyd/anomalyd/detectors"
+)
+
+// staleNaN is the stale marker value; compare it by bits, never with ==.
+var staleNaN = math.Float64frombits(value.StaleNaN)
+
+// seriesKey identifies the output series of one record (times its four
+// outputs). SeriesInfo is immutable and unique per live series, so its
+// pointer is its identity.
+type seriesKey struct {
+	s   *SeriesInfo
+	det detectors.Kind
+}
+
+// encoder turns a batch of records into a snappy-compressed RW1 or RW2
+// request. It belongs to one sender goroutine and reuses every buffer: after
+// warm-up an encode allocates nothing. The returned bytes are valid until the
+// next call.
+type encoder struct {
+	names *Names
+
+	// index maps a series to its slot; slot[o] is the index in Timeseries of
+	// output o, or -1 until the batch has a sample for it.
+	index map[seriesKey]int32
+	slots [][NumOutputs]int32
+
+	rw1     prompb.WriteRequest
+	rw2     writev2.Request
+	symbols writev2.SymbolsTable
+	lbls    []prompb.Label // RW2 scratch
+
+	raw  []byte // protobuf
+	comp []byte // snappy block
+}
+
+func newEncoder(names *Names) encoder {
+	return encoder{names: names, index: map[seriesKey]int32{}, symbols: writev2.NewSymbolTable()}
+}
+
+// encode encodes batch as RW1 or RW2. Samples of one output series are
+// grouped in one TimeSeries, in batch order (which is timestamp order).
+func (e *encoder) encode(batch []Record, rw2 bool) ([]byte, error) {
+	clear(e.index)
+	e.slots = e.slots[:0]
+	if rw2 {
+		e.symbols.Reset()
+		e.rw2.Timeseries = e.rw2.Timeseries[:0]
+	} else {
+		e.rw1.Timeseries = e.rw1.Timeseries[:0]
+	}
+	for i := range batch {
+		r := &batch[i]
+		k := seriesKey{r.Series, r.Detector}
+		si, ok := e.index[k]
+		if !ok {
+			si = int32(len(e.slots))
+			e.slots = append(e.slots, [NumOutputs]int32{-1, -1, -1, -1})
+			e.index[k] = si
+		}
+		nOut := int(samplesOf(r))
+		for o := range nOut {
+			v := r.Value(o)
+			if r.Stale {
+				v = staleNaN
+			}
+			slot := &e.slots[si]
+			idx := slot[o]
+			if rw2 {
+				if idx < 0 {
+					idx = e.newRW2Series(r, o, sibling(slot))
+					slot[o] = idx
+				}
+				ts := &e.rw2.Timeseries[idx]
+				ts.Samples = append(ts.Samples, writev2.Sample{Value: v, Timestamp: r.T})
+			} else {
+				if idx < 0 {
+					idx = e.newRW1Series(r, o, sibling(slot))
+					slot[o] = idx
+				}
+				ts := &e.rw1.Timeseries[idx]
+				ts.Samples = append(ts.Samples, prompb.Sample{Value: v, Timestamp: r.T})
+			}
+		}
+	}
+
+	var n int
+	var err error
+	if rw2 {
+		e.rw2.Symbols = e.symbols.Symbols()
+		size := e.rw2.Size()
+		e.raw = grow(e.raw, size)
+		n, err = e.rw2.OptimizedMarshalToSizedBuffer(e.raw[:size])
+	} else {
+		size := e.rw1.Size()
+		e.raw = grow(e.raw, size)
+		n, err = e.rw1.MarshalToSizedBuffer(e.raw[:size])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot marshal remote-write request: %w", err)
+	}
+	// MarshalToSizedBuffer writes backwards from the end of the buffer.
+	pb := e.raw[len(e.raw)-n:]
+	if n != len(e.raw) {
+		panic(fmt.Sprintf("BUG: sink: marshalled %d bytes, Size said %d", n, len(e.raw)))
+	}
+	e.comp = grow(e.comp, snappy.MaxEncodedLen(n))
+	return snappy.Encode(e.comp, pb), nil
+}
+
+// grow returns b with length n, reusing its array when it is big enough.
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n, n+n/4)
+	}
+	return b[:n]
+}
+
+// sibling returns the index of a TimeSeries already made for another output
+// of the same record, or -1. The four outputs' label sets differ only in the
+// value of __name__, which sits at the same position in all four (sorting
+// depends on names only), so a sibling's labels are copied and patched
+// instead of built and sorted again.
+func sibling(slot *[NumOutputs]int32) int32 {
+	for _, idx := range slot {
+		if idx >= 0 {
+			return idx
+		}
+	}
+	return -1
+}
+
+// newRW1Series adds the TimeSeries of output o of r, reusing the label and
+// sample slices of an earlier batch, and returns its index.
+func (e *encoder) newRW1Series(r *Record, o int, sib int32) int32 {
+	tss := e.rw1.Timeseries
+	idx := len(tss)
+	if idx < cap(tss) {
+		tss = tss[:idx+1]
+	} else {
+		tss = append(tss, prompb.TimeSeries{})
+	}
+	ts := &tss[idx]
+	name := e.names.Name(o)
+	if sib >= 0 {
+		ts.Labels = append(ts.Labels[:0], tss[sib].Labels...)
+		for i := range ts.Labels {
+			if ts.Labels[i].Name == "__name__" {
+				ts.Labels[i].Value = name
+				break
+			}
+		}
+	} else {
+		ts.Labels = AppendOutputLabels(ts.Labels[:0], r.Series, name, r.Detector)
+	}
+	ts.Samples = ts.Samples[:0]
+	e.rw1.Timeseries = tss
+	return int32(idx)
+}
+
+// newRW2Series is newRW1Series for RW2: labels become symbol references, and
+// the metadata says gauge (every output series is one).
+func (e *encoder) newRW2Series(r *Record, o int, sib int32) int32 {
+	tss := e.rw2.Timeseries
+	idx := len(tss)
+	if idx < cap(tss) {
+		tss = tss[:idx+1]
+	} else {
+		tss = append(tss, writev2.TimeSeries{})
+	}
+	ts := &tss[idx]
+	name := e.names.Name(o)
+	refs := ts.LabelsRefs[:0]
+	if sib >= 0 {
+		refs = append(refs, tss[sib].LabelsRefs...)
+		nameRef := e.symbols.Symbolize("__name__")
+		for i := 0; i < len(refs); i += 2 {
+			if refs[i] == nameRef {
+				refs[i+1] = e.symbols.Symbolize(name)
+				break
+			}
+		}
+	} else {
+		e.lbls = AppendOutputLabels(e.lbls[:0], r.Series, name, r.Detector)
+		for _, l := range e.lbls {
+			refs = append(refs, e.symbols.Symbolize(l.Name), e.symbols.Symbolize(l.Value))
+		}
+	}
+	ts.LabelsRefs = refs
+	ts.Samples = ts.Samples[:0]
+	ts.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE}
+	e.rw2.Timeseries = tss
+	return int32(idx)
+}

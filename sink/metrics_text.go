@@ -1,0 +1,138 @@
+package sink
+
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+)
+
+// SnapshotSource gives the latest output of every series: one immutable
+// slice per shard (window.Shards implements it).
+type SnapshotSource interface {
+	Snapshots(dst [][]Record) [][]Record
+}
+
+var outputHelp = [NumOutputs]string{
+	"Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous.",
+	"Value the detector expected for the input series.",
+	"Lower edge of the expected band.",
+	"Upper edge of the expected band.",
+}
+
+// MetricsHandler serves /metrics: the latest value of every output series,
+// then anomalyd's own metrics. It streams straight from the shard snapshots,
+// so a scrape of a million series holds no more than a write buffer.
+func MetricsHandler(names func() Names, src SnapshotSource, reg *selfmon.Registry) http.Handler {
+	var pool sync.Pool
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		bw, _ := pool.Get().(*bufio.Writer)
+		if bw == nil {
+			bw = bufio.NewWriterSize(w, 64<<10)
+		} else {
+			bw.Reset(w)
+		}
+		defer pool.Put(bw)
+		n := names()
+		if err := WriteScores(bw, &n, src.Snapshots(nil)); err != nil {
+			return // the client went away
+		}
+		if err := bw.Flush(); err != nil {
+			return
+		}
+		_ = reg.WriteText(w)
+	})
+}
+
+// WriteScores writes the output series of snaps in the text format, one
+// family after the other (the format wants a family's lines together).
+// Timestamps are left out: Prometheus scrapes them as of the scrape.
+func WriteScores(w *bufio.Writer, names *Names, snaps [][]Record) error {
+	var lbls []prompb.Label
+	for o := range NumOutputs {
+		name := names.Name(o)
+		header := false
+		for _, snap := range snaps {
+			for i := range snap {
+				r := &snap[i]
+				if o != OutScore && r.Warmup {
+					continue
+				}
+				if !header {
+					header = true
+					w.WriteString("# HELP ")
+					w.WriteString(name)
+					w.WriteByte(' ')
+					w.WriteString(outputHelp[o])
+					w.WriteString("\n# TYPE ")
+					w.WriteString(name)
+					w.WriteString(" gauge\n")
+				}
+				lbls = AppendOutputLabels(lbls[:0], r.Series, name, r.Detector)
+				w.WriteString(name)
+				w.WriteByte('{')
+				first := true
+				for _, l := range lbls {
+					if l.Name == "__name__" {
+						continue
+					}
+					if !first {
+						w.WriteByte(',')
+					}
+					first = false
+					writeLabelName(w, l.Name)
+					w.WriteString(`="`)
+					if strings.ContainsAny(l.Value, "\\\"\n") {
+						w.WriteString(selfmon.EscapeLabelValue(l.Value))
+					} else {
+						w.WriteString(l.Value)
+					}
+					w.WriteByte('"')
+				}
+				w.WriteString("} ")
+				w.Write(selfmon.AppendFloat(w.AvailableBuffer(), r.Value(o)))
+				if err := w.WriteByte('\n'); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// writeLabelName writes n, replacing characters the text format 0.0.4 does
+// not allow in label names (remote write 2.0 allows any UTF-8) with '_'.
+func writeLabelName(w *bufio.Writer, n string) {
+	ok := true
+	for i := 0; i < len(n); i++ {
+		if !isLabelChar(n[i], i) {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		w.WriteString(n)
+		return
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case isLabelChar(c, i):
+			w.WriteByte(c)
+		case i == 0 && c >= '0' && c <= '9':
+			w.WriteByte('_')
+			w.WriteByte(c)
+		default:
+			w.WriteByte('_')
+		}
+	}
+}
+
+func isLabelChar(c byte, i int) bool {
+	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')
+}

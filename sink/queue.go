@@ -1,0 +1,358 @@
+package sink
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+)
+
+// samplesOf is the number of output samples record r becomes: the score
+// alone during warm-up, otherwise all four outputs (stale markers included).
+func samplesOf(r *Record) int64 {
+	if r.Warmup && !r.Stale {
+		return 1
+	}
+	return NumOutputs
+}
+
+// queue is one send queue. Appenders copy records into buf under mu; the
+// queue's sender swaps buf for its own emptied slice and works from that, so
+// the lock is held only to copy records in or to swap two slice headers.
+//
+// pending counts the output samples the queue holds: in buf and in the
+// sender's hands (swapped out, in the batch, in flight). Appenders refuse a
+// record that would take pending above the capacity, so memory is bounded by
+// about two slices of capacity records each (≤ 2 × capacity × 64 bytes in
+// the worst case of warm-up records, 1 sample each).
+type queue struct {
+	mu      sync.Mutex
+	closed  bool
+	buf     []Record
+	pending atomic.Int64
+	// notify wakes the sender when pending reaches a full batch. Size 1: one
+	// pending wake-up is enough, the sender takes everything queued.
+	notify chan struct{}
+	_      [64]byte // keep neighbouring queues' locks off this cache line
+}
+
+func newQueue() *queue { return &queue{notify: make(chan struct{}, 1)} }
+
+// push appends the records of recs that belong to queue qi of n. It returns
+// the samples dropped because the queue was full and because it was closed.
+func (q *queue) push(recs []Record, qi, n uint64, capacity, batch int64) (full, shutdown int64) {
+	q.mu.Lock()
+	p0 := q.pending.Load()
+	p := p0
+	for i := range recs {
+		r := &recs[i]
+		if n > 1 && r.Series.Hash%n != qi {
+			continue
+		}
+		k := samplesOf(r)
+		switch {
+		case q.closed:
+			shutdown += k
+		case p+k > capacity:
+			full += k
+		default:
+			p += k
+			q.buf = append(q.buf, *r)
+		}
+	}
+	if p != p0 {
+		p = q.pending.Add(p - p0)
+	}
+	q.mu.Unlock()
+	if p >= batch && p != p0 {
+		select {
+		case q.notify <- struct{}{}:
+		default:
+		}
+	}
+	return full, shutdown
+}
+
+// close makes push drop everything from now on.
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+}
+
+// drain empties buf (when no sender runs) and returns the samples dropped.
+func (q *queue) drain() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var n int64
+	for i := range q.buf {
+		n += samplesOf(&q.buf[i])
+	}
+	clear(q.buf)
+	q.buf = q.buf[:0]
+	q.pending.Add(-n)
+	return n
+}
+
+// swap gives the queue the emptied slice empty and returns what was queued.
+func (q *queue) swap(empty []Record) []Record {
+	q.mu.Lock()
+	full := q.buf
+	q.buf = empty
+	q.mu.Unlock()
+	return full
+}
+
+// sender is the goroutine of one queue. Everything in it is owned by that
+// goroutine.
+type sender struct {
+	w  *RemoteWriter
+	q  *queue
+	qi int
+
+	local  []Record // swapped out of q.buf; local[li:] still to batch
+	li     int
+	batch  []Record
+	batchN int64 // output samples in batch
+
+	enc   encoder
+	codes map[int]*selfmon.Counter // requests_total children by status code
+}
+
+func newSender(w *RemoteWriter, q *queue, qi int) *sender {
+	return &sender{
+		w:     w,
+		q:     q,
+		qi:    qi,
+		enc:   newEncoder(&w.names),
+		codes: map[int]*selfmon.Counter{},
+	}
+}
+
+// run batches and sends until Stop: a batch goes when it holds
+// max_samples_per_send samples, or batch_send_deadline after the previous
+// send, or at once while flushing for Stop.
+func (s *sender) run() {
+	w := s.w
+	defer w.wg.Done()
+	timer := time.NewTimer(w.deadline)
+	defer timer.Stop()
+	flushing, due := false, false
+	for {
+		s.fill()
+		if s.batchN > 0 && (s.batchN >= int64(w.maxSend) || due || flushing) {
+			if !s.sendBatch() {
+				s.dropRest()
+				return
+			}
+			timer.Reset(w.deadline)
+			due = false
+			continue
+		}
+		if due { // the deadline passed with nothing to send
+			timer.Reset(w.deadline)
+			due = false
+		}
+		if flushing { // queue closed and empty
+			return
+		}
+		select {
+		case <-s.q.notify:
+		case <-timer.C:
+			due = true
+		case <-w.stopCh:
+			flushing = true
+		case <-w.hardCtx.Done():
+			s.dropRest()
+			return
+		}
+	}
+}
+
+// fill moves records into the batch until it holds max_samples_per_send
+// samples or nothing is queued. A record is never split; a batch holds at
+// least one record even if max_samples_per_send is below its sample count.
+func (s *sender) fill() {
+	max := int64(s.w.maxSend)
+	for s.batchN < max {
+		if s.li == len(s.local) {
+			clear(s.local) // drop references to series the batch no longer needs
+			s.local = s.q.swap(s.local[:0])
+			s.li = 0
+			if len(s.local) == 0 {
+				return
+			}
+		}
+		r := &s.local[s.li]
+		k := samplesOf(r)
+		if s.batchN > 0 && s.batchN+k > max {
+			return
+		}
+		s.batch = append(s.batch, *r)
+		s.batchN += k
+		s.li++
+	}
+}
+
+// dropRest counts everything still held as dropped at shutdown: the
+// partial batch, the swapped-out records and the queue.
+func (s *sender) dropRest() {
+	n := s.batchN
+	clear(s.batch)
+	s.batch, s.batchN = s.batch[:0], 0
+	for i := s.li; i < len(s.local); i++ {
+		n += samplesOf(&s.local[i])
+	}
+	clear(s.local)
+	s.local, s.li = s.local[:0], 0
+	s.q.pending.Add(-n)
+	n += s.q.drain()
+	s.w.m.droppedShutdown.Add(float64(n))
+}
+
+// sendBatch sends the batch until the store takes or rejects it, retrying
+// the same batch (so per-series order holds) on network errors, 5xx and,
+// when configured, 429. It returns false if Stop's deadline ended first; the
+// batch is then counted as dropped.
+func (s *sender) sendBatch() bool {
+	w := s.w
+	n := s.batchN
+	defer func() {
+		clear(s.batch)
+		s.batch, s.batchN = s.batch[:0], 0
+		s.q.pending.Add(-n)
+	}()
+	fn := float64(n)
+	backoff := w.minBackoff
+	attempt := 0
+	var body []byte
+	encoded, bodyRW2 := false, false
+	for {
+		if w.hardCtx.Err() != nil {
+			w.m.droppedShutdown.Add(fn)
+			return false
+		}
+		rw2 := w.rw2 && !w.rw1Only.Load()
+		if !encoded || bodyRW2 != rw2 {
+			var err error
+			if body, err = s.enc.encode(s.batch, rw2); err != nil {
+				// Cannot happen with valid records; do not retry for ever.
+				w.m.failed.Add(fn)
+				w.logger.Error("cannot encode batch, dropping it", zap.Int64("samples", n), zap.Error(err))
+				return true
+			}
+			encoded, bodyRW2 = true, rw2
+		}
+		res := w.store(body, rw2, attempt)
+		s.countRequest(res.code)
+		w.m.duration.Observe(res.dur.Seconds())
+
+		switch {
+		case res.err == nil && res.code/100 == 2:
+			if rw2 && !res.hasWritten {
+				w.fallbackToRW1("store answered 2xx to a RW2 request without X-Prometheus-Remote-Write-Samples-Written; assuming it only knows RW1", res.code)
+				continue
+			}
+			if rw2 && res.written < n {
+				w.m.sent.Add(float64(res.written))
+				w.m.failed.Add(float64(n - res.written))
+				w.logger.Warn("store wrote only part of a RW2 batch", zap.Int64("samples", n), zap.Int64("written", res.written))
+				return true
+			}
+			w.m.sent.Add(fn)
+			if attempt > 0 {
+				w.logger.Info("batch sent after retries", zap.Int("retries", attempt), zap.Int64("samples", n))
+			}
+			return true
+
+		case res.err == nil && rw2 && res.code == 415:
+			w.fallbackToRW1("store answered 415 Unsupported Media Type to a RW2 request", res.code)
+			continue
+
+		case res.err != nil || res.code/100 == 5 || (res.code == 429 && w.retry429):
+			if w.hardCtx.Err() != nil { // the request was aborted by Stop
+				w.m.droppedShutdown.Add(fn)
+				return false
+			}
+			w.m.retried.Add(fn)
+			sleep := w.jitter(backoff)
+			if res.retryAfter > 0 {
+				sleep = res.retryAfter
+			}
+			fields := []zap.Field{zap.Int("attempt", attempt+1), zap.Int64("samples", n), zap.Duration("retry_in", sleep)}
+			if res.err != nil {
+				fields = append(fields, zap.Error(res.err))
+			} else {
+				fields = append(fields, zap.Int("status", res.code), zap.String("body", res.msg))
+			}
+			if attempt == 0 {
+				w.logger.Warn("cannot send batch, retrying", fields...)
+			} else {
+				w.logger.Debug("cannot send batch, retrying", fields...)
+			}
+			if !w.sleep(sleep) {
+				w.m.droppedShutdown.Add(fn)
+				return false
+			}
+			backoff = min(2*backoff, w.maxBackoff)
+			attempt++
+
+		default: // 4xx, 3xx, 415 to RW1, 429 without retry_on_http_429
+			// A RW2 store says how much of a rejected request it wrote anyway.
+			var written int64
+			if rw2 && res.hasWritten {
+				written = min(res.written, n)
+			}
+			w.m.sent.Add(float64(written))
+			w.m.failed.Add(float64(n - written))
+			w.logger.Error("store rejected batch, dropping it (not retried)",
+				zap.Int("status", res.code), zap.String("body", res.msg), zap.Int64("samples", n), zap.Int64("written", written))
+			return true
+		}
+	}
+}
+
+func (s *sender) countRequest(code int) {
+	c := s.codes[code]
+	if c == nil {
+		label := "error"
+		if code != 0 {
+			label = strconv.Itoa(code)
+		}
+		c = s.w.m.sm.requests.With(s.w.m.remote, label)
+		s.codes[code] = c
+	}
+	c.Inc()
+}
+
+// fallbackToRW1 switches the writer to RW1 for good and logs it once.
+func (w *RemoteWriter) fallbackToRW1(why string, code int) {
+	if w.rw1Only.CompareAndSwap(false, true) {
+		w.logger.Warn("falling back to remote-write 1.0 (prometheus.WriteRequest) for this store: "+why, zap.Int("status", code))
+	}
+}
+
+// sleep waits d, or until Stop's deadline ends (false).
+func (w *RemoteWriter) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.hardCtx.Done():
+		return false
+	}
+}
+
+// addJitter spreads retries of many queues and instances: d plus up to 25 %.
+func addJitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d + rand.N(d/4+1)
+}

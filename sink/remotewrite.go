@@ -1,0 +1,396 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+)
+
+// Version is sent in the User-Agent header (anomalyd/<Version>). main sets
+// it, or the build does with
+// -ldflags "-X github.com/anomalyd/anomalyd/sink.Version=1.2.3".
+var Version = "dev"
+
+// Protocol names accepted in remote_write.protobuf_message (the same strings
+// as config.RemoteWriteProtoMsgV1 and V2).
+const (
+	protoMsgRW1 = "prometheus.WriteRequest"
+	protoMsgRW2 = "io.prometheus.write.v2.Request"
+)
+
+// Interface checks.
+var (
+	_ Appender = (*RemoteWriter)(nil)
+	_ Appender = (*Fanout)(nil)
+)
+
+// RemoteWriter sends records to one Prometheus-compatible store with the
+// remote-write protocol. It implements Appender.
+//
+// Records are spread over a fixed number of send queues
+// (queue_config.max_shards) by SeriesInfo.Hash, so the samples of one series
+// always go through the same queue and reach the store in timestamp order.
+// Each queue is bounded in output samples (queue_config.capacity); Append
+// drops and counts what does not fit instead of blocking. One goroutine per
+// queue batches, encodes, sends and retries. See doc.go for the trade-offs.
+//
+// Append may be called by any number of goroutines at once; Start and Stop
+// by one owner.
+type RemoteWriter struct {
+	name   string // the remote label value
+	url    string
+	logger *zap.Logger
+	names  Names
+
+	client     *http.Client
+	header     http.Header // cfg.Headers and the auth header, set on every request
+	timeout    time.Duration
+	rw2        bool        // protobuf_message asks for RW2
+	rw1Only    atomic.Bool // RW2 was refused by the store: RW1 from now on
+	retry429   bool
+	maxSend    int
+	deadline   time.Duration
+	minBackoff time.Duration
+	maxBackoff time.Duration
+	capacity   int64 // per queue, output samples
+	// jitter returns the sleep for a backoff of d. Tests replace it.
+	jitter func(d time.Duration) time.Duration
+
+	queues []*queue
+	m      writerMetrics
+
+	// hardCtx aborts in-flight requests and backoff sleeps when Stop's
+	// context ends.
+	hardCtx    context.Context
+	hardCancel context.CancelFunc
+	stopCh     chan struct{} // closed by Stop: flush and exit
+	wg         sync.WaitGroup
+
+	mu       sync.Mutex // guards started and stopped
+	started  bool
+	stopped  bool
+	lastDrop atomic.Int64 // unix nanos of the last queue_full log line
+}
+
+// NewRemoteWriter builds a writer for one store and registers the
+// anomalyd_sink_* families in reg (nil: a private registry). A registry can
+// hold the families once only: for several stores on one registry use
+// NewFanout. cfg must be validated with defaults applied; files it names
+// (password_file, credentials_file, TLS files) are read now.
+func NewRemoteWriter(cfg *config.RemoteWriteConfig, names Names, reg *selfmon.Registry, logger *zap.Logger) (*RemoteWriter, error) {
+	if reg == nil {
+		reg = selfmon.NewRegistry()
+	}
+	return newRemoteWriter(cfg, names, newSinkMetrics(reg), logger)
+}
+
+func newRemoteWriter(cfg *config.RemoteWriteConfig, names Names, sm *sinkMetrics, logger *zap.Logger) (*RemoteWriter, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	name := remoteName(cfg)
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("remote_write %q: cannot parse url: %w", name, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("remote_write %q: url %q must be http:// or https:// with a host", name, u.Redacted())
+	}
+	qc := &cfg.QueueConfig
+	switch {
+	case qc.MaxShards <= 0:
+		return nil, fmt.Errorf("remote_write %q: queue_config.max_shards must be > 0, got %d", name, qc.MaxShards)
+	case qc.MaxSamplesPerSend <= 0:
+		return nil, fmt.Errorf("remote_write %q: queue_config.max_samples_per_send must be > 0, got %d", name, qc.MaxSamplesPerSend)
+	case qc.Capacity < NumOutputs:
+		return nil, fmt.Errorf("remote_write %q: queue_config.capacity must be >= %d samples, got %d", name, NumOutputs, qc.Capacity)
+	case qc.BatchSendDeadline <= 0:
+		return nil, fmt.Errorf("remote_write %q: queue_config.batch_send_deadline must be > 0, got %v", name, qc.BatchSendDeadline)
+	case qc.MinBackoff <= 0 || qc.MaxBackoff < qc.MinBackoff:
+		return nil, fmt.Errorf("remote_write %q: need 0 < queue_config.min_backoff (%v) <= queue_config.max_backoff (%v)", name, qc.MinBackoff, qc.MaxBackoff)
+	case cfg.RemoteTimeout <= 0:
+		return nil, fmt.Errorf("remote_write %q: remote_timeout must be > 0, got %v", name, cfg.RemoteTimeout)
+	}
+	var rw2 bool
+	switch cfg.ProtobufMessage {
+	case "", protoMsgRW1:
+	case protoMsgRW2:
+		rw2 = true
+	default:
+		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, protoMsgRW1, protoMsgRW2)
+	}
+	client, err := newHTTPClient(cfg, qc.MaxShards)
+	if err != nil {
+		return nil, fmt.Errorf("remote_write %q: %w", name, err)
+	}
+	header, err := staticHeaders(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("remote_write %q: %w", name, err)
+	}
+
+	w := &RemoteWriter{
+		name:       name,
+		url:        cfg.URL,
+		logger:     logger.With(zap.String("remote", name), zap.String("url", u.Redacted())),
+		names:      names,
+		client:     client,
+		header:     header,
+		timeout:    time.Duration(cfg.RemoteTimeout),
+		rw2:        rw2,
+		retry429:   qc.RetryOnRateLimit,
+		maxSend:    qc.MaxSamplesPerSend,
+		deadline:   time.Duration(qc.BatchSendDeadline),
+		minBackoff: time.Duration(qc.MinBackoff),
+		maxBackoff: time.Duration(qc.MaxBackoff),
+		capacity:   int64(qc.Capacity),
+		jitter:     addJitter,
+		queues:     make([]*queue, qc.MaxShards),
+		stopCh:     make(chan struct{}),
+	}
+	w.hardCtx, w.hardCancel = context.WithCancel(context.Background())
+	for i := range w.queues {
+		w.queues[i] = newQueue()
+	}
+	w.m = sm.forRemote(name, w)
+	return w, nil
+}
+
+// remoteName is the remote label value: cfg.Name (config fills it in), or
+// host/path of the URL for an unvalidated config (never its user info or
+// query, which may hold secrets).
+func remoteName(cfg *config.RemoteWriteConfig) string {
+	if cfg.Name != "" {
+		return cfg.Name
+	}
+	if u, err := url.Parse(cfg.URL); err == nil && u.Host != "" {
+		return u.Host + u.Path
+	}
+	return cfg.URL
+}
+
+// Name returns the value of the remote label of this writer's metrics.
+func (w *RemoteWriter) Name() string { return w.name }
+
+// Start starts one sender goroutine per queue. Records appended before Start
+// wait in the queues. Start after Stop does nothing.
+func (w *RemoteWriter) Start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started || w.stopped {
+		return
+	}
+	w.started = true
+	for i, q := range w.queues {
+		s := newSender(w, q, i)
+		w.wg.Add(1)
+		go s.run()
+	}
+}
+
+// Append copies the records into their send queues. It never blocks on the
+// network: it takes each queue's lock for as long as it copies records, and
+// drops (and counts) the records that do not fit in a full queue or arrive
+// after Stop. recs is not kept.
+func (w *RemoteWriter) Append(recs []Record) {
+	if len(recs) == 0 {
+		return
+	}
+	n := uint64(len(w.queues))
+	var full, shutdown int64
+	for i, q := range w.queues {
+		f, s := q.push(recs, uint64(i), n, w.capacity, int64(w.maxSend))
+		full += f
+		shutdown += s
+	}
+	if full > 0 {
+		w.m.droppedFull.Add(float64(full))
+		w.logQueueFull()
+	}
+	if shutdown > 0 {
+		w.m.droppedShutdown.Add(float64(shutdown))
+	}
+}
+
+// logQueueFull logs at most once a minute that samples are being dropped.
+func (w *RemoteWriter) logQueueFull() {
+	now := time.Now().UnixNano()
+	last := w.lastDrop.Load()
+	if now-last < int64(time.Minute) || !w.lastDrop.CompareAndSwap(last, now) {
+		return
+	}
+	w.logger.Warn("send queue full, dropping new output samples; the store is slow or down, or raise queue_config.capacity / max_shards",
+		zap.Int("capacity_per_queue", int(w.capacity)), zap.Int("queues", len(w.queues)))
+}
+
+// Stop stops accepting records and flushes what is queued, still retrying,
+// until ctx ends; then it aborts in-flight requests and drops the rest,
+// counting it as reason="shutdown". It returns when every goroutine of the
+// writer has exited. A ctx without deadline waits for the store for ever.
+func (w *RemoteWriter) Stop(ctx context.Context) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.stopped = true
+	started := w.started
+	w.mu.Unlock()
+
+	for _, q := range w.queues {
+		q.close()
+	}
+	if ctx.Err() != nil {
+		w.hardCancel() // send nothing more
+	}
+	close(w.stopCh)
+	if started {
+		done := make(chan struct{})
+		go func() { w.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			w.hardCancel()
+			<-done
+		}
+	} else {
+		var dropped int64
+		for _, q := range w.queues {
+			dropped += q.drain()
+		}
+		w.m.droppedShutdown.Add(float64(dropped))
+	}
+	w.hardCancel()
+	w.client.CloseIdleConnections()
+}
+
+// Fanout sends every record to each configured store. With zero stores
+// Append does nothing. Like RemoteWriter, Append may be called by many
+// goroutines at once.
+type Fanout struct {
+	writers []*RemoteWriter
+}
+
+// NewFanout builds one RemoteWriter per config, sharing one set of
+// anomalyd_sink_* families in reg (nil: a private registry). Remote names
+// (name, or host/path of url) must be unique.
+func NewFanout(cfgs []*config.RemoteWriteConfig, names Names, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
+	f := &Fanout{}
+	if len(cfgs) == 0 {
+		return f, nil
+	}
+	if reg == nil {
+		reg = selfmon.NewRegistry()
+	}
+	sm := newSinkMetrics(reg)
+	seen := make(map[string]int, len(cfgs))
+	for i, cfg := range cfgs {
+		name := remoteName(cfg)
+		if j, ok := seen[name]; ok {
+			return nil, fmt.Errorf("remote_write[%d] and remote_write[%d] have the same name %q: set distinct names", j, i, name)
+		}
+		seen[name] = i
+		w, err := newRemoteWriter(cfg, names, sm, logger)
+		if err != nil {
+			return nil, err
+		}
+		f.writers = append(f.writers, w)
+	}
+	return f, nil
+}
+
+// Writers returns the writers, in config order. The slice is shared: do not modify it.
+func (f *Fanout) Writers() []*RemoteWriter { return f.writers }
+
+// Start starts every writer.
+func (f *Fanout) Start() {
+	for _, w := range f.writers {
+		w.Start()
+	}
+}
+
+// Append appends recs to every writer; it does not keep recs.
+func (f *Fanout) Append(recs []Record) {
+	for _, w := range f.writers {
+		w.Append(recs)
+	}
+}
+
+// Stop stops every writer at once, all flushing until ctx ends, so that a
+// slow store does not eat the flush time of the others.
+func (f *Fanout) Stop(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, w := range f.writers {
+		wg.Go(func() { w.Stop(ctx) })
+	}
+	wg.Wait()
+}
+
+// sinkMetrics are the anomalyd_sink_* families, registered once per
+// registry and shared by the writers (children per remote).
+type sinkMetrics struct {
+	sent, failed, retried *selfmon.CounterVec
+	dropped               *selfmon.CounterVec
+	requests              *selfmon.CounterVec
+	duration              *selfmon.HistogramVec
+	pending, capacity     *selfmon.GaugeVec
+}
+
+func newSinkMetrics(reg *selfmon.Registry) *sinkMetrics {
+	return &sinkMetrics{
+		sent: reg.NewCounterVec("anomalyd_sink_samples_sent_total",
+			"Output samples the store accepted.", "remote"),
+		failed: reg.NewCounterVec("anomalyd_sink_samples_failed_total",
+			"Output samples the store rejected without retry (4xx, 429 unless retry_on_http_429, or RW2 partial writes).", "remote"),
+		retried: reg.NewCounterVec("anomalyd_sink_samples_retried_total",
+			"Output samples sent again after a network error, 5xx or retried 429 (counted once per retry).", "remote"),
+		dropped: reg.NewCounterVec("anomalyd_sink_samples_dropped_total",
+			"Output samples never sent: queue_full = the send queue was full when the record arrived; shutdown = still queued when Stop's deadline ended or appended after Stop.", "remote", "reason"),
+		requests: reg.NewCounterVec("anomalyd_sink_requests_total",
+			"Remote-write requests by HTTP status code (code=\"error\": no response).", "remote", "code"),
+		duration: reg.NewHistogramVec("anomalyd_sink_request_duration_seconds",
+			"Duration of one remote-write request, until the response body is read.", selfmon.DefBuckets, "remote"),
+		pending: reg.NewGaugeVec("anomalyd_sink_queue_samples",
+			"Output samples queued or being sent, over all send queues.", "remote"),
+		capacity: reg.NewGaugeVec("anomalyd_sink_queue_capacity_samples",
+			"Output samples the send queues can hold: queue_config.capacity × max_shards.", "remote"),
+	}
+}
+
+// writerMetrics are one writer's children.
+type writerMetrics struct {
+	sm                           *sinkMetrics
+	remote                       string
+	sent, failed, retried        *selfmon.Counter
+	droppedFull, droppedShutdown *selfmon.Counter
+	duration                     *selfmon.Histogram
+}
+
+func (sm *sinkMetrics) forRemote(remote string, w *RemoteWriter) writerMetrics {
+	sm.pending.Func(func() float64 {
+		var n int64
+		for _, q := range w.queues {
+			n += q.pending.Load()
+		}
+		return float64(n)
+	}, remote)
+	sm.capacity.With(remote).Set(float64(w.capacity) * float64(len(w.queues)))
+	return writerMetrics{
+		sm:              sm,
+		remote:          remote,
+		sent:            sm.sent.With(remote),
+		failed:          sm.failed.With(remote),
+		retried:         sm.retried.With(remote),
+		droppedFull:     sm.dropped.With(remote, "queue_full"),
+		droppedShutdown: sm.dropped.With(remote, "shutdown"),
+		duration:        sm.duration.With(remote),
+	}
+}

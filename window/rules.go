@@ -1,0 +1,61 @@
+package window
+
+import (
+	"reflect"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink"
+)
+
+// Rules are the compiled series-selection rules of one config: the
+// config's rules in order, then an implicit last rule that analyses every
+// remaining series with the top-level detector settings. Rules are
+// immutable and shared by all shards.
+type Rules struct {
+	rules []rule
+}
+
+type rule struct {
+	cfg    *config.Rule // nil for the implicit default
+	ignore bool
+	params *detectors.Params
+}
+
+// CompileRules builds Rules from a validated config.
+func CompileRules(cfg *config.Config) *Rules {
+	rs := &Rules{}
+	for _, r := range cfg.Rules {
+		p := r.Detectors
+		rs.rules = append(rs.rules, rule{cfg: r, ignore: r.Action == "ignore", params: &p})
+	}
+	p := cfg.Detectors
+	rs.rules = append(rs.rules, rule{params: &p})
+	return rs
+}
+
+// match returns the index of the first rule that selects the canonical
+// label set labels (the implicit default matches everything).
+func (rs *Rules) match(labels string) int {
+	get := func(name string) string {
+		for n, v, rest := sink.NextLabel(labels); n != ""; n, v, rest = sink.NextLabel(rest) {
+			if n == name {
+				return v
+			}
+		}
+		return ""
+	}
+	for i := range rs.rules[:len(rs.rules)-1] {
+		if rs.rules[i].cfg.Matches(get) {
+			return i
+		}
+	}
+	return len(rs.rules) - 1
+}
+
+// sameTreatment reports whether rule i of rs and rule j of other analyse a
+// series identically, so its detector state survives a reload.
+func (rs *Rules) sameTreatment(i int, other *Rules, j int) bool {
+	a, b := &rs.rules[i], &other.rules[j]
+	return a.ignore == b.ignore && reflect.DeepEqual(*a.params, *b.params)
+}

@@ -1,0 +1,444 @@
+package window
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/fastcache"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink"
+)
+
+// Series flags.
+const (
+	flagCounter   uint8 = 1 << iota // analysed as a per-second rate
+	flagSeen                        // lastT/lastV hold an accepted sample
+	flagPrimed                      // lastV is a finite base for the next rate
+	flagStale                       // ended by a stale marker; nothing on /metrics
+	flagHasOutput                   // has emitted output since the last stale marker
+)
+
+// lastOut is the latest output of one detector for one series.
+type lastOut struct {
+	t                             int64
+	score, expected, lower, upper float64
+	warmup                        bool
+}
+
+// series is the state of one analysed series, owned by its shard goroutine.
+type series struct {
+	info  *sink.SeriesInfo
+	next  uint32 // slot+1 of the next series with the same hash, 0 = none
+	rule  uint16 // index into the shard's Rules
+	flags uint8
+	lastT int64   // timestamp of the last accepted sample (ms)
+	lastV float64 // its raw value
+	seen  int64   // wall-clock ms when a sample last arrived (for the TTL)
+	last  lastOut // latest combined output
+	per   *[detectors.NumKinds]lastOut
+	det   detectors.Set
+}
+
+// shardStats are counters written by one shard goroutine and read by the
+// /metrics writer. Padded so two shards never share a cache line.
+type shardStats struct {
+	samples         atomic.Uint64 // samples fed to the detectors
+	outOfOrder      atomic.Uint64
+	duplicates      atomic.Uint64 // exact duplicates, accepted silently
+	conflicts       atomic.Uint64 // same timestamp, different value
+	nonFinite       atomic.Uint64 // NaN (not stale) and ±Inf
+	staleMarkers    atomic.Uint64
+	counterResets   atomic.Uint64
+	ignored         atomic.Uint64 // samples of series a rule ignores
+	limited         atomic.Uint64 // samples of series beyond max_series
+	seriesCreated   atomic.Uint64
+	seriesEvicted   atomic.Uint64
+	active          atomic.Int64
+	processingNanos atomic.Uint64
+	_               [64]byte
+}
+
+// localStats accumulate one batch's counts in plain integers; they are
+// added to shardStats once per batch, not once per sample.
+type localStats struct {
+	samples, outOfOrder, duplicates, conflicts, nonFinite, staleMarkers,
+	counterResets, ignored, limited uint64
+}
+
+type shard struct {
+	id     int
+	set    *Shards
+	in     chan *Batch
+	ctl    chan func()
+	table  map[uint64]uint32 // hash → slot+1 of the first series with it
+	slots  []series
+	free   []uint32
+	rules  *Rules
+	ignore *fastcache.Cache // canonical labels of series a rule ignores
+	out    []sink.Record
+	local  localStats
+	dirty  bool
+	snap   atomic.Pointer[[]sink.Record]
+	stats  shardStats
+}
+
+func newShard(id int, set *Shards, rules *Rules) *shard {
+	return &shard{
+		id:    id,
+		set:   set,
+		in:    make(chan *Batch, set.opts.QueueSize),
+		ctl:   make(chan func()),
+		table: map[uint64]uint32{},
+		rules: rules,
+		// 32 MiB per shard is the minimum fastcache size; at ~150 bytes of
+		// labels per series it remembers ~200k ignored series per shard.
+		ignore: fastcache.New(32 << 20),
+	}
+}
+
+func (s *shard) run(done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(s.set.opts.PublishInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case b, ok := <-s.in:
+			if !ok {
+				s.publish(time.Now())
+				return
+			}
+			s.process(b)
+		case f := <-s.ctl:
+			f()
+		case now := <-tick.C:
+			s.evict(now)
+			s.publish(now)
+		}
+	}
+}
+
+// process feeds one batch to the detectors and hands the outputs to the sink.
+func (s *shard) process(b *Batch) {
+	start := time.Now()
+	nowMs := start.UnixMilli()
+	for i := range b.Series {
+		bs := &b.Series[i]
+		key := b.Keys[bs.KeyStart:bs.KeyEnd]
+		slot, ok := s.lookup(bs.Hash, key)
+		if !ok {
+			var created bool
+			slot, created = s.create(bs, key, b)
+			if !created {
+				continue
+			}
+		}
+		se := &s.slots[slot]
+		se.seen = nowMs
+		if bs.Counter != (se.flags&flagCounter != 0) {
+			// Metadata arrived (or changed): the series changes meaning,
+			// so its detector state starts over.
+			se.flags ^= flagCounter
+			se.flags &^= flagPrimed
+			se.det.Reset()
+		}
+		for _, smp := range b.Samples[bs.SamplesStart:bs.SamplesEnd] {
+			s.sample(se, smp.T, smp.V)
+		}
+	}
+	if len(s.out) > 0 {
+		s.set.out.Append(s.out)
+		clear(s.out) // drop the *SeriesInfo references
+		s.out = s.out[:0]
+	}
+	st, l := &s.stats, &s.local
+	st.samples.Add(l.samples)
+	st.outOfOrder.Add(l.outOfOrder)
+	st.duplicates.Add(l.duplicates)
+	st.conflicts.Add(l.conflicts)
+	st.nonFinite.Add(l.nonFinite)
+	st.staleMarkers.Add(l.staleMarkers)
+	st.counterResets.Add(l.counterResets)
+	st.ignored.Add(l.ignored)
+	st.limited.Add(l.limited)
+	*l = localStats{}
+	st.processingNanos.Add(uint64(time.Since(start)))
+	PutBatch(b)
+}
+
+func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
+	ref := s.table[hash]
+	for ref != 0 {
+		se := &s.slots[ref-1]
+		if se.info.Labels == string(key) { // no allocation: compiler optimises the conversion
+			return ref - 1, true
+		}
+		ref = se.next
+	}
+	return 0, false
+}
+
+// create starts tracking a new series, unless a rule ignores it or the
+// series limit is reached. It is the only place that allocates per series.
+func (s *shard) create(bs *BatchSeries, key []byte, b *Batch) (uint32, bool) {
+	n := uint64(bs.SamplesEnd - bs.SamplesStart)
+	if s.ignore.Has(key) {
+		s.local.ignored += n
+		return 0, false
+	}
+	if s.set.active.Load() >= int64(s.set.opts.MaxSeries) {
+		s.local.limited += n
+		return 0, false
+	}
+	labels := string(key) // the one copy that outlives the request
+	ri := s.rules.match(labels)
+	r := &s.rules.rules[ri]
+	if r.ignore {
+		s.ignore.Set(key, nil)
+		s.local.ignored += n
+		return 0, false
+	}
+	var slot uint32
+	if k := len(s.free); k > 0 {
+		slot = s.free[k-1]
+		s.free = s.free[:k-1]
+	} else {
+		s.slots = append(s.slots, series{})
+		slot = uint32(len(s.slots) - 1)
+	}
+	se := &s.slots[slot]
+	ring := se.det // keep the ring memory of an evicted series for reuse
+	*se = series{
+		info: &sink.SeriesInfo{
+			Labels: labels,
+			Name:   labels[bs.NameStart-bs.KeyStart : bs.NameEnd-bs.KeyStart],
+			Hash:   bs.Hash,
+		},
+		next: s.table[bs.Hash],
+		rule: uint16(ri),
+		det:  ring,
+	}
+	if bs.Counter {
+		se.flags |= flagCounter
+	}
+	if s.set.opts.PerDetector {
+		se.per = new([detectors.NumKinds]lastOut)
+	}
+	se.det.Init(r.params)
+	s.table[bs.Hash] = slot + 1
+	s.set.active.Add(1)
+	s.stats.active.Add(1)
+	s.stats.seriesCreated.Add(1)
+	return slot, true
+}
+
+// sample handles one sample of series se, in the order PROTOCOL.md gives:
+// stale markers first (by bits, before any arithmetic), then order and
+// duplicates, then non-finite values, then counters to rates.
+func (s *shard) sample(se *series, t int64, v float64) {
+	if value.IsStaleNaN(v) {
+		if se.flags&flagSeen != 0 && t < se.lastT {
+			s.local.outOfOrder++
+			return
+		}
+		s.local.staleMarkers++
+		if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
+			s.emitStale(se, t)
+		}
+		se.flags = se.flags&^(flagPrimed|flagHasOutput) | flagStale | flagSeen
+		se.lastT, se.lastV = t, v
+		s.dirty = true
+		return
+	}
+	if se.flags&flagSeen != 0 {
+		if t < se.lastT {
+			s.local.outOfOrder++
+			return
+		}
+		if t == se.lastT {
+			if math.Float64bits(v) == math.Float64bits(se.lastV) {
+				s.local.duplicates++ // a retried request: idempotent
+			} else {
+				s.local.conflicts++
+			}
+			return
+		}
+	}
+	se.flags = se.flags&^flagStale | flagSeen
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		s.local.nonFinite++
+		se.flags &^= flagPrimed
+		se.lastT, se.lastV = t, v
+		return
+	}
+	x := v
+	if se.flags&flagCounter != 0 {
+		if se.flags&flagPrimed == 0 {
+			se.flags |= flagPrimed
+			se.lastT, se.lastV = t, v
+			return
+		}
+		d := v - se.lastV
+		if d < 0 { // counter reset: it restarted from 0 (Prometheus's rate does the same)
+			d = v
+			s.local.counterResets++
+		}
+		x = d / (float64(t-se.lastT) / 1000)
+	}
+	se.flags |= flagPrimed
+	se.lastT, se.lastV = t, v
+	s.local.samples++
+
+	p := s.rules.rules[se.rule].params
+	o := se.det.Update(p, t, x)
+	se.flags |= flagHasOutput
+	s.dirty = true
+	se.last = lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
+		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready}
+	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined))
+	if se.per != nil {
+		for k := range detectors.NumKinds {
+			r := &o.Per[k]
+			se.per[k] = lastOut{t: t, score: r.Score, expected: r.Expected, lower: r.Lower, upper: r.Upper, warmup: !r.Ready}
+			s.out = append(s.out, se.per[k].record(se.info, detectors.Kind(k)))
+		}
+	}
+}
+
+func (l *lastOut) record(info *sink.SeriesInfo, k detectors.Kind) sink.Record {
+	return sink.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup,
+		Score: l.score, Expected: l.expected, Lower: l.lower, Upper: l.upper}
+}
+
+func (s *shard) emitStale(se *series, t int64) {
+	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true})
+	if se.per != nil {
+		for k := range detectors.NumKinds {
+			s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.Kind(k), Stale: true})
+		}
+	}
+}
+
+// evict drops series idle for longer than the TTL, with stale markers for
+// their output series.
+func (s *shard) evict(now time.Time) {
+	cutoff := now.Add(-s.set.opts.SeriesTTL).UnixMilli()
+	nowMs := now.UnixMilli()
+	for i := range s.slots {
+		se := &s.slots[i]
+		if se.info == nil || se.seen >= cutoff {
+			continue
+		}
+		s.remove(uint32(i), max(nowMs, se.lastT+1))
+	}
+	s.flushOut()
+}
+
+// remove untracks slot i, emitting stale markers at t if it has outputs.
+func (s *shard) remove(i uint32, t int64) {
+	se := &s.slots[i]
+	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
+		s.emitStale(se, t)
+	}
+	// Unlink from the hash chain.
+	h := se.info.Hash
+	if ref := s.table[h]; ref == i+1 {
+		if se.next == 0 {
+			delete(s.table, h)
+		} else {
+			s.table[h] = se.next
+		}
+	} else {
+		for ref != 0 {
+			prev := &s.slots[ref-1]
+			if prev.next == i+1 {
+				prev.next = se.next
+				break
+			}
+			ref = prev.next
+		}
+	}
+	det := se.det
+	det.Reset()
+	*se = series{det: det}
+	s.free = append(s.free, i)
+	s.set.active.Add(-1)
+	s.stats.active.Add(-1)
+	s.stats.seriesEvicted.Add(1)
+	s.dirty = true
+}
+
+func (s *shard) flushOut() {
+	if len(s.out) > 0 {
+		s.set.out.Append(s.out)
+		clear(s.out)
+		s.out = s.out[:0]
+	}
+}
+
+// publish makes the latest outputs visible to readers: a new slice each
+// time, never modified after it is stored, so readers need no lock.
+func (s *shard) publish(time.Time) {
+	if !s.dirty {
+		return
+	}
+	s.dirty = false
+	var n int
+	if old := s.snap.Load(); old != nil {
+		n = len(*old)
+	}
+	recs := make([]sink.Record, 0, n)
+	for i := range s.slots {
+		se := &s.slots[i]
+		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput {
+			continue
+		}
+		recs = append(recs, se.last.record(se.info, detectors.KindCombined))
+		if se.per != nil {
+			for k := range detectors.NumKinds {
+				recs = append(recs, se.per[k].record(se.info, detectors.Kind(k)))
+			}
+		}
+	}
+	s.snap.Store(&recs)
+}
+
+// applyRules switches the shard to new rules. Series whose treatment did
+// not change keep their detector state; the others start over or, when a
+// rule now ignores them, are removed.
+func (s *shard) applyRules(rules *Rules, perDetector bool) {
+	old := s.rules
+	s.rules = rules
+	s.ignore.Reset()
+	nowMs := time.Now().UnixMilli()
+	for i := range s.slots {
+		se := &s.slots[i]
+		if se.info == nil {
+			continue
+		}
+		ri := rules.match(se.info.Labels)
+		if rules.rules[ri].ignore {
+			s.remove(uint32(i), max(nowMs, se.lastT+1))
+			continue
+		}
+		if !old.sameTreatment(int(se.rule), rules, ri) {
+			se.det.Init(rules.rules[ri].params)
+			se.flags &^= flagPrimed
+		}
+		se.rule = uint16(ri)
+		if perDetector && se.per == nil {
+			se.per = new([detectors.NumKinds]lastOut)
+		} else if !perDetector && se.per != nil {
+			if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
+				for k := range detectors.NumKinds {
+					s.out = append(s.out, sink.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.Kind(k), Stale: true})
+				}
+			}
+			se.per = nil
+		}
+	}
+	s.flushOut()
+	s.dirty = true
+}

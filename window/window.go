@@ -1,0 +1,217 @@
+package window
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+)
+
+// Options configure the shards (from config.WindowConfig and OutputConfig).
+type Options struct {
+	Shards          int
+	QueueSize       int
+	MaxSeries       int
+	SeriesTTL       time.Duration
+	PublishInterval time.Duration
+	PerDetector     bool
+}
+
+// OptionsFromConfig returns the Options of cfg, resolving shards = 0 to GOMAXPROCS.
+func OptionsFromConfig(cfg *config.Config) Options {
+	n := cfg.Window.Shards
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	return Options{
+		Shards:          n,
+		QueueSize:       cfg.Window.QueueSize,
+		MaxSeries:       cfg.Window.MaxSeries,
+		SeriesTTL:       time.Duration(cfg.Window.SeriesTTL),
+		PublishInterval: time.Duration(cfg.Window.PublishInterval),
+		PerDetector:     cfg.Output.PerDetector,
+	}
+}
+
+// Errors Enqueue returns; both mean "503, try again".
+var (
+	ErrQueueFull = errors.New("shard queue is full")
+	ErrClosed    = errors.New("shutting down")
+)
+
+// Shards is the set of shard goroutines. Each series belongs to the shard
+// Hash % N, whose goroutine alone touches its state.
+type Shards struct {
+	opts   Options
+	out    sink.Appender
+	shards []*shard
+	done   []chan struct{}
+	active atomic.Int64 // series tracked, all shards (for max_series)
+
+	closed   atomic.Bool
+	inflight sync.WaitGroup
+	mu       sync.Mutex // serialises ApplyRules and Stop
+	stopped  bool
+}
+
+// New builds the shards; Start runs them.
+func New(opts Options, rules *Rules, out sink.Appender, reg *selfmon.Registry) *Shards {
+	s := &Shards{opts: opts, out: out}
+	for i := range opts.Shards {
+		s.shards = append(s.shards, newShard(i, s, rules))
+		s.done = append(s.done, make(chan struct{}))
+	}
+	s.register(reg)
+	return s
+}
+
+// N returns the number of shards.
+func (s *Shards) N() int { return len(s.shards) }
+
+// Start starts one goroutine per shard.
+func (s *Shards) Start() {
+	for i, sh := range s.shards {
+		go sh.run(s.done[i])
+	}
+}
+
+// Enqueue hands b to shard i without blocking. On success the shard owns b;
+// on error the caller still does (and should answer 503).
+func (s *Shards) Enqueue(i int, b *Batch) error {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	select {
+	case s.shards[i].in <- b:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// Stop refuses new batches, lets every shard drain its queue and publish,
+// and returns when they are done or ctx ends.
+func (s *Shards) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	s.closed.Store(true)
+	s.inflight.Wait() // no Enqueue is between its closed check and its send
+	for _, sh := range s.shards {
+		close(sh.in)
+	}
+	for _, d := range s.done {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return fmt.Errorf("cannot drain shards: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// ApplyRules switches every shard to rules (a config reload) and waits for
+// them to finish re-evaluating their series.
+func (s *Shards) ApplyRules(rules *Rules, perDetector bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.opts.PerDetector = perDetector
+	var wg sync.WaitGroup
+	for _, sh := range s.shards {
+		wg.Add(1)
+		sh.ctl <- func() {
+			defer wg.Done()
+			sh.applyRules(rules, perDetector)
+		}
+	}
+	wg.Wait()
+}
+
+// Sync returns once every shard has processed the batches enqueued before
+// the call and published its snapshot. For tests, benchmarks and shutdown.
+func (s *Shards) Sync() {
+	for _, sh := range s.shards {
+		for len(sh.in) > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		done := make(chan struct{})
+		sh.ctl <- func() {
+			sh.flushOut()
+			sh.publish(time.Now())
+			close(done)
+		}
+		<-done
+	}
+}
+
+// Snapshots appends, for each shard, its latest published outputs to dst.
+// The slices are immutable: readers may keep them as long as they like.
+func (s *Shards) Snapshots(dst [][]sink.Record) [][]sink.Record {
+	for _, sh := range s.shards {
+		if p := sh.snap.Load(); p != nil {
+			dst = append(dst, *p)
+		}
+	}
+	return dst
+}
+
+// QueueDepth returns the batches waiting in shard i's queue.
+func (s *Shards) QueueDepth(i int) int { return len(s.shards[i].in) }
+
+func (s *Shards) register(reg *selfmon.Registry) {
+	sum := func(f func(*shardStats) uint64) func() float64 {
+		return func() float64 {
+			var n uint64
+			for _, sh := range s.shards {
+				n += f(&sh.stats)
+			}
+			return float64(n)
+		}
+	}
+	reg.NewCounterFunc("anomalyd_window_samples_analysed_total",
+		"Samples fed to the detectors (counters: rates computed from them).",
+		sum(func(st *shardStats) uint64 { return st.samples.Load() }))
+	dropped := reg.NewCounterFuncVec("anomalyd_window_samples_not_analysed_total",
+		"Accepted samples that were not fed to the detectors, by reason.", "reason")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.outOfOrder.Load() }), "out_of_order")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.duplicates.Load() }), "duplicate")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.conflicts.Load() }), "duplicate_timestamp")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.nonFinite.Load() }), "non_finite")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.staleMarkers.Load() }), "stale_marker")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.ignored.Load() }), "ignored_by_rule")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.limited.Load() }), "series_limit")
+	reg.NewCounterFunc("anomalyd_window_counter_resets_total", "Counter resets seen in counter series.",
+		sum(func(st *shardStats) uint64 { return st.counterResets.Load() }))
+	reg.NewGaugeFunc("anomalyd_window_series_active", "Series tracked by the shards.",
+		func() float64 { return float64(s.active.Load()) })
+	reg.NewGaugeFunc("anomalyd_window_series_limit", "The max_series limit.",
+		func() float64 { return float64(s.opts.MaxSeries) })
+	reg.NewCounterFunc("anomalyd_window_series_created_total", "Series that started being tracked.",
+		sum(func(st *shardStats) uint64 { return st.seriesCreated.Load() }))
+	reg.NewCounterFunc("anomalyd_window_series_evicted_total", "Series evicted after series_ttl idle or by a reload.",
+		sum(func(st *shardStats) uint64 { return st.seriesEvicted.Load() }))
+	reg.NewCounterFunc("anomalyd_window_processing_seconds_total",
+		"Time the shard goroutines spent processing batches (series lookup and detectors).",
+		func() float64 { return sum(func(st *shardStats) uint64 { return st.processingNanos.Load() })() / 1e9 })
+	depth := reg.NewGaugeFuncVec("anomalyd_window_shard_queue_batches", "Batches waiting in each shard's queue.", "shard")
+	for i := range s.shards {
+		depth.Add(func() float64 { return float64(len(s.shards[i].in)) }, fmt.Sprint(i))
+	}
+	reg.NewGaugeFunc("anomalyd_window_shard_queue_capacity_batches", "Capacity of each shard's queue (window.queue_size).",
+		func() float64 { return float64(s.opts.QueueSize) })
+}

@@ -1,0 +1,316 @@
+package window
+
+import (
+	"math"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+)
+
+type recorder struct {
+	mu   sync.Mutex
+	recs []sink.Record
+}
+
+func (r *recorder) Append(recs []sink.Record) {
+	r.mu.Lock()
+	r.recs = append(r.recs, recs...)
+	r.mu.Unlock()
+}
+
+func (r *recorder) take() []sink.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.recs
+	r.recs = nil
+	return out
+}
+
+type env struct {
+	s   *Shards
+	rec *recorder
+	reg *selfmon.Registry
+}
+
+func newEnv(t *testing.T, cfg *config.Config, mod func(*Options)) *env {
+	t.Helper()
+	opts := Options{Shards: 2, QueueSize: 16, MaxSeries: 100, SeriesTTL: 15 * time.Minute, PublishInterval: time.Second}
+	if mod != nil {
+		mod(&opts)
+	}
+	rec := &recorder{}
+	reg := selfmon.NewRegistry()
+	s := New(opts, CompileRules(cfg), rec, reg)
+	s.Start()
+	t.Cleanup(func() { s.Stop(t.Context()) })
+	return &env{s: s, rec: rec, reg: reg}
+}
+
+// key builds a canonical key from name/value pairs (already sorted).
+func key(pairs ...string) []byte {
+	var b []byte
+	for _, p := range pairs {
+		b = append(b, p...)
+		b = append(b, 0xff)
+	}
+	return b
+}
+
+// send writes samples of one series (labels as sorted name/value pairs).
+func (e *env) send(t *testing.T, counter bool, samples []Sample, pairs ...string) {
+	t.Helper()
+	k := key(pairs...)
+	h := xxhash.Sum64(k)
+	b := GetBatch()
+	b.Keys = append(b.Keys, k...)
+	var ns, ne uint32
+	for i := 0; i+1 < len(pairs); i += 2 {
+		off := 0
+		for _, p := range pairs[:i+1] {
+			off += len(p) + 1
+		}
+		if pairs[i] == "__name__" {
+			ns, ne = uint32(off), uint32(off+len(pairs[i+1]))
+		}
+	}
+	b.Samples = append(b.Samples, samples...)
+	b.Series = append(b.Series, BatchSeries{Hash: h, KeyStart: 0, KeyEnd: uint32(len(k)), NameStart: ns, NameEnd: ne,
+		SamplesStart: 0, SamplesEnd: uint32(len(samples)), Counter: counter})
+	if err := e.s.Enqueue(int(h%uint64(e.s.N())), b); err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	e.s.Sync()
+}
+
+func ramp(t0 int64, n int, stepMs int64, f func(i int) float64) []Sample {
+	out := make([]Sample, n)
+	for i := range out {
+		out[i] = Sample{T: t0 + int64(i)*stepMs, V: f(i)}
+	}
+	return out
+}
+
+const t0 = int64(1_700_000_000_000)
+
+func TestKeyHelperFindsName(t *testing.T) {
+	k := key("__name__", "up", "job", "x")
+	if string(k[9:11]) != "up" {
+		t.Fatalf("test helper: name offset wrong in %q", k)
+	}
+}
+
+func TestCounterAnalysedAsRate(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	// 10 per second, scraped every 15 s.
+	e.send(t, true, ramp(t0, 40, 15_000, func(i int) float64 { return float64(i) * 150 }), "__name__", "reqs_total")
+	recs := e.rec.take()
+	if len(recs) != 39 {
+		t.Fatalf("got %d outputs for 40 counter samples, want 39 (the first only primes the rate)", len(recs))
+	}
+	last := recs[len(recs)-1]
+	if last.Warmup || math.Abs(last.Expected-10) > 1e-6 {
+		t.Fatalf("expected rate: got %+v, want ready with expected 10/s", last)
+	}
+	if last.Score > 1 {
+		t.Fatalf("steady counter scored %v", last.Score)
+	}
+}
+
+func TestCounterReset(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	s := ramp(t0, 30, 15_000, func(i int) float64 { return float64(i) * 150 })
+	// Restart: the counter starts again from 0 and keeps 10/s.
+	s = append(s, ramp(t0+30*15_000, 10, 15_000, func(i int) float64 { return float64(i+1) * 150 })...)
+	e.send(t, true, s, "__name__", "reqs_total")
+	recs := e.rec.take()
+	for _, r := range recs {
+		if r.Expected < 0 || r.Score > 1 {
+			t.Fatalf("counter reset produced %+v: a reset is not a negative rate", r)
+		}
+	}
+	if got := e.s.shards[0].stats.counterResets.Load() + e.s.shards[1].stats.counterResets.Load(); got != 1 {
+		t.Fatalf("counter resets: got %d, want 1", got)
+	}
+}
+
+func TestOrderDuplicatesAndSpecialValues(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	samples := []Sample{
+		{T: t0, V: 1},
+		{T: t0 + 1000, V: 2},
+		{T: t0 + 1000, V: 2}, // exact duplicate (a retry): accepted silently
+		{T: t0 + 1000, V: 3}, // same timestamp, other value: dropped
+		{T: t0 + 500, V: 4},  // out of order: dropped
+		{T: t0 + 2000, V: math.NaN()},
+		{T: t0 + 3000, V: math.Inf(1)},
+		{T: t0 + 4000, V: 5},
+	}
+	e.send(t, false, samples, "__name__", "g")
+	recs := e.rec.take()
+	if len(recs) != 3 {
+		t.Fatalf("got %d outputs, want 3 (t0, t0+1s, t0+4s)", len(recs))
+	}
+	st := func(f func(*shardStats) uint64) (n uint64) {
+		for _, sh := range e.s.shards {
+			n += f(&sh.stats)
+		}
+		return n
+	}
+	for name, c := range map[string]struct{ got, want uint64 }{
+		"duplicates":   {st(func(s *shardStats) uint64 { return s.duplicates.Load() }), 1},
+		"conflicts":    {st(func(s *shardStats) uint64 { return s.conflicts.Load() }), 1},
+		"out of order": {st(func(s *shardStats) uint64 { return s.outOfOrder.Load() }), 1},
+		"non-finite":   {st(func(s *shardStats) uint64 { return s.nonFinite.Load() }), 2},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %d, want %d", name, c.got, c.want)
+		}
+	}
+}
+
+func TestStaleMarkerEndsSeries(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	e.send(t, false, ramp(t0, 5, 1000, func(int) float64 { return 1 }), "__name__", "g")
+	if n := len(e.snapshot()); n != 1 {
+		t.Fatalf("snapshot has %d records, want 1", n)
+	}
+	e.rec.take()
+	e.send(t, false, []Sample{{T: t0 + 5000, V: math.Float64frombits(value.StaleNaN)}}, "__name__", "g")
+	recs := e.rec.take()
+	if len(recs) != 1 || !recs[0].Stale || recs[0].T != t0+5000 {
+		t.Fatalf("got %+v, want one stale record at the marker's timestamp", recs)
+	}
+	if n := len(e.snapshot()); n != 0 {
+		t.Fatalf("a stale series is still on /metrics (%d records)", n)
+	}
+	// A second marker emits nothing more; a new sample revives the series.
+	e.send(t, false, []Sample{{T: t0 + 6000, V: math.Float64frombits(value.StaleNaN)}, {T: t0 + 7000, V: 1}}, "__name__", "g")
+	recs = e.rec.take()
+	if len(recs) != 1 || recs[0].Stale {
+		t.Fatalf("got %+v, want one ordinary record", recs)
+	}
+}
+
+func (e *env) snapshot() []sink.Record {
+	var out []sink.Record
+	for _, s := range e.s.Snapshots(nil) {
+		out = append(out, s...)
+	}
+	return out
+}
+
+func TestDefaultRulesIgnoreBuckets(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	e.send(t, true, ramp(t0, 3, 1000, func(i int) float64 { return float64(i) }), "__name__", "http_duration_seconds_bucket", "le", "0.1")
+	e.send(t, true, ramp(t0, 3, 1000, func(i int) float64 { return float64(i) }), "__name__", "http_duration_seconds_count")
+	recs := e.rec.take()
+	for _, r := range recs {
+		if r.Series.Name == "http_duration_seconds_bucket" {
+			t.Fatalf("a _bucket series was analysed")
+		}
+	}
+	if len(recs) != 2 {
+		t.Fatalf("got %d outputs, want 2 from the _count series", len(recs))
+	}
+	if e.s.active.Load() != 1 {
+		t.Fatalf("active series: got %d, want 1", e.s.active.Load())
+	}
+}
+
+func TestMaxSeries(t *testing.T) {
+	e := newEnv(t, config.Default(), func(o *Options) { o.MaxSeries = 2 })
+	for _, n := range []string{"a", "b", "c", "d"} {
+		e.send(t, false, []Sample{{T: t0, V: 1}}, "__name__", n)
+	}
+	if got := e.s.active.Load(); got != 2 {
+		t.Fatalf("active: got %d, want 2", got)
+	}
+	var limited uint64
+	for _, sh := range e.s.shards {
+		limited += sh.stats.limited.Load()
+	}
+	if limited != 2 {
+		t.Fatalf("limited samples: got %d, want 2", limited)
+	}
+}
+
+func TestTTLEvictionEmitsStaleMarkers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, config.Default(), func(o *Options) { o.SeriesTTL = time.Minute })
+		now := time.Now().UnixMilli()
+		e.send(t, false, ramp(now, 3, 1000, func(int) float64 { return 1 }), "__name__", "idle")
+		e.rec.take()
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		recs := e.rec.take()
+		if len(recs) != 1 || !recs[0].Stale || recs[0].Series.Name != "idle" {
+			t.Fatalf("got %+v, want one stale record for the evicted series", recs)
+		}
+		if e.s.active.Load() != 0 {
+			t.Fatalf("active after eviction: %d", e.s.active.Load())
+		}
+		if n := len(e.snapshot()); n != 0 {
+			t.Fatalf("evicted series still on /metrics")
+		}
+	})
+}
+
+func TestPerDetectorOutputs(t *testing.T) {
+	cfg := config.Default()
+	e := newEnv(t, cfg, func(o *Options) { o.PerDetector = true })
+	e.send(t, false, ramp(t0, 2, 1000, func(int) float64 { return 1 }), "__name__", "g")
+	recs := e.rec.take()
+	if len(recs) != 2*(int(detectors.NumKinds)+1) {
+		t.Fatalf("got %d records, want %d", len(recs), 2*(detectors.NumKinds+1))
+	}
+	seen := map[detectors.Kind]bool{}
+	for _, r := range recs {
+		seen[r.Detector] = true
+	}
+	if len(seen) != int(detectors.NumKinds)+1 {
+		t.Fatalf("detectors seen: %v", seen)
+	}
+}
+
+// A reload keeps the state of series whose rule did not change and resets
+// the others.
+func TestApplyRulesKeepsUnchangedState(t *testing.T) {
+	cfg := config.Default()
+	e := newEnv(t, cfg, nil)
+	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "kept")
+	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "changed")
+	e.rec.take()
+
+	next, err := config.Load([]byte(`
+rules:
+  - match: '{__name__="changed"}'
+    detectors: {ewma: {alpha: 0.5}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s.ApplyRules(CompileRules(next), false)
+	e.send(t, false, []Sample{{T: t0 + 20_000, V: 1}}, "__name__", "kept")
+	e.send(t, false, []Sample{{T: t0 + 20_000, V: 1}}, "__name__", "changed")
+	for _, r := range e.rec.take() {
+		switch r.Series.Name {
+		case "kept":
+			if r.Warmup {
+				t.Error("kept series lost its detector state on reload")
+			}
+		case "changed":
+			if !r.Warmup {
+				t.Error("series with changed detector settings kept its old state")
+			}
+		}
+	}
+}
