@@ -267,7 +267,7 @@ type WindowConfig struct {
 	QueueSize       int            `yaml:"queue_size"`       // batches buffered per shard before 503
 	MaxSeries       int            `yaml:"max_series"`       // series tracked in all; new ones beyond are counted, not tracked
 	SeriesTTL       model.Duration `yaml:"series_ttl"`       // idle series are evicted after this
-	PublishInterval model.Duration `yaml:"publish_interval"` // how often shards publish the snapshot /metrics reads
+	PublishInterval model.Duration `yaml:"publish_interval"` // a /metrics scrape sees outputs at most this old; shards copy their outputs for readers at most this often
 }
 
 // Rule selects series and says whether and how they are analysed. Rules are

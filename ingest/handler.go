@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ type Handler struct {
 	logger  *zap.Logger
 	m       *metrics
 	closing atomic.Bool
+	states  chan *reqState // free list of request memory
 
 	// metricTypes maps metric family names to their RW1 metadata type.
 	// Copy-on-write: metadata changes rarely and is read on every request.
@@ -53,7 +55,9 @@ type Handler struct {
 
 // NewHandler returns a handler that feeds shards.
 func NewHandler(opts Options, shards *window.Shards, reg *selfmon.Registry, logger *zap.Logger) *Handler {
-	h := &Handler{shards: shards, logger: logger, m: newMetrics(reg)}
+	// One free state per concurrent request worth keeping warm: senders
+	// rarely run more parallel requests than a few per core.
+	h := &Handler{shards: shards, logger: logger, m: newMetrics(reg), states: make(chan *reqState, 4*runtime.GOMAXPROCS(0))}
 	h.opts.Store(&opts)
 	empty := map[string]uint8{}
 	h.metricTypes.Store(&empty)
@@ -120,18 +124,29 @@ type reqState struct {
 	batches []*window.Batch
 }
 
-var statePool = sync.Pool{New: func() any { return new(reqState) }}
+// getState takes request memory from the bounded free list. Not a
+// sync.Pool: a GC empties it, and reallocating (and zeroing) multi-MiB
+// decode buffers after every GC showed in profiles.
+func (h *Handler) getState() *reqState {
+	select {
+	case st := <-h.states:
+		return st
+	default:
+		return new(reqState)
+	}
+}
 
-func getState() *reqState { return statePool.Get().(*reqState) }
-
-func putState(st *reqState) {
+func (h *Handler) putState(st *reqState) {
 	if cap(st.comp) > 64<<20 || cap(st.req.buf) > 64<<20 {
 		return // do not pin a huge body's memory
 	}
 	st.req.reset()
 	clear(st.batches)
 	st.batches = st.batches[:0]
-	statePool.Put(st)
+	select {
+	case h.states <- st:
+	default:
+	}
 }
 
 // framedMagic starts a snappy *framed* stream, which remote write forbids.
@@ -191,8 +206,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 		return proto, res, errorf(http.StatusRequestEntityTooLarge,
 			"request body of %d bytes exceeds limit %d (ingest.max_compressed_bytes)", r.ContentLength, opts.MaxCompressedBytes)
 	}
-	st := getState()
-	defer putState(st)
+	st := h.getState()
+	defer h.putState(st)
 
 	st.comp, err = readBody(st.comp[:0], r.Body, r.ContentLength, opts.MaxCompressedBytes)
 	if err != nil {
@@ -330,7 +345,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 		shardIdx := int(hash % uint64(nShards))
 		b := st.batches[shardIdx]
 		if b == nil {
-			b = window.GetBatch()
+			b = h.shards.GetBatch()
 			st.batches[shardIdx] = b
 		}
 		ks := uint32(len(b.Keys))
@@ -379,7 +394,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 			}
 		}
 		backPressured += n
-		window.PutBatch(b)
+		h.shards.PutBatch(b)
 	}
 	res.written = accepted
 	h.m.account(proto, accepted, backPressured, histograms, exemplars, &invalid, &rejectedBy)

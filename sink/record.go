@@ -110,7 +110,8 @@ func (r *Record) Value(o int) float64 {
 // except __name__, plus __name__=name, metric=<input name> and
 // detector=<det>. Input labels called metric or detector are renamed
 // exported_metric and exported_detector (as Prometheus does with
-// honor_labels: false). The label strings alias s.Labels; nothing is allocated
+// honor_labels: false), and so are le and quantile, which mean histogram
+// buckets and summary quantiles while every output series is a gauge. The label strings alias s.Labels; nothing is allocated
 // when dst has room.
 func AppendOutputLabels(dst []prompb.Label, s *SeriesInfo, name string, det detectors.Kind) []prompb.Label {
 	start := len(dst)
@@ -123,6 +124,10 @@ func AppendOutputLabels(dst []prompb.Label, s *SeriesInfo, name string, det dete
 			n = "exported_metric"
 		case "detector":
 			n = "exported_detector"
+		case "le": // outputs are gauges: le and quantile would claim
+			n = "exported_le" // histogram or summary semantics
+		case "quantile":
+			n = "exported_quantile"
 		}
 		dst = append(dst, prompb.Label{Name: n, Value: v})
 	}

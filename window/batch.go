@@ -1,7 +1,5 @@
 package window
 
-import "sync"
-
 // Sample is one float sample: t in milliseconds.
 type Sample struct {
 	T int64
@@ -39,22 +37,26 @@ func (b *Batch) Reset() {
 // Len returns the number of samples in b.
 func (b *Batch) Len() int { return len(b.Samples) }
 
-var batchPool sync.Pool
-
-// GetBatch returns an empty batch from the pool.
-func GetBatch() *Batch {
-	if b, ok := batchPool.Get().(*Batch); ok {
+// GetBatch returns an empty batch, reusing one from the free list.
+func (s *Shards) GetBatch() *Batch {
+	select {
+	case b := <-s.free:
 		return b
+	default:
+		return &Batch{}
 	}
-	return &Batch{}
 }
 
-// PutBatch returns b to the pool. Very large batches are dropped so one
-// huge request does not pin memory forever.
-func PutBatch(b *Batch) {
+// PutBatch returns b to the free list. The list is bounded (a sync.Pool is
+// emptied by every GC, and regrowing batches showed in profiles); very large
+// batches are dropped so one huge request does not pin memory.
+func (s *Shards) PutBatch(b *Batch) {
 	if cap(b.Keys) > 8<<20 || cap(b.Samples) > 1<<20 {
 		return
 	}
 	b.Reset()
-	batchPool.Put(b)
+	select {
+	case s.free <- b:
+	default:
+	}
 }

@@ -42,6 +42,27 @@ type series struct {
 	det   detectors.Set
 }
 
+// slab holds series in fixed-size chunks that never move: growing it
+// never copies existing series (at a million series a doubling slice would
+// copy hundreds of MiB while the shard stalls), and *series stay valid.
+type slab struct {
+	chunks []*[slabChunk]series
+	n      uint32 // slots handed out
+}
+
+const slabChunk = 1024
+
+func (sl *slab) at(i uint32) *series { return &sl.chunks[i/slabChunk][i%slabChunk] }
+
+// grow hands out the next slot.
+func (sl *slab) grow() uint32 {
+	if sl.n%slabChunk == 0 && int(sl.n/slabChunk) == len(sl.chunks) {
+		sl.chunks = append(sl.chunks, new([slabChunk]series))
+	}
+	sl.n++
+	return sl.n - 1
+}
+
 // shardStats are counters written by one shard goroutine and read by the
 // /metrics writer. Padded so two shards never share a cache line.
 type shardStats struct {
@@ -74,14 +95,14 @@ type shard struct {
 	in     chan *Batch
 	ctl    chan func()
 	table  map[uint64]uint32 // hash → slot+1 of the first series with it
-	slots  []series
+	slots  slab
 	free   []uint32
 	rules  *Rules
 	ignore *fastcache.Cache // canonical labels of series a rule ignores
 	out    []sink.Record
 	local  localStats
 	dirty  bool
-	snap   atomic.Pointer[[]sink.Record]
+	snap   atomic.Pointer[snapshot]
 	stats  shardStats
 }
 
@@ -99,14 +120,20 @@ func newShard(id int, set *Shards, rules *Rules) *shard {
 	}
 }
 
+// evictEvery is how often a shard looks for idle series: a fifteenth of
+// the TTL, so a series is evicted at most 7% late, while a scan of every
+// slot (a cache miss each) happens rarely enough not to matter.
+func evictEvery(ttl time.Duration) time.Duration { return max(ttl/15, time.Second) }
+
 func (s *shard) run(done chan<- struct{}) {
 	defer close(done)
-	tick := time.NewTicker(s.set.opts.PublishInterval)
+	tick := time.NewTicker(evictEvery(s.set.opts.SeriesTTL))
 	defer tick.Stop()
 	for {
 		select {
 		case b, ok := <-s.in:
 			if !ok {
+				s.flushOut()
 				s.publish(time.Now())
 				return
 			}
@@ -115,7 +142,6 @@ func (s *shard) run(done chan<- struct{}) {
 			f()
 		case now := <-tick.C:
 			s.evict(now)
-			s.publish(now)
 		}
 	}
 }
@@ -135,7 +161,7 @@ func (s *shard) process(b *Batch) {
 				continue
 			}
 		}
-		se := &s.slots[slot]
+		se := s.slots.at(slot)
 		se.seen = nowMs
 		if bs.Counter != (se.flags&flagCounter != 0) {
 			// Metadata arrived (or changed): the series changes meaning,
@@ -165,13 +191,13 @@ func (s *shard) process(b *Batch) {
 	st.limited.Add(l.limited)
 	*l = localStats{}
 	st.processingNanos.Add(uint64(time.Since(start)))
-	PutBatch(b)
+	s.set.PutBatch(b)
 }
 
 func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
 	ref := s.table[hash]
 	for ref != 0 {
-		se := &s.slots[ref-1]
+		se := s.slots.at(ref - 1)
 		if se.info.Labels == string(key) { // no allocation: compiler optimises the conversion
 			return ref - 1, true
 		}
@@ -205,10 +231,9 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch) (uint32, bool) {
 		slot = s.free[k-1]
 		s.free = s.free[:k-1]
 	} else {
-		s.slots = append(s.slots, series{})
-		slot = uint32(len(s.slots) - 1)
+		slot = s.slots.grow()
 	}
-	se := &s.slots[slot]
+	se := s.slots.at(slot)
 	ring := se.det // keep the ring memory of an evicted series for reuse
 	*se = series{
 		info: &sink.SeriesInfo{
@@ -326,19 +351,19 @@ func (s *shard) emitStale(se *series, t int64) {
 func (s *shard) evict(now time.Time) {
 	cutoff := now.Add(-s.set.opts.SeriesTTL).UnixMilli()
 	nowMs := now.UnixMilli()
-	for i := range s.slots {
-		se := &s.slots[i]
+	for i := range s.slots.n {
+		se := s.slots.at(i)
 		if se.info == nil || se.seen >= cutoff {
 			continue
 		}
-		s.remove(uint32(i), max(nowMs, se.lastT+1))
+		s.remove(i, max(nowMs, se.lastT+1))
 	}
 	s.flushOut()
 }
 
 // remove untracks slot i, emitting stale markers at t if it has outputs.
 func (s *shard) remove(i uint32, t int64) {
-	se := &s.slots[i]
+	se := s.slots.at(i)
 	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
 		s.emitStale(se, t)
 	}
@@ -352,7 +377,7 @@ func (s *shard) remove(i uint32, t int64) {
 		}
 	} else {
 		for ref != 0 {
-			prev := &s.slots[ref-1]
+			prev := s.slots.at(ref - 1)
 			if prev.next == i+1 {
 				prev.next = se.next
 				break
@@ -378,20 +403,29 @@ func (s *shard) flushOut() {
 	}
 }
 
-// publish makes the latest outputs visible to readers: a new slice each
-// time, never modified after it is stored, so readers need no lock.
-func (s *shard) publish(time.Time) {
-	if !s.dirty {
+// snapshot is the latest output of every live series of a shard, as of at.
+// It is never modified after it is stored, so readers need no lock.
+type snapshot struct {
+	at   time.Time
+	recs []sink.Record
+}
+
+// publish makes the latest outputs visible to readers. It costs O(series),
+// so it runs when a reader asks (a /metrics scrape), not per sample or on a
+// timer: a new slice each time, which readers may keep.
+func (s *shard) publish(now time.Time) {
+	old := s.snap.Load()
+	if !s.dirty && old != nil {
 		return
 	}
 	s.dirty = false
 	var n int
-	if old := s.snap.Load(); old != nil {
-		n = len(*old)
+	if old != nil {
+		n = len(old.recs)
 	}
 	recs := make([]sink.Record, 0, n)
-	for i := range s.slots {
-		se := &s.slots[i]
+	for i := range s.slots.n {
+		se := s.slots.at(i)
 		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput {
 			continue
 		}
@@ -402,7 +436,7 @@ func (s *shard) publish(time.Time) {
 			}
 		}
 	}
-	s.snap.Store(&recs)
+	s.snap.Store(&snapshot{at: now, recs: recs})
 }
 
 // applyRules switches the shard to new rules. Series whose treatment did
@@ -413,14 +447,14 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 	s.rules = rules
 	s.ignore.Reset()
 	nowMs := time.Now().UnixMilli()
-	for i := range s.slots {
-		se := &s.slots[i]
+	for i := range s.slots.n {
+		se := s.slots.at(i)
 		if se.info == nil {
 			continue
 		}
 		ri := rules.match(se.info.Labels)
 		if rules.rules[ri].ignore {
-			s.remove(uint32(i), max(nowMs, se.lastT+1))
+			s.remove(i, max(nowMs, se.lastT+1))
 			continue
 		}
 		if !old.sameTreatment(int(se.rule), rules, ri) {

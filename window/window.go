@@ -54,6 +54,7 @@ type Shards struct {
 	shards []*shard
 	done   []chan struct{}
 	active atomic.Int64 // series tracked, all shards (for max_series)
+	free   chan *Batch  // bounded free list of batches
 
 	closed   atomic.Bool
 	inflight sync.WaitGroup
@@ -63,7 +64,9 @@ type Shards struct {
 
 // New builds the shards; Start runs them.
 func New(opts Options, rules *Rules, out sink.Appender, reg *selfmon.Registry) *Shards {
-	s := &Shards{opts: opts, out: out}
+	// Enough free batches for every queue slot plus one being filled and one
+	// being processed per shard.
+	s := &Shards{opts: opts, out: out, free: make(chan *Batch, opts.Shards*(opts.QueueSize+2))}
 	for i := range opts.Shards {
 		s.shards = append(s.shards, newShard(i, s, rules))
 		s.done = append(s.done, make(chan struct{}))
@@ -143,28 +146,42 @@ func (s *Shards) ApplyRules(rules *Rules, perDetector bool) {
 }
 
 // Sync returns once every shard has processed the batches enqueued before
-// the call and published its snapshot. For tests, benchmarks and shutdown.
+// the call. For tests and benchmarks.
 func (s *Shards) Sync() {
-	for _, sh := range s.shards {
+	for i, sh := range s.shards {
 		for len(sh.in) > 0 {
 			time.Sleep(time.Millisecond)
 		}
-		done := make(chan struct{})
-		sh.ctl <- func() {
-			sh.flushOut()
-			sh.publish(time.Now())
-			close(done)
-		}
-		<-done
+		s.onShard(i, func() {})
 	}
 }
 
-// Snapshots appends, for each shard, its latest published outputs to dst.
-// The slices are immutable: readers may keep them as long as they like.
+// onShard runs f on shard i's goroutine and waits for it; false if the
+// shard has stopped.
+func (s *Shards) onShard(i int, f func()) bool {
+	done := make(chan struct{})
+	select {
+	case s.shards[i].ctl <- func() { f(); close(done) }:
+	case <-s.done[i]:
+		return false
+	}
+	<-done
+	return true
+}
+
+// Snapshots appends, for each shard, its latest outputs to dst. A shard
+// whose snapshot is older than the publish interval is asked for a new one
+// first, so a scrape sees outputs at most publish_interval old while a
+// scrape storm costs at most one O(series) copy per interval. The slices
+// are immutable: readers may keep them as long as they like.
 func (s *Shards) Snapshots(dst [][]sink.Record) [][]sink.Record {
-	for _, sh := range s.shards {
+	now := time.Now()
+	for i, sh := range s.shards {
+		if p := sh.snap.Load(); p == nil || now.Sub(p.at) >= s.opts.PublishInterval {
+			s.onShard(i, func() { sh.flushOut(); sh.publish(now) })
+		}
 		if p := sh.snap.Load(); p != nil {
-			dst = append(dst, *p)
+			dst = append(dst, p.recs)
 		}
 	}
 	return dst
@@ -195,7 +212,7 @@ func (s *Shards) register(reg *selfmon.Registry) {
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.staleMarkers.Load() }), "stale_marker")
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.ignored.Load() }), "ignored_by_rule")
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.limited.Load() }), "series_limit")
-	reg.NewCounterFunc("anomalyd_window_counter_resets_total", "Counter resets seen in counter series.",
+	reg.NewCounterFunc("anomalyd_window_rate_resets_total", "Resets seen in series analysed as rates (counters).",
 		sum(func(st *shardStats) uint64 { return st.counterResets.Load() }))
 	reg.NewGaugeFunc("anomalyd_window_series_active", "Series tracked by the shards.",
 		func() float64 { return float64(s.active.Load()) })

@@ -43,7 +43,7 @@ type env struct {
 
 func newEnv(t *testing.T, cfg *config.Config, mod func(*Options)) *env {
 	t.Helper()
-	opts := Options{Shards: 2, QueueSize: 16, MaxSeries: 100, SeriesTTL: 15 * time.Minute, PublishInterval: time.Second}
+	opts := Options{Shards: 2, QueueSize: 16, MaxSeries: 100, SeriesTTL: 15 * time.Minute, PublishInterval: time.Nanosecond}
 	if mod != nil {
 		mod(&opts)
 	}
@@ -70,7 +70,7 @@ func (e *env) send(t *testing.T, counter bool, samples []Sample, pairs ...string
 	t.Helper()
 	k := key(pairs...)
 	h := xxhash.Sum64(k)
-	b := GetBatch()
+	b := e.s.GetBatch()
 	b.Keys = append(b.Keys, k...)
 	var ns, ne uint32
 	for i := 0; i+1 < len(pairs); i += 2 {
