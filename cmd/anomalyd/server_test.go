@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"go.uber.org/zap"
+
+	"github.com/anomalyd/anomalyd/config"
+)
+
+// startServer runs the real server on a loopback port.
+func startServer(t *testing.T, cfgText string) (*server, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "anomalyd.yml")
+	if err := os.WriteFile(file, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := newServer(cfg, file, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.shutdown(ctx)
+	})
+	return srv, "http://" + ln.Addr().String(), file
+}
+
+func httpDo(t *testing.T, method, url string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Content-Encoding", "snappy")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// writeGauge sends n samples of a gauge at 1 s spacing starting at t0.
+func writeGauge(t *testing.T, url, name string, t0 int64, values ...float64) {
+	t.Helper()
+	ts := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "t"}}}
+	for i, v := range values {
+		ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: t0 + int64(i)*1000, Value: v})
+	}
+	b, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{ts}}).Marshal()
+	if code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b)); code != 204 {
+		t.Fatalf("write: %d %s", code, body)
+	}
+}
+
+func TestManagementEndpoints(t *testing.T) {
+	_, url, _ := startServer(t, "")
+	for path, want := range map[string]int{"/-/healthy": 200, "/-/ready": 200, "/": 200, "/nope": 404} {
+		if code, _ := httpDo(t, http.MethodGet, url+path, nil); code != want {
+			t.Errorf("GET %s: got %d, want %d", path, code, want)
+		}
+	}
+	if code, _ := httpDo(t, http.MethodGet, url+"/-/reload", nil); code != 405 {
+		t.Errorf("GET /-/reload: got %d, want 405", code)
+	}
+}
+
+func TestReload(t *testing.T) {
+	srv, url, file := startServer(t, "output: {score_name: anomaly_score}\n")
+	t0 := time.Now().Add(-time.Hour).UnixMilli()
+	vals := make([]float64, 20)
+	for i := range vals {
+		vals[i] = float64(10 + i%3)
+	}
+	writeGauge(t, url, "kept_gauge", t0, vals...)
+	srv.shards.Sync()
+
+	// A bad config is refused and the old one stays.
+	os.WriteFile(file, []byte("output: {score_nme: x}\n"), 0o644)
+	code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil)
+	if code != 500 || !strings.Contains(body, "field score_nme not found") {
+		t.Fatalf("bad reload: got %d %q", code, body)
+	}
+	// A good one renames the outputs; the series keeps its detector state
+	// (its rule did not change), so its next sample is past warm-up.
+	os.WriteFile(file, []byte("output: {score_name: renamed_score}\n"), 0o644)
+	if code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil); code != 200 {
+		t.Fatalf("reload: got %d %q", code, body)
+	}
+	writeGauge(t, url, "kept_gauge", t0+20_000, 11)
+	srv.shards.Sync()
+	_, metrics := httpDo(t, http.MethodGet, url+"/metrics", nil)
+	if !strings.Contains(metrics, `renamed_score{detector="combined",job="t",metric="kept_gauge"}`) {
+		t.Fatalf("/metrics after reload lacks renamed_score:\n%s", firstLines(metrics, 20))
+	}
+	if !strings.Contains(metrics, `anomaly_expected{detector="combined",job="t",metric="kept_gauge"}`) {
+		t.Fatalf("series lost its detector state on reload (no expected value):\n%s", firstLines(metrics, 20))
+	}
+	if !strings.Contains(metrics, "anomalyd_config_last_reload_successful 1") {
+		t.Fatal("anomalyd_config_last_reload_successful is not 1")
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
+}
+
+// On shutdown the server refuses writes with 503 and flushes what the
+// shards produced to the remote-write store before returning.
+func TestShutdownFlushesSink(t *testing.T) {
+	var mu sync.Mutex
+	var received int
+	store := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		d, _ := snappy.Decode(nil, b)
+		var wr prompb.WriteRequest
+		if err := wr.Unmarshal(d); err != nil {
+			t.Errorf("store got a bad request: %v", err)
+		}
+		mu.Lock()
+		for _, ts := range wr.Timeseries {
+			received += len(ts.Samples)
+		}
+		mu.Unlock()
+		w.WriteHeader(204)
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go store.Serve(ln)
+	defer store.Close()
+
+	srv, url, _ := startServer(t, "remote_write:\n  - url: http://"+ln.Addr().String()+"/api/v1/write\n    queue_config: {batch_send_deadline: 1h}\n")
+	writeGauge(t, url, "g", time.Now().Add(-time.Minute).UnixMilli(), 1, 2, 3)
+	srv.shards.Sync()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := received
+	mu.Unlock()
+	// 3 samples, all in warm-up: a score each; the hour-long batch deadline
+	// means only the shutdown flush can have sent them.
+	if got != 3 {
+		t.Fatalf("store received %d samples, want 3 flushed at shutdown", got)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yml")
+	bad := filepath.Join(dir, "bad.yml")
+	os.WriteFile(good, []byte("window: {max_series: 10}\n"), 0o644)
+	os.WriteFile(bad, []byte("window: {max_series: 0}\n"), 0o644)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check", "config", good}, &out, &errOut); code != 0 {
+		t.Fatalf("good config: exit %d: %s", code, errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"check", "config", good, bad}, &out, &errOut); code != 1 {
+		t.Fatalf("bad config: exit %d, want 1", code)
+	}
+	if !strings.Contains(errOut.String(), "window.max_series must be positive, got 0") {
+		t.Fatalf("stderr %q lacks the validation error", errOut.String())
+	}
+}
+
+func TestFlags(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "anomalyd ") {
+		t.Fatalf("--version: exit %d, %q", code, out.String())
+	}
+	if code := run([]string{"--log.level=loud"}, &out, &errOut); code != 2 {
+		t.Fatalf("bad --log.level: exit %d, want 2", code)
+	}
+	if code := run([]string{"--no-such-flag"}, &out, &errOut); code != 2 {
+		t.Fatalf("unknown flag: exit %d, want 2", code)
+	}
+}
