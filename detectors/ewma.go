@@ -1,0 +1,82 @@
+package detectors
+
+import "math"
+
+// ewmaState is the state of the EWMA detector: an exponentially weighted
+// mean and variance (Finch 2009, "Incremental calculation of weighted mean
+// and variance", the exponentially weighted variance recurrence):
+//
+//	diff = v − mean
+//	incr = w·diff
+//	mean ← mean + incr
+//	var  ← (1 − w)·(var + diff·incr)
+//
+// with weight w = max(alpha, 1/k) for the k-th sample. The 1/k start makes
+// the first samples a plain cumulative mean and population variance (k=1
+// sets mean = v, var = 0), so the band is not too narrow right after warm-up
+// as it is when var starts at 0 and grows at rate alpha; from k = 1/alpha on
+// it is the textbook EWMA.
+type ewmaState struct {
+	mean, variance float64
+}
+
+// update scores v against the mean and variance before v (n samples seen
+// before it), then includes v.
+func (e *ewmaState) update(p *EWMAParams, n uint32, rdy bool, v float64) Result {
+	var r Result
+	if n > 0 {
+		r = verdict(v, e.mean, math.Sqrt(e.variance), p.K, rdy)
+	}
+	w := p.Alpha
+	if k := float64(n) + 1; 1/k > w {
+		w = 1 / k
+	}
+	diff := v - e.mean
+	incr := w * diff
+	e.mean += incr
+	e.variance = (1 - w) * (e.variance + diff*incr)
+	if !isFinite(e.mean) || !isFinite(e.variance) {
+		// Only reachable with |v| near math.MaxFloat64: start over from v
+		// rather than carry Inf or NaN forever.
+		e.mean, e.variance = v, 0
+	}
+	return r
+}
+
+// EWMA is the exponentially weighted moving average detector on its own:
+// Expected = the weighted mean before the sample, band = Expected ± K·σ
+// with σ the exponentially weighted standard deviation (Finch 2009),
+// Score = |v − Expected| / (K·σ), σ floored. Init it before use. An EWMA is
+// not safe for concurrent use.
+type EWMA struct {
+	p *Params
+	n uint32
+	s ewmaState
+}
+
+// Init binds p (which must be valid and must not change afterwards) and
+// resets the state. It panics if p is invalid.
+func (d *EWMA) Init(p *Params) {
+	mustValid(p)
+	*d = EWMA{p: p}
+}
+
+// Update scores v and includes it; t is not used. It does not allocate.
+func (d *EWMA) Update(t int64, v float64) Result {
+	r := d.s.update(&d.p.EWMA, d.n, ready(d.n, d.p.Warmup), v)
+	d.n = inc(d.n)
+	return r
+}
+
+// Reset forgets every sample.
+func (d *EWMA) Reset() {
+	d.n, d.s = 0, ewmaState{}
+}
+
+// inc increments a sample count, saturating at math.MaxUint32.
+func inc(n uint32) uint32 {
+	if n < math.MaxUint32 {
+		n++
+	}
+	return n
+}

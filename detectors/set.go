@@ -1,0 +1,184 @@
+package detectors
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Set is the complete detector state of one series: the four detectors and
+// the ring buffer that ZScore and Slope share. The zero value is not
+// usable: call Init. A Set holds no pointers besides its one allocation,
+// buf, so its fields and buf are all there is to serialise. A copy by
+// value shares buf: only one of the copies may be updated. A Set is owned
+// by one goroutine (the shard) and is not safe for concurrent use.
+//
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 184 bytes plus one
+// allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes (a 448-byte
+// size class): 616 bytes a series, 632 after rounding (TestSetMemoryBudget).
+// 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
+type Set struct {
+	// buf is the one allocation: the ring (2 float32 an entry, see window)
+	// followed by the Holt-Winters seasonal and deviation slots.
+	buf  []float32
+	ewma ewmaState
+	hw   hwState
+	win  window
+	n    uint32 // samples seen, saturating
+	w    uint16 // ring capacity in buf (0: neither ZScore nor Slope enabled)
+	b    uint8  // seasonal slots in buf (0: no seasonal component)
+	init bool   // Init was called
+}
+
+// Init sizes s for p and resets it. It allocates once: 2·p.Window float32
+// for the ring if ZScore or Slope is enabled, plus 2·SeasonBuckets float32
+// if Holt-Winters is enabled with a season; an earlier allocation is reused
+// if it is large enough. p must be valid (Init panics otherwise) and must
+// be passed unchanged to every Update.
+func (s *Set) Init(p *Params) {
+	mustValid(p)
+	var w, b int
+	if p.ZScore.Enabled || p.Slope.Enabled {
+		w = p.Window
+	}
+	if p.HoltWinters.Enabled && p.HoltWinters.Season > 0 {
+		b = p.HoltWinters.SeasonBuckets
+	}
+	buf := s.buf
+	switch need := 2*w + 2*b; {
+	case need == 0:
+		buf = nil
+	case cap(buf) >= need:
+		buf = buf[:need]
+		clear(buf)
+	default:
+		buf = make([]float32, need)
+	}
+	*s = Set{buf: buf, w: uint16(w), b: uint8(b), init: true}
+}
+
+// Reset returns s to the state right after Init, keeping the allocation.
+func (s *Set) Reset() {
+	clear(s.buf)
+	*s = Set{buf: s.buf, w: s.w, b: s.b, init: s.init}
+}
+
+// Bytes returns the memory s holds: the struct and its allocation (before
+// the allocator rounds the latter up to a size class).
+func (s *Set) Bytes() int {
+	return int(unsafe.Sizeof(*s)) + 4*cap(s.buf)
+}
+
+// Update scores the sample (t, v) with every enabled detector, then
+// includes it in their state. t is in milliseconds and must be strictly
+// increasing; v must be finite (the caller drops stale markers, NaN and
+// ±Inf). p is the Params given to Init. Update does not allocate and calls
+// the detectors directly, not through Detector.
+//
+// Each detector judges v against its state *before* v. A detector is Ready
+// once the series has had p.Warmup samples before this one (ZScore and
+// Slope also need ≥ 3 samples in the ring); until then its Score is 0.
+// Disabled detectors are not updated and their Per entry is zero.
+//
+// Combined (see Output) is the Result of one detector, out.Driver:
+//
+//   - the level detectors {EWMA, ZScore, HoltWinters} that are Ready vote
+//     with the median score (of two, the lower; of one, that one), so one
+//     detector alone cannot raise an alarm while two disagree;
+//   - Slope, if Ready, replaces that when its score is strictly higher:
+//     Combined.Score = max(median level score, slope score), because a slow
+//     drift is what the level detectors adapt to and miss;
+//   - if no detector is Ready, Combined is the not-Ready Result of the
+//     first enabled detector, with Score 0.
+func (s *Set) Update(p *Params, t int64, v float64) Output {
+	if !s.init {
+		panic("BUG: detectors: Set.Update called before Set.Init")
+	}
+	var out Output
+	rdy := ready(s.n, p.Warmup)
+	if p.EWMA.Enabled {
+		out.Per[KindEWMA] = s.ewma.update(&p.EWMA, s.n, rdy, v)
+	}
+	w := 2 * int(s.w)
+	if w > 0 {
+		ring := s.buf[:w]
+		if p.ZScore.Enabled {
+			out.Per[KindZScore] = s.win.zscore(p.ZScore.K, rdy, v)
+		}
+		if p.Slope.Enabled {
+			out.Per[KindSlope] = s.win.slope(ring, p.Slope.K, rdy, t)
+		}
+		s.win.push(ring, t, v)
+	}
+	if p.HoltWinters.Enabled {
+		b := int(s.b)
+		seas, devs := s.buf[w:w+b], s.buf[w+b:w+2*b]
+		out.Per[KindHoltWinters] = s.hw.update(&p.HoltWinters, seas, devs, s.n, rdy, t, v)
+	}
+	s.n = inc(s.n)
+	combine(&out, p)
+	return out
+}
+
+// mustValid panics if p is invalid: Params are validated when the config
+// is loaded, so an invalid one here is a bug.
+func mustValid(p *Params) {
+	if err := p.Validate(); err != nil {
+		panic("BUG: detectors: invalid params: " + err.Error())
+	}
+}
+
+// Detector is one detector with its Params bound, for the registry and
+// tests. The shards use Set, which calls the concrete types directly.
+type Detector interface {
+	// Update scores v at time t (ms, strictly increasing), then includes it.
+	Update(t int64, v float64) Result
+	// Reset forgets every sample.
+	Reset()
+}
+
+var (
+	_ Detector = (*EWMA)(nil)
+	_ Detector = (*ZScore)(nil)
+	_ Detector = (*HoltWinters)(nil)
+	_ Detector = (*Slope)(nil)
+	_ Detector = (*combined)(nil)
+)
+
+// New returns detector kind bound to p, Init'ed. A single kind runs
+// whether or not it is Enabled in p; KindCombined runs a Set (honouring
+// Enabled) and returns Output.Combined. p must be valid and must not
+// change afterwards. New panics on an unknown kind or invalid p.
+func New(kind Kind, p *Params) Detector {
+	switch kind {
+	case KindEWMA:
+		d := new(EWMA)
+		d.Init(p)
+		return d
+	case KindZScore:
+		d := new(ZScore)
+		d.Init(p)
+		return d
+	case KindHoltWinters:
+		d := new(HoltWinters)
+		d.Init(p)
+		return d
+	case KindSlope:
+		d := new(Slope)
+		d.Init(p)
+		return d
+	case KindCombined:
+		d := &combined{p: p}
+		d.s.Init(p)
+		return d
+	}
+	panic(fmt.Sprintf("BUG: detectors.New: unknown kind %d", kind))
+}
+
+// combined adapts a Set to Detector.
+type combined struct {
+	p *Params
+	s Set
+}
+
+func (d *combined) Update(t int64, v float64) Result { return d.s.Update(d.p, t, v).Combined }
+func (d *combined) Reset()                           { d.s.Reset() }

@@ -1,0 +1,250 @@
+package detectors
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/common/model"
+)
+
+func TestCombine(t *testing.T) {
+	all := DefaultParams()
+	f := func(name string, p *Params, per [NumKinds]Result, wantDriver Kind) {
+		t.Helper()
+		out := Output{Per: per}
+		combine(&out, p)
+		if out.Driver != wantDriver || out.Combined != per[wantDriver] {
+			t.Errorf("%s: got driver %s combined %+v, want %s %+v", name, out.Driver, out.Combined, wantDriver, per[wantDriver])
+		}
+	}
+	r := func(score float64) Result { return Result{Expected: score * 10, Score: score, Ready: true} }
+	var none Result
+	f("median of three", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(0.1)}, KindHoltWinters)
+	f("median of three, other order", &all, [NumKinds]Result{r(2), r(0.5), r(3), r(0.1)}, KindEWMA)
+	f("lower of two", &all, [NumKinds]Result{r(3), none, r(2), r(0.1)}, KindHoltWinters)
+	f("one", &all, [NumKinds]Result{none, r(5), none, r(0.1)}, KindZScore)
+	f("slope higher", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(2.5)}, KindSlope)
+	f("slope tie keeps level", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(2)}, KindHoltWinters)
+	f("equal scores keep kind order", &all, [NumKinds]Result{r(1), r(1), r(1), none}, KindZScore)
+	f("only slope ready", &all, [NumKinds]Result{none, none, none, r(0.3)}, KindSlope)
+	f("nothing ready", &all, [NumKinds]Result{{Expected: 7}, {Expected: 8}, none, none}, KindEWMA)
+	hwOnly := DefaultParams()
+	hwOnly.EWMA.Enabled, hwOnly.ZScore.Enabled = false, false
+	f("nothing ready, first enabled", &hwOnly, [NumKinds]Result{none, none, {Expected: 9}, none}, KindHoltWinters)
+}
+
+// randomSeries is a sine with noise, spikes and irregular intervals.
+func randomSeries(seed uint64, n int) series {
+	nz := noise(seed, 1)
+	s := series{t: make([]int64, n), v: make([]float64, n)}
+	tm := int64(1_700_000_000_000)
+	for i := range n {
+		tm += 1 + int64(30000*(1+nz()))
+		v := 50 + 20*math.Sin(float64(tm)/1e7) + 3*nz()
+		if i%97 == 0 {
+			v += 40 * nz()
+		}
+		s.t[i], s.v[i] = tm, v
+	}
+	return s
+}
+
+// Set runs exactly the code of the single detectors: its Per results equal
+// theirs bit for bit, and its Combined equals New(KindCombined)'s.
+func TestSetMatchesDetectors(t *testing.T) {
+	p := DefaultParams()
+	p.HoltWinters.Season = model.Duration(6 * time.Hour) // so the test crosses seasons
+	s := randomSeries(21, 5000)
+	var set Set
+	set.Init(&p)
+	var ds [NumKinds + 1]Detector
+	for k := range ds {
+		ds[k] = New(Kind(k), &p)
+	}
+	for i := range s.t {
+		o := set.Update(&p, s.t[i], s.v[i])
+		for k, d := range ds {
+			got := o.Combined
+			if Kind(k) != KindCombined {
+				got = o.Per[k]
+			}
+			if want := d.Update(s.t[i], s.v[i]); got != want {
+				t.Fatalf("sample %d %s: Set gave %+v, detector %+v", i, Kind(k), got, want)
+			}
+		}
+		if o.Combined != o.Per[o.Driver] {
+			t.Fatalf("sample %d: Combined %+v is not Per[%s] %+v", i, o.Combined, o.Driver, o.Per[o.Driver])
+		}
+	}
+}
+
+// After Reset, a Set (and every Detector) gives the outputs of a fresh one.
+func TestReset(t *testing.T) {
+	p := DefaultParams()
+	p.HoltWinters.Season = model.Duration(6 * time.Hour)
+	s := randomSeries(22, 3000)
+	want := runSet(&p, s)
+	var set Set
+	set.Init(&p)
+	buf := &set.buf[0]
+	for i := range 1234 {
+		set.Update(&p, s.t[i]-10*day, s.v[i]*3) // other data first
+	}
+	set.Reset()
+	if &set.buf[0] != buf {
+		t.Fatal("Reset reallocated the ring")
+	}
+	for i := range s.t {
+		if got := set.Update(&p, s.t[i], s.v[i]); got != want[i] {
+			t.Fatalf("sample %d after Reset: got %+v, want %+v", i, got, want[i])
+		}
+	}
+	for k := range NumKinds + 1 {
+		d := New(k, &p)
+		var first []Result
+		for i := range 500 {
+			first = append(first, d.Update(s.t[i], s.v[i]))
+		}
+		d.Reset()
+		for i := range 500 {
+			if got := d.Update(s.t[i], s.v[i]); got != first[i] {
+				t.Fatalf("%s sample %d after Reset: got %+v, want %+v", k, i, got, first[i])
+			}
+		}
+	}
+}
+
+// Disabled detectors are neither updated nor counted, and cost no memory.
+func TestSetDisabled(t *testing.T) {
+	p := DefaultParams()
+	p.ZScore.Enabled, p.Slope.Enabled = false, false
+	var set Set
+	set.Init(&p)
+	if len(set.buf) != 2*24 {
+		t.Fatalf("buf has %d float32, want 48 (the seasonal slots only)", len(set.buf))
+	}
+	s := randomSeries(23, 2000)
+	for i := range s.t {
+		o := set.Update(&p, s.t[i], s.v[i])
+		if o.Per[KindZScore] != (Result{}) || o.Per[KindSlope] != (Result{}) {
+			t.Fatalf("sample %d: disabled detectors gave %+v %+v", i, o.Per[KindZScore], o.Per[KindSlope])
+		}
+		e, h := o.Per[KindEWMA], o.Per[KindHoltWinters]
+		want := KindEWMA // lower of the two; ties keep the lower kind
+		if h.Score < e.Score {
+			want = KindHoltWinters
+		}
+		if i >= p.Warmup && o.Driver != want {
+			t.Fatalf("sample %d: driver %s for EWMA %g HW %g, want %s", i, o.Driver, e.Score, h.Score, want)
+		}
+	}
+	p.HoltWinters.Enabled = false
+	set.Init(&p)
+	if set.buf != nil {
+		t.Fatalf("EWMA only: buf %d float32, want none", len(set.buf))
+	}
+	p.HoltWinters.Enabled, p.HoltWinters.Season = true, 0
+	set.Init(&p)
+	if set.buf != nil {
+		t.Fatalf("EWMA + HW without season: buf %d float32, want none", len(set.buf))
+	}
+}
+
+// Warm-up: not Ready (score 0) until Warmup samples came before; ZScore and
+// Slope also need 3 samples in the ring.
+func TestWarmup(t *testing.T) {
+	for _, warmup := range []int{2, 10} {
+		p := smallParams()
+		p.Warmup = warmup
+		s := regular(20, 0, time.Second, func(i int) float64 { return float64(i * i % 7) })
+		out := runSet(&p, s)
+		for i, o := range out {
+			for k, r := range o.Per {
+				want := i >= warmup && (Kind(k) == KindEWMA || Kind(k) == KindHoltWinters || i >= 3)
+				if r.Ready != want || (!r.Ready && r.Score != 0) {
+					t.Fatalf("warmup %d sample %d %s: %+v, want ready %v", warmup, i, Kind(k), r, want)
+				}
+			}
+			if o.Combined.Ready != (i >= warmup) {
+				t.Fatalf("warmup %d sample %d: combined %+v", warmup, i, o.Combined)
+			}
+		}
+	}
+}
+
+func TestSetUpdateDoesNotAllocate(t *testing.T) {
+	p := DefaultParams()
+	s := randomSeries(24, 4096)
+	var set Set
+	set.Init(&p)
+	i := 0
+	if a := testing.AllocsPerRun(10000, func() {
+		set.Update(&p, s.t[i%4096]+int64(i/4096)*day*100, s.v[i%4096])
+		i++
+	}); a != 0 {
+		t.Fatalf("Set.Update: %g allocations a call, want 0", a)
+	}
+	var sink Result
+	for k := range NumKinds + 1 {
+		d := New(k, &p)
+		j := 0
+		if a := testing.AllocsPerRun(5000, func() {
+			sink = d.Update(s.t[j%4096]+int64(j/4096)*day*100, s.v[j%4096])
+			j++
+		}); a != 0 {
+			t.Fatalf("%s Update: %g allocations a call, want 0", k, a)
+		}
+	}
+	_ = sink
+}
+
+// The state of one series with DefaultParams fits in 700 bytes: the struct
+// plus its one allocation (2 float32 a ring entry, 2 a seasonal slot).
+func TestSetMemoryBudget(t *testing.T) {
+	p := DefaultParams()
+	var set Set
+	set.Init(&p)
+	want := int(unsafe.Sizeof(Set{})) + 4*(2*p.Window+2*p.HoltWinters.SeasonBuckets)
+	if got := set.Bytes(); got != want || cap(set.buf) != len(set.buf) {
+		t.Fatalf("Bytes() = %d (cap %d), want %d", got, cap(set.buf), want)
+	}
+	if got := set.Bytes(); got > 700 {
+		t.Fatalf("one series takes %d bytes (struct %d + ring %d·8 + slots %d·8), budget 700",
+			got, unsafe.Sizeof(Set{}), p.Window, p.HoltWinters.SeasonBuckets)
+	}
+	if a := testing.AllocsPerRun(100, func() { var s Set; s.Init(&p) }); a != 1 {
+		t.Fatalf("Init: %g allocations, want 1", a)
+	}
+	if a := testing.AllocsPerRun(100, func() { set.Init(&p) }); a != 0 {
+		t.Fatalf("re-Init: %g allocations, want 0 (reuses the ring)", a)
+	}
+}
+
+func TestMisuse(t *testing.T) {
+	f := func(name, wantPanic string, fn func()) {
+		t.Helper()
+		defer func() {
+			t.Helper()
+			if r, _ := recover().(string); !strings.HasPrefix(r, wantPanic) {
+				t.Errorf("%s: panic %q, want prefix %q", name, r, wantPanic)
+			}
+		}()
+		fn()
+	}
+	p := DefaultParams()
+	f("Update before Init", "BUG: detectors: Set.Update called before Set.Init", func() {
+		var s Set
+		s.Update(&p, 0, 0)
+	})
+	bad := p
+	bad.Window = 1
+	f("Init with invalid params", "BUG: detectors: invalid params: window must be between 3 and 1024, got 1", func() {
+		var s Set
+		s.Init(&bad)
+	})
+	f("New with invalid params", "BUG: detectors: invalid params: window", func() { New(KindSlope, &bad) })
+	f("New with unknown kind", "BUG: detectors.New: unknown kind 7", func() { New(7, &p) })
+}

@@ -1,0 +1,185 @@
+package detectors
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestZScoreHandComputed(t *testing.T) {
+	p := smallParams() // Window 3, Warmup 2, K 2
+	var d ZScore
+	d.Init(&p)
+	f := func(i int, v float64, want Result) {
+		t.Helper()
+		checkResult(t, i, d.Update(int64(i)*15000, v), want)
+	}
+	f(1, 1, Result{}) // empty window
+	// window {1}: mean 1, sd 0 → σ_eff = max(0, 1e-9·1, 1e-12) = 1e-9.
+	f(2, 2, band(1, 2e-9, 0, false))
+	// window {1,2}: mean 1.5, sd² = (0.25+0.25)/1; Warmup met but < 3 points.
+	f(3, 3, band(1.5, 2*math.Sqrt(0.5), 0, false))
+	// window {1,2,3}: mean 2, sd² = (1+0+1)/2 = 1, score |10−2|/(2·1) = 4.
+	f(4, 10, band(2, 2, 4, true))
+	// window {2,3,10} (1 evicted): mean 5, sd² = (9+4+25)/2 = 19, score 0.
+	f(5, 5, band(5, 2*math.Sqrt(19), 0, true))
+	// window {3,10,5}: mean 6, sd² = (9+16+1)/2 = 13, score 6/(2√13) = 0.832.
+	f(6, 0, band(6, 2*math.Sqrt(13), 6/(2*math.Sqrt(13)), true))
+	// window {10,5,0} (after the second wrap): mean 5, sd² = (25+0+25)/2 = 25,
+	// score |6−5|/(2·5) = 0.1.
+	f(7, 6, band(5, 10, 0.1, true))
+}
+
+func TestSlopeHandComputed(t *testing.T) {
+	p := smallParams()
+	p.Window, p.Slope.K = 4, 1
+	var d Slope
+	d.Init(&p)
+	f := func(sec int64, v float64, want Result) {
+		t.Helper()
+		checkResult(t, int(sec), d.Update(sec*1000, v), want)
+	}
+	f(0, 0, Result{})
+	f(1, 2, Result{})
+	f(2, 1, Result{}) // 2 points: no residual degrees of freedom yet
+	// window x = 0,1,2 s, y = 0,2,1: x̄ = 1, ȳ = 1,
+	// Sxx = 1+0+1 = 2, Sxy = (−1)(−1)+0+(1)(0) = 1, b = 0.5,
+	// Syy = 1+1+0 = 2, SSE = 2 − 0.5·1 = 1.5, σ_res = √(1.5/1),
+	// expected at x = 3: 1 + 0.5·(3−1) = 2, span 2 s, score 0.5·2/(1·√1.5) = 0.816.
+	f(3, 3, band(2, math.Sqrt(1.5), 1/math.Sqrt(1.5), true))
+	// window x = 0..3, y = 0,2,1,3: x̄ = ȳ = 1.5, Sxx = 2.25+0.25+0.25+2.25 = 5,
+	// Sxy = 2.25−0.25−0.25+2.25 = 4, b = 0.8, Syy = 5, SSE = 5 − 0.8·4 = 1.8,
+	// σ_res = √(1.8/2), expected at x = 4: 1.5 + 0.8·2.5 = 3.5,
+	// span 3 s, score 0.8·3/√0.9 = 2.530. The value (100) does not matter.
+	f(4, 100, band(3.5, math.Sqrt(0.9), 2.4/math.Sqrt(0.9), true))
+	// window x = 1..4, y = 2,1,3,100 (0 evicted, ring re-centred):
+	// x̄ = 2.5, ȳ = 26.5, Sxx = 5, Sxy = −3−0.5+1.5+150 = 148, b = 29.6,
+	// Syy = 4+1+9+10000 − 4·26.5² = 7205, SSE = 7205 − 29.6·148 = 2824.2,
+	// σ_res = √1412.1, expected at x = 5: 26.5 + 29.6·2.5 = 100.5,
+	// score 29.6·3/√1412.1 = 2.363.
+	f(5, 0, band(100.5, math.Sqrt(1412.1), 29.6*3/math.Sqrt(1412.1), true))
+}
+
+// refStats is the straightforward float64 computation the window must
+// agree with: mean and sample sd of vs, and the least-squares line of vs
+// against ts (seconds from ts[0]) evaluated at tNext.
+func refStats(ts []int64, vs []float64, tNext int64) (mean, sd, fit, sdRes, slope, lever float64) {
+	n := float64(len(vs))
+	var mx, my float64
+	for i := range vs {
+		mx += float64(ts[i]-ts[0]) / 1000
+		my += vs[i]
+	}
+	mx, my = mx/n, my/n
+	var sxx, sxy, syy float64
+	for i := range vs {
+		dx, dy := float64(ts[i]-ts[0])/1000-mx, vs[i]-my
+		sxx += dx * dx
+		sxy += dx * dy
+		syy += dy * dy
+	}
+	slope = sxy / sxx
+	lever = slope * (float64(tNext-ts[0])/1000 - mx)
+	return my, math.Sqrt(syy / (n - 1)), my + lever,
+		math.Sqrt(max(0, syy-slope*sxy) / (n - 2)), slope, math.Abs(lever)
+}
+
+// The compact ring (float32 offsets, running sums, re-centring on every
+// wrap, rebasing after a gap) must agree with a direct float64 computation
+// over the last Window raw samples: irregular intervals, Unix-epoch
+// timestamps, values around 1e12 with a spread of 1e4, a spike of 1e17, a
+// 40-day gap.
+func TestWindowMatchesDirectComputation(t *testing.T) {
+	p := DefaultParams()
+	var zs ZScore
+	var sl Slope
+	zs.Init(&p)
+	sl.Init(&p)
+	nz := noise(1, 1)
+	var ts []int64
+	var vs []float64
+	tm := int64(1_700_000_000_000)
+	for i := range 2000 {
+		switch {
+		case i == 1000:
+			tm += 40 * day // longer than maxOffset: rebase on push
+		default:
+			tm += 1000 + int64(30000*(nz()+1)) // 1 s to 61 s
+		}
+		v := 1e12 + 1e4*nz() + 50*float64(i%100)
+		if i == 500 {
+			v = 1e17 // leaving the window, it must not leave rounding debris
+		}
+		if len(vs) >= p.Window {
+			w := p.Window
+			mean, sd, fit, sdRes, slope, lever := refStats(ts[len(ts)-w:], vs[len(vs)-w:], tm)
+			rz, rs := zs.Update(tm, v), sl.Update(tm, v)
+			// float32 offsets: exact to 6e-8 of each offset, so to a
+			// millionth of the spread.
+			if math.Abs(rz.Expected-mean) > 1e-6*sd || !closeTo(rz.Upper-rz.Expected, 4*sd, 1e-6) {
+				t.Fatalf("sample %d: zscore got %+v, want mean %.17g sd %g", i, rz, mean, sd)
+			}
+			// The fit is exact to float32 time offsets: 6e-8 relative on
+			// b·(x_t − x̄), which after the 40-day gap is 1.3e7.
+			if math.Abs(rs.Expected-fit) > 1e-6*sdRes+1e-7*lever || !closeTo(rs.Upper-rs.Expected, 4*sdRes, 1e-5) {
+				t.Fatalf("sample %d: slope got %+v, want fit %.17g sd %g (slope %g)", i, rs, fit, sdRes, slope)
+			}
+			span := float64(ts[len(ts)-1]-ts[len(ts)-w]) / 1000
+			if want := math.Abs(slope) * span / (4 * sdRes); !closeTo(rs.Score, want, 1e-5) {
+				t.Fatalf("sample %d: slope score got %g, want %g", i, rs.Score, want)
+			}
+		} else {
+			zs.Update(tm, v)
+			sl.Update(tm, v)
+		}
+		ts, vs = append(ts, tm), append(vs, v)
+	}
+}
+
+// The running sums stay equal to sums recomputed from the ring, and the
+// stored offsets reconstruct the raw samples.
+func TestWindowSumsAndOffsets(t *testing.T) {
+	const c = 7
+	ring := make([]float32, 2*c)
+	var w window
+	nz := noise(2, 1)
+	var ts []int64
+	var vs []float64
+	tm := int64(-5000) // before 1970 too
+	for i := range 500 {
+		tm += 1 + int64(20000*(nz()+1))
+		if i == 250 {
+			tm += int64(30 * 24 * time.Hour / time.Millisecond)
+		}
+		v := 3e-9 * (1 + nz())
+		w.push(ring, tm, v)
+		ts, vs = append(ts, tm), append(vs, v)
+
+		var sx, sy, sxx, sxy, syy, ax, ay, axy float64
+		for j := range int(w.n) {
+			k := (int(w.head) + j) % c
+			x, y := float64(ring[2*k+1]), float64(ring[2*k])
+			sx, sy, sxx, sxy, syy = sx+x, sy+y, sxx+x*x, sxy+x*y, syy+y*y
+			ax, ay, axy = ax+math.Abs(x), ay+math.Abs(y), axy+math.Abs(x*y)
+			// entry j is input len−n+j
+			in := len(vs) - int(w.n) + j
+			// float32 seconds within maxOffset of the base: exact to 4 ms;
+			// the pre-gap entries, re-expressed far from the new base by
+			// up to three rebases, to 3·6e-8·|x|.
+			if gt := w.tBase + int64(math.Round(x*1000)); math.Abs(float64(gt-ts[in])) > 4+3*6e-8*math.Abs(x)*1000 {
+				t.Fatalf("push %d entry %d: time %d, want %d", i, j, gt, ts[in])
+			}
+			// float32 offsets: 6e-8 of the spread (6e-9), not of the value.
+			if gv := w.vRef + y; math.Abs(gv-vs[in]) > 1.2e-7*6e-9 {
+				t.Fatalf("push %d entry %d: value %g, want %g", i, j, gv, vs[in])
+			}
+		}
+		// Relative to the sum of the magnitudes of the terms in the ring,
+		// not of terms that have left it.
+		for _, s := range [][3]float64{{w.sx, sx, ax}, {w.sy, sy, ay}, {w.sxx, sxx, sxx}, {w.sxy, sxy, axy}, {w.syy, syy, syy}} {
+			if math.Abs(s[0]-s[1]) > 1e-12*s[2] {
+				t.Fatalf("push %d: running sums %v drifted from %v", i, []float64{w.sx, w.sy, w.sxx, w.sxy, w.syy}, []float64{sx, sy, sxx, sxy, syy})
+			}
+		}
+	}
+}
