@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unicode/utf8"
 )
 
 // span is a byte range of request.buf: an alias, never a copy.
@@ -49,6 +50,8 @@ type request struct {
 	series   []series
 	symbols  []span // RW2 only
 	metadata []metadata
+	// symbolsUTF8: every RW2 symbol is valid UTF-8, so labels need no check.
+	symbolsUTF8 bool
 }
 
 func (r *request) reset() {
@@ -57,6 +60,7 @@ func (r *request) reset() {
 	r.series = r.series[:0]
 	r.symbols = r.symbols[:0]
 	r.metadata = r.metadata[:0]
+	r.symbolsUTF8 = false
 }
 
 // str returns the bytes of s (aliasing r.buf).
@@ -167,6 +171,15 @@ func (r *request) decodeSeriesV1(b []byte) error {
 			if typ != wireBytes {
 				return fmt.Errorf("labels: wire type %d", typ)
 			}
+			// Fast path: name then value, each with a one-byte length, as
+			// every sender encodes a Label. Anything else takes the general walk.
+			if n := len(p); n >= 4 && p[0] == 0x0a && p[1] < 0x80 {
+				nl := int(p[1])
+				if v := 2 + nl; v+2 <= n && p[v] == 0x12 && p[v+1] < 0x80 && v+2+int(p[v+1]) == n {
+					r.labels = append(r.labels, labelRef{name: r.spanOf(p[2:v]), value: r.spanOf(p[v+2:])})
+					continue
+				}
+			}
 			var l labelRef
 			for j := 0; j < len(p); {
 				n, t, _, q, nx, err := field(p, j)
@@ -188,6 +201,13 @@ func (r *request) decodeSeriesV1(b []byte) error {
 		case 2: // samples
 			if typ != wireBytes {
 				return fmt.Errorf("samples: wire type %d", typ)
+			}
+			// Fast path: value (fixed64) then timestamp (varint) filling p.
+			if len(p) >= 11 && p[0] == 0x09 && p[9] == 0x10 {
+				if ts, n := binary.Uvarint(p[10:]); n > 0 && 10+n == len(p) {
+					r.samples = append(r.samples, sample{t: int64(ts), v: math.Float64frombits(binary.LittleEndian.Uint64(p[1:9]))})
+					continue
+				}
 			}
 			var smp sample
 			for j := 0; j < len(p); {
@@ -256,6 +276,14 @@ func (r *request) decodeV2() error {
 	if len(r.symbols) > 0 && r.symbols[0].len != 0 {
 		return errors.New("cannot decode Request: symbols[0] must be the empty string")
 	}
+	// Check every symbol once here rather than every label of every series.
+	r.symbolsUTF8 = true
+	for _, sym := range r.symbols {
+		if !utf8.Valid(r.str(sym)) {
+			r.symbolsUTF8 = false
+			break
+		}
+	}
 	for i := 0; i < len(b); {
 		num, typ, _, p, next, _ := field(b, i) // errors were caught above
 		i = next
@@ -274,16 +302,18 @@ func (r *request) decodeV2() error {
 func (r *request) decodeSeriesV2(b []byte) error {
 	s := series{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
 	nrefs := 0
-	var pending uint32 // name ref waiting for its value ref
+	var pending span // name waiting for its value
 	addRef := func(ref uint64) {
-		if ref >= uint64(len(r.symbols)) {
+		var sym span // an invalid ref reads as "" and marks the series bad
+		if ref < uint64(len(r.symbols)) {
+			sym = r.symbols[ref]
+		} else {
 			s.badRef = true
-			ref = 0
 		}
 		if nrefs%2 == 0 {
-			pending = uint32(ref)
+			pending = sym
 		} else {
-			r.labels = append(r.labels, labelRef{name: r.symbols[pending], value: r.symbols[ref]})
+			r.labels = append(r.labels, labelRef{name: pending, value: sym})
 		}
 		nrefs++
 	}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
@@ -373,3 +374,26 @@ func FuzzHandler(f *testing.F) {
 }
 
 func nil2rng() *rand.Rand { return rand.New(rand.NewPCG(11, 12)) }
+
+func TestUTF8Labels(t *testing.T) {
+	env := newEnv(t, 16, true)
+	ts := now()
+	// Valid non-ASCII passes (RW1 and RW2); invalid UTF-8 is a 400.
+	ok := encodeV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{gaugeSeries("temp", ts, 1, prompb.Label{Name: "city", Value: "Zürich"})}})
+	if w := post(env.h, ok, nil); w.Code != 204 {
+		t.Fatalf("RW1 valid UTF-8: got %d %s", w.Code, w.Body)
+	}
+	for _, sym := range []string{"Zürich", "bad\xc3("} {
+		wr := &writev2.Request{Symbols: []string{"", "__name__", "temp", "city", sym}, Timeseries: []writev2.TimeSeries{
+			{LabelsRefs: []uint32{1, 2, 3, 4}, Samples: []writev2.Sample{{Value: 1, Timestamp: ts}}},
+		}}
+		w := post(env.h, encodeV2(t, wr), map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"})
+		want := 204
+		if !utf8.ValidString(sym) {
+			want = 400
+		}
+		if w.Code != want {
+			t.Fatalf("RW2 symbol %q: got %d, want %d", sym, w.Code, want)
+		}
+	}
+}

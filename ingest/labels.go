@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,6 +21,25 @@ func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Opti
 		return reasonSamplesAndHistograms, "a series must not carry both samples and histograms"
 	}
 	ls := req.labels[s.labelsStart:s.labelsEnd]
+	// UTF-8: RW2 symbols were checked once per request. RW1 labels of a
+	// series sit together in the buffer, so one ASCII pass over their span
+	// (tags and one-byte lengths are ASCII too) usually settles it.
+	checkUTF8 := true
+	if proto == protoV2 {
+		checkUTF8 = !req.symbolsUTF8
+	} else if len(ls) > 0 {
+		lo, hi := ls[0].name.off, ls[0].value.off+ls[0].value.len
+		total := uint32(0)
+		for _, l := range ls {
+			lo = min(lo, l.name.off, l.value.off)
+			hi = max(hi, l.name.off+l.name.len, l.value.off+l.value.len)
+			total += l.name.len + l.value.len
+		}
+		// Only when the span is the labels and their few framing bytes.
+		if hi-lo <= total+4*uint32(len(ls)) && isASCII(req.buf[lo:hi]) {
+			checkUTF8 = false
+		}
+	}
 	// Insertion sort by name: senders almost always send sorted labels, so
 	// this is one pass; it does not allocate, unlike sort.Slice.
 	for i := 1; i < len(ls); i++ {
@@ -45,7 +65,7 @@ func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Opti
 		if len(value) > opts.MaxLabelValueLength {
 			return reasonValueTooLong, fmt.Sprintf("value of label %q of %d bytes exceeds limit %d (ingest.max_label_value_length)", name, len(value), opts.MaxLabelValueLength)
 		}
-		if !utf8.Valid(name) || !utf8.Valid(value) {
+		if checkUTF8 && (!utf8.Valid(name) || !utf8.Valid(value)) {
 			return reasonInvalidUTF8, fmt.Sprintf("label %q is not valid UTF-8", name)
 		}
 		if len(value) == 0 {
@@ -153,4 +173,20 @@ func formatLabels(req *request, s *series) string {
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// isASCII reports whether every byte of b is below 0x80, eight at a time.
+func isASCII(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

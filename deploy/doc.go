@@ -1,0 +1,25 @@
+// Package deploy holds what a user copies to run anomalyd beside Prometheus;
+// it has no Go code of its own, only the tests that keep the files honest.
+//
+//   - prometheus/prometheus.yml: a complete prometheus.yml whose remote_write
+//     entry feeds anomalyd and whose "anomalyd" scrape job (honor_labels: true)
+//     reads the output series back from anomalyd's /metrics.
+//   - prometheus/anomalyd-alerts.yml: AnomalyDetected (anomaly_score above 1
+//     for 5m) and alerts on anomalyd's own health.
+//   - prometheus/anomalyd-recording.yml: per-metric and per-job aggregates of
+//     anomaly_score, named level:metric:operations.
+//   - prometheus/*.test.yml: promtool unit tests of both rule files.
+//   - grafana/anomalyd.json: a dashboard (a series with its expected value and
+//     band, its score, the top anomalous series, anomalyd's health).
+//
+// The tests run promtool (Debian package prometheus) on every file and check
+// that the dashboard only queries series anomalyd documents. They fail, and do
+// not skip, when promtool is missing. The end-to-end test in cmd/anomalyd runs
+// the alert rules against real Prometheus servers.
+//
+// Trade-offs: the alerts use the combined detector only (per-detector series
+// exist only with output.per_detector and would alert several times for one
+// anomaly); AnomalyDetected waits 5m to ignore blips, so a short anomaly shows
+// on the dashboard but pages nobody. The dashboard's first row needs the input
+// series and the output series in the same store.
+package deploy
