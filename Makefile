@@ -37,11 +37,14 @@ lint:
 	@out=$$(find . -name '*.go' -not -path './bin/*' | xargs gofmt -l); \
 	if [ -n "$$out" ]; then echo "gofmt -l is not empty:"; echo "$$out"; exit 1; fi
 
-## fuzz: short fuzz runs of every decoder (FUZZTIME each)
+## fuzz: short fuzz runs of every decoder and parser (FUZZTIME each)
+FUZZ_TARGETS := ingest:FuzzDecodeV1 ingest:FuzzDecodeV2 ingest:FuzzHandler \
+	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate
 fuzz:
-	$(GO) test ./ingest -run '^$$' -fuzz '^FuzzDecodeV1$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./ingest -run '^$$' -fuzz '^FuzzDecodeV2$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./ingest -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); \
+	done
 
 ## bench-ingest: the ingest-path micro-benchmark (100k series, 2000 samples a request)
 bench-ingest:
