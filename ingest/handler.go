@@ -47,6 +47,11 @@ type Handler struct {
 	closing atomic.Bool
 	states  chan *reqState // free list of request memory
 
+	// lastWarn is when invalid input was last logged at warn level (unix
+	// nanoseconds); suppressed counts the requests not logged since.
+	lastWarn   atomic.Int64
+	suppressed atomic.Int64
+
 	// metricTypes maps metric family names to their RW1 metadata type.
 	// Copy-on-write: metadata changes rarely and is read on every request.
 	metaMu      sync.Mutex
@@ -70,6 +75,21 @@ func (h *Handler) SetOptions(opts Options) { h.opts.Store(&opts) }
 // Shutdown makes every later request fail with 503, so senders retry
 // against the next instance (or this one after its restart).
 func (h *Handler) Shutdown() { h.closing.Store(true) }
+
+// logInvalid logs a 400 at warn level at most every 10 s (a misbehaving
+// sender retries nothing, but may send the same bad series every scrape),
+// and every one at debug level.
+func (h *Handler) logInvalid(msg string) {
+	h.logger.Debug("invalid series in remote write request", zap.String("error", msg))
+	now := time.Now().UnixNano()
+	last := h.lastWarn.Load()
+	if now-last < int64(10*time.Second) || !h.lastWarn.CompareAndSwap(last, now) {
+		h.suppressed.Add(1)
+		return
+	}
+	h.logger.Warn("invalid series in remote write request; the valid rest was written",
+		zap.String("error", msg), zap.Int64("similar_requests_not_logged", h.suppressed.Swap(0)))
+}
 
 // httpError carries the status a failure maps to.
 type httpError struct {
@@ -416,7 +436,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 			}
 		}
 		fmt.Fprintf(&b, "); the rest was written; first: %s", firstErr)
-		h.logger.Debug("invalid series in remote write request", zap.String("error", b.String()))
+		h.logInvalid(b.String())
 		return errorf(http.StatusBadRequest, "%s", b.String())
 	}
 	return nil

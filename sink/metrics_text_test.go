@@ -3,6 +3,8 @@ package sink
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -43,4 +45,27 @@ anomaly_upper{detector="combined",exported_metric="m",exported_quantile="0.5",jo
 	if strings.Contains(buf.String(), "anomaly_expected{detector=\"ewma\"") {
 		t.Fatal("a warming-up series must only have a score")
 	}
+}
+
+// BenchmarkWriteScores writes 1M series' outputs (4M lines), as a scrape of a
+// fully loaded anomalyd does.
+func BenchmarkWriteScores(b *testing.B) {
+	names := Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper"}
+	const n = 1_000_000
+	infos := make([]SeriesInfo, n)
+	recs := make([]Record, n)
+	for i := range infos {
+		infos[i].Labels = fmt.Sprintf("__name__\xffnode_cpu_seconds_total\xffcpu\xff%d\xffinstance\xffnode-%04d.example.internal:9100\xffjob\xffnode\xffmode\xffuser\xff", i%64, i/64)
+		infos[i].Name = "node_cpu_seconds_total"
+		recs[i] = Record{Series: &infos[i], Detector: detectors.KindCombined, Score: 0.5, Expected: 1234.5, Lower: 1000, Upper: 1500}
+	}
+	snaps := [][]Record{recs}
+	w := bufio.NewWriterSize(io.Discard, 64<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := WriteScores(w, &names, snaps); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(4*n), "ns/line")
 }

@@ -2,6 +2,7 @@ package window
 
 import (
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -312,5 +313,26 @@ rules:
 				t.Error("series with changed detector settings kept its old state")
 			}
 		}
+	}
+}
+
+// Stop must leave no shard goroutine behind.
+func TestStopLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	opts := Options{Shards: 4, QueueSize: 4, MaxSeries: 10, SeriesTTL: time.Minute, PublishInterval: time.Second}
+	s := New(opts, CompileRules(config.Default()), &recorder{}, selfmon.NewRegistry())
+	s.Start()
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(0, s.GetBatch()); err != ErrClosed {
+		t.Fatalf("Enqueue after Stop: got %v, want ErrClosed", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Fatalf("%d goroutines after Stop, %d before", n, before)
 	}
 }

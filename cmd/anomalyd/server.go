@@ -94,6 +94,9 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		// Senders time out after 30 s (Prometheus's remote_timeout); a body
+		// still arriving after a minute is a stuck or hostile client.
+		ReadTimeout: time.Minute,
 		IdleTimeout:       5 * time.Minute,
 	}
 	fan.Start()

@@ -1,0 +1,29 @@
+// Package ingest is anomalyd's remote-write receiver: POST /api/v1/write.
+//
+// A request goes through, in order: method and header checks (Content-Type
+// picks remote write 1.0 or 2.0; anything else is 415, before the body is
+// read), the compressed-size limit (413), snappy's decoded-length header
+// against the decoded-size limit (400, before allocating), snappy block
+// decoding, a hand-written protobuf walk, per-series validation and
+// canonicalisation, and hand-off to the shards.
+//
+// Trade-offs:
+//   - The protobuf walk records spans into the decoded buffer instead of
+//     building prompb structs: gogo's Unmarshal allocates a string per label
+//     and costs several times more CPU. Tests and fuzz targets check that
+//     both read the same thing.
+//   - The canonical key (name 0xff value 0xff …, sorted, empty values
+//     dropped) is built once per series and hashed with xxhash; it is copied
+//     into a per-shard Batch, the only copy out of the request buffer, which
+//     is reused for the next request as soon as this one returns.
+//   - Hand-off never blocks: a full shard queue answers 503 (with
+//     Retry-After) so the sender backs off and retries; 429 would make stock
+//     Prometheus drop the batch. Shards treat exact duplicates as no-ops, so
+//     a retry of a partly enqueued request is harmless.
+//   - Samples are counted as written when a shard accepts them; ordering
+//     problems found later by the shard (out of order, conflicting
+//     duplicates) are counted in anomalyd_window_samples_not_analysed_total,
+//     not reported to the sender, as PROTOCOL.md allows.
+//   - Native histograms and exemplars are counted and ignored; RW2 answers
+//     say 0 of them were written.
+package ingest

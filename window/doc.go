@@ -1,0 +1,25 @@
+// Package window owns the per-series state: N shards, each one goroutine
+// that alone reads and writes its series table, ring buffers and detector
+// state. Series are routed by hash (Hash % N), so no lock is taken per
+// sample; the ingest side hands whole batches over a bounded channel.
+//
+// Per sample, in order: stale markers (by bits) end a series and emit stale
+// markers for its outputs; older samples and same-timestamp-different-value
+// samples are counted and dropped, exact duplicates accepted silently;
+// NaN and ±Inf are counted and not analysed; counters become per-second
+// rates (a decrease is a reset: the new value is the increase); the value
+// goes to the detectors and the outputs to the sink.
+//
+// Trade-offs:
+//   - Series live in fixed-size chunks (slab) that never move, so growing to
+//     a million series never copies the table.
+//   - Readers (/metrics) get an immutable snapshot per shard, built when a
+//     reader asks and at most once per publish_interval: the O(series) copy
+//     is paid per scrape, not per sample.
+//   - Series a rule ignores are remembered in a fastcache (bounded, no GC
+//     cost) so their samples cost one lookup.
+//   - Idle series are found by a scan every TTL/15; a series is evicted at
+//     most ~7% after its TTL.
+//   - A reload re-matches every series against the new rules once; series
+//     whose rule resolves to identical detector settings keep their state.
+package window
