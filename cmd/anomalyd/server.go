@@ -97,7 +97,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		// Senders time out after 30 s (Prometheus's remote_timeout); a body
 		// still arriving after a minute is a stuck or hostile client.
 		ReadTimeout: time.Minute,
-		IdleTimeout:       5 * time.Minute,
+		IdleTimeout: 5 * time.Minute,
 	}
 	fan.Start()
 	s.shards.Start()
