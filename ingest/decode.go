@@ -199,33 +199,9 @@ func (r *request) decodeSeriesV1(b []byte) error {
 			}
 			r.labels = append(r.labels, l)
 		case 2: // samples
-			if typ != wireBytes {
-				return fmt.Errorf("samples: wire type %d", typ)
+			if err := r.appendSample(typ, p); err != nil {
+				return err
 			}
-			// Fast path: value (fixed64) then timestamp (varint) filling p.
-			if len(p) >= 11 && p[0] == 0x09 && p[9] == 0x10 {
-				if ts, n := binary.Uvarint(p[10:]); n > 0 && 10+n == len(p) {
-					r.samples = append(r.samples, sample{t: int64(ts), v: math.Float64frombits(binary.LittleEndian.Uint64(p[1:9]))})
-					continue
-				}
-			}
-			var smp sample
-			for j := 0; j < len(p); {
-				n, t, v, _, nx, err := field(p, j)
-				if err != nil {
-					return fmt.Errorf("sample: %w", err)
-				}
-				j = nx
-				switch {
-				case n == 1 && t == wireFixed64:
-					smp.v = math.Float64frombits(v)
-				case n == 2 && t == wireVarint:
-					smp.t = int64(v)
-				case n == 1 || n == 2:
-					return fmt.Errorf("sample field %d: wire type %d", n, t)
-				}
-			}
-			r.samples = append(r.samples, smp)
 		case 3:
 			s.exemplars++
 		case 4:
@@ -235,6 +211,48 @@ func (r *request) decodeSeriesV1(b []byte) error {
 	s.labelsEnd, s.samplesEnd = int32(len(r.labels)), int32(len(r.samples))
 	r.series = append(r.series, s)
 	return nil
+}
+
+// appendSample decodes a Sample message (field wire type typ) onto r.samples.
+func (r *request) appendSample(typ int, p []byte) error {
+	if typ != wireBytes {
+		return fmt.Errorf("samples: wire type %d", typ)
+	}
+	smp, err := decodeSample(p)
+	if err != nil {
+		return err
+	}
+	r.samples = append(r.samples, smp)
+	return nil
+}
+
+// decodeSample decodes a Sample message; RW1 and RW2 share its first two
+// fields (value fixed64 = 1, timestamp varint = 2). RW2's start_timestamp
+// (3) is skipped.
+func decodeSample(p []byte) (sample, error) {
+	// Fast path: value then timestamp filling p, as every sender writes it.
+	if len(p) >= 11 && p[0] == 0x09 && p[9] == 0x10 {
+		if ts, n := binary.Uvarint(p[10:]); n > 0 && 10+n == len(p) {
+			return sample{t: int64(ts), v: math.Float64frombits(binary.LittleEndian.Uint64(p[1:9]))}, nil
+		}
+	}
+	var smp sample
+	for j := 0; j < len(p); {
+		n, t, v, _, nx, err := field(p, j)
+		if err != nil {
+			return smp, fmt.Errorf("sample: %w", err)
+		}
+		j = nx
+		switch {
+		case n == 1 && t == wireFixed64:
+			smp.v = math.Float64frombits(v)
+		case n == 2 && t == wireVarint:
+			smp.t = int64(v)
+		case n == 1 || n == 2:
+			return smp, fmt.Errorf("sample field %d: wire type %d", n, t)
+		}
+	}
+	return smp, nil
 }
 
 func (r *request) decodeMetadataV1(b []byte) error {
@@ -341,26 +359,9 @@ func (r *request) decodeSeriesV2(b []byte) error {
 				return fmt.Errorf("labels_refs: wire type %d", typ)
 			}
 		case 2: // samples
-			if typ != wireBytes {
-				return fmt.Errorf("samples: wire type %d", typ)
+			if err := r.appendSample(typ, p); err != nil {
+				return err
 			}
-			var smp sample
-			for j := 0; j < len(p); {
-				n, t, v, _, nx, err := field(p, j)
-				if err != nil {
-					return fmt.Errorf("sample: %w", err)
-				}
-				j = nx
-				switch {
-				case n == 1 && t == wireFixed64:
-					smp.v = math.Float64frombits(v)
-				case n == 2 && t == wireVarint:
-					smp.t = int64(v)
-				case n == 1 || n == 2:
-					return fmt.Errorf("sample field %d: wire type %d", n, t)
-				}
-			}
-			r.samples = append(r.samples, smp)
 		case 3:
 			s.histograms++
 		case 4:
