@@ -35,8 +35,10 @@ func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Opti
 			hi = max(hi, l.name.off+l.name.len, l.value.off+l.value.len)
 			total += l.name.len + l.value.len
 		}
-		// Only when the span is the labels and their few framing bytes.
-		if hi-lo <= total+4*uint32(len(ls)) && isASCII(req.buf[lo:hi]) {
+		// Only when the span is the labels and their framing: per label a
+		// TimeSeries tag and length, a Label tag and length for the name and
+		// for the value (6 bytes with one-byte lengths; 8 allows longer).
+		if hi-lo <= total+8*uint32(len(ls)) && isASCII(req.buf[lo:hi]) {
 			checkUTF8 = false
 		}
 	}
