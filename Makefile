@@ -27,9 +27,11 @@ deps:
 	fi
 	$(GO) mod download
 
-## test: lint, unit tests and end-to-end tests against a real Prometheus
+## test: lint, unit tests and end-to-end tests against a real Prometheus,
+## then the race detector over the packages that share memory between goroutines
 test: deps lint
 	$(GO) test -count=1 -timeout 9m ./...
+	$(GO) test -race -count=1 -timeout 5m ./ingest ./window ./sink/...
 
 ## lint: go vet and gofmt
 lint:
