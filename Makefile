@@ -5,7 +5,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: build run test lint fuzz deps bench-ingest clean
+.PHONY: build run test lint fuzz deps bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -51,6 +51,33 @@ fuzz:
 ## bench-ingest: the ingest-path micro-benchmark (100k series, 2000 samples a request)
 bench-ingest:
 	$(GO) test ./ingest -run '^$$' -bench '^BenchmarkIngest$$' -benchtime 20x -count 3
+
+## bench-load: bench/load against bin/anomalyd started fresh on 127.0.0.1 (JSON in bench/results)
+## bench-floor: the same load against the decode-only floor receiver
+BENCH_ADDR ?= 127.0.0.1:19800
+FLOOR_ADDR ?= 127.0.0.1:19801
+BENCH_OUT  ?= bench/results
+LOAD_FLAGS ?= -series 100000 -duration 20s
+LOAD       := bin/load
+
+$(LOAD): FORCE
+	$(GO) build -o $(LOAD) ./bench/load
+
+bench-load: build $(LOAD)
+	@mkdir -p $(BENCH_OUT)
+	@./$(BIN) --web.listen-address=$(BENCH_ADDR) --log.level=warn & pid=$$!; \
+	trap 'kill $$pid; wait $$pid' EXIT; \
+	./$(LOAD) -url http://$(BENCH_ADDR)/api/v1/write -metrics-url http://$(BENCH_ADDR)/metrics \
+	  -pid $$pid -out $(BENCH_OUT)/load-anomalyd.json $(LOAD_FLAGS)
+
+bench-floor: $(LOAD)
+	@mkdir -p $(BENCH_OUT)
+	@./$(LOAD) floor -listen $(FLOOR_ADDR) & pid=$$!; \
+	trap 'kill $$pid; wait $$pid' EXIT; \
+	./$(LOAD) -url http://$(FLOOR_ADDR)/api/v1/write -metrics-url http://$(FLOOR_ADDR)/metrics \
+	  -delay-metrics bench_floor_samples_total -pid $$pid -out $(BENCH_OUT)/load-floor.json $(LOAD_FLAGS)
+
+FORCE:
 
 clean:
 	rm -rf bin

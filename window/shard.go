@@ -73,6 +73,7 @@ type shardStats struct {
 	nonFinite       atomic.Uint64 // NaN (not stale) and ±Inf
 	staleMarkers    atomic.Uint64
 	counterResets   atomic.Uint64
+	primed          atomic.Uint64 // a counter's first sample, which only starts its rate
 	ignored         atomic.Uint64 // samples of series a rule ignores
 	limited         atomic.Uint64 // samples of series beyond max_series
 	seriesCreated   atomic.Uint64
@@ -86,7 +87,7 @@ type shardStats struct {
 // added to shardStats once per batch, not once per sample.
 type localStats struct {
 	samples, outOfOrder, duplicates, conflicts, nonFinite, staleMarkers,
-	counterResets, ignored, limited uint64
+	counterResets, primed, ignored, limited uint64
 }
 
 type shard struct {
@@ -187,6 +188,7 @@ func (s *shard) process(b *Batch) {
 	st.nonFinite.Add(l.nonFinite)
 	st.staleMarkers.Add(l.staleMarkers)
 	st.counterResets.Add(l.counterResets)
+	st.primed.Add(l.primed)
 	st.ignored.Add(l.ignored)
 	st.limited.Add(l.limited)
 	*l = localStats{}
@@ -303,6 +305,7 @@ func (s *shard) sample(se *series, t int64, v float64) {
 		if se.flags&flagPrimed == 0 {
 			se.flags |= flagPrimed
 			se.lastT, se.lastV = t, v
+			s.local.primed++
 			return
 		}
 		d := v - se.lastV

@@ -124,6 +124,15 @@ func TestCounterAnalysedAsRate(t *testing.T) {
 	if last.Score > 1 {
 		t.Fatalf("steady counter scored %v", last.Score)
 	}
+	// Every accepted sample is accounted for: 39 analysed, 1 priming.
+	var analysed, primed uint64
+	for _, sh := range e.s.shards {
+		analysed += sh.stats.samples.Load()
+		primed += sh.stats.primed.Load()
+	}
+	if analysed != 39 || primed != 1 {
+		t.Fatalf("analysed %d, primed %d: want 39 and 1", analysed, primed)
+	}
 }
 
 func TestCounterReset(t *testing.T) {
