@@ -261,67 +261,88 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch) (uint32, bool) {
 	return slot, true
 }
 
-// sample handles one sample of series se, in the order PROTOCOL.md gives:
-// stale markers first (by bits, before any arithmetic), then order and
-// duplicates, then non-finite values, then counters to rates.
-func (s *shard) sample(se *series, t int64, v float64) {
+// outcome is what one sample did to a series.
+type outcome uint8
+
+const (
+	outcomeSkipped  outcome = iota // counted in the stats, nothing to emit
+	outcomeStale                   // a stale marker ended a series with outputs: emit stale markers
+	outcomeAnalysed                // the detectors ran: emit their verdict
+)
+
+// observe applies one sample to se, in the order PROTOCOL.md gives: stale
+// markers first (by bits, before any arithmetic), then order and
+// duplicates, then non-finite values, then counters to rates, then the
+// detectors. It is the whole per-sample logic, shared by the shards and by
+// Analyser (the backtest), and touches nothing but se and st.
+func (se *series) observe(p *detectors.Params, t int64, v float64, st *localStats) (outcome, detectors.Output) {
 	if value.IsStaleNaN(v) {
 		if se.flags&flagSeen != 0 && t < se.lastT {
-			s.local.outOfOrder++
-			return
+			st.outOfOrder++
+			return outcomeSkipped, detectors.Output{}
 		}
-		s.local.staleMarkers++
+		st.staleMarkers++
+		res := outcomeSkipped
 		if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
-			s.emitStale(se, t)
+			res = outcomeStale
 		}
 		se.flags = se.flags&^(flagPrimed|flagHasOutput) | flagStale | flagSeen
 		se.lastT, se.lastV = t, v
-		s.dirty = true
-		return
+		return res, detectors.Output{}
 	}
 	if se.flags&flagSeen != 0 {
 		if t < se.lastT {
-			s.local.outOfOrder++
-			return
+			st.outOfOrder++
+			return outcomeSkipped, detectors.Output{}
 		}
 		if t == se.lastT {
 			if math.Float64bits(v) == math.Float64bits(se.lastV) {
-				s.local.duplicates++ // a retried request: idempotent
+				st.duplicates++ // a retried request: idempotent
 			} else {
-				s.local.conflicts++
+				st.conflicts++
 			}
-			return
+			return outcomeSkipped, detectors.Output{}
 		}
 	}
 	se.flags = se.flags&^flagStale | flagSeen
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		s.local.nonFinite++
+		st.nonFinite++
 		se.flags &^= flagPrimed
 		se.lastT, se.lastV = t, v
-		return
+		return outcomeSkipped, detectors.Output{}
 	}
 	x := v
 	if se.flags&flagCounter != 0 {
 		if se.flags&flagPrimed == 0 {
 			se.flags |= flagPrimed
 			se.lastT, se.lastV = t, v
-			s.local.primed++
-			return
+			st.primed++
+			return outcomeSkipped, detectors.Output{}
 		}
 		d := v - se.lastV
 		if d < 0 { // counter reset: it restarted from 0 (Prometheus's rate does the same)
 			d = v
-			s.local.counterResets++
+			st.counterResets++
 		}
 		x = d / (float64(t-se.lastT) / 1000)
 	}
-	se.flags |= flagPrimed
+	se.flags |= flagPrimed | flagHasOutput
 	se.lastT, se.lastV = t, v
-	s.local.samples++
+	st.samples++
+	return outcomeAnalysed, se.det.Update(p, t, x)
+}
 
-	p := s.rules.rules[se.rule].params
-	o := se.det.Update(p, t, x)
-	se.flags |= flagHasOutput
+// sample handles one sample of series se and emits what it produced.
+func (s *shard) sample(se *series, t int64, v float64) {
+	res, o := se.observe(s.rules.rules[se.rule].params, t, v, &s.local)
+	switch res {
+	case outcomeSkipped:
+		return
+	case outcomeStale:
+		s.emitStale(se, t)
+		s.dirty = true
+		return
+	}
 	s.dirty = true
 	se.last = lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
 		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready}

@@ -345,3 +345,33 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines after Stop, %d before", n, before)
 	}
 }
+
+// The backtest's Analyser must score exactly as a shard does.
+func TestAnalyserMatchesShard(t *testing.T) {
+	cfg := config.Default()
+	e := newEnv(t, cfg, nil)
+	samples := ramp(t0, 60, 15_000, func(i int) float64 { return float64(i*i%17) + 100*float64(i/40) })
+	samples = append(samples, Sample{T: t0, V: 1}, Sample{T: t0 + 61*15_000, V: math.NaN()}, Sample{T: t0 + 62*15_000, V: 3})
+	e.send(t, true, samples, "__name__", "x_total")
+	got := e.rec.take()
+	p, ignored := CompileRules(cfg).ParamsFor(string(key("__name__", "x_total")))
+	if ignored {
+		t.Fatal("x_total is ignored by the default rules")
+	}
+	a := NewAnalyser(p, true)
+	var want []detectors.Result
+	for _, s := range samples {
+		if o, ok := a.Observe(s.T, s.V); ok {
+			want = append(want, o.Combined)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("shard emitted %d records, analyser %d", len(got), len(want))
+	}
+	for i := range got {
+		w := want[i]
+		if got[i].Score != w.Score || got[i].Expected != w.Expected || got[i].Warmup == w.Ready {
+			t.Fatalf("record %d: shard %+v, analyser %+v", i, got[i], w)
+		}
+	}
+}
