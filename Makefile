@@ -4,8 +4,13 @@ BIN      := bin/anomalyd
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 15s
+BENCH_ADDR ?= 127.0.0.1:19800
+FLOOR_ADDR ?= 127.0.0.1:19801
+BENCH_OUT  ?= bench/results
+LOAD_FLAGS ?= -series 100000 -duration 20s
+LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps bench-ingest bench-load bench-floor clean
+.PHONY: build run test lint fuzz deps bench bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -52,13 +57,15 @@ fuzz:
 bench-ingest:
 	$(GO) test ./ingest -run '^$$' -bench '^BenchmarkIngest$$' -benchtime 20x -count 3
 
+## bench: the standard load scenario: 100k series, 20 s after 2 warm-up rounds, 3 fresh runs each
+## against anomalyd (default detectors) and the decode-only floor; median (min–max), JSON in bench/results
+BENCH_RUNS ?= 3
+bench: build $(LOAD)
+	$(GO) run ./bench/standard -anomalyd $(BIN) -load $(LOAD) -runs $(BENCH_RUNS) -out $(BENCH_OUT) \
+	  -load-flags "$(LOAD_FLAGS) -warmup-rounds 2"
+
 ## bench-load: bench/load against bin/anomalyd started fresh on 127.0.0.1 (JSON in bench/results)
 ## bench-floor: the same load against the decode-only floor receiver
-BENCH_ADDR ?= 127.0.0.1:19800
-FLOOR_ADDR ?= 127.0.0.1:19801
-BENCH_OUT  ?= bench/results
-LOAD_FLAGS ?= -series 100000 -duration 20s
-LOAD       := bin/load
 
 $(LOAD): FORCE
 	$(GO) build -o $(LOAD) ./bench/load
