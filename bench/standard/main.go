@@ -293,4 +293,3 @@ func num(v float64) string {
 		return fmt.Sprintf("%.3g", v)
 	}
 }
-
