@@ -10,7 +10,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps bench bench-ingest bench-load bench-floor clean
+.PHONY: build run test lint fuzz deps demo bench bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -56,6 +56,11 @@ fuzz:
 ## bench-ingest: the ingest-path micro-benchmark (100k series, 2000 samples a request)
 bench-ingest:
 	$(GO) test ./ingest -run '^$$' -bench '^BenchmarkIngest$$' -benchtime 20x -count 3
+
+## demo: anomalyd plus a real-time load of 300 series with an anomaly about once a minute
+demo: build $(LOAD)
+	@mkdir -p $(BENCH_OUT)
+	@bench/demo.sh
 
 ## bench: the standard load scenario: 100k series, 20 s after 2 warm-up rounds, 3 fresh runs each
 ## against anomalyd (default detectors) and the decode-only floor; median (min–max), JSON in bench/results

@@ -43,6 +43,7 @@ type options struct {
 	interval, day, duration, timeout           time.Duration
 	warmupRounds, rounds, maxRounds            int
 	delayRounds, anomalies, maxAttempts        int
+	anomalyEvery                               int
 	maxBufferMB                                int
 	startMs                                    int64
 	realtime, serveFloor, honorRetryAfter      bool
@@ -72,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.rounds, "rounds", 0, "Timed rounds. 0: as many as fit in -duration.")
 	fs.IntVar(&o.maxRounds, "max-rounds", 2000, "Upper bound of timed rounds when -rounds is 0.")
 	fs.IntVar(&o.delayRounds, "delay-rounds", 5, "With -metrics-url: rounds sent one at a time after the timed phase to measure the score delay.")
+	fs.IntVar(&o.anomalyEvery, "anomaly-every", 0, "Place the anomalies from round N after warm-up on, one per N rounds on average (demos), instead of over the last two thirds of the timed rounds.")
 	fs.IntVar(&o.anomalies, "anomalies", 60, "Anomalies injected (spikes, level shifts, drifts) in the timed rounds; listed in the JSON output.")
 	fs.IntVar(&o.maxAttempts, "max-attempts", 30, "Attempts per request before it counts as failed (retries on 5xx, 429 and network errors).")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "Timeout of one HTTP request.")
@@ -327,7 +329,11 @@ func runLoad(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 			T = fit
 		}
 	}
-	rep.Anomalies = anomalyReports(g.PlaceAnomalies(o.anomalies, W+expected/3, W+max(expected, 1)))
+	if o.anomalyEvery > 0 {
+		rep.Anomalies = anomalyReports(g.PlaceAnomalies(o.anomalies, W+o.anomalyEvery, W+o.anomalyEvery*(o.anomalies+1)))
+	} else {
+		rep.Anomalies = anomalyReports(g.PlaceAnomalies(o.anomalies, W+expected/3, W+max(expected, 1)))
+	}
 
 	st := newStats()
 	var cpu0, cpu1 uint64
