@@ -3,6 +3,7 @@
 //
 //	anomalyd [--config.file=FILE] [--web.listen-address=:9700]
 //	anomalyd check config FILE
+//	anomalyd backtest --input PATH --output DIR [--config.file FILE] [--detector NAME]
 package main
 
 import (
@@ -36,6 +37,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "check" {
 		return checkCommand(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "backtest" {
+		return backtestCommand(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("anomalyd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -47,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		showVersion = fs.Bool("version", false, "Print the version and exit.")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: anomalyd [flags]\n       anomalyd check config FILE...\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: anomalyd [flags]\n       anomalyd check config FILE...\n       anomalyd backtest --input PATH --output DIR [flags]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
