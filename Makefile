@@ -10,7 +10,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps demo bench bench-ingest bench-load bench-floor clean
+.PHONY: build run test lint fuzz deps demo bench bench-nab bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -56,6 +56,20 @@ fuzz:
 ## bench-ingest: the ingest-path micro-benchmark (100k series, 2000 samples a request)
 bench-ingest:
 	$(GO) test ./ingest -run '^$$' -bench '^BenchmarkIngest$$' -benchtime 20x -count 3
+
+## bench-nab: NAB v1.1 accuracy: backtest every detector over the NAB corpus (shared/ beside the
+## repository), then score them all beside NAB's published scoreboard (JSON in bench/results)
+NAB_DIR       ?= ../shared/datasets/nab
+NAB_DETECTORS ?= ewma zscore holtwinters slope combined
+NAB_OUT       ?= $(BENCH_OUT)/nab
+
+bench-nab: build
+	@set -e; for d in $(NAB_DETECTORS); do \
+	  rm -rf "$(NAB_OUT)/$$d"; \
+	  ./$(BIN) backtest --input $(NAB_DIR)/data --output $(NAB_OUT)/$$d --detector $$d; \
+	done
+	$(GO) run ./bench/nab -data $(NAB_DIR)/data -labels $(NAB_DIR)/labels/combined_windows.json \
+	  $(foreach d,$(NAB_DETECTORS),-results $(NAB_OUT)/$(d)) -baseline null,random -json $(BENCH_OUT)/nab.json
 
 ## demo: anomalyd plus a real-time load of 300 series with an anomaly about once a minute
 demo: build $(LOAD)
