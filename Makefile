@@ -10,7 +10,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps demo bench bench-nab bench-ingest bench-load bench-floor clean
+.PHONY: build run test lint fuzz deps demo bench bench-nab bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -102,6 +102,24 @@ bench-floor: $(LOAD)
 	trap 'kill $$pid; wait $$pid' EXIT; \
 	./$(LOAD) -url http://$(FLOOR_ADDR)/api/v1/write -metrics-url http://$(FLOOR_ADDR)/metrics \
 	  -delay-metrics bench_floor_samples_total -pid $$pid -out $(BENCH_OUT)/load-floor.json $(LOAD_FLAGS)
+
+## bench-prometheus / bench-victoriametrics: the same load against Debian's prometheus (remote-write
+## receiver) and victoria-metrics, to compare anomalyd's cost with stores users already run
+## (apt-get install -y prometheus victoria-metrics)
+bench-prometheus: $(LOAD)
+	@mkdir -p $(BENCH_OUT)
+	@d=$$(mktemp -d); printf 'global: {scrape_interval: 1h}\n' > $$d/prometheus.yml; \
+	prometheus --config.file=$$d/prometheus.yml --storage.tsdb.path=$$d/data --web.listen-address=$(BENCH_ADDR) \
+	  --web.enable-remote-write-receiver --log.level=warn & pid=$$!; \
+	trap 'kill $$pid; wait $$pid; rm -rf '$$d EXIT; \
+	./$(LOAD) -url http://$(BENCH_ADDR)/api/v1/write -pid $$pid -out $(BENCH_OUT)/load-prometheus.json $(LOAD_FLAGS)
+
+bench-victoriametrics: $(LOAD)
+	@mkdir -p $(BENCH_OUT)
+	@d=$$(mktemp -d); \
+	victoria-metrics -storageDataPath=$$d -httpListenAddr=$(BENCH_ADDR) -loggerLevel=ERROR & pid=$$!; \
+	trap 'kill $$pid; wait $$pid; rm -rf '$$d EXIT; \
+	./$(LOAD) -url http://$(BENCH_ADDR)/api/v1/write -pid $$pid -out $(BENCH_OUT)/load-victoriametrics.json $(LOAD_FLAGS)
 
 FORCE:
 
