@@ -334,7 +334,6 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 		invalid     [numReasons]int // series (samples, for too_far_in_future)
 		rejectedBy  [numReasons]int // samples
 		firstErr    string
-		rejected    int // samples of invalid series or invalid samples
 		histograms  int
 		exemplars   int
 		accepted    int
@@ -348,7 +347,6 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 		if why != reasonOK {
 			invalid[why]++
 			rejectedBy[why] += int(s.samplesEnd - s.samplesStart)
-			rejected += int(s.samplesEnd - s.samplesStart)
 			if firstErr == "" {
 				firstErr = fmt.Sprintf("series %s: %s", formatLabels(req, s), detail)
 			}
@@ -376,7 +374,6 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 			if smp.t > maxT {
 				invalid[reasonTooFarInFuture]++
 				rejectedBy[reasonTooFarInFuture]++
-				rejected++
 				if firstErr == "" {
 					firstErr = fmt.Sprintf("series %s: sample timestamp %d is more than %s in the future (ingest.max_future)",
 						formatLabels(req, s), smp.t, opts.MaxFuture)
