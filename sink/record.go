@@ -120,14 +120,10 @@ func AppendOutputLabels(dst []prompb.Label, s *SeriesInfo, name string, det dete
 		switch n {
 		case "__name__":
 			continue
-		case "metric":
-			n = "exported_metric"
-		case "detector":
-			n = "exported_detector"
-		case "le": // outputs are gauges: le and quantile would claim
-			n = "exported_le" // histogram or summary semantics
-		case "quantile":
-			n = "exported_quantile"
+		case "metric", "detector", "le", "quantile":
+			// metric and detector are ours; le and quantile would claim
+			// histogram or summary meaning for a gauge.
+			n = exportedName(s.Labels, n)
 		}
 		dst = append(dst, prompb.Label{Name: n, Value: v})
 	}
@@ -141,4 +137,27 @@ func AppendOutputLabels(dst []prompb.Label, s *SeriesInfo, name string, det dete
 		}
 	}
 	return dst
+}
+
+// exportedName returns "exported_"+n, with more "exported_" prefixes while
+// the input already has a label of that name (as Prometheus does), so output
+// label names never repeat. Only the rare clash allocates.
+func exportedName(labels, n string) string {
+	e := exportedNames[n]
+	for hasLabel(labels, e) {
+		e = "exported_" + e
+	}
+	return e
+}
+
+var exportedNames = map[string]string{"metric": "exported_metric", "detector": "exported_detector",
+	"le": "exported_le", "quantile": "exported_quantile"}
+
+func hasLabel(labels, name string) bool {
+	for n, _, rest := NextLabel(labels); n != ""; n, _, rest = NextLabel(rest) {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }
