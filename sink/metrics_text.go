@@ -3,7 +3,9 @@ package sink
 import (
 	"bufio"
 	"net/http"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 	"sync"
 
 	"github.com/prometheus/prometheus/prompb"
@@ -105,10 +107,13 @@ func WriteScores(w *bufio.Writer, names *Names, snaps [][]Record) error {
 	return nil
 }
 
-// writeLabelName writes n, replacing characters the text format 0.0.4 does
-// not allow in label names (remote write 2.0 allows any UTF-8) with '_'.
+// writeLabelName writes n. Names the text format 0.0.4 does not allow
+// (remote write 2.0 allows any UTF-8) are written with Prometheus 3's
+// reversible "values" escaping: U__, then "__" for '_', the character for
+// a legal one and _<hex code point>_ for any other. Unlike replacing with
+// '_', two different names never collide.
 func writeLabelName(w *bufio.Writer, n string) {
-	ok := true
+	ok := n != ""
 	for i := 0; i < len(n); i++ {
 		if !isLabelChar(n[i], i) {
 			ok = false
@@ -119,15 +124,16 @@ func writeLabelName(w *bufio.Writer, n string) {
 		w.WriteString(n)
 		return
 	}
-	for i := 0; i < len(n); i++ {
-		c := n[i]
+	w.WriteString("U__")
+	for i, r := range n {
 		switch {
-		case isLabelChar(c, i):
-			w.WriteByte(c)
-		case i == 0 && c >= '0' && c <= '9':
-			w.WriteByte('_')
-			w.WriteByte(c)
+		case r == '_':
+			w.WriteString("__")
+		case r < utf8.RuneSelf && isLabelChar(byte(r), i):
+			w.WriteRune(r)
 		default:
+			w.WriteByte('_')
+			w.WriteString(strconv.FormatInt(int64(r), 16))
 			w.WriteByte('_')
 		}
 	}

@@ -28,7 +28,7 @@ func TestWriteScores(t *testing.T) {
 	want := `# HELP anomaly_score Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous.
 # TYPE anomaly_score gauge
 anomaly_score{detector="combined",exported_metric="m",exported_quantile="0.5",job="api",metric="http_requests_total"} 1.5
-anomaly_score{detector="ewma",metric="weird",my_label="a\"b\\c\nd"} 0
+anomaly_score{detector="ewma",metric="weird",U__my_2e_label="a\"b\\c\nd"} 0
 # HELP anomaly_expected Value the detector expected for the input series.
 # TYPE anomaly_expected gauge
 anomaly_expected{detector="combined",exported_metric="m",exported_quantile="0.5",job="api",metric="http_requests_total"} 10
@@ -87,5 +87,30 @@ func TestOutputLabelsNeverRepeat(t *testing.T) {
 	}
 	if seen["exported_exported_exported_metric"] != "x" || seen["exported_metric"] != "y" || seen["metric"] != "m" {
 		t.Fatalf("got %v", got)
+	}
+}
+
+func TestEscapedLabelNamesDoNotCollide(t *testing.T) {
+	esc := func(n string) string {
+		var b bytes.Buffer
+		w := bufio.NewWriter(&b)
+		writeLabelName(w, n)
+		w.Flush()
+		return b.String()
+	}
+	f := func(in, want string) {
+		t.Helper()
+		if got := esc(in); got != want {
+			t.Fatalf("escape(%q) = %q, want %q", in, got, want)
+		}
+	}
+	f("job", "job")
+	f("my.label", "U__my_2e_label")
+	f("my_label", "my_label")
+	f("my_.label", "U__my___2e_label")
+	f("1abc", "U___31_abc")
+	f("ünï", "U___fc_n_ef_")
+	if esc("a.b") == esc("a_b") || esc("a.b") == esc("a/b") {
+		t.Fatal("distinct names collide")
 	}
 }
