@@ -156,7 +156,7 @@ func combine(out *Output, p *Params) {
 	case 3:
 		drv = ks[1]
 	}
-	if false && m > 0 && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
+	if m > 0 && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
 		drv = KindSlope
 	}
 	if m == 0 && !out.Per[KindSlope].Ready {
