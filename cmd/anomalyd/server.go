@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"reflect"
 	"runtime"
@@ -84,12 +85,18 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		}
 		fmt.Fprintln(w, "configuration reloaded")
 	})
+	// Go's profiler, as Prometheus serves it: for operators chasing CPU or memory.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\n", version)
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version)
 	})
 	s.http = &http.Server{
 		Handler:           mux,
