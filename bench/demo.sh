@@ -4,6 +4,10 @@
 # anomalous series every 10 s; Ctrl-C stops both cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v curl >/dev/null 2>&1; then
+  echo "make demo reads /metrics with curl: apt-get install -y curl" >&2
+  exit 1
+fi
 ADDR=${DEMO_ADDR:-127.0.0.1:9700}
 SERIES=${DEMO_SERIES:-300}
 
