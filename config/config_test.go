@@ -41,6 +41,7 @@ var badConfigs = []struct {
 	{"detectors_ewma_alpha.bad.yml", "detectors: ewma.alpha must be in (0, 1), got 1.5"},
 	{"detectors_window.bad.yml", "detectors: window must be between 3 and 1024, got 2"},
 	{"detectors_none_enabled.bad.yml", "detectors: at least one detector must be enabled"},
+	{"detectors_calibration_k.bad.yml", "detectors: calibration.k must be positive, got 0"},
 	{"detectors_bad_duration.bad.yml", "detectors: unknown unit \" day\" in duration \"1 day\""},
 	{"rules_not_a_list.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!map into []config.Rule"},
 	{"rules_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field matcher not found in type config.Rule"},
@@ -177,7 +178,8 @@ func TestFullConfig(t *testing.T) {
 			Enabled: true, Alpha: 0.05, Beta: 0.01, Gamma: 0.2,
 			Season: model.Duration(7 * 24 * time.Hour), SeasonBuckets: 42, K: 3,
 		},
-		Slope: detectors.SlopeParams{Enabled: false, K: 5},
+		Slope:       detectors.SlopeParams{Enabled: false, K: 5},
+		Calibration: detectors.CalibrationParams{Enabled: true, K: 4},
 	}
 	http := top
 	http.EWMA.Alpha = 0.3

@@ -11,21 +11,28 @@ import "math"
 //	mean ← mean + incr
 //	var  ← (1 − w)·(var + diff·incr)
 //
-// with weight w = max(alpha, 1/k) for the k-th sample. The 1/k start makes
+// with weight w = max(alpha, 1/k) for the k-th sample. The σ of the band is
+// floored at mae, the slow mean absolute one-step error (see SlowAlpha). The 1/k start makes
 // the first samples a plain cumulative mean and population variance (k=1
 // sets mean = v, var = 0), so the band is not too narrow right after warm-up
 // as it is when var starts at 0 and grows at rate alpha; from k = 1/alpha on
 // it is the textbook EWMA.
 type ewmaState struct {
 	mean, variance float64
+	mae            float64 // slow mean |v − mean| (SlowAlpha), floors σ
 }
 
 // update scores v against the mean and variance before v (n samples seen
 // before it), then includes v.
 func (e *ewmaState) update(p *EWMAParams, n uint32, rdy bool, v float64) Result {
 	var r Result
+	lim := math.Inf(1)
 	if n > 0 {
-		r = verdict(v, e.mean, math.Sqrt(e.variance), p.K, rdy)
+		sd := max(math.Sqrt(e.variance), e.mae)
+		r = verdict(v, e.mean, sd, p.K, rdy)
+		if rdy {
+			lim = p.K * sigmaFloor(sd, e.mean)
+		}
 	}
 	w := p.Alpha
 	if k := float64(n) + 1; 1/k > w {
@@ -35,10 +42,13 @@ func (e *ewmaState) update(p *EWMAParams, n uint32, rdy bool, v float64) Result 
 	incr := w * diff
 	e.mean += incr
 	e.variance = (1 - w) * (e.variance + diff*incr)
+	if n > 0 {
+		e.mae = slowMAD(e.mae, math.Abs(diff), lim, n)
+	}
 	if !isFinite(e.mean) || !isFinite(e.variance) {
 		// Only reachable with |v| near math.MaxFloat64: start over from v
 		// rather than carry Inf or NaN forever.
-		e.mean, e.variance = v, 0
+		e.mean, e.variance, e.mae = v, 0, 0
 	}
 	return r
 }
@@ -46,12 +56,14 @@ func (e *ewmaState) update(p *EWMAParams, n uint32, rdy bool, v float64) Result 
 // EWMA is the exponentially weighted moving average detector on its own:
 // Expected = the weighted mean before the sample, band = Expected ± K·σ
 // with σ the exponentially weighted standard deviation (Finch 2009),
-// Score = |v − Expected| / (K·σ), σ floored. Init it before use. An EWMA is
-// not safe for concurrent use.
+// raw score |v − Expected| / (K·σ), σ floored (at the slow mean absolute
+// error too), then calibrated if Params.Calibration is enabled (see calib).
+// Init it before use. An EWMA is not safe for concurrent use.
 type EWMA struct {
-	p *Params
-	n uint32
-	s ewmaState
+	p   *Params
+	n   uint32
+	s   ewmaState
+	cal calib
 }
 
 // Init binds p (which must be valid and must not change afterwards) and
@@ -64,13 +76,14 @@ func (d *EWMA) Init(p *Params) {
 // Update scores v and includes it; t is not used. It does not allocate.
 func (d *EWMA) Update(t int64, v float64) Result {
 	r := d.s.update(&d.p.EWMA, d.n, ready(d.n, d.p.Warmup), v)
+	d.cal.apply(&r, &d.p.Calibration)
 	d.n = inc(d.n)
 	return r
 }
 
 // Reset forgets every sample.
 func (d *EWMA) Reset() {
-	d.n, d.s = 0, ewmaState{}
+	d.n, d.s, d.cal = 0, ewmaState{}, calib{}
 }
 
 // inc increments a sample count, saturating at math.MaxUint32.

@@ -15,17 +15,22 @@ func TestEWMAHandComputed(t *testing.T) {
 	}
 	// 1: no estimate yet. w = max(0.5, 1/1) = 1: mean = 2, var = 0·(…) = 0.
 	f(1, 2, Result{})
-	// 2: expected 2, σ = 0 → σ_eff = max(0, 1e-9·2, 1e-12) = 2e-9, band 2 ± 4e-9;
+	// σ is floored at the slow mean absolute error mae (weight
+	// max(SlowAlpha, 1/k) for the k-th error, winsorised at the band once
+	// Ready); the calibration needs CalibWarmup samples, so it is not used.
+	// 2: expected 2, σ = mae = 0 → σ_eff = max(0, 1e-9·2, 1e-12) = 2e-9, band 2 ± 4e-9;
 	// one sample seen < Warmup 2: not ready.
-	// w = max(0.5, 1/2) = 0.5: diff = 2, incr = 1, mean = 3, var = 0.5·(0 + 2·1) = 1.
+	// w = max(0.5, 1/2) = 0.5: diff = 2, incr = 1, mean = 3, var = 0.5·(0 + 2·1) = 1;
+	// mae = 2 (first error, not winsorised before Ready).
 	f(2, 4, band(2, 4e-9, 0, false))
-	// 3: expected 3, σ = 1, band 3 ± 2, score |6−3|/2 = 1.5.
-	// diff = 3, incr = 1.5, mean = 4.5, var = 0.5·(1 + 3·1.5) = 2.75.
-	f(3, 6, band(3, 2, 1.5, true))
-	// 4: v = expected: score 0. diff = 0: mean 4.5, var = 0.5·2.75 = 1.375.
-	f(4, 4.5, band(4.5, 2*math.Sqrt(2.75), 0, true))
-	// 5: score |2 − 4.5| / (2·√1.375) = 1.0660…
-	f(5, 2, band(4.5, 2*math.Sqrt(1.375), 2.5/(2*math.Sqrt(1.375)), true))
+	// 3: expected 3, σ = max(1, mae 2) = 2, band 3 ± 4, score |6−3|/4 = 0.75.
+	// diff = 3, incr = 1.5, mean = 4.5, var = 0.5·(1 + 3·1.5) = 2.75; mae = 2 + ½(3 − 2) = 2.5.
+	f(3, 6, band(3, 4, 0.75, true))
+	// 4: v = expected: score 0, σ = max(√2.75, 2.5) = 2.5. diff = 0: mean 4.5,
+	// var = 0.5·2.75 = 1.375, mae = 2.5 + ⅓(0 − 2.5) = 5/3.
+	f(4, 4.5, band(4.5, 5, 0, true))
+	// 5: σ = max(√1.375, 5/3) = 5/3, score |2 − 4.5| / (2·5/3) = 0.75.
+	f(5, 2, band(4.5, 10.0/3, 0.75, true))
 
 	// Reset starts over: the first sample has no estimate again.
 	d.Reset()

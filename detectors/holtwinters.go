@@ -254,14 +254,16 @@ func position(t, S int64, nb int) (epoch int64, slot, i, j int, f float64) {
 // HoltWinters is the additive Holt-Winters detector with Brutlag (2000)
 // bands on its own: Expected = level + trend + seasonal(t), band =
 // Expected ± K·d(t) with d the seasonal mean absolute deviation, Score =
-// |v − Expected| / (K·d), d floored. The seasonal slots are indexed by
+// |v − Expected| / (K·d), d floored, calibrated if Params.Calibration is
+// enabled (see calib). The seasonal slots are indexed by
 // timestamp (see Set). Its slot arrays are fixed [MaxSeasonBuckets]float32
-// arrays, so it needs no allocation (472 bytes). Init it before use. A
+// arrays, so it needs no allocation (488 bytes). Init it before use. A
 // HoltWinters is not safe for concurrent use.
 type HoltWinters struct {
 	p         *Params
 	n         uint32
 	h         hwState
+	cal       calib
 	seasonal  [MaxSeasonBuckets]float32
 	deviation [MaxSeasonBuckets]float32
 }
@@ -282,12 +284,13 @@ func (d *HoltWinters) Update(t int64, v float64) Result {
 		nb = hp.SeasonBuckets
 	}
 	r := d.h.update(hp, d.seasonal[:nb], d.deviation[:nb], d.n, ready(d.n, d.p.Warmup), t, v)
+	d.cal.apply(&r, &d.p.Calibration)
 	d.n = inc(d.n)
 	return r
 }
 
 // Reset forgets every sample.
 func (d *HoltWinters) Reset() {
-	d.n = 0
+	d.n, d.cal = 0, calib{}
 	d.h.reset(d.seasonal[:], d.deviation[:])
 }

@@ -45,6 +45,7 @@ type Params struct {
 	ZScore      ZScoreParams      `yaml:"zscore"`
 	HoltWinters HoltWintersParams `yaml:"holt_winters"`
 	Slope       SlopeParams       `yaml:"slope"`
+	Calibration CalibrationParams `yaml:"calibration"`
 }
 
 // EWMAParams configure the exponentially weighted moving average with an
@@ -88,6 +89,17 @@ type SlopeParams struct {
 	K float64 `yaml:"k"`
 }
 
+// CalibrationParams configure the calibration of every detector's raw
+// score against the recent distribution of its own raw scores on the same
+// series (an anomaly likelihood; see calib). Disabled, each Score is the
+// raw distance / band half-width.
+type CalibrationParams struct {
+	Enabled bool `yaml:"enabled"`
+	// K is the band edge in standard deviations of ln(1 + raw score)
+	// above its recent mean.
+	K float64 `yaml:"k"`
+}
+
 // MaxWindow bounds Params.Window so one series' ring stays small.
 const MaxWindow = 1024
 
@@ -112,6 +124,8 @@ func DefaultParams() Params {
 			Season: model.Duration(24 * time.Hour), SeasonBuckets: 24, K: 4,
 		},
 		Slope: SlopeParams{Enabled: true, K: 4},
+		// 5 standard deviations of ln(1 + raw score): see doc.go.
+		Calibration: CalibrationParams{Enabled: true, K: 5},
 	}
 }
 
@@ -156,6 +170,9 @@ func (p *Params) Validate() error {
 	}
 	if !(p.Slope.K > 0) {
 		return fmt.Errorf("slope.k must be positive, got %g", p.Slope.K)
+	}
+	if p.Calibration.Enabled && !(p.Calibration.K > 0) {
+		return fmt.Errorf("calibration.k must be positive, got %g", p.Calibration.K)
 	}
 	if !p.EWMA.Enabled && !p.ZScore.Enabled && !p.HoltWinters.Enabled && !p.Slope.Enabled {
 		return fmt.Errorf("at least one detector must be enabled")

@@ -127,36 +127,27 @@ func ready(n uint32, warmup int) bool {
 // combine fills out.Combined and out.Driver from out.Per:
 //
 //   - among the Ready level detectors {EWMA, ZScore, HoltWinters} take the
-//     one with the median score (of two, the lower; of one, that one);
-//   - if Slope is Ready and scores strictly higher, Slope drives instead,
-//     so Combined.Score = max(median level score, slope score);
+//     one with the lowest score: a level alarm needs all of them to agree;
+//   - if Slope is Ready, slopeOut (its raw score, before calibration, is
+//     above 1) and it scores strictly higher, Slope drives instead, so
+//     Combined.Score = max(lowest level score, slope score): a drift must
+//     be both beyond the slope's own band and unusual for the series;
 //   - if nothing is Ready, the first enabled detector (in Kind order)
 //     drives and Combined is its not-Ready Result with Score 0.
 //
 // Ties keep the lower Kind. Disabled detectors are never Ready.
-func combine(out *Output, p *Params) {
-	var ks [3]Kind
-	m := 0
+func combine(out *Output, p *Params, slopeOut bool) {
+	drv, m := KindSlope, 0
 	for k := KindEWMA; k <= KindHoltWinters; k++ {
-		if !out.Per[k].Ready {
-			continue
+		// Strictly lower: equal scores keep Kind order.
+		if out.Per[k].Ready && (m == 0 || out.Per[k].Score < out.Per[drv].Score) {
+			drv = k
 		}
-		// Insertion into ks[:m] sorted by score; equal scores keep Kind order.
-		j := m
-		for ; j > 0 && out.Per[ks[j-1]].Score > out.Per[k].Score; j-- {
-			ks[j] = ks[j-1]
+		if out.Per[k].Ready {
+			m++
 		}
-		ks[j] = k
-		m++
 	}
-	drv := KindSlope
-	switch m {
-	case 1, 2:
-		drv = ks[0]
-	case 3:
-		drv = ks[1]
-	}
-	if m > 0 && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
+	if m > 0 && slopeOut && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
 		drv = KindSlope
 	}
 	if m == 0 && !out.Per[KindSlope].Ready {
@@ -180,4 +171,96 @@ func firstEnabled(p *Params) Kind {
 		return KindSlope
 	}
 	return KindEWMA
+}
+
+// SlowAlpha is the weight of the newest absolute error in the slow mean
+// absolute error that floors the EWMA's and the ZScore's σ: a memory of
+// ~100 samples, ten times the EWMA's, so a quiet (or constant, or
+// quantised) stretch of a few samples cannot shrink a band below the noise
+// the series usually has, while a lasting change of the noise is learnt
+// within a few hundred samples.
+const SlowAlpha = 0.01
+
+// slowMAD returns the slow mean absolute error m updated with the
+// absolute error ae, winsorised at lim (the band half-width once Ready,
+// +Inf before) so that one spike cannot hold the floor up for hours; k ≥ 1
+// is the number of errors seen including this one, so the first ~100 give
+// a plain mean (the 1/k start of the EWMA).
+func slowMAD(m, ae, lim float64, k uint32) float64 {
+	return m + max(SlowAlpha, 1/float64(k))*(min(ae, lim)-m)
+}
+
+// Calibration: an anomaly likelihood in the spirit of Ahmad et al. (2017,
+// "Unsupervised real-time anomaly detection for streaming data", §3.3,
+// HTM's anomaly likelihood), O(1) in 12 bytes a detector. Each detector's
+// raw score z (distance / band half-width) is judged against the recent
+// distribution of that detector's own raw scores on this series. With
+// g = ln(1 + z), and m, s² the exponentially weighted mean and variance of
+// g over the last ~1/CalibAlpha Ready samples,
+//
+//	score = max(0, (g − m) / (K·max(s, CalibMinSpread)))
+//
+// so a series whose errors are routinely large for its model (bursty,
+// quantised, heavy-tailed) needs a larger error to score 1 than one whose
+// errors are always small, and scores become comparable across series.
+// The band is rescaled to match: score 1 lies at g = m + K·s, i.e. at
+// expm1(m + K·s) raw half-widths from Expected. The logarithm keeps one
+// huge raw score (e.g. a constant series that moves: z up to MaxScore)
+// from dominating m and s² for good. Every raw score, anomalous or not, is
+// learnt: a burst that recurs becomes normal (winsorising it cost 14 NAB
+// points). Until CalibWarmup raw scores have been seen the raw score and
+// band are reported unchanged, and m and s² are their plain mean and
+// variance; from then on each new raw score weighs CalibAlpha.
+const (
+	// CalibAlpha is the weight of the newest raw score in m and s²: a
+	// memory of ~1000 samples (4 h at 15 s, 3.5 days at 5 min), long
+	// enough to hold many ordinary bursts.
+	CalibAlpha = 0.001
+	// CalibMinSpread floors s: ln(1 + z) is taken to spread by at least
+	// 0.05, so a series whose raw scores have all been 0 (a constant)
+	// scores 1 at z = expm1(K·0.05) ≈ 0.28 (K = 5), not at rounding noise.
+	CalibMinSpread = 0.05
+	// CalibWarmup is how many Ready raw scores the calibration needs
+	// before it is used: the spread of ln(1 + z) from 100 samples is
+	// within ~7% (1/√(2n)); before that the detector's own band is the
+	// better judge. They seed m and s² as a plain mean and variance.
+	CalibWarmup = 100
+)
+
+// calib is one detector's calibration state: the weighted mean and
+// variance of ln(1 + raw score), float32 (they are O(1) numbers), and how
+// many Ready raw scores they cover (saturating).
+type calib struct {
+	m, q float32
+	n    uint32
+}
+
+// apply replaces r's raw score and band by the calibrated ones (once
+// CalibWarmup raw scores have been seen), then includes the raw score in
+// c. A Result that is not Ready, or a disabled calibration, passes
+// unchanged.
+func (c *calib) apply(r *Result, p *CalibrationParams) {
+	if !p.Enabled || !r.Ready {
+		return
+	}
+	g := math.Log1p(r.Score)
+	m, q := float64(c.m), float64(c.q)
+	if c.n >= CalibWarmup {
+		sd := max(math.Sqrt(q), CalibMinSpread)
+		h := (r.Upper - r.Lower) / 2 * math.Expm1(m+p.K*sd)
+		r.Lower, r.Upper = clampFinite(r.Expected-h), clampFinite(r.Expected+h)
+		r.Score = clampScore(max(0, (g-m)/(p.K*sd)))
+	}
+	// Exponentially weighted mean and variance (Finch 2009): a plain mean
+	// and variance over the first CalibWarmup raw scores, then weight
+	// CalibAlpha (not max(CalibAlpha, 1/k): a weight of ~1/n right after
+	// warm-up would learn an incident as normal within a few samples).
+	a := CalibAlpha
+	if c.n < CalibWarmup {
+		a = 1 / (float64(c.n) + 1)
+	}
+	d := g - m
+	m += a * d
+	q = (1 - a) * (q + a*d*d)
+	c.m, c.q, c.n = f32(m), f32(q), inc(c.n)
 }

@@ -88,11 +88,13 @@ func TestSpike(t *testing.T) {
 	}
 }
 
-// A linear drift of 0.5 a sample on noise ±1: the slope fires once the
+// A linear drift of 0.5 a sample on noise ±1: the raw slope fires once the
 // window is inside the drift (29 steps·0.5 = 14.5 against a band of
-// 4·σ_res ≈ 2.3) and stays quiet on the flat noise before it.
+// 4·σ_res ≈ 2.3) and stays quiet on the flat noise before it. Calibrated
+// (TestDriftCalibrated), it fires while the drift enters the window.
 func TestDrift(t *testing.T) {
 	p := DefaultParams()
+	p.Calibration.Enabled = false
 	const at = 300
 	nz := noise(13, 1)
 	s := regular(at+100, 0, 15*time.Second, func(i int) float64 {
@@ -115,6 +117,31 @@ func TestDrift(t *testing.T) {
 		}
 		if out[i].Combined.Score < out[i].Per[KindSlope].Score {
 			t.Fatalf("combined %g < slope %g at %d", out[i].Combined.Score, out[i].Per[KindSlope].Score, i)
+		}
+	}
+}
+
+// Calibrated, the slope fires as the drift enters its window (once its raw
+// score passes 1, about 13 samples in) and is quiet on the flat noise
+// before; a drift that goes on becomes the series' normal behaviour as the
+// calibration learns it.
+func TestDriftCalibrated(t *testing.T) {
+	p := DefaultParams()
+	const at = 300
+	nz := noise(13, 1)
+	s := regular(at+100, 0, 15*time.Second, func(i int) float64 {
+		return 10 + 0.5*float64(max(0, i-at)) + nz()
+	})
+	out := runSet(&p, s)
+	if m, i := maxScore(out, KindSlope, p.Warmup, at); m >= 1 {
+		t.Errorf("slope: %g at %d on flat noise", m, i)
+	}
+	if m, i := maxScore(out, KindCombined, p.Warmup, at); m >= 1 {
+		t.Errorf("combined: %g at %d on flat noise", m, i)
+	}
+	for i := at + 15; i < at+p.Window; i++ {
+		if sc := out[i].Combined.Score; !(sc > 1) {
+			t.Fatalf("combined: %g at %d as the drift enters the window, want > 1", sc, i)
 		}
 	}
 }
@@ -224,8 +251,11 @@ func TestConstant(t *testing.T) {
 				t.Errorf("%g → %g: %s score %g, want in (1, MaxScore]", c.level, c.next, k, sc)
 			}
 		}
-		if c.level == 0 && last.Per[KindEWMA].Score != MaxScore {
-			t.Errorf("0 → 1: EWMA score %g, want MaxScore (σ_eff = AbsFloor)", last.Per[KindEWMA].Score)
+		// The raw score is MaxScore (σ_eff = AbsFloor); calibrated against
+		// 489 raw scores of 0 (m = s = 0, s floored at CalibMinSpread):
+		// ln(1 + MaxScore) / (K·CalibMinSpread) = 55.3.
+		if want := math.Log1p(MaxScore) / (p.Calibration.K * CalibMinSpread); c.level == 0 && !closeTo(last.Per[KindEWMA].Score, want, 1e-6) {
+			t.Errorf("0 → 1: EWMA score %g, want %g (raw MaxScore, calibrated)", last.Per[KindEWMA].Score, want)
 		}
 	}
 }

@@ -12,9 +12,11 @@ import (
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 184 bytes plus one
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 248 bytes plus one
 // allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes (a 448-byte
-// size class): 616 bytes a series, 632 after rounding (TestSetMemoryBudget).
+// size class): 680 bytes a series, 696 after rounding (TestSetMemoryBudget).
+// The calibration is 12 bytes a detector (48) and the two slow mean
+// absolute errors 16.
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
 type Set struct {
 	// buf is the one allocation: the ring (2 float32 an entry, see window)
@@ -23,10 +25,11 @@ type Set struct {
 	ewma ewmaState
 	hw   hwState
 	win  window
-	n    uint32 // samples seen, saturating
-	w    uint16 // ring capacity in buf (0: neither ZScore nor Slope enabled)
-	b    uint8  // seasonal slots in buf (0: no seasonal component)
-	init bool   // Init was called
+	cal  [NumKinds]calib // each detector's calibration (see calib)
+	n    uint32          // samples seen, saturating
+	w    uint16          // ring capacity in buf (0: neither ZScore nor Slope enabled)
+	b    uint8           // seasonal slots in buf (0: no seasonal component)
+	init bool            // Init was called
 }
 
 // Init sizes s for p and resets it. It allocates once: 2·p.Window float32
@@ -79,14 +82,19 @@ func (s *Set) Bytes() int {
 // Slope also need ≥ 3 samples in the ring); until then its Score is 0.
 // Disabled detectors are not updated and their Per entry is zero.
 //
+// With p.Calibration enabled every Per result is calibrated (see calib)
+// before they are combined.
+//
 // Combined (see Output) is the Result of one detector, out.Driver:
 //
 //   - the level detectors {EWMA, ZScore, HoltWinters} that are Ready vote
-//     with the median score (of two, the lower; of one, that one), so one
-//     detector alone cannot raise an alarm while two disagree;
-//   - Slope, if Ready, replaces that when its score is strictly higher:
-//     Combined.Score = max(median level score, slope score), because a slow
-//     drift is what the level detectors adapt to and miss;
+//     with the lowest score, so a level alarm needs all of them to agree
+//     (and a seasonal swing that Holt-Winters expects does not alarm);
+//   - Slope, if Ready and its raw score is above 1 (the line moved more
+//     than K residual deviations across the window), replaces that when
+//     its score is strictly higher: Combined.Score = max(lowest level
+//     score, slope score), because a slow drift is what the level
+//     detectors adapt to and miss;
 //   - if no detector is Ready, Combined is the not-Ready Result of the
 //     first enabled detector, with Score 0.
 func (s *Set) Update(p *Params, t int64, v float64) Output {
@@ -102,7 +110,7 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	if w > 0 {
 		ring := s.buf[:w]
 		if p.ZScore.Enabled {
-			out.Per[KindZScore] = s.win.zscore(p.ZScore.K, rdy, v)
+			out.Per[KindZScore] = s.win.zscore(p.ZScore.K, rdy, s.n, v)
 		}
 		if p.Slope.Enabled {
 			out.Per[KindSlope] = s.win.slope(ring, p.Slope.K, rdy, t)
@@ -114,8 +122,12 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 		seas, devs := s.buf[w:w+b], s.buf[w+b:w+2*b]
 		out.Per[KindHoltWinters] = s.hw.update(&p.HoltWinters, seas, devs, s.n, rdy, t, v)
 	}
+	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
+	for k := range out.Per {
+		s.cal[k].apply(&out.Per[k], &p.Calibration)
+	}
 	s.n = inc(s.n)
-	combine(&out, p)
+	combine(&out, p, slopeOut)
 	return out
 }
 

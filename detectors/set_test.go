@@ -12,23 +12,29 @@ import (
 
 func TestCombine(t *testing.T) {
 	all := DefaultParams()
+	slopeOut := true // Slope's raw score is above 1
 	f := func(name string, p *Params, per [NumKinds]Result, wantDriver Kind) {
 		t.Helper()
 		out := Output{Per: per}
-		combine(&out, p)
+		combine(&out, p, slopeOut)
 		if out.Driver != wantDriver || out.Combined != per[wantDriver] {
 			t.Errorf("%s: got driver %s combined %+v, want %s %+v", name, out.Driver, out.Combined, wantDriver, per[wantDriver])
 		}
 	}
 	r := func(score float64) Result { return Result{Expected: score * 10, Score: score, Ready: true} }
 	var none Result
-	f("median of three", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(0.1)}, KindHoltWinters)
-	f("median of three, other order", &all, [NumKinds]Result{r(2), r(0.5), r(3), r(0.1)}, KindEWMA)
+	f("lowest of three", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(0.1)}, KindEWMA)
+	f("lowest of three, other order", &all, [NumKinds]Result{r(2), r(0.5), r(3), r(0.1)}, KindZScore)
 	f("lower of two", &all, [NumKinds]Result{r(3), none, r(2), r(0.1)}, KindHoltWinters)
 	f("one", &all, [NumKinds]Result{none, r(5), none, r(0.1)}, KindZScore)
 	f("slope higher", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(2.5)}, KindSlope)
-	f("slope tie keeps level", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(2)}, KindHoltWinters)
-	f("equal scores keep kind order", &all, [NumKinds]Result{r(1), r(1), r(1), none}, KindZScore)
+	f("slope above the lowest, below the others", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(1)}, KindSlope)
+	f("slope tie keeps level", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(0.5)}, KindEWMA)
+	slopeOut = false
+	f("slope higher but its raw score ≤ 1", &all, [NumKinds]Result{r(0.5), r(3), r(2), r(2.5)}, KindEWMA)
+	f("only slope ready, raw score ≤ 1", &all, [NumKinds]Result{none, none, none, r(0.3)}, KindSlope)
+	slopeOut = true
+	f("equal scores keep kind order", &all, [NumKinds]Result{r(1), r(1), r(1), none}, KindEWMA)
 	f("only slope ready", &all, [NumKinds]Result{none, none, none, r(0.3)}, KindSlope)
 	f("nothing ready", &all, [NumKinds]Result{{Expected: 7}, {Expected: 8}, none, none}, KindEWMA)
 	hwOnly := DefaultParams()

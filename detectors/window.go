@@ -37,6 +37,7 @@ type window struct {
 	vRef                  float64 // value reference
 	sx, sy, sxx, sxy, syy float64 // sums over the entries in the ring
 	head, n               uint16  // index of the oldest entry; number of entries
+	mae                   float64 // slow mean |v − window mean| (SlowAlpha), floors ZScore's sd
 }
 
 // maxOffset bounds |x| of a new sample, in seconds (2^16 s ≈ 18 h, where a
@@ -58,7 +59,7 @@ func (w *window) push(ring []float32, t int64, v float64) {
 		return
 	}
 	if w.n == 0 {
-		*w = window{tBase: t, vRef: v}
+		*w = window{tBase: t, vRef: v, mae: w.mae}
 	}
 	x := float64(t-w.tBase) / 1000
 	if !(math.Abs(x) <= maxOffset) {
@@ -161,7 +162,7 @@ func kahanInc(inc, sum, c float64) (newSum, newC float64) {
 // (the shifted-data variance: y is relative to vRef, a recent sample a few
 // spreads from the mean, so the subtraction does not cancel
 // catastrophically). Ready needs ≥ 3 entries.
-func (w *window) zscore(k float64, rdy bool, v float64) Result {
+func (w *window) zscore(k float64, rdy bool, seen uint32, v float64) Result {
 	if w.n == 0 {
 		return Result{}
 	}
@@ -173,7 +174,15 @@ func (w *window) zscore(k float64, rdy bool, v float64) Result {
 			sd = math.Sqrt(q)
 		}
 	}
-	return verdict(v, w.vRef+my, sd, k, rdy && w.n >= 3)
+	mean := w.vRef + my
+	sd = max(sd, w.mae)
+	r := verdict(v, mean, sd, k, rdy && w.n >= 3)
+	lim := math.Inf(1)
+	if r.Ready {
+		lim = k * sigmaFloor(sd, mean)
+	}
+	w.mae = slowMAD(w.mae, math.Abs(v-mean), lim, seen)
+	return r
 }
 
 // slope is the trend verdict on the sample at t from the least-squares
@@ -227,12 +236,15 @@ func (w *window) slope(ring []float32, k float64, rdy bool, t int64) Result {
 
 // ZScore is the rolling z-score detector on its own: Expected = mean of the
 // last Params.Window samples before the current one, band = mean ± K·sd
-// (sample standard deviation), Score = |v − mean| / (K·sd), sd floored.
-// Init it before use. A ZScore is not safe for concurrent use.
+// (sample standard deviation), raw score |v − mean| / (K·sd), sd floored
+// (at the slow mean absolute error too), then calibrated if
+// Params.Calibration is enabled (see calib). Init it before use. A ZScore
+// is not safe for concurrent use.
 type ZScore struct {
 	p    *Params
 	n    uint32
 	w    window
+	cal  calib
 	ring []float32
 }
 
@@ -247,7 +259,8 @@ func (d *ZScore) Init(p *Params) {
 // Update scores v at time t (ms, strictly increasing) and includes it. It
 // does not allocate.
 func (d *ZScore) Update(t int64, v float64) Result {
-	r := d.w.zscore(d.p.ZScore.K, ready(d.n, d.p.Warmup), v)
+	r := d.w.zscore(d.p.ZScore.K, ready(d.n, d.p.Warmup), d.n, v)
+	d.cal.apply(&r, &d.p.Calibration)
 	d.w.push(d.ring, t, v)
 	d.n = inc(d.n)
 	return r
@@ -255,7 +268,7 @@ func (d *ZScore) Update(t int64, v float64) Result {
 
 // Reset forgets every sample and keeps the ring.
 func (d *ZScore) Reset() {
-	d.n = 0
+	d.n, d.cal = 0, calib{}
 	d.w.reset()
 }
 
@@ -268,12 +281,14 @@ func (d *ZScore) Reset() {
 //
 // with span the window's time span and σ_eff the floored σ_res: how many
 // band half-widths the line moved across the window. A steady drift scores
-// > 1, a single spike ≈ 6/(K·√Window). The score does not look at v.
-// Init it before use. A Slope is not safe for concurrent use.
+// > 1, a single spike ≈ 6/(K·√Window). The score does not look at v. That
+// is the raw score; it is calibrated if Params.Calibration is enabled (see
+// calib). Init it before use. A Slope is not safe for concurrent use.
 type Slope struct {
 	p    *Params
 	n    uint32
 	w    window
+	cal  calib
 	ring []float32
 }
 
@@ -289,6 +304,7 @@ func (d *Slope) Init(p *Params) {
 // sample. t is in ms and strictly increasing. It does not allocate.
 func (d *Slope) Update(t int64, v float64) Result {
 	r := d.w.slope(d.ring, d.p.Slope.K, ready(d.n, d.p.Warmup), t)
+	d.cal.apply(&r, &d.p.Calibration)
 	d.w.push(d.ring, t, v)
 	d.n = inc(d.n)
 	return r
@@ -296,6 +312,6 @@ func (d *Slope) Update(t int64, v float64) Result {
 
 // Reset forgets every sample and keeps the ring.
 func (d *Slope) Reset() {
-	d.n = 0
+	d.n, d.cal = 0, calib{}
 	d.w.reset()
 }

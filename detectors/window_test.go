@@ -15,15 +15,24 @@ func TestZScoreHandComputed(t *testing.T) {
 		checkResult(t, i, d.Update(int64(i)*15000, v), want)
 	}
 	f(1, 1, Result{}) // empty window
-	// window {1}: mean 1, sd 0 → σ_eff = max(0, 1e-9·1, 1e-12) = 1e-9.
+	// sd is floored at the slow mean absolute error mae of v − mean
+	// (weight max(SlowAlpha, 1/k) for the k-th error, winsorised at the
+	// band once Ready); the calibration needs CalibWarmup samples.
+	// window {1}: mean 1, sd = mae = 0 → σ_eff = max(0, 1e-9·1, 1e-12) = 1e-9.
+	// mae = |2 − 1| = 1.
 	f(2, 2, band(1, 2e-9, 0, false))
-	// window {1,2}: mean 1.5, sd² = (0.25+0.25)/1; Warmup met but < 3 points.
-	f(3, 3, band(1.5, 2*math.Sqrt(0.5), 0, false))
-	// window {1,2,3}: mean 2, sd² = (1+0+1)/2 = 1, score |10−2|/(2·1) = 4.
-	f(4, 10, band(2, 2, 4, true))
-	// window {2,3,10} (1 evicted): mean 5, sd² = (9+4+25)/2 = 19, score 0.
+	// window {1,2}: mean 1.5, sd² = (0.25+0.25)/1 = 0.5 < mae² = 1; Warmup
+	// met but < 3 points. mae = 1 + ½(1.5 − 1) = 1.25.
+	f(3, 3, band(1.5, 2, 0, false))
+	// window {1,2,3}: mean 2, sd² = (1+0+1)/2 = 1 < mae² → σ_eff = 1.25,
+	// score |10−2|/(2·1.25) = 3.2. |10 − 2| = 8 is winsorised at the band
+	// half-width 2.5: mae = 1.25 + ⅓(2.5 − 1.25) = 5/3.
+	f(4, 10, band(2, 2.5, 3.2, true))
+	// window {2,3,10} (1 evicted): mean 5, sd² = (9+4+25)/2 = 19 > mae², score 0.
+	// mae = 5/3 + ¼(0 − 5/3) = 1.25.
 	f(5, 5, band(5, 2*math.Sqrt(19), 0, true))
 	// window {3,10,5}: mean 6, sd² = (9+16+1)/2 = 13, score 6/(2√13) = 0.832.
+	// mae = 1.25 + ⅕(6 − 1.25) = 2.2 < sd from here on.
 	f(6, 0, band(6, 2*math.Sqrt(13), 6/(2*math.Sqrt(13)), true))
 	// window {10,5,0} (after the second wrap): mean 5, sd² = (25+0+25)/2 = 25,
 	// score |6−5|/(2·5) = 0.1.
@@ -91,6 +100,7 @@ func refStats(ts []int64, vs []float64, tNext int64) (mean, sd, fit, sdRes, slop
 // 40-day gap.
 func TestWindowMatchesDirectComputation(t *testing.T) {
 	p := DefaultParams()
+	p.Calibration.Enabled = false // the raw band and score are checked
 	var zs ZScore
 	var sl Slope
 	zs.Init(&p)
@@ -113,10 +123,11 @@ func TestWindowMatchesDirectComputation(t *testing.T) {
 		if len(vs) >= p.Window {
 			w := p.Window
 			mean, sd, fit, sdRes, slope, lever := refStats(ts[len(ts)-w:], vs[len(vs)-w:], tm)
+			sdz := max(sd, zs.w.mae) // the slow mean absolute error floors sd
 			rz, rs := zs.Update(tm, v), sl.Update(tm, v)
 			// float32 offsets: exact to 6e-8 of each offset, so to a
 			// millionth of the spread.
-			if math.Abs(rz.Expected-mean) > 1e-6*sd || !closeTo(rz.Upper-rz.Expected, 4*sd, 1e-6) {
+			if math.Abs(rz.Expected-mean) > 1e-6*sd || !closeTo(rz.Upper-rz.Expected, 4*sdz, 1e-6) {
 				t.Fatalf("sample %d: zscore got %+v, want mean %.17g sd %g", i, rz, mean, sd)
 			}
 			// The fit is exact to float32 time offsets: 6e-8 relative on
