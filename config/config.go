@@ -4,8 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"maps"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -102,9 +100,9 @@ var (
 
 	// DefaultRemoteWriteConfig is the default of each remote_write entry.
 	DefaultRemoteWriteConfig = RemoteWriteConfig{
-		RemoteTimeout:   model.Duration(30 * time.Second), // as Prometheus
-		QueueConfig:     DefaultQueueConfig,
-		ProtobufMessage: RemoteWriteProtoMsgV1, // every store that accepts remote write accepts 1.0
+		HTTPClientConfig: HTTPClientConfig{RemoteTimeout: model.Duration(30 * time.Second)}, // as Prometheus
+		QueueConfig:      DefaultQueueConfig,
+		ProtobufMessage:  RemoteWriteProtoMsgV1, // every store that accepts remote write accepts 1.0
 	}
 
 	// DefaultQueueConfig sizes the send queues of one remote_write entry.
@@ -173,6 +171,8 @@ func Default() *Config {
 		Detectors: detectors.DefaultParams(),
 		Rules:     []*Rule{&r},
 		Output:    DefaultOutputConfig,
+		Warmup:    DefaultWarmupConfig,
+		History:   DefaultHistoryConfig,
 	}
 	r.Detectors = c.Detectors
 	if err := c.validate(); err != nil {
@@ -246,6 +246,8 @@ type Config struct {
 	Rules       []*Rule              `yaml:"rules"`
 	Output      OutputConfig         `yaml:"output"`
 	RemoteWrite []*RemoteWriteConfig `yaml:"remote_write"`
+	Warmup      WarmupConfig         `yaml:"warmup"`
+	History     HistoryConfig        `yaml:"history"`
 
 	// original is the text the config was loaded from (empty for Default).
 	original string
@@ -305,15 +307,10 @@ type OutputConfig struct {
 // RemoteWriteConfig is one store anomalyd sends its output series to. Keys
 // mirror Prometheus's remote_write block where they exist.
 type RemoteWriteConfig struct {
-	URL             string            `yaml:"url"`
-	Name            string            `yaml:"name"`
-	RemoteTimeout   model.Duration    `yaml:"remote_timeout"`
-	Headers         map[string]string `yaml:"headers,omitempty"`
-	BasicAuth       *BasicAuth        `yaml:"basic_auth,omitempty"`
-	Authorization   *Authorization    `yaml:"authorization,omitempty"`
-	TLSConfig       TLSConfig         `yaml:"tls_config,omitempty"`
-	QueueConfig     QueueConfig       `yaml:"queue_config"`
-	ProtobufMessage string            `yaml:"protobuf_message"` // prometheus.WriteRequest (default) or io.prometheus.write.v2.Request
+	HTTPClientConfig `yaml:",inline"`
+	Name             string      `yaml:"name"`
+	QueueConfig      QueueConfig `yaml:"queue_config"`
+	ProtobufMessage  string      `yaml:"protobuf_message"` // prometheus.WriteRequest (default) or io.prometheus.write.v2.Request
 }
 
 // BasicAuth as in Prometheus: password or password_file, not both.
@@ -405,6 +402,7 @@ func errLine(s string) int {
 // topLevel is a config file with every block still undecoded.
 type topLevel struct {
 	ingest, window, detectors, output lazy
+	warmup, history                   lazy
 	rules                             *[]lazy // nil: absent or null; empty: `rules: []`
 	remoteWrite                       []lazy
 }
@@ -423,13 +421,16 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 			Rules       *[]Rule             `yaml:"rules"`
 			Output      lazy                `yaml:"output"`
 			RemoteWrite []RemoteWriteConfig `yaml:"remote_write"`
+			Warmup      lazy                `yaml:"warmup"`
+			History     lazy                `yaml:"history"`
 		}
 	)
 	var raw Config
 	if err := unmarshal(&raw); err != nil {
 		return nil, err
 	}
-	t := &topLevel{ingest: raw.Ingest, window: raw.Window, detectors: raw.Detectors, output: raw.Output}
+	t := &topLevel{ingest: raw.Ingest, window: raw.Window, detectors: raw.Detectors, output: raw.Output,
+		warmup: raw.Warmup, history: raw.History}
 	if raw.Rules != nil {
 		rules := make([]lazy, len(*raw.Rules))
 		for i, r := range *raw.Rules {
@@ -495,6 +496,12 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 		}
 		c.RemoteWrite = append(c.RemoteWrite, rw)
 	}
+	if err := st.decode("warmup", raw.warmup, &c.Warmup); err != nil {
+		return err
+	}
+	if err := st.decode("history", raw.history, &c.History); err != nil {
+		return err
+	}
 	if err := st.err(); err != nil {
 		return err
 	}
@@ -538,26 +545,19 @@ func (c *Config) validate() error {
 		}
 		names[rw.Name] = i
 	}
-	return nil
+	if err := c.Warmup.validate(); err != nil {
+		return err
+	}
+	return c.History.validate()
 }
 
 // setDirectory resolves relative file names against dir.
 func (c *Config) setDirectory(dir string) {
-	join := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(dir, *p)
-		}
-	}
 	for _, rw := range c.RemoteWrite {
-		if rw.BasicAuth != nil {
-			join(&rw.BasicAuth.PasswordFile)
-		}
-		if rw.Authorization != nil {
-			join(&rw.Authorization.CredentialsFile)
-		}
-		join(&rw.TLSConfig.CAFile)
-		join(&rw.TLSConfig.CertFile)
-		join(&rw.TLSConfig.KeyFile)
+		rw.setDirectory(dir)
+	}
+	if c.Warmup.RemoteRead != nil {
+		c.Warmup.RemoteRead.setDirectory(dir)
 	}
 }
 
@@ -704,22 +704,8 @@ func (c *RemoteWriteConfig) UnmarshalYAML(unmarshal func(any) error) error {
 // validate checks c, names it after its URL if it has no name and sets the
 // default authorization type. Errors are relative to the entry.
 func (c *RemoteWriteConfig) validate() error {
-	if c.URL == "" {
-		return fmt.Errorf("url is required")
-	}
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("url: %w", err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("unsupported url scheme %q", u.Scheme)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("url %q has no host", c.URL)
-	}
-	if u.User != nil {
-		// The url ends up in logs and in the remote label of our metrics.
-		return fmt.Errorf("url must not contain credentials; use basic_auth")
+	if err := c.HTTPClientConfig.validate(); err != nil {
+		return err
 	}
 	if c.Name == "" {
 		// Like Prometheus, which hashes the whole entry: a stable name for
@@ -727,47 +713,8 @@ func (c *RemoteWriteConfig) validate() error {
 		sum := sha256.Sum256([]byte(c.URL))
 		c.Name = hex.EncodeToString(sum[:])[:6]
 	}
-	if c.RemoteTimeout <= 0 {
-		return fmt.Errorf("remote_timeout must be positive, got %s", c.RemoteTimeout)
-	}
 	if c.ProtobufMessage != RemoteWriteProtoMsgV1 && c.ProtobufMessage != RemoteWriteProtoMsgV2 {
 		return fmt.Errorf("protobuf_message must be %s or %s, got %q", RemoteWriteProtoMsgV1, RemoteWriteProtoMsgV2, c.ProtobufMessage)
-	}
-	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
-		switch {
-		case strings.EqualFold(name, "Authorization"):
-			return fmt.Errorf("headers: set Authorization with basic_auth or authorization, not headers")
-		case reservedHeaders[strings.ToLower(name)]:
-			return fmt.Errorf("headers: %q is set by anomalyd and cannot be changed", name)
-		case !validHeaderName(name):
-			return fmt.Errorf("headers: invalid header name %q", name)
-		case strings.ContainsAny(c.Headers[name], "\r\n\x00"):
-			return fmt.Errorf("headers: value of %q contains a line break or NUL", name)
-		}
-	}
-	if c.BasicAuth != nil && c.Authorization != nil {
-		return fmt.Errorf("basic_auth and authorization must not both be set")
-	}
-	if ba := c.BasicAuth; ba != nil && ba.Password != "" && ba.PasswordFile != "" {
-		return fmt.Errorf("basic_auth: password and password_file must not both be set")
-	}
-	if a := c.Authorization; a != nil {
-		if a.Type == "" {
-			a.Type = "Bearer"
-		}
-		switch {
-		case strings.EqualFold(a.Type, "Basic"):
-			return fmt.Errorf("authorization: type %q is not allowed; use basic_auth", a.Type)
-		case !validHeaderName(a.Type):
-			return fmt.Errorf("authorization: invalid type %q", a.Type)
-		case a.Credentials != "" && a.CredentialsFile != "":
-			return fmt.Errorf("authorization: credentials and credentials_file must not both be set")
-		case a.Credentials == "" && a.CredentialsFile == "":
-			return fmt.Errorf("authorization: credentials or credentials_file is required")
-		}
-	}
-	if (c.TLSConfig.CertFile == "") != (c.TLSConfig.KeyFile == "") {
-		return fmt.Errorf("tls_config: cert_file and key_file must be set together")
 	}
 	return c.QueueConfig.validate()
 }

@@ -90,6 +90,14 @@ var badConfigs = []struct {
 	{"rw_duplicate_name.bad.yml", "remote_write[2]: duplicate name \"store\" (also used by remote_write[0])"},
 	{"rw_same_url.bad.yml", "remote_write[1]: same url as remote_write[0]; give them distinct names to send twice"},
 	{"rw_header_duplicate.bad.yml", "yaml: unmarshal errors:\n  line 5: key \"X-Tenant\" already set in map"},
+	{"warmup_concurrency.bad.yml", "warmup.concurrency must be positive, got 0"},
+	{"warmup_lookback.bad.yml", `warmup: not a valid duration string: "-1h"`},
+	{"warmup_rate.bad.yml", "warmup.max_series_per_second must be positive, got 0"},
+	{"warmup_remote_read_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 4: field queue_config not found in type config.HTTPClientConfig"},
+	{"warmup_remote_read_url.bad.yml", `warmup.remote_read: unsupported url scheme "ftp"`},
+	{"history_max_bytes_in_frame.bad.yml", "history.max_bytes_in_frame must be positive, got 0"},
+	{"history_retention.bad.yml", `history: not a valid duration string: "-1h"`},
+	{"history_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field retension not found in type config.HistoryConfig"},
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -216,17 +224,19 @@ func TestFullConfig(t *testing.T) {
 		},
 		RemoteWrite: []*RemoteWriteConfig{
 			{
-				URL:           "https://mimir.example.com/api/v1/push",
-				Name:          "mimir",
-				RemoteTimeout: model.Duration(10 * time.Second),
-				Headers:       map[string]string{"X-Scope-OrgID": "anomalyd"},
-				BasicAuth:     &BasicAuth{Username: "anomalyd", PasswordFile: "testdata/secrets/mimir-password"},
-				TLSConfig: TLSConfig{
-					CAFile:     "testdata/secrets/ca.pem",
-					CertFile:   "testdata/secrets/client.pem",
-					KeyFile:    "testdata/secrets/client-key.pem",
-					ServerName: "mimir.internal",
+				HTTPClientConfig: HTTPClientConfig{
+					URL:           "https://mimir.example.com/api/v1/push",
+					RemoteTimeout: model.Duration(10 * time.Second),
+					Headers:       map[string]string{"X-Scope-OrgID": "anomalyd"},
+					BasicAuth:     &BasicAuth{Username: "anomalyd", PasswordFile: "testdata/secrets/mimir-password"},
+					TLSConfig: TLSConfig{
+						CAFile:     "testdata/secrets/ca.pem",
+						CertFile:   "testdata/secrets/client.pem",
+						KeyFile:    "testdata/secrets/client-key.pem",
+						ServerName: "mimir.internal",
+					},
 				},
+				Name: "mimir",
 				QueueConfig: QueueConfig{
 					Capacity:          50000,
 					MaxShards:         2,
@@ -239,29 +249,46 @@ func TestFullConfig(t *testing.T) {
 				ProtobufMessage: RemoteWriteProtoMsgV2,
 			},
 			{
-				URL:             "http://victoriametrics:8428/api/v1/write",
-				Name:            "e07efa", // pinned: the name is a label value of our metrics
-				RemoteTimeout:   model.Duration(30 * time.Second),
-				BasicAuth:       &BasicAuth{Username: "anomalyd", Password: "hunter2"},
-				QueueConfig:     DefaultQueueConfig,
-				ProtobufMessage: RemoteWriteProtoMsgV1,
+				HTTPClientConfig: HTTPClientConfig{URL: "http://victoriametrics:8428/api/v1/write", RemoteTimeout: model.Duration(30 * time.Second), BasicAuth: &BasicAuth{Username: "anomalyd", Password: "hunter2"}},
+				Name:             "e07efa", // pinned: the name is a label value of our metrics
+				QueueConfig:      DefaultQueueConfig,
+				ProtobufMessage:  RemoteWriteProtoMsgV1,
 			},
 			{
-				URL:             "https://thanos.example.com/api/v1/receive",
-				Name:            "af29f1",
-				RemoteTimeout:   model.Duration(30 * time.Second),
-				Authorization:   &Authorization{Type: "Bearer", Credentials: "s3cr3t-token"},
-				QueueConfig:     DefaultQueueConfig,
-				ProtobufMessage: RemoteWriteProtoMsgV1,
+				HTTPClientConfig: HTTPClientConfig{URL: "https://thanos.example.com/api/v1/receive", RemoteTimeout: model.Duration(30 * time.Second), Authorization: &Authorization{Type: "Bearer", Credentials: "s3cr3t-token"}},
+				Name:             "af29f1",
+				QueueConfig:      DefaultQueueConfig,
+				ProtobufMessage:  RemoteWriteProtoMsgV1,
 			},
 			{
-				URL:             "https://prometheus.example.com/api/v1/write",
-				Name:            "c3f5d6",
-				RemoteTimeout:   model.Duration(30 * time.Second),
-				Authorization:   &Authorization{Type: "Bearer", CredentialsFile: "testdata/secrets/prometheus-token"},
-				QueueConfig:     DefaultQueueConfig,
-				ProtobufMessage: RemoteWriteProtoMsgV1,
+				HTTPClientConfig: HTTPClientConfig{URL: "https://prometheus.example.com/api/v1/write", RemoteTimeout: model.Duration(30 * time.Second), Authorization: &Authorization{Type: "Bearer", CredentialsFile: "testdata/secrets/prometheus-token"}},
+				Name:             "c3f5d6",
+				QueueConfig:      DefaultQueueConfig,
+				ProtobufMessage:  RemoteWriteProtoMsgV1,
 			},
+		},
+		Warmup: WarmupConfig{
+			RemoteRead: &HTTPClientConfig{
+				URL:           "https://prometheus.example.com/api/v1/read",
+				RemoteTimeout: model.Duration(2 * time.Minute),
+				Headers:       map[string]string{"X-Scope-OrgID": "anomalyd"},
+				BasicAuth:     &BasicAuth{Username: "anomalyd", Password: "hunter2"},
+				TLSConfig:     TLSConfig{CAFile: "testdata/secrets/ca.pem", ServerName: "prometheus.internal"},
+			},
+			Lookback:           model.Duration(8 * 24 * time.Hour),
+			Concurrency:        2,
+			SeriesPerRequest:   50,
+			MaxSeriesPerSecond: 200,
+			MaxBytes:           32 << 20,
+			MaxPending:         50000,
+			MaxBufferedSamples: 128,
+		},
+		History: HistoryConfig{
+			Retention:          model.Duration(2 * time.Hour),
+			MaxConcurrentReads: 4,
+			MaxDecodedBytes:    1 << 20,
+			MaxSamplesPerQuery: 1000000,
+			MaxBytesInFrame:    512 << 10,
 		},
 	}
 	if err := want.validate(); err != nil {
@@ -303,7 +330,8 @@ func TestFullConfigHasEveryKey(t *testing.T) {
 	}
 	walkDoc("", doc)
 
-	skip := map[string]bool{"rules.detectors": true}
+	// warmup.remote_read has the keys of a remote_write entry, documented there.
+	skip := map[string]bool{"rules.detectors": true, "warmup.remote_read": true}
 	var walkType func(prefix string, t reflect.Type)
 	walkType = func(prefix string, typ reflect.Type) {
 		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
@@ -313,8 +341,12 @@ func TestFullConfigHasEveryKey(t *testing.T) {
 			return
 		}
 		for f := range typ.Fields() {
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 			if !f.IsExported() || name == "-" {
+				continue
+			}
+			if opts == "inline" {
+				walkType(prefix, f.Type)
 				continue
 			}
 			p := joinKey(prefix, name)
@@ -583,19 +615,28 @@ func maskSecrets(c *Config) *Config {
 	n.RemoteWrite = nil
 	for _, rw := range c.RemoteWrite {
 		rw := *rw
-		if rw.BasicAuth != nil && rw.BasicAuth.Password != "" {
-			ba := *rw.BasicAuth
-			ba.Password = secretPlaceholder
-			rw.BasicAuth = &ba
-		}
-		if rw.Authorization != nil && rw.Authorization.Credentials != "" {
-			a := *rw.Authorization
-			a.Credentials = secretPlaceholder
-			rw.Authorization = &a
-		}
+		rw.HTTPClientConfig = maskClientSecrets(rw.HTTPClientConfig)
 		n.RemoteWrite = append(n.RemoteWrite, &rw)
 	}
+	if c.Warmup.RemoteRead != nil {
+		rr := maskClientSecrets(*c.Warmup.RemoteRead)
+		n.Warmup.RemoteRead = &rr
+	}
 	return &n
+}
+
+func maskClientSecrets(c HTTPClientConfig) HTTPClientConfig {
+	if c.BasicAuth != nil && c.BasicAuth.Password != "" {
+		ba := *c.BasicAuth
+		ba.Password = secretPlaceholder
+		c.BasicAuth = &ba
+	}
+	if c.Authorization != nil && c.Authorization.Credentials != "" {
+		a := *c.Authorization
+		a.Credentials = secretPlaceholder
+		c.Authorization = &a
+	}
+	return c
 }
 
 // FuzzLoad checks that Load does not panic and that every config it accepts
@@ -623,4 +664,40 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("String() changed on reload:\n%s\nthen\n%s", s, s2)
 		}
 	})
+}
+
+// TestWarmupLookbackDefault: the default lookback is the longest season of
+// an analysing rule or the top-level detectors, plus DefaultWarmupMargin.
+func TestWarmupLookbackDefault(t *testing.T) {
+	c, err := Load([]byte(`
+warmup:
+  remote_read: {url: "http://127.0.0.1:9090/api/v1/read"}
+detectors: {holt_winters: {season: 12h}}
+rules:
+  - match: '{job="weekly"}'
+    detectors: {holt_winters: {season: 1w}}
+  - match: '{job="ignored"}'
+    action: ignore
+    detectors: {holt_winters: {season: 4w}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Warmup.Enabled() || c.Warmup.RemoteRead.RemoteTimeout != model.Duration(time.Minute) {
+		t.Errorf("warmup.remote_read = %+v, want enabled with the 1m default timeout", c.Warmup.RemoteRead)
+	}
+	if got, want := c.Warmup.LookbackFor(c), 7*24*time.Hour+DefaultWarmupMargin; got != want {
+		t.Errorf("LookbackFor = %s, want %s", got, want)
+	}
+	c.Rules = c.Rules[1:]
+	if got, want := c.Warmup.LookbackFor(c), 12*time.Hour+DefaultWarmupMargin; got != want {
+		t.Errorf("LookbackFor without the weekly rule = %s, want %s", got, want)
+	}
+	c.Warmup.Lookback = model.Duration(3 * time.Hour)
+	if got := c.Warmup.LookbackFor(c); got != 3*time.Hour {
+		t.Errorf("LookbackFor with lookback: 3h = %s", got)
+	}
+	if d := Default(); d.Warmup.Enabled() || !d.History.Enabled() {
+		t.Errorf("defaults: warm-up enabled %v (want false), history enabled %v (want true)", d.Warmup.Enabled(), d.History.Enabled())
+	}
 }

@@ -3,20 +3,11 @@ package sink
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/anomalyd/anomalyd/config"
 )
 
 // Remote-write HTTP header names and values (remote_write_spec.md,
@@ -36,104 +27,6 @@ const (
 	// connection can be reused; a longer body closes the connection.
 	maxDrain = 64 << 10
 )
-
-// newHTTPClient returns the client of one writer. Each send queue has at
-// most one request in flight, so one idle connection per queue is kept.
-// No proxy: like Prometheus (proxy_from_environment defaults to false), an
-// HTTP_PROXY meant for other traffic is not used silently.
-// Redirects are not followed: a POST turned into a GET would lose the batch;
-// a 3xx is reported as a rejection so the user fixes the URL.
-func newHTTPClient(cfg *config.RemoteWriteConfig, queues int) (*http.Client, error) {
-	tlsCfg, err := newTLSConfig(&cfg.TLSConfig)
-	if err != nil {
-		return nil, err
-	}
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          queues,
-		MaxIdleConnsPerHost:   queues,
-		IdleConnTimeout:       5 * time.Minute,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-	return &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, nil
-}
-
-// newTLSConfig loads the CA and the client certificate once, at start.
-func newTLSConfig(c *config.TLSConfig) (*tls.Config, error) {
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.ServerName,
-		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // the user asked for it
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read tls_config.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls_config.ca_file %q holds no PEM certificate", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if (c.CertFile == "") != (c.KeyFile == "") {
-		return nil, errors.New("tls_config.cert_file and tls_config.key_file must be set together")
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot load tls_config.cert_file / key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-// staticHeaders returns the headers set on every request: cfg.Headers, then
-// the Authorization header from basic_auth or authorization (files are read
-// now, once).
-func staticHeaders(cfg *config.RemoteWriteConfig) (http.Header, error) {
-	h := make(http.Header, len(cfg.Headers)+1)
-	for k, v := range cfg.Headers {
-		h.Set(k, v)
-	}
-	if cfg.BasicAuth != nil && cfg.Authorization != nil {
-		return nil, errors.New("at most one of basic_auth and authorization may be set")
-	}
-	if ba := cfg.BasicAuth; ba != nil {
-		pw := ba.Password
-		if ba.PasswordFile != "" {
-			b, err := os.ReadFile(ba.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("cannot read basic_auth.password_file: %w", err)
-			}
-			pw = strings.TrimSpace(string(b))
-		}
-		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(ba.Username+":"+pw)))
-	}
-	if a := cfg.Authorization; a != nil {
-		typ := a.Type
-		if typ == "" {
-			typ = "Bearer"
-		}
-		cred := a.Credentials
-		if a.CredentialsFile != "" {
-			b, err := os.ReadFile(a.CredentialsFile)
-			if err != nil {
-				return nil, fmt.Errorf("cannot read authorization.credentials_file: %w", err)
-			}
-			cred = strings.TrimSpace(string(b))
-		}
-		h.Set("Authorization", typ+" "+cred)
-	}
-	return h, nil
-}
 
 // storeResult is what one request came to.
 type storeResult struct {

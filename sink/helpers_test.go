@@ -33,9 +33,8 @@ var testNames = Names{Score: "anomaly_score", Expected: "anomaly_expected", Lowe
 // testConfig is a config with the documented defaults applied.
 func testConfig(url string) *config.RemoteWriteConfig {
 	return &config.RemoteWriteConfig{
-		URL:           url,
-		Name:          "test",
-		RemoteTimeout: model.Duration(30 * time.Second),
+		HTTPClientConfig: config.HTTPClientConfig{URL: url, RemoteTimeout: model.Duration(30 * time.Second)},
+		Name:             "test",
 		QueueConfig: config.QueueConfig{
 			Capacity:          100000,
 			MaxShards:         4,

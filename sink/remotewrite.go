@@ -128,11 +128,11 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names Names, sm *sinkMetrics
 	default:
 		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, protoMsgRW1, protoMsgRW2)
 	}
-	client, err := newHTTPClient(cfg, qc.MaxShards)
+	client, err := cfg.NewClient(qc.MaxShards)
 	if err != nil {
 		return nil, fmt.Errorf("remote_write %q: %w", name, err)
 	}
-	header, err := staticHeaders(cfg)
+	header, err := cfg.StaticHeaders()
 	if err != nil {
 		return nil, fmt.Errorf("remote_write %q: %w", name, err)
 	}
