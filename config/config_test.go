@@ -96,6 +96,7 @@ var badConfigs = []struct {
 	{"warmup_remote_read_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 4: field queue_config not found in type config.HTTPClientConfig"},
 	{"warmup_remote_read_url.bad.yml", `warmup.remote_read: unsupported url scheme "ftp"`},
 	{"history_max_bytes_in_frame.bad.yml", "history.max_bytes_in_frame must be positive, got 0"},
+	{"history_max_series.bad.yml", "history.max_series must be positive, got 0"},
 	{"history_retention.bad.yml", `history: not a valid duration string: "-1h"`},
 	{"history_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field retension not found in type config.HistoryConfig"},
 }
@@ -285,6 +286,7 @@ func TestFullConfig(t *testing.T) {
 		},
 		History: HistoryConfig{
 			Retention:          model.Duration(2 * time.Hour),
+			MaxSeries:          20000,
 			MaxConcurrentReads: 4,
 			MaxDecodedBytes:    1 << 20,
 			MaxSamplesPerQuery: 1000000,

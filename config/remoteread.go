@@ -46,6 +46,11 @@ var (
 	DefaultHistoryConfig = HistoryConfig{
 		// 1h: enough for Grafana's default "last 1 hour" panel.
 		Retention: model.Duration(time.Hour),
+		// 100 000 input series: at 1h and a 15 s interval the history
+		// holds ~12 KiB per input series (4 output series of XOR chunks
+		// at ~6.5 bytes a sample, sink.TestHistoryMemoryPerSeries), so
+		// ≤ ~1.2 GiB however many series anomalyd analyses.
+		MaxSeries: 100_000,
 		// 10, as Prometheus's --storage.remote.read-concurrent-limit.
 		MaxConcurrentReads: 10,
 		// 32 MiB decoded request, as Prometheus's remote-read handler limit
@@ -183,13 +188,17 @@ func (c *WarmupConfig) validate() error {
 // POST /api/v1/read, so a Prometheus with remote_read can query scores that
 // were never written to a store.
 type HistoryConfig struct {
-	// Retention is how long output samples are kept; 0s turns the history
-	// and /api/v1/read off.
-	Retention          model.Duration `yaml:"retention"`
-	MaxConcurrentReads int            `yaml:"max_concurrent_reads"`  // reads beyond this wait
-	MaxDecodedBytes    int64          `yaml:"max_decoded_bytes"`     // of a read request; 400 above
-	MaxSamplesPerQuery int            `yaml:"max_samples_per_query"` // SAMPLES responses; 400 above
-	MaxBytesInFrame    int            `yaml:"max_bytes_in_frame"`    // STREAMED_XOR_CHUNKS frame size
+	// Retention is how long output samples are kept, counted back from the
+	// newest sample appended (data time, not the wall clock); 0s turns the
+	// history and /api/v1/read off.
+	Retention model.Duration `yaml:"retention"`
+	// MaxSeries bounds the input series whose outputs are kept (the first
+	// seen); the outputs of others are counted and not kept.
+	MaxSeries          int   `yaml:"max_series"`
+	MaxConcurrentReads int   `yaml:"max_concurrent_reads"`  // reads beyond this wait
+	MaxDecodedBytes    int64 `yaml:"max_decoded_bytes"`     // of a read request; 400 above
+	MaxSamplesPerQuery int   `yaml:"max_samples_per_query"` // SAMPLES responses; 400 above
+	MaxBytesInFrame    int   `yaml:"max_bytes_in_frame"`    // STREAMED_XOR_CHUNKS frame size
 }
 
 // Enabled reports whether the history is kept.
@@ -200,6 +209,7 @@ func (c *HistoryConfig) validate() error {
 		key string
 		v   int64
 	}{
+		{"max_series", int64(c.MaxSeries)},
 		{"max_concurrent_reads", int64(c.MaxConcurrentReads)},
 		{"max_decoded_bytes", c.MaxDecodedBytes},
 		{"max_samples_per_query", int64(c.MaxSamplesPerQuery)},

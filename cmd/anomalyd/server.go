@@ -41,6 +41,10 @@ type server struct {
 	http   *http.Server
 	ready  atomic.Bool
 
+	// history keeps recent output samples for /api/v1/read; nil when
+	// history.retention is 0. Reloads keep it.
+	history *sink.History
+
 	reloadOK      *selfmon.Gauge
 	reloadSuccess *selfmon.Gauge
 }
@@ -54,14 +58,20 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		return nil, fmt.Errorf("cannot set up remote_write: %w", err)
 	}
 	s.fanout = fan
+	if cfg.History.Enabled() {
+		s.history = sink.NewHistory(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, func() sink.Names { return *s.names.Load() }, s.reg)
+	}
 	s.out = &swapAppender{}
-	s.out.a.Store(&appenderBox{fan})
+	s.out.a.Store(&appenderBox{s.outputs(fan)})
 	s.shards = window.New(window.OptionsFromConfig(cfg), window.CompileRules(cfg), s.out, s.reg)
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
 	s.registerProcessMetrics()
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/write", s.ingest)
+	if s.history != nil {
+		mux.Handle("/api/v1/read", sink.NewReadHandler(s.history, &cfg.History, s.reg, logger))
+	}
 	mux.Handle("/metrics", sink.MetricsHandler(func() sink.Names { return *s.names.Load() }, s.shards, s.reg))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
@@ -96,7 +106,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version)
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version)
 	})
 	s.http = &http.Server{
 		Handler:           mux,
@@ -153,6 +163,9 @@ func (s *server) reload() (err error) {
 	if cfg.Window != s.cfg.Window {
 		s.logger.Warn("window settings changed; they take effect after a restart")
 	}
+	if cfg.History != s.cfg.History {
+		s.logger.Warn("history settings changed; they take effect after a restart (the history is kept across reloads)")
+	}
 	s.ingest.SetOptions(ingestOptions(cfg))
 	if cfg.Output != s.cfg.Output {
 		names := namesOf(cfg)
@@ -167,7 +180,7 @@ func (s *server) reload() (err error) {
 		}
 		newFan.Start()
 		old := s.fanout
-		s.out.a.Store(&appenderBox{newFan})
+		s.out.a.Store(&appenderBox{s.outputs(newFan)})
 		s.fanout = newFan
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		old.Stop(ctx)
@@ -202,6 +215,24 @@ func (s *server) shutdown(ctx context.Context) error {
 type swapAppender struct{ a atomic.Pointer[appenderBox] }
 
 type appenderBox struct{ sink.Appender }
+
+// outputs is where the shards' records go: the remote-write fanout, and the
+// history when it is kept.
+func (s *server) outputs(fan *sink.Fanout) sink.Appender {
+	if s.history == nil {
+		return fan
+	}
+	return teeAppender{fan, s.history}
+}
+
+// teeAppender hands every batch of records to each appender in turn.
+type teeAppender []sink.Appender
+
+func (t teeAppender) Append(recs []sink.Record) {
+	for _, a := range t {
+		a.Append(recs)
+	}
+}
 
 func (s *swapAppender) Append(recs []sink.Record) { s.a.Load().Append(recs) }
 
