@@ -10,7 +10,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps demo bench bench-nab bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
+.PHONY: build run test lint fuzz deps demo bench bench-nab bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -46,12 +46,17 @@ lint:
 
 ## fuzz: short fuzz runs of every decoder and parser (FUZZTIME each)
 FUZZ_TARGETS := ingest:FuzzDecodeV1 ingest:FuzzDecodeV2 ingest:FuzzHandler \
-	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate cmd/anomalyd:FuzzBacktestScore
+	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate cmd/anomalyd:FuzzBacktestScore \
+	sink:FuzzReadHandler ingest/remoteread:FuzzDecodeStreamed ingest/remoteread:FuzzDecodeSamples
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
 	  $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME); \
 	done
+
+## bench-warmup: warm-up throughput from a real Prometheus (1000 series × 1 day at 60 s)
+bench-warmup:
+	ANOMALYD_WARMUP_BENCH=1 $(GO) test -count=1 ./cmd/anomalyd -run '^TestWarmupThroughput$$' -v
 
 ## bench-ingest: the ingest-path micro-benchmark (100k series, 2000 samples a request)
 bench-ingest:

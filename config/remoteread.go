@@ -28,7 +28,7 @@ var (
 		// limit of one response (a response larger than this is an error).
 		MaxBytes: 64 << 20,
 		// 100 000 series waiting for history; beyond that, new series start
-		// cold (counted in anomalyd_warmup_skipped_total).
+		// cold (anomalyd_warmup_series_total{result="skipped"}).
 		MaxPending: 100_000,
 		// 64 live samples held per warming series (16 min at 15 s); a
 		// series whose history takes longer gives up waiting and starts

@@ -22,4 +22,11 @@
 //     most ~7% after its TTL.
 //   - A reload re-matches every series against the new rules once; series
 //     whose rule resolves to identical detector settings keep their state.
+//   - Warm-up (warm.go, optional): a new series holds up to
+//     warmup.max_buffered_samples live samples while a Warmer reads its
+//     history, which the shard then feeds to the detectors without emitting
+//     it, before replaying the held samples. The state of warming series
+//     sits in a per-shard map, so other series pay one flag bit. Feeding
+//     history costs the shard ~0.3 µs a sample (BenchmarkSetUpdate): 1.7 ms
+//     for 25 h at 15 s; the Warmer's rate limit bounds the total.
 package window

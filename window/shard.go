@@ -19,6 +19,7 @@ const (
 	flagPrimed                      // lastV is a finite base for the next rate
 	flagStale                       // ended by a stale marker; nothing on /metrics
 	flagHasOutput                   // has emitted output since the last stale marker
+	flagWarming                     // waiting for its history; state in shard.warming (warm.go)
 )
 
 // lastOut is the latest output of one detector for one series.
@@ -80,7 +81,14 @@ type shardStats struct {
 	seriesEvicted   atomic.Uint64
 	active          atomic.Int64
 	processingNanos atomic.Uint64
-	_               [64]byte
+	// Warm-up (warm.go).
+	warming            atomic.Int64  // series waiting for their history
+	warmRefused        atomic.Uint64 // new series the Warmer could not take
+	warmed             atomic.Uint64 // series that got a non-empty history
+	warmHistorySamples atomic.Uint64 // history samples fed to the detectors
+	warmGaveUp         [numGaveUp]atomic.Uint64
+	warmLate           atomic.Uint64 // answers that came after the series stopped waiting
+	_                  [64]byte
 }
 
 // localStats accumulate one batch's counts in plain integers; they are
@@ -105,10 +113,16 @@ type shard struct {
 	dirty  bool
 	snap   atomic.Pointer[snapshot]
 	stats  shardStats
+
+	// Warm-up (warm.go); warming is nil when it is off.
+	done    chan struct{} // closed when run returns
+	warming map[uint32]*warmState
+	warmSeq uint64
+	warmed  chan warmReply
 }
 
-func newShard(id int, set *Shards, rules *Rules) *shard {
-	return &shard{
+func newShard(id int, set *Shards, rules *Rules, done chan struct{}) *shard {
+	s := &shard{
 		id:    id,
 		set:   set,
 		in:    make(chan *Batch, set.opts.QueueSize),
@@ -118,7 +132,13 @@ func newShard(id int, set *Shards, rules *Rules) *shard {
 		// 32 MiB per shard is the minimum fastcache size; at ~150 bytes of
 		// labels per series it remembers ~200k ignored series per shard.
 		ignore: fastcache.New(32 << 20),
+		done:   done,
 	}
+	if set.opts.Warmup.enabled() {
+		s.warming = map[uint32]*warmState{}
+		s.warmed = make(chan warmReply, warmedQueue)
+	}
+	return s
 }
 
 // evictEvery is how often a shard looks for idle series: a fifteenth of
@@ -130,10 +150,17 @@ func (s *shard) run(done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(evictEvery(s.set.opts.SeriesTTL))
 	defer tick.Stop()
+	var warmC <-chan time.Time // nil (never ready) when warm-up is off
+	if s.warming != nil {
+		wt := time.NewTicker(warmTick(s.set.opts.Warmup.Timeout))
+		defer wt.Stop()
+		warmC = wt.C
+	}
 	for {
 		select {
 		case b, ok := <-s.in:
 			if !ok {
+				s.finishAllWarming()
 				s.flushOut()
 				s.publish(time.Now())
 				return
@@ -141,8 +168,12 @@ func (s *shard) run(done chan<- struct{}) {
 			s.process(b)
 		case f := <-s.ctl:
 			f()
+		case r := <-s.warmed:
+			s.onWarmed(r)
 		case now := <-tick.C:
 			s.evict(now)
+		case now := <-warmC:
+			s.expireWarming(now)
 		}
 	}
 }
@@ -157,7 +188,7 @@ func (s *shard) process(b *Batch) {
 		slot, ok := s.lookup(bs.Hash, key)
 		if !ok {
 			var created bool
-			slot, created = s.create(bs, key, b)
+			slot, created = s.create(bs, key, b, nowMs)
 			if !created {
 				continue
 			}
@@ -171,15 +202,23 @@ func (s *shard) process(b *Batch) {
 			se.flags &^= flagPrimed
 			se.det.Reset()
 		}
-		for _, smp := range b.Samples[bs.SamplesStart:bs.SamplesEnd] {
+		samples := b.Samples[bs.SamplesStart:bs.SamplesEnd]
+		if se.flags&flagWarming != 0 { // new, waiting for its history (warm.go)
+			s.hold(slot, se, samples, nowMs)
+			continue
+		}
+		for _, smp := range samples {
 			s.sample(se, smp.T, smp.V)
 		}
 	}
-	if len(s.out) > 0 {
-		s.set.out.Append(s.out)
-		clear(s.out) // drop the *SeriesInfo references
-		s.out = s.out[:0]
-	}
+	s.flushOut()
+	s.commitStats()
+	s.stats.processingNanos.Add(uint64(time.Since(start)))
+	s.set.PutBatch(b)
+}
+
+// commitStats adds the local counts to the shared stats.
+func (s *shard) commitStats() {
 	st, l := &s.stats, &s.local
 	st.samples.Add(l.samples)
 	st.outOfOrder.Add(l.outOfOrder)
@@ -192,8 +231,6 @@ func (s *shard) process(b *Batch) {
 	st.ignored.Add(l.ignored)
 	st.limited.Add(l.limited)
 	*l = localStats{}
-	st.processingNanos.Add(uint64(time.Since(start)))
-	s.set.PutBatch(b)
 }
 
 func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
@@ -210,7 +247,8 @@ func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
 
 // create starts tracking a new series, unless a rule ignores it or the
 // series limit is reached. It is the only place that allocates per series.
-func (s *shard) create(bs *BatchSeries, key []byte, b *Batch) (uint32, bool) {
+// With warm-up on, the series starts warming (warm.go).
+func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint32, bool) {
 	n := uint64(bs.SamplesEnd - bs.SamplesStart)
 	if s.ignore.Has(key) {
 		s.local.ignored += n
@@ -258,6 +296,12 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch) (uint32, bool) {
 	s.set.active.Add(1)
 	s.stats.active.Add(1)
 	s.stats.seriesCreated.Add(1)
+	// Every series created here is new to this process or was evicted (its
+	// state is gone either way), so it reads its history. Without samples
+	// (all too far in the future) there is no end time to ask for: cold.
+	if s.warming != nil && bs.SamplesEnd > bs.SamplesStart {
+		s.startWarming(slot, se, b.Samples[bs.SamplesStart].T, nowMs)
+	}
 	return slot, true
 }
 
@@ -380,16 +424,27 @@ func (s *shard) evict(now time.Time) {
 		if se.info == nil || se.seen >= cutoff {
 			continue
 		}
+		if se.flags&flagWarming != 0 {
+			// Idle while waiting: score what it holds, then evict it.
+			s.finishWarming(i, se, s.warming[i], nil)
+			s.stats.warmGaveUp[gaveUpEvicted].Add(1)
+		}
 		s.remove(i, max(nowMs, se.lastT+1))
 	}
 	s.flushOut()
+	s.commitStats()
 }
 
-// remove untracks slot i, emitting stale markers at t if it has outputs.
+// remove untracks slot i, emitting stale markers at t if it has outputs. A
+// warming series loses its held samples (a rule now ignores it).
 func (s *shard) remove(i uint32, t int64) {
 	se := s.slots.at(i)
 	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
 		s.emitStale(se, t)
+	}
+	if se.flags&flagWarming != 0 {
+		delete(s.warming, i)
+		s.stats.warming.Add(-1)
 	}
 	// Unlink from the hash chain.
 	h := se.info.Hash

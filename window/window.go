@@ -22,15 +22,19 @@ type Options struct {
 	SeriesTTL       time.Duration
 	PublishInterval time.Duration
 	PerDetector     bool
+	// Warmup reads new series' history before analysing them; off unless
+	// Warmup.Warmer is set (by cmd: window does not know where history lives).
+	Warmup WarmupOptions
 }
 
-// OptionsFromConfig returns the Options of cfg, resolving shards = 0 to GOMAXPROCS.
+// OptionsFromConfig returns the Options of cfg, resolving shards = 0 to
+// GOMAXPROCS. With warm-up configured it fills Warmup except its Warmer.
 func OptionsFromConfig(cfg *config.Config) Options {
 	n := cfg.Window.Shards
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	return Options{
+	o := Options{
 		Shards:          n,
 		QueueSize:       cfg.Window.QueueSize,
 		MaxSeries:       cfg.Window.MaxSeries,
@@ -38,6 +42,16 @@ func OptionsFromConfig(cfg *config.Config) Options {
 		PublishInterval: time.Duration(cfg.Window.PublishInterval),
 		PerDetector:     cfg.Output.PerDetector,
 	}
+	if w := &cfg.Warmup; w.Enabled() {
+		o.Warmup = WarmupOptions{
+			Lookback:    w.LookbackFor(cfg),
+			MaxBuffered: w.MaxBufferedSamples,
+			// Two remote-read timeouts: room for a retry after a timed-out
+			// request, and for the queue ahead of the series.
+			Timeout: 2 * time.Duration(w.RemoteRead.RemoteTimeout),
+		}
+	}
+	return o
 }
 
 // Errors Enqueue returns; both mean "503, try again".
@@ -68,8 +82,8 @@ func New(opts Options, rules *Rules, out sink.Appender, reg *selfmon.Registry) *
 	// being processed per shard.
 	s := &Shards{opts: opts, out: out, free: make(chan *Batch, opts.Shards*(opts.QueueSize+2))}
 	for i := range opts.Shards {
-		s.shards = append(s.shards, newShard(i, s, rules))
 		s.done = append(s.done, make(chan struct{}))
+		s.shards = append(s.shards, newShard(i, s, rules, s.done[i]))
 	}
 	s.register(reg)
 	return s
@@ -232,4 +246,33 @@ func (s *Shards) register(reg *selfmon.Registry) {
 	}
 	reg.NewGaugeFunc("anomalyd_window_shard_queue_capacity_batches", "Capacity of each shard's queue (window.queue_size).",
 		func() float64 { return float64(s.opts.QueueSize) })
+	if s.opts.Warmup.enabled() {
+		s.registerWarmup(reg, sum)
+	}
+}
+
+func (s *Shards) registerWarmup(reg *selfmon.Registry, sum func(func(*shardStats) uint64) func() float64) {
+	reg.NewGaugeFunc("anomalyd_window_series_warming", "New series holding their live samples while their history is read.",
+		func() float64 {
+			var n int64
+			for _, sh := range s.shards {
+				n += sh.stats.warming.Load()
+			}
+			return float64(n)
+		})
+	reg.NewCounterFunc("anomalyd_window_series_warmed_total",
+		"New series whose detectors were fed their history before their first live sample.",
+		sum(func(st *shardStats) uint64 { return st.warmed.Load() }))
+	reg.NewCounterFunc("anomalyd_window_warmup_history_samples_total",
+		"History samples fed to the detectors of new series (not scored into outputs).",
+		sum(func(st *shardStats) uint64 { return st.warmHistorySamples.Load() }))
+	cold := reg.NewCounterFuncVec("anomalyd_window_warmup_gave_up_total",
+		"New series that started cold without waiting longer for their history, by reason.", "reason")
+	cold.Add(sum(func(st *shardStats) uint64 { return st.warmRefused.Load() }), "refused")
+	for r, name := range [numGaveUp]string{gaveUpBufferFull: "buffer_full", gaveUpTimeout: "timeout", gaveUpEvicted: "evicted"} {
+		cold.Add(sum(func(st *shardStats) uint64 { return st.warmGaveUp[r].Load() }), name)
+	}
+	reg.NewCounterFunc("anomalyd_window_warmup_late_total",
+		"Histories that arrived after their series had stopped waiting; ignored.",
+		sum(func(st *shardStats) uint64 { return st.warmLate.Load() }))
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/ingest"
+	"github.com/anomalyd/anomalyd/ingest/remoteread"
 	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
@@ -45,6 +46,10 @@ type server struct {
 	// history.retention is 0. Reloads keep it.
 	history *sink.History
 
+	// warmer reads the history of new series from Prometheus
+	// (warmup.remote_read); nil when warm-up is off.
+	warmer *remoteread.Warmer
+
 	reloadOK      *selfmon.Gauge
 	reloadSuccess *selfmon.Gauge
 }
@@ -63,7 +68,16 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	}
 	s.out = &swapAppender{}
 	s.out.a.Store(&appenderBox{s.outputs(fan)})
-	s.shards = window.New(window.OptionsFromConfig(cfg), window.CompileRules(cfg), s.out, s.reg)
+	wopts := window.OptionsFromConfig(cfg) // warm-up lookback: cfg.Warmup.LookbackFor(cfg)
+	if cfg.Warmup.Enabled() {
+		w, err := remoteread.NewWarmer(&cfg.Warmup, "anomalyd/"+version, s.reg, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.warmer = w
+		wopts.Warmup.Warmer = w
+	}
+	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
 	s.registerProcessMetrics()
 
@@ -117,6 +131,9 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		IdleTimeout: 5 * time.Minute,
 	}
 	fan.Start()
+	if s.warmer != nil {
+		s.warmer.Start()
+	}
 	s.shards.Start()
 	s.ready.Store(true)
 	return s, nil
@@ -163,6 +180,9 @@ func (s *server) reload() (err error) {
 	if cfg.Window != s.cfg.Window {
 		s.logger.Warn("window settings changed; they take effect after a restart")
 	}
+	if !reflect.DeepEqual(cfg.Warmup, s.cfg.Warmup) {
+		s.logger.Warn("warmup settings changed; they take effect after a restart")
+	}
 	if cfg.History != s.cfg.History {
 		s.logger.Warn("history settings changed; they take effect after a restart (the history is kept across reloads)")
 	}
@@ -202,6 +222,13 @@ func (s *server) shutdown(ctx context.Context) error {
 	var errs []error
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("cannot finish in-flight requests: %w", err))
+	}
+	// Warm-up before the shards: its reads are no use any more, and the
+	// shards score what their warming series hold when they stop.
+	if s.warmer != nil {
+		if err := s.warmer.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := s.shards.Stop(ctx); err != nil {
 		errs = append(errs, err)

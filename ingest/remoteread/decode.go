@@ -1,0 +1,153 @@
+package remoteread
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
+	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frameReader reads the frames of a STREAMED_XOR_CHUNKS response:
+// uvarint(len) ‖ big-endian CRC32-Castagnoli(data) ‖ data (Prometheus's
+// storage/remote/chunked.go). Each frame's length is charged to res before
+// its buffer is allocated.
+type frameReader struct {
+	r     *bufio.Reader
+	buf   []byte
+	limit uint64
+	res   *reservation
+}
+
+// next returns the next frame's data, valid until the next call, or io.EOF
+// when the stream ends between two frames. A stream that ends inside a frame
+// is io.ErrUnexpectedEOF: Prometheus aborts the connection on a mid-stream
+// error, so a short frame is a failure, not the end.
+func (f *frameReader) next() ([]byte, error) {
+	size, err := binary.ReadUvarint(f.r)
+	if err == io.EOF {
+		return nil, io.EOF
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read frame length: %w", err)
+	}
+	if size > f.limit {
+		return nil, permanentError{fmt.Errorf("frame of %d bytes exceeds the limit of %d bytes", size, f.limit)}
+	}
+	if err := f.res.take(int64(size)); err != nil {
+		return nil, fmt.Errorf("frame of %d bytes: %w", size, err)
+	}
+	var sum [4]byte
+	if _, err := io.ReadFull(f.r, sum[:]); err != nil {
+		return nil, fmt.Errorf("cannot read frame checksum: %w", unexpectedEOF(err))
+	}
+	if uint64(cap(f.buf)) < size {
+		f.buf = make([]byte, size)
+	}
+	f.buf = f.buf[:size]
+	if _, err := io.ReadFull(f.r, f.buf); err != nil {
+		return nil, fmt.Errorf("cannot read frame of %d bytes: %w", size, unexpectedEOF(err))
+	}
+	if got, want := crc32.Checksum(f.buf, castagnoli), binary.BigEndian.Uint32(sum[:]); got != want {
+		return nil, fmt.Errorf("corrupted frame of %d bytes: CRC32 %08x, header says %08x", size, got, want)
+	}
+	return f.buf, nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// appendChunk appends the float samples of c within [mint, maxt] to dst.
+// Histogram chunks are skipped: anomalyd analyses float samples only.
+func appendChunk(dst []window.Sample, c *prompb.Chunk, mint, maxt int64) ([]window.Sample, error) {
+	if c.MaxTimeMs < mint || c.MinTimeMs > maxt {
+		return dst, nil
+	}
+	var enc chunkenc.Encoding
+	switch c.Type {
+	case prompb.Chunk_XOR:
+		enc = chunkenc.EncXOR
+	case prompb.Chunk_XOR2:
+		enc = chunkenc.EncXOR2
+	case prompb.Chunk_HISTOGRAM, prompb.Chunk_FLOAT_HISTOGRAM, prompb.Chunk_HISTOGRAM_ST, prompb.Chunk_FLOAT_HISTOGRAM_ST:
+		return dst, nil
+	default:
+		return dst, fmt.Errorf("unknown chunk encoding %d", c.Type)
+	}
+	if len(c.Data) < 2 {
+		return dst, fmt.Errorf("chunk of %d bytes has no header", len(c.Data))
+	}
+	ch, err := chunkenc.FromData(enc, c.Data)
+	if err != nil {
+		return dst, err
+	}
+	it := ch.Iterator(nil)
+	for it.Next() == chunkenc.ValFloat {
+		t, v := it.At()
+		if t > maxt {
+			break
+		}
+		if t >= mint {
+			dst = append(dst, window.Sample{T: t, V: v})
+		}
+	}
+	return dst, it.Err()
+}
+
+// appendKey appends the canonical form of ls (sink.SeriesInfo.Labels:
+// sorted by name, empty values dropped) to dst.
+func appendKey(dst []byte, ls []prompb.Label) []byte {
+	if !slices.IsSortedFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) }) {
+		slices.SortFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
+	}
+	for _, l := range ls {
+		if l.Value == "" {
+			continue
+		}
+		dst = append(dst, l.Name...)
+		dst = append(dst, sink.LabelSep)
+		dst = append(dst, l.Value...)
+		dst = append(dst, sink.LabelSep)
+	}
+	return dst
+}
+
+// sortUnique sorts s by time (stable) and keeps the first sample of each
+// timestamp. Responses are almost always sorted already (one pass); chunks
+// of one series may overlap when Prometheus holds out-of-order data.
+func sortUnique(s []window.Sample) []window.Sample {
+	sorted := true
+	for i := 1; i < len(s); i++ {
+		if s[i].T <= s[i-1].T {
+			sorted = false
+			break
+		}
+	}
+	if sorted {
+		return s
+	}
+	slices.SortStableFunc(s, func(a, b window.Sample) int {
+		switch {
+		case a.T < b.T:
+			return -1
+		case a.T > b.T:
+			return 1
+		}
+		return 0
+	})
+	return slices.CompactFunc(s, func(a, b window.Sample) bool { return a.T == b.T })
+}
