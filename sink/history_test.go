@@ -476,9 +476,6 @@ func detectorRun(s *SeriesInfo, seed uint64, n int) []Record {
 // outputs (4 output series per input series). It logs the figures and
 // fails only if they are far above what the README states.
 func TestHistoryMemoryPerSeries(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures memory with 3 h of data for 2000 series")
-	}
 	const inputs, steps = 2000, 3 * 240 // 3 h: retention reaches its steady state
 	series := manySeries(inputs)
 	runs := make([][]Record, inputs)

@@ -575,7 +575,7 @@ func (env *e2eEnv) logTrace(t *testing.T, metric string, d time.Duration) {
 
 // cleanup stops every process; on failure it first prints anomalyd's self
 // metrics and afterwards the end of every log.
-func (env *e2eEnv) cleanup(t *testing.T) {
+func (env *e2eEnv) cleanup(t testing.TB) {
 	if t.Failed() && env.d != nil && !env.d.exited() {
 		if body, err := e2eGet(env.dURL + "/metrics"); err == nil {
 			t.Logf("anomalyd self metrics:\n%s", e2eGrep(body, "anomalyd_"))
@@ -608,7 +608,7 @@ func (env *e2eEnv) cleanup(t *testing.T) {
 	}
 }
 
-func (env *e2eEnv) mkdir(t *testing.T, name string) string {
+func (env *e2eEnv) mkdir(t testing.TB, name string) string {
 	t.Helper()
 	d := filepath.Join(env.dir, name)
 	if err := os.MkdirAll(d, 0o755); err != nil {
@@ -617,7 +617,7 @@ func (env *e2eEnv) mkdir(t *testing.T, name string) string {
 	return d
 }
 
-func (env *e2eEnv) write(t *testing.T, dir, name, content string) {
+func (env *e2eEnv) write(t testing.TB, dir, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -625,7 +625,7 @@ func (env *e2eEnv) write(t *testing.T, dir, name, content string) {
 }
 
 // e2eLookPath finds a binary of Debian's prometheus package or fails.
-func e2eLookPath(t *testing.T, name string) string {
+func e2eLookPath(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -636,7 +636,7 @@ func e2eLookPath(t *testing.T, name string) string {
 
 // e2eBuildAnomalyd builds this package's binary into dir, or returns
 // $E2E_ANOMALYD_BINARY.
-func e2eBuildAnomalyd(t *testing.T, dir string) string {
+func e2eBuildAnomalyd(t testing.TB, dir string) string {
 	t.Helper()
 	if p := os.Getenv("E2E_ANOMALYD_BINARY"); p != "" {
 		abs, err := filepath.Abs(p)
@@ -670,7 +670,7 @@ type e2eProc struct {
 
 // start runs bin in dir; stdout and stderr are appended to dir/NAME.log, so
 // a restart adds to the same log.
-func (env *e2eEnv) start(t *testing.T, name, dir, bin string, args ...string) *e2eProc {
+func (env *e2eEnv) start(t testing.TB, name, dir, bin string, args ...string) *e2eProc {
 	t.Helper()
 	p := &e2eProc{name: name, bin: bin, dir: dir, args: args, logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
 	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -725,7 +725,7 @@ func (p *e2eProc) stop(grace time.Duration) error {
 
 // waitReady waits up to 30s for base/-/ready to answer 200, failing at once
 // if the process exits.
-func (env *e2eEnv) waitReady(t *testing.T, p *e2eProc, base string) {
+func (env *e2eEnv) waitReady(t testing.TB, p *e2eProc, base string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var last error
@@ -778,7 +778,7 @@ e2e_labelled_gauge{metric="clash"} 1
 func (e *e2eExporter) setGauge(v float64) { e.gauge.Store(math.Float64bits(v)) }
 
 // e2eFreePort returns 127.0.0.1:PORT with a port that was free just now.
-func e2eFreePort(t *testing.T) string {
+func e2eFreePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

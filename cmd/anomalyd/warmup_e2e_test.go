@@ -13,7 +13,7 @@
 // start above 1; C scores the same samples as warm-up (0, no band); D scores
 // them cold and counts the failed warm-up.
 //
-// TestWarmupThroughput (ANOMALYD_WARMUP_BENCH=1) measures how fast warm-up
+// BenchmarkWarmupThroughput (make bench-warmup) measures how fast warm-up
 // reads 1000 series × 1 day from the same Prometheus.
 //
 // Identifiers start with wu: this file shares package main with the server.
@@ -136,7 +136,7 @@ func TestWarmupE2E(t *testing.T) {
 // (label matchers of wuMetric, e.g. `case="normal"`) in OpenMetrics, turns
 // it into TSDB blocks with promtool and serves them with Prometheus. It
 // returns Prometheus's base URL once the history is queryable.
-func wuStartPrometheus(t *testing.T, env *e2eEnv, end time.Time, series []string) string {
+func wuStartPrometheus(t testing.TB, env *e2eEnv, end time.Time, series []string) string {
 	t.Helper()
 	dir := env.mkdir(t, "prometheus")
 	var om bytes.Buffer
@@ -192,7 +192,7 @@ func wuStartPrometheus(t *testing.T, env *e2eEnv, end time.Time, series []string
 }
 
 // wuStartAnomalyd starts an anomalyd with extra config and returns its base URL.
-func wuStartAnomalyd(t *testing.T, env *e2eEnv, name, extra string) string {
+func wuStartAnomalyd(t testing.TB, env *e2eEnv, name, extra string) string {
 	t.Helper()
 	dir := env.mkdir(t, name)
 	env.write(t, dir, "anomalyd.yml", "window:\n  publish_interval: 100ms\n"+extra)
@@ -216,7 +216,7 @@ func wuSeries(labels map[string]string, samples []prompb.Sample) prompb.TimeSeri
 	return ts
 }
 
-func wuPostSeries(t *testing.T, base string, series []prompb.TimeSeries) {
+func wuPostSeries(t testing.TB, base string, series []prompb.TimeSeries) {
 	t.Helper()
 	req := prompb.WriteRequest{Timeseries: series}
 	raw, err := req.Marshal()
@@ -241,7 +241,7 @@ func wuPostSeries(t *testing.T, base string, series []prompb.TimeSeries) {
 }
 
 // wuMetrics returns anomalyd's /metrics as "name{labels}" → value, labels as written.
-func wuMetrics(t *testing.T, base string) map[string]float64 {
+func wuMetrics(t testing.TB, base string) map[string]float64 {
 	t.Helper()
 	body, err := e2eGet(base + "/metrics")
 	if err != nil {
@@ -315,14 +315,17 @@ func wuWaitScore(t *testing.T, base string, n int, wantReady bool) (score, expec
 	return score, expected
 }
 
-// TestWarmupThroughput measures warm-up against the real Prometheus: 1000
-// series × 1 day at 60 s, read as the series first appear, without the rate
-// limit. Not a timing assertion: it logs what it measured. Set
-// ANOMALYD_WARMUP_BENCH=1 to run it (promtool needs ~1.5M lines).
-func TestWarmupThroughput(t *testing.T) {
-	if os.Getenv("ANOMALYD_WARMUP_BENCH") == "" {
-		t.Skip("set ANOMALYD_WARMUP_BENCH=1 to measure warm-up throughput")
+// BenchmarkWarmupThroughput measures warm-up against the real Prometheus:
+// 1000 series × 1 day at 60 s, read as the series first appear, without the
+// rate limit unless ANOMALYD_WARMUP_BENCH_RATE sets max_series_per_second.
+// One measurement per run (make bench-warmup uses -benchtime 1x); setting up
+// the history (promtool, ~1.5M lines) dominates, so it is not repeated b.N
+// times. It reports series/s, samples/s and MB/s.
+func BenchmarkWarmupThroughput(b *testing.B) {
+	if b.N > 1 {
+		b.Fatal("run with -benchtime 1x: one warm-up of 1000 series is one measurement")
 	}
+	t := b
 	const nSeries = 1000
 	env := &e2eEnv{dir: t.TempDir()}
 	env.prometheus = e2eLookPath(t, "prometheus")
@@ -362,9 +365,11 @@ func TestWarmupThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	samples, bytesRead := m["anomalyd_warmup_samples_read_total"], m["anomalyd_warmup_bytes_read_total"]
-	t.Logf("warm-up of %d series × %d samples: %s, %.0f series/s, %.0f samples/s, %.1f MB decoded (%.1f MB/s), %v requests, max_series_per_second %s",
-		nSeries, wuHistory, elapsed.Round(time.Millisecond), nSeries/elapsed.Seconds(), samples/elapsed.Seconds(),
-		bytesRead/1e6, bytesRead/1e6/elapsed.Seconds(), m[`anomalyd_warmup_requests_total{code="200"}`], rate)
+	t.Logf("warm-up of %d series × %d samples: %s, %.1f MB decoded, %v requests, max_series_per_second %s",
+		nSeries, wuHistory, elapsed.Round(time.Millisecond), bytesRead/1e6, m[`anomalyd_warmup_requests_total{code="200"}`], rate)
+	b.ReportMetric(nSeries/elapsed.Seconds(), "series/s")
+	b.ReportMetric(samples/elapsed.Seconds(), "samples/s")
+	b.ReportMetric(bytesRead/1e6/elapsed.Seconds(), "MB/s")
 	if samples != nSeries*wuHistory {
 		t.Errorf("read %v samples, want %d", samples, nSeries*wuHistory)
 	}
