@@ -72,9 +72,14 @@ bench-nab: build
 	@set -e; for d in $(NAB_DETECTORS); do \
 	  rm -rf "$(NAB_OUT)/$$d"; \
 	  ./$(BIN) backtest --input $(NAB_DIR)/data --output $(NAB_OUT)/$$d --detector $$d; \
-	done
+	done; rm -rf "$(NAB_OUT)/entropy" "$(NAB_OUT)/combined+entropy"; \
+	./$(BIN) backtest --input $(NAB_DIR)/data --output $(NAB_OUT)/entropy --detector entropy \
+	  --config.file bench/nab/entropy.yml; \
+	./$(BIN) backtest --input $(NAB_DIR)/data --output $(NAB_OUT)/combined+entropy --detector combined \
+	  --config.file bench/nab/entropy.yml
 	$(GO) run ./bench/nab -data $(NAB_DIR)/data -labels $(NAB_DIR)/labels/combined_windows.json \
-	  $(foreach d,$(NAB_DETECTORS),-results $(NAB_OUT)/$(d)) -baseline null,random -json $(BENCH_OUT)/nab.json
+	  $(foreach d,$(NAB_DETECTORS) entropy combined+entropy,-results $(NAB_OUT)/$(d)) \
+	  -baseline null,random -json $(BENCH_OUT)/nab.json
 
 ## demo: anomalyd plus a real-time load of 300 series with an anomaly about once a minute
 demo: build $(LOAD)

@@ -40,6 +40,9 @@ var badConfigs = []struct {
 	{"window_publish_interval.bad.yml", "window.publish_interval must be positive, got 0s"},
 	{"detectors_ewma_alpha.bad.yml", "detectors: ewma.alpha must be in (0, 1), got 1.5"},
 	{"detectors_window.bad.yml", "detectors: window must be between 3 and 1024, got 2"},
+	{"detectors_entropy_window.bad.yml", "detectors: entropy.window must be between 4 and 64, got 100"},
+	{"detectors_entropy_bins.bad.yml", "detectors: entropy.bins must be between 2 and 8, got 1"},
+	{"detectors_entropy_regimes.bad.yml", "detectors: entropy.regimes must be between 1 and 16, got 0"},
 	{"detectors_none_enabled.bad.yml", "detectors: at least one detector must be enabled"},
 	{"detectors_calibration_k.bad.yml", "detectors: calibration.k must be positive, got 0"},
 	{"detectors_bad_duration.bad.yml", "detectors: unknown unit \" day\" in duration \"1 day\""},
@@ -188,6 +191,7 @@ func TestFullConfig(t *testing.T) {
 			Season: model.Duration(7 * 24 * time.Hour), SeasonBuckets: 42, K: 3,
 		},
 		Slope:       detectors.SlopeParams{Enabled: false, K: 5},
+		Entropy:     detectors.EntropyParams{Enabled: true, Window: 20, Bins: 5, Regimes: 12},
 		Calibration: detectors.CalibrationParams{Enabled: true, K: 4},
 	}
 	http := top

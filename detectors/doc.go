@@ -30,6 +30,13 @@
 //   - Slope: least-squares line through the last Window samples; its score
 //     is how many band half-widths the line moved across the window, so a
 //     sustained drift scores > 1 and a single spike ≈ 6/(K·√Window).
+//   - Entropy (off by default): the histogram of the last Entropy.Window
+//     values against up to Entropy.Regimes histograms the series showed
+//     before (relative entropy, G-test at p = 0.01); a window unlike all of
+//     them is a new regime and scores ≥ 2. Its score is not calibrated and
+//     it joins Combined as a maximum. See entropyState for the details and
+//     the NAB figures; it is off by default because Gaussian noise makes
+//     about one window in 300 that no regime explains.
 //
 // # Calibration
 //
@@ -77,10 +84,13 @@
 //
 // # Memory
 //
-// A Set is 248 bytes plus one allocation of float32s: 2 per ring entry and 2
-// per seasonal slot, 432 bytes with DefaultParams (680 in all, 696 after the
-// allocator's size-class rounding). Of the 248, 48 are the four
-// calibrations and 16 the two slow mean absolute errors. Disabled detectors cost no ring or slot
+// A Set is 416 bytes plus one allocation of float32s: 2 per ring entry, 2
+// per seasonal slot and 1 per Entropy ring entry, 432 bytes with
+// DefaultParams (848 in all, 864 after the allocator's size-class
+// rounding; 912 and 928 with Entropy enabled). Of the 416, 48 are the four
+// calibrations, 16 the two slow mean absolute errors and 168 Entropy's
+// range and regimes (128 bytes of uint8 masses, held inline whether Entropy
+// is enabled or not). Disabled detectors cost no ring or slot
 // memory. The state holds no pointers besides that slice, so it can be
 // serialised.
 //

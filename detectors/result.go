@@ -45,7 +45,7 @@ type Output struct {
 	Combined Result
 	// Per holds each detector's Result; disabled detectors have a zero Result.
 	Per [NumKinds]Result
-	// Driver is the detector whose Result became Combined (KindEWMA..KindSlope).
+	// Driver is the detector whose Result became Combined (KindEWMA..KindEntropy).
 	Driver Kind
 }
 
@@ -132,6 +132,9 @@ func ready(n uint32, warmup int) bool {
 //     above 1) and it scores strictly higher, Slope drives instead, so
 //     Combined.Score = max(lowest level score, slope score): a drift must
 //     be both beyond the slope's own band and unusual for the series;
+//   - if Entropy is Ready and scores strictly higher than that, it drives:
+//     a window unlike every regime the series has shown is an alarm on its
+//     own, whatever the level detectors say;
 //   - if nothing is Ready, the first enabled detector (in Kind order)
 //     drives and Combined is its not-Ready Result with Score 0.
 //
@@ -150,7 +153,11 @@ func combine(out *Output, p *Params, slopeOut bool) {
 	if m > 0 && slopeOut && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
 		drv = KindSlope
 	}
-	if m == 0 && !out.Per[KindSlope].Ready {
+	any := m > 0 || out.Per[KindSlope].Ready
+	if e := &out.Per[KindEntropy]; e.Ready && (!any || e.Score > out.Per[drv].Score) {
+		drv, any = KindEntropy, true
+	}
+	if !any {
 		drv = firstEnabled(p)
 	}
 	out.Driver = drv
@@ -169,6 +176,8 @@ func firstEnabled(p *Params) Kind {
 		return KindHoltWinters
 	case p.Slope.Enabled:
 		return KindSlope
+	case p.Entropy.Enabled:
+		return KindEntropy
 	}
 	return KindEWMA
 }
@@ -226,6 +235,11 @@ const (
 	// better judge. They seed m and s² as a plain mean and variance.
 	CalibWarmup = 100
 )
+
+// numCalibrated is the number of detectors whose scores are calibrated:
+// every Kind before KindEntropy (whose χ² score is already comparable
+// across series).
+const numCalibrated = KindEntropy
 
 // calib is one detector's calibration state: the weighted mean and
 // variance of ln(1 + raw score), float32 (they are O(1) numbers), and how

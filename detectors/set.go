@@ -12,9 +12,10 @@ import (
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 248 bytes plus one
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 416 bytes plus one
 // allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes (a 448-byte
-// size class): 680 bytes a series, 696 after rounding (TestSetMemoryBudget).
+// size class): 848 bytes a series, 864 after rounding; Entropy enabled adds
+// 4·Entropy.Window = 64 to the allocation (TestSetMemoryBudget).
 // The calibration is 12 bytes a detector (48) and the two slow mean
 // absolute errors 16.
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
@@ -24,12 +25,14 @@ type Set struct {
 	buf  []float32
 	ewma ewmaState
 	hw   hwState
+	ent  entropyState
 	win  window
-	cal  [NumKinds]calib // each detector's calibration (see calib)
-	n    uint32          // samples seen, saturating
-	w    uint16          // ring capacity in buf (0: neither ZScore nor Slope enabled)
-	b    uint8           // seasonal slots in buf (0: no seasonal component)
-	init bool            // Init was called
+	cal  [numCalibrated]calib // each calibrated detector's calibration (see calib)
+	n    uint32               // samples seen, saturating
+	w    uint16               // ring capacity in buf (0: neither ZScore nor Slope enabled)
+	b    uint8                // seasonal slots in buf (0: no seasonal component)
+	e    uint8                // entropy ring length in buf, after the seasonal slots (0: disabled)
+	init bool                 // Init was called
 }
 
 // Init sizes s for p and resets it. It allocates once: 2·p.Window float32
@@ -39,15 +42,18 @@ type Set struct {
 // be passed unchanged to every Update.
 func (s *Set) Init(p *Params) {
 	mustValid(p)
-	var w, b int
+	var w, b, e int
 	if p.ZScore.Enabled || p.Slope.Enabled {
 		w = p.Window
 	}
 	if p.HoltWinters.Enabled && p.HoltWinters.Season > 0 {
 		b = p.HoltWinters.SeasonBuckets
 	}
+	if p.Entropy.Enabled {
+		e = p.Entropy.Window
+	}
 	buf := s.buf
-	switch need := 2*w + 2*b; {
+	switch need := 2*w + 2*b + e; {
 	case need == 0:
 		buf = nil
 	case cap(buf) >= need:
@@ -56,13 +62,13 @@ func (s *Set) Init(p *Params) {
 	default:
 		buf = make([]float32, need)
 	}
-	*s = Set{buf: buf, w: uint16(w), b: uint8(b), init: true}
+	*s = Set{buf: buf, w: uint16(w), b: uint8(b), e: uint8(e), init: true}
 }
 
 // Reset returns s to the state right after Init, keeping the allocation.
 func (s *Set) Reset() {
 	clear(s.buf)
-	*s = Set{buf: s.buf, w: s.w, b: s.b, init: s.init}
+	*s = Set{buf: s.buf, w: s.w, b: s.b, e: s.e, init: s.init}
 }
 
 // Bytes returns the memory s holds: the struct and its allocation (before
@@ -122,8 +128,12 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 		seas, devs := s.buf[w:w+b], s.buf[w+b:w+2*b]
 		out.Per[KindHoltWinters] = s.hw.update(&p.HoltWinters, seas, devs, s.n, rdy, t, v)
 	}
+	if p.Entropy.Enabled {
+		o := w + 2*int(s.b)
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], rdy, v)
+	}
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
-	for k := range out.Per {
+	for k := range numCalibrated {
 		s.cal[k].apply(&out.Per[k], &p.Calibration)
 	}
 	s.n = inc(s.n)
@@ -153,6 +163,7 @@ var (
 	_ Detector = (*ZScore)(nil)
 	_ Detector = (*HoltWinters)(nil)
 	_ Detector = (*Slope)(nil)
+	_ Detector = (*Entropy)(nil)
 	_ Detector = (*combined)(nil)
 )
 
@@ -176,6 +187,10 @@ func New(kind Kind, p *Params) Detector {
 		return d
 	case KindSlope:
 		d := new(Slope)
+		d.Init(p)
+		return d
+	case KindEntropy:
+		d := new(Entropy)
 		d.Init(p)
 		return d
 	case KindCombined:

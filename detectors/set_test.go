@@ -63,6 +63,7 @@ func randomSeries(seed uint64, n int) series {
 func TestSetMatchesDetectors(t *testing.T) {
 	p := DefaultParams()
 	p.HoltWinters.Season = model.Duration(6 * time.Hour) // so the test crosses seasons
+	p.Entropy.Enabled = true
 	s := randomSeries(21, 5000)
 	var set Set
 	set.Init(&p)
@@ -168,7 +169,7 @@ func TestWarmup(t *testing.T) {
 		s := regular(20, 0, time.Second, func(i int) float64 { return float64(i * i % 7) })
 		out := runSet(&p, s)
 		for i, o := range out {
-			for k, r := range o.Per {
+			for k, r := range o.Per[:KindEntropy] { // Entropy (off here): TestEntropyReady
 				want := i >= warmup && (Kind(k) == KindEWMA || Kind(k) == KindHoltWinters || i >= 3)
 				if r.Ready != want || (!r.Ready && r.Score != 0) {
 					t.Fatalf("warmup %d sample %d %s: %+v, want ready %v", warmup, i, Kind(k), r, want)
@@ -207,20 +208,33 @@ func TestSetUpdateDoesNotAllocate(t *testing.T) {
 	_ = sink
 }
 
-// The state of one series with DefaultParams fits in 700 bytes: the struct
-// plus its one allocation (2 float32 a ring entry, 2 a seasonal slot).
+// The state of one series with DefaultParams fits in 850 bytes, and in
+// 950 with Entropy enabled: the struct (which holds Entropy's regimes
+// inline whether it is enabled or not) plus its one allocation (2 float32
+// a ring entry, 2 a seasonal slot, 1 an Entropy ring entry).
 func TestSetMemoryBudget(t *testing.T) {
 	p := DefaultParams()
+	for _, ent := range []bool{false, true} {
+		p.Entropy.Enabled = ent
+		var set Set
+		set.Init(&p)
+		want := int(unsafe.Sizeof(Set{})) + 4*(2*p.Window+2*p.HoltWinters.SeasonBuckets)
+		budget := 850
+		if ent {
+			want += 4 * p.Entropy.Window
+			budget = 950
+		}
+		if got := set.Bytes(); got != want || cap(set.buf) != len(set.buf) {
+			t.Fatalf("entropy %v: Bytes() = %d (cap %d), want %d", ent, got, cap(set.buf), want)
+		}
+		if got := set.Bytes(); got > budget {
+			t.Fatalf("entropy %v: one series takes %d bytes (struct %d + ring %d·8 + slots %d·8), budget %d",
+				ent, got, unsafe.Sizeof(Set{}), p.Window, p.HoltWinters.SeasonBuckets, budget)
+		}
+	}
+	p.Entropy.Enabled = false
 	var set Set
 	set.Init(&p)
-	want := int(unsafe.Sizeof(Set{})) + 4*(2*p.Window+2*p.HoltWinters.SeasonBuckets)
-	if got := set.Bytes(); got != want || cap(set.buf) != len(set.buf) {
-		t.Fatalf("Bytes() = %d (cap %d), want %d", got, cap(set.buf), want)
-	}
-	if got := set.Bytes(); got > 700 {
-		t.Fatalf("one series takes %d bytes (struct %d + ring %d·8 + slots %d·8), budget 700",
-			got, unsafe.Sizeof(Set{}), p.Window, p.HoltWinters.SeasonBuckets)
-	}
 	if a := testing.AllocsPerRun(100, func() { var s Set; s.Init(&p) }); a != 1 {
 		t.Fatalf("Init: %g allocations, want 1", a)
 	}

@@ -314,6 +314,8 @@ func enabled(p *detectors.Params, k detectors.Kind) bool {
 		return p.HoltWinters.Enabled
 	case detectors.KindSlope:
 		return p.Slope.Enabled
+	case detectors.KindEntropy:
+		return p.Entropy.Enabled
 	}
 	return true
 }

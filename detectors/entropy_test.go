@@ -1,0 +1,164 @@
+package detectors
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func entropyParams() Params {
+	p := DefaultParams()
+	p.Entropy.Enabled = true
+	return p
+}
+
+// runEntropy feeds v to a fresh Entropy detector, one sample a minute.
+func runEntropy(p *Params, v []float64) []Result {
+	d := New(KindEntropy, p)
+	out := make([]Result, len(v))
+	for i, x := range v {
+		out[i] = d.Update(int64(i)*60_000, x)
+	}
+	return out
+}
+
+func maxResult(rs []Result) (m float64, at int) {
+	for i, r := range rs {
+		if r.Score > m {
+			m, at = r.Score, i
+		}
+	}
+	return m, at
+}
+
+// Ready once the ring is full and Warmup samples came before.
+func TestEntropyReady(t *testing.T) {
+	p := entropyParams()
+	rng := rand.New(rand.NewPCG(1, 2))
+	v := make([]float64, 40)
+	for i := range v {
+		v[i] = rng.NormFloat64()
+	}
+	for i, r := range runEntropy(&p, v) {
+		if want := i >= p.Entropy.Window-1 && i >= p.Warmup; r.Ready != want || (!r.Ready && r.Score != 0) {
+			t.Fatalf("sample %d: %+v, want ready %v", i, r, want)
+		}
+	}
+}
+
+// A spike into an empty part of the range is a new regime (score ≥ 2);
+// once it has left the window, the noise matches its old regimes again,
+// although the range grew ten-fold (the regimes were re-binned).
+func TestEntropySpike(t *testing.T) {
+	p := entropyParams()
+	rng := rand.New(rand.NewPCG(3, 4))
+	v := make([]float64, 1200)
+	for i := range v {
+		v[i] = rng.Float64()
+	}
+	v[1000] = 10
+	out := runEntropy(&p, v)
+	if r := out[1000]; !(r.Score >= 2) {
+		t.Fatalf("spike: %+v, want score ≥ 2", r)
+	}
+	if m, at := maxResult(out[1000+p.Entropy.Window:]); m >= 1 {
+		t.Fatalf("noise after the spike: score %g at %d, want < 1", m, 1000+p.Entropy.Window+at)
+	}
+	if r := out[1199]; !(r.Lower >= 0 && r.Upper < 2 && r.Expected > r.Lower && r.Expected < r.Upper) {
+		t.Fatalf("band after the spike %+v, want the lowest of 6 bins over [0, 10]", r)
+	}
+}
+
+// A level shift alarms, then the new level is a regime: one incident, not
+// hours of alarms; a return to the old level is a known regime. Gaussian
+// noise still makes an occasional window that no regime explains (the
+// χ² test at p = 0.01 against regimes that are single windows): fewer than
+// 2% of the samples, which is why Entropy is off by default.
+func TestEntropyLevelShift(t *testing.T) {
+	p := entropyParams()
+	rng := rand.New(rand.NewPCG(5, 6))
+	v := make([]float64, 3000)
+	for i := range v {
+		v[i] = rng.NormFloat64()
+		if i >= 1000 && i < 2000 {
+			v[i] += 20
+		}
+	}
+	out := runEntropy(&p, v)
+	if m, _ := maxResult(out[1000:1001]); m < 2 {
+		t.Fatalf("shift: score %g, want ≥ 2", m)
+	}
+	w := p.Entropy.Window
+	alarms := func(rs []Result) (n int) {
+		for _, r := range rs {
+			if r.Score >= 2 {
+				n++
+			}
+		}
+		return n
+	}
+	if n := alarms(out[1000+w : 2000]); n > 20 {
+		t.Fatalf("new level: %d alarms once the window is past the shift, want ≤ 20", n)
+	}
+	if m, _ := maxResult(out[2000:2001]); m >= 1 {
+		t.Fatalf("back at the old level: score %g, want < 1 (a known regime)", m)
+	}
+	if n := alarms(out[2000+w:]); n > 20 {
+		t.Fatalf("back at the old level: %d alarms, want ≤ 20", n)
+	}
+}
+
+// NaN and ±Inf are neither learnt nor scored.
+func TestEntropyNonFinite(t *testing.T) {
+	p := entropyParams()
+	d := New(KindEntropy, &p).(*Entropy)
+	for i := range 30 {
+		d.Update(int64(i), float64(i%3))
+	}
+	before := d.e
+	for _, x := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		if r := d.Update(100, x); r != (Result{}) {
+			t.Fatalf("%g: %+v, want the zero Result", x, r)
+		}
+	}
+	if d.e != before {
+		t.Fatalf("state changed by non-finite values")
+	}
+	// Extremes whose range overflows: no panic, finite output.
+	for i, x := range []float64{math.MaxFloat64, -math.MaxFloat64, 0, 1} {
+		r := d.Update(int64(200+i), x)
+		if !isFinite(r.Score) || !isFinite(r.Expected) || !isFinite(r.Lower) || !isFinite(r.Upper) {
+			t.Fatalf("%g: %+v", x, r)
+		}
+	}
+}
+
+// With one regime, every new regime evicts the old one: an alternation
+// between two levels alarms at every switch; with two or more regimes
+// the alternation is learnt.
+func TestEntropyRegimesEvict(t *testing.T) {
+	v := make([]float64, 4000)
+	for i := range v {
+		if (i/200)%2 == 1 {
+			v[i] = 10 + float64(i%3)
+		} else {
+			v[i] = float64(i % 3)
+		}
+	}
+	count := func(regimes int) (n int) {
+		p := entropyParams()
+		p.Entropy.Regimes = regimes
+		out := runEntropy(&p, v)
+		for _, r := range out[2000:] {
+			if r.Score >= 2 {
+				n++
+			}
+		}
+		return n
+	}
+	one, many := count(1), count(16)
+	t.Logf("alarms in the second half: 1 regime %d, 16 regimes %d", one, many)
+	if one < 10 || many != 0 {
+		t.Fatalf("alarms in the second half: 1 regime %d (want ≥ 10, one a switch), 16 regimes %d (want 0)", one, many)
+	}
+}
