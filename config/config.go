@@ -96,6 +96,11 @@ var (
 		LowerName:    "anomaly_lower",
 		UpperName:    "anomaly_upper",
 		PerDetector:  false, // only detector="combined": 4 output series per input series, not 4 × 5
+		// false: the driver series add one output series per input series
+		// and enabled detector (4 + 4 with the default detectors), and most
+		// users look at the score alone.
+		Driver:     false,
+		DriverName: "anomaly_driver",
 	}
 
 	// DefaultRemoteWriteConfig is the default of each remote_write entry.
@@ -108,7 +113,8 @@ var (
 	// DefaultQueueConfig sizes the send queues of one remote_write entry.
 	DefaultQueueConfig = QueueConfig{
 		// 100 000 output samples per queue. One input sample gives 4 output
-		// samples (score, expected, lower, upper; × 5 with per_detector), so
+		// samples (score, expected, lower, upper; × 5 with per_detector; + 1
+		// per enabled detector with driver), so
 		// a queue holds 25 000 input samples: a 30 s store outage at
 		// 25 000 / 30 s ≈ 833 input samples/s per queue, e.g. ~800 series at
 		// 1 s resolution or ~12 500 at a 15 s scrape interval (× max_shards
@@ -302,6 +308,11 @@ type OutputConfig struct {
 	// PerDetector adds one series per single detector (detector="ewma", …)
 	// beside detector="combined".
 	PerDetector bool `yaml:"per_detector"`
+	// Driver adds the driver series, a state set: per input series and
+	// detector enabled for it, DriverName{detector="<kind>"} is 1 for the
+	// detector that drove the combined score and 0 for the others.
+	Driver     bool   `yaml:"driver"`
+	DriverName string `yaml:"driver_name"` // default anomaly_driver
 }
 
 // RemoteWriteConfig is one store anomalyd sends its output series to. Keys
@@ -604,6 +615,7 @@ func (c *OutputConfig) validate() error {
 		{"expected_name", c.ExpectedName},
 		{"lower_name", c.LowerName},
 		{"upper_name", c.UpperName},
+		{"driver_name", c.DriverName},
 	}
 	for i, n := range names {
 		if !model.LegacyValidation.IsValidMetricName(n.v) {

@@ -60,6 +60,9 @@ var badConfigs = []struct {
 	{"output_invalid_name.bad.yml", "output.score_name \"anomaly.score\" is not a valid metric name"},
 	{"output_empty_name.bad.yml", "output.upper_name \"\" is not a valid metric name"},
 	{"output_duplicate_names.bad.yml", "output.lower_name and output.upper_name are both \"anomaly_lower\""},
+	{"output_driver_name_invalid.bad.yml", "output.driver_name \"anomaly-driver\" is not a valid metric name"},
+	{"output_driver_name_duplicate.bad.yml", "output.score_name and output.driver_name are both \"anomaly_score\""},
+	{"output_driver_type.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!str `sometimes` into bool"},
 	{"rw_not_a_list.bad.yml", "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!map into []config.RemoteWriteConfig"},
 	{"rw_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 3: field queue not found in type config.RemoteWriteConfig"},
 	{"rw_queue_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 4: field max_samples not found in type config.QueueConfig"},
@@ -226,6 +229,8 @@ func TestFullConfig(t *testing.T) {
 			LowerName:    "anomalyd_lower",
 			UpperName:    "anomalyd_upper",
 			PerDetector:  true,
+			Driver:       true,
+			DriverName:   "anomalyd_driver",
 		},
 		RemoteWrite: []*RemoteWriteConfig{
 			{
@@ -427,6 +432,7 @@ func TestPartialBlocks(t *testing.T) {
 	want.Ingest.MaxFuture = model.Duration(5 * time.Minute)
 	want.Window.Shards = 2
 	want.Output.PerDetector = true
+	want.Output.Driver = true // driver_name keeps its default
 	want.Rules = []*Rule{{Match: "up", Action: ActionAnalyse, Detectors: detectors.DefaultParams()}}
 	rw0, rw1 := DefaultRemoteWriteConfig, DefaultRemoteWriteConfig
 	rw0.URL, rw0.Name = "http://localhost:9090/api/v1/write", "e9eb76"
@@ -438,6 +444,26 @@ func TestPartialBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertEqual(t, "partial.good.yml", c, want)
+}
+
+// TestOutputDriver: the driver series are off by default; turning them on
+// keeps the default name, which can be changed like the other names.
+func TestOutputDriver(t *testing.T) {
+	f := func(src string, wantDriver bool, wantName string) {
+		t.Helper()
+		c, err := Load([]byte(src))
+		if err != nil {
+			t.Fatalf("Load(%q): %s", src, err)
+		}
+		if c.Output.Driver != wantDriver || c.Output.DriverName != wantName {
+			t.Errorf("Load(%q): driver %v, driver_name %q; want %v, %q", src, c.Output.Driver, c.Output.DriverName, wantDriver, wantName)
+		}
+	}
+	f("", false, "anomaly_driver")
+	f("output: {per_detector: true}", false, "anomaly_driver")
+	f("output: {driver: true}", true, "anomaly_driver")
+	f("output: {driver: true, driver_name: which_detector}", true, "which_detector")
+	f("output: {driver_name: which_detector}", false, "which_detector")
 }
 
 func TestNoRules(t *testing.T) {

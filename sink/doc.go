@@ -1,6 +1,8 @@
 // Package sink is everything outbound: the remote-write client that sends
 // the output series (anomaly_score, anomaly_expected, anomaly_lower,
-// anomaly_upper) to Prometheus-compatible stores, and the /metrics writer.
+// anomaly_upper, and with output.driver anomaly_driver) to
+// Prometheus-compatible stores, the /metrics writer and the remote-read
+// history.
 //
 // # Remote write
 //
@@ -14,7 +16,11 @@
 //
 // One record becomes 4 output samples (score, expected, lower, upper), 1
 // during warm-up (score only), or 4 stale markers (value.StaleNaN) when the
-// input series ends. Labels: see AppendOutputLabels.
+// input series ends. A combined record with output.driver adds one sample
+// (or stale marker) per enabled detector: the driver series, a state set
+// carried in the record itself (Record.Driver and DriverSet, two bytes in
+// its padding) rather than in records of its own. Labels: see
+// AppendOutputLabels.
 //
 // Trade-offs, and why:
 //

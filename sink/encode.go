@@ -3,6 +3,7 @@ package sink
 import (
 	"fmt"
 	"math"
+	"math/bits"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/value"
@@ -15,9 +16,9 @@ import (
 // staleNaN is the stale marker value; compare it by bits, never with ==.
 var staleNaN = math.Float64frombits(value.StaleNaN)
 
-// seriesKey identifies the output series of one record (times its four
-// outputs). SeriesInfo is immutable and unique per live series, so its
-// pointer is its identity.
+// seriesKey identifies the output series of one record (times its
+// outputs, see Record.slots). SeriesInfo is immutable and unique per live
+// series, so its pointer is its identity.
 type seriesKey struct {
 	s   *SeriesInfo
 	det detectors.Kind
@@ -33,7 +34,7 @@ type encoder struct {
 	// index maps a series to its slot; slot[o] is the index in Timeseries of
 	// output o, or -1 until the batch has a sample for it.
 	index map[seriesKey]int32
-	slots [][NumOutputs]int32
+	slots [][numSlots]int32
 
 	rw1     prompb.WriteRequest
 	rw2     writev2.Request
@@ -43,6 +44,14 @@ type encoder struct {
 	raw  []byte // protobuf
 	comp []byte // snappy block
 }
+
+// emptySlot is the slot of a series without any TimeSeries yet.
+var emptySlot = func() (s [numSlots]int32) {
+	for o := range s {
+		s[o] = -1
+	}
+	return s
+}()
 
 func newEncoder(names *Names) encoder {
 	return encoder{names: names, index: map[seriesKey]int32{}, symbols: writev2.NewSymbolTable()}
@@ -65,11 +74,11 @@ func (e *encoder) encode(batch []Record, rw2 bool) ([]byte, error) {
 		si, ok := e.index[k]
 		if !ok {
 			si = int32(len(e.slots))
-			e.slots = append(e.slots, [NumOutputs]int32{-1, -1, -1, -1})
+			e.slots = append(e.slots, emptySlot)
 			e.index[k] = si
 		}
-		nOut := int(samplesOf(r))
-		for o := range nOut {
+		for m := r.slots(); m != 0; m &= m - 1 {
+			o := bits.TrailingZeros16(m)
 			v := r.Value(o)
 			if r.Stale {
 				v = staleNaN
@@ -78,14 +87,14 @@ func (e *encoder) encode(batch []Record, rw2 bool) ([]byte, error) {
 			idx := slot[o]
 			if rw2 {
 				if idx < 0 {
-					idx = e.newRW2Series(r, o, sibling(slot))
+					idx = e.newRW2Series(r, o, slot)
 					slot[o] = idx
 				}
 				ts := &e.rw2.Timeseries[idx]
 				ts.Samples = append(ts.Samples, writev2.Sample{Value: v, Timestamp: r.T})
 			} else {
 				if idx < 0 {
-					idx = e.newRW1Series(r, o, sibling(slot))
+					idx = e.newRW1Series(r, o, slot)
 					slot[o] = idx
 				}
 				ts := &e.rw1.Timeseries[idx]
@@ -127,22 +136,23 @@ func grow(b []byte, n int) []byte {
 }
 
 // sibling returns the index of a TimeSeries already made for another output
-// of the same record, or -1. The four outputs' label sets differ only in the
-// value of __name__, which sits at the same position in all four (sorting
-// depends on names only), so a sibling's labels are copied and patched
-// instead of built and sorted again.
-func sibling(slot *[NumOutputs]int32) int32 {
-	for _, idx := range slot {
+// of the same record, and that output; -1 if there is none. The label sets
+// of a record's outputs differ only in the values of __name__ and detector
+// (which differs between a driver series and the others), which sit at the
+// same positions in all of them (sorting depends on names only), so a
+// sibling's labels are copied and patched instead of built and sorted again.
+func sibling(slot *[numSlots]int32) (idx int32, o int) {
+	for o, idx := range slot {
 		if idx >= 0 {
-			return idx
+			return idx, o
 		}
 	}
-	return -1
+	return -1, 0
 }
 
 // newRW1Series adds the TimeSeries of output o of r, reusing the label and
 // sample slices of an earlier batch, and returns its index.
-func (e *encoder) newRW1Series(r *Record, o int, sib int32) int32 {
+func (e *encoder) newRW1Series(r *Record, o int, slot *[numSlots]int32) int32 {
 	tss := e.rw1.Timeseries
 	idx := len(tss)
 	if idx < cap(tss) {
@@ -151,26 +161,34 @@ func (e *encoder) newRW1Series(r *Record, o int, sib int32) int32 {
 		tss = append(tss, prompb.TimeSeries{})
 	}
 	ts := &tss[idx]
-	name := e.names.Name(o)
-	if sib >= 0 {
+	name, det := e.names.Name(o), r.detectorOf(o)
+	if sib, so := sibling(slot); sib >= 0 {
 		ts.Labels = append(ts.Labels[:0], tss[sib].Labels...)
-		for i := range ts.Labels {
-			if ts.Labels[i].Name == "__name__" {
-				ts.Labels[i].Value = name
-				break
-			}
+		setLabel(ts.Labels, "__name__", name)
+		if det != r.detectorOf(so) {
+			setLabel(ts.Labels, "detector", det.String())
 		}
 	} else {
-		ts.Labels = AppendOutputLabels(ts.Labels[:0], r.Series, name, r.Detector)
+		ts.Labels = AppendOutputLabels(ts.Labels[:0], r.Series, name, det)
 	}
 	ts.Samples = ts.Samples[:0]
 	e.rw1.Timeseries = tss
 	return int32(idx)
 }
 
+// setLabel sets the value of the label called name in ls.
+func setLabel(ls []prompb.Label, name, value string) {
+	for i := range ls {
+		if ls[i].Name == name {
+			ls[i].Value = value
+			return
+		}
+	}
+}
+
 // newRW2Series is newRW1Series for RW2: labels become symbol references, and
 // the metadata says gauge (every output series is one).
-func (e *encoder) newRW2Series(r *Record, o int, sib int32) int32 {
+func (e *encoder) newRW2Series(r *Record, o int, slot *[numSlots]int32) int32 {
 	tss := e.rw2.Timeseries
 	idx := len(tss)
 	if idx < cap(tss) {
@@ -179,19 +197,16 @@ func (e *encoder) newRW2Series(r *Record, o int, sib int32) int32 {
 		tss = append(tss, writev2.TimeSeries{})
 	}
 	ts := &tss[idx]
-	name := e.names.Name(o)
+	name, det := e.names.Name(o), r.detectorOf(o)
 	refs := ts.LabelsRefs[:0]
-	if sib >= 0 {
+	if sib, so := sibling(slot); sib >= 0 {
 		refs = append(refs, tss[sib].LabelsRefs...)
-		nameRef := e.symbols.Symbolize("__name__")
-		for i := 0; i < len(refs); i += 2 {
-			if refs[i] == nameRef {
-				refs[i+1] = e.symbols.Symbolize(name)
-				break
-			}
+		e.setRef(refs, "__name__", name)
+		if det != r.detectorOf(so) {
+			e.setRef(refs, "detector", det.String())
 		}
 	} else {
-		e.lbls = AppendOutputLabels(e.lbls[:0], r.Series, name, r.Detector)
+		e.lbls = AppendOutputLabels(e.lbls[:0], r.Series, name, det)
 		for _, l := range e.lbls {
 			refs = append(refs, e.symbols.Symbolize(l.Name), e.symbols.Symbolize(l.Value))
 		}
@@ -201,4 +216,16 @@ func (e *encoder) newRW2Series(r *Record, o int, sib int32) int32 {
 	ts.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE}
 	e.rw2.Timeseries = tss
 	return int32(idx)
+}
+
+// setRef sets the value of the label called name in refs (name, value
+// symbol reference pairs).
+func (e *encoder) setRef(refs []uint32, name, value string) {
+	nameRef := e.symbols.Symbolize(name)
+	for i := 0; i < len(refs); i += 2 {
+		if refs[i] == nameRef {
+			refs[i+1] = e.symbols.Symbolize(value)
+			return
+		}
+	}
 }

@@ -28,7 +28,7 @@ import (
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 )
 
-var testNames = Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper"}
+var testNames = Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper", Driver: "anomaly_driver"}
 
 // testConfig is a config with the documented defaults applied.
 func testConfig(url string) *config.RemoteWriteConfig {

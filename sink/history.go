@@ -3,6 +3,7 @@ package sink
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -48,11 +49,12 @@ var _ Appender = (*History)(nil)
 // and answers remote-read queries over them (ReadHandler). It implements
 // Appender: the shards' records go to it as they go to remote write.
 //
-// Each output series (input series × detector × output) is a list of
-// Gorilla XOR chunks (tsdb/chunkenc, as in Prometheus's head): closed
-// chunks of 120 samples, never written again, and one head chunk being
-// appended to. A sample of real detector output costs about 6.5 bytes
-// instead of 16 (TestHistoryMemoryPerSeries).
+// Each output series (input series × detector × output, and the driver
+// series of a combined record) is a list of Gorilla XOR chunks
+// (tsdb/chunkenc, as in Prometheus's head): closed chunks of 120 samples,
+// never written again, and one head chunk being appended to. A sample of
+// real detector output costs about 6.5 bytes instead of 16
+// (TestHistoryMemoryPerSeries).
 //
 // Retention is by data time, not by the wall clock: a chunk is dropped when
 // its newest sample is older than the newest sample appended to the History
@@ -68,7 +70,7 @@ var _ Appender = (*History)(nil)
 // 1/16 of the retention more than the retention. Nothing is dropped while
 // nothing is appended.
 //
-// Output series are keyed by input labels, detector and output index; the
+// Output series are keyed by input labels, detector and output; the
 // output names come from names() at query time, so after a reload that
 // renames outputs the whole history answers under the new names.
 //
@@ -120,6 +122,44 @@ type histInput struct {
 	// dets holds the output series of each detector (KindCombined last);
 	// nil until the detector's first record.
 	dets [detectors.NumKinds + 1]*[NumOutputs]histSeries
+	// drivers holds the driver series (output.driver), by detector; nil
+	// until the first record with driver series.
+	drivers *[detectors.NumKinds]histSeries
+}
+
+// Output series of one input series, as bits of a uint32 (outputMask,
+// histCandidate): det×NumOutputs + o for output o of detector det, then
+// one per driver series.
+const (
+	histBandBits = (int(detectors.NumKinds) + 1) * NumOutputs
+	histBits     = histBandBits + int(detectors.NumKinds)
+)
+
+// The masks are uint32: this constant overflows (a compile error) if the
+// output series of an input series outgrow them.
+const _ = uint32(1 << (histBits - 1))
+
+// histOutput returns the detector (label value) and the output of bit b.
+func histOutput(b int) (detectors.Kind, int) {
+	if b < histBandBits {
+		return detectors.Kind(b / NumOutputs), b % NumOutputs
+	}
+	k := b - histBandBits
+	return detectors.Kind(k), OutDriver + k
+}
+
+// series returns the output series of bit b, or nil if in has none.
+func (in *histInput) series(b int) *histSeries {
+	if b < histBandBits {
+		if d := in.dets[b/NumOutputs]; d != nil {
+			return &d[b%NumOutputs]
+		}
+		return nil
+	}
+	if in.drivers != nil {
+		return &in.drivers[b-histBandBits]
+	}
+	return nil
 }
 
 // histSeries is one output series. It exists (has samples) when app != nil.
@@ -189,12 +229,13 @@ func NewHistory(retention time.Duration, maxSeries int, names func() Names, reg 
 	return h
 }
 
-// Append appends the output samples of recs: 4 per record, the score only
-// for a warm-up record, and stale markers for a stale one (to the output
-// series that exist; a series made of one stale marker would be invisible
-// to PromQL anyway). It takes each partition's lock once per run of records
-// in that partition, and allocates only when a series is new, a head chunk
-// grows its buffer or a chunk is cut (every 120 samples). recs is not kept.
+// Append appends the output samples of recs: 4 per record and its driver
+// series, the score only for a warm-up record, and stale markers for a
+// stale one (to the output series that exist; a series made of one stale
+// marker would be invisible to PromQL anyway). It takes each partition's
+// lock once per run of records in that partition, and allocates only when a
+// series is new, a head chunk grows its buffer or a chunk is cut (every 120
+// samples). recs is not kept.
 func (h *History) Append(recs []Record) {
 	if len(recs) == 0 {
 		return
@@ -250,32 +291,52 @@ func (h *History) advance(recs []Record) int64 {
 
 // append appends the output samples of r. p.mu is held.
 func (p *histPartition) append(r *Record, h *History) {
+	m := r.slots()
 	in, over := p.input(r.Series, !r.Stale, h)
 	if over {
-		p.overLimit += int64(samplesOf(r))
+		p.overLimit += int64(bits.OnesCount16(m))
 	}
 	if in == nil {
 		return // a stale record for a series never seen, or over the limit
 	}
-	d := in.dets[r.Detector]
-	if d == nil {
-		if r.Stale {
+	if bands := m & bandSlots; bands != 0 {
+		d := in.dets[r.Detector]
+		if d == nil && !r.Stale {
+			d = new([NumOutputs]histSeries)
+			in.dets[r.Detector] = d
+		}
+		if d != nil {
+			for ; bands != 0; bands &= bands - 1 {
+				o := bits.TrailingZeros16(bands)
+				p.appendOutput(&d[o], r, o)
+			}
+		}
+	}
+	if drv := m >> OutDriver; drv != 0 {
+		d := in.drivers
+		if d == nil && !r.Stale {
+			d = new([detectors.NumKinds]histSeries)
+			in.drivers = d
+		}
+		if d != nil {
+			for ; drv != 0; drv &= drv - 1 {
+				k := bits.TrailingZeros16(drv)
+				p.appendOutput(&d[k], r, OutDriver+k)
+			}
+		}
+	}
+}
+
+// appendOutput appends output o of r to s: a stale marker only if s exists.
+func (p *histPartition) appendOutput(s *histSeries, r *Record, o int) {
+	v := r.Value(o)
+	if r.Stale {
+		if s.app == nil {
 			return
 		}
-		d = new([NumOutputs]histSeries)
-		in.dets[r.Detector] = d
+		v = staleNaN
 	}
-	for o := range int(samplesOf(r)) {
-		s := &d[o]
-		v := r.Value(o)
-		if r.Stale {
-			if s.app == nil {
-				continue
-			}
-			v = staleNaN
-		}
-		p.appendSample(s, r.T, v)
-	}
+	p.appendSample(s, r.T, v)
 }
 
 // input returns the input series with si's labels, creating it if create
@@ -377,19 +438,30 @@ func (p *histPartition) sweepInput(in *histInput, cutoff int64) (empty bool) {
 		if d == nil {
 			continue
 		}
-		live := false
-		for o := range d {
-			if p.sweepSeries(&d[o], cutoff) {
-				live = true
-			}
-		}
-		if live {
+		if p.sweepSet(d[:], cutoff) {
 			empty = false
 		} else {
 			in.dets[k] = nil
 		}
 	}
+	if in.drivers != nil {
+		if p.sweepSet(in.drivers[:], cutoff) {
+			empty = false
+		} else {
+			in.drivers = nil
+		}
+	}
 	return empty
+}
+
+// sweepSet sweeps the series of ss and reports whether any is left.
+func (p *histPartition) sweepSet(ss []histSeries, cutoff int64) (live bool) {
+	for i := range ss {
+		if p.sweepSeries(&ss[i], cutoff) {
+			live = true
+		}
+	}
+	return live
 }
 
 // sweepSeries drops s's expired chunks and reports whether s still exists.
@@ -428,7 +500,7 @@ type histMatch struct {
 }
 
 // histCandidate is an input series seen by a query, with a bit per output
-// series (det×NumOutputs + output) that exists and overlaps the range.
+// series (see histBits) that exists and overlaps the range.
 type histCandidate struct {
 	in   *histInput
 	mask uint32
@@ -466,10 +538,10 @@ func (h *History) query(ms []*labels.Matcher, mint, maxt int64) []histMatch {
 				if c.mask&(1<<bit) == 0 {
 					continue
 				}
-				det, o := detectors.Kind(bit/NumOutputs), int(bit%NumOutputs)
+				det, o := histOutput(int(bit))
 				lbls = AppendOutputLabels(lbls[:0], c.in.info, names.Name(o), det)
 				if matchLabels(ms, lbls) {
-					sel = append(sel, histSelected{in: c.in, det: det, out: o, labels: slices.Clone(lbls)})
+					sel = append(sel, histSelected{in: c.in, bit: int(bit), labels: slices.Clone(lbls)})
 				}
 			}
 		}
@@ -492,31 +564,28 @@ func (h *History) query(ms []*labels.Matcher, mint, maxt int64) []histMatch {
 // histSelected is an output series whose labels matched a query.
 type histSelected struct {
 	in     *histInput
-	det    detectors.Kind
-	out    int
+	bit    int // see histBits
 	labels []prompb.Label
 }
 
-// outputMask returns a bit per output series kind (det×NumOutputs + output)
-// whose __name__ and detector labels satisfy the matchers on those two
-// labels: a query for anomaly_score never builds the labels of the other
-// three outputs.
+// outputMask returns a bit per output series kind (see histBits) whose
+// __name__ and detector labels satisfy the matchers on those two labels: a
+// query for anomaly_score never builds the labels of the other outputs.
 func outputMask(ms []*labels.Matcher, names *Names) uint32 {
 	var mask uint32
-	for det := range detectors.NumKinds + 1 {
-		for o := range NumOutputs {
-			ok := true
-			for _, m := range ms {
-				switch m.Name {
-				case "__name__":
-					ok = ok && m.Matches(names.Name(o))
-				case "detector":
-					ok = ok && m.Matches(det.String())
-				}
+	for b := range histBits {
+		det, o := histOutput(b)
+		ok := true
+		for _, m := range ms {
+			switch m.Name {
+			case "__name__":
+				ok = ok && m.Matches(names.Name(o))
+			case "detector":
+				ok = ok && m.Matches(det.String())
 			}
-			if ok {
-				mask |= 1 << (int(det)*NumOutputs + o)
-			}
+		}
+		if ok {
+			mask |= 1 << b
 		}
 	}
 	return mask
@@ -529,14 +598,10 @@ func (p *histPartition) candidates(dst []histCandidate, allowed uint32, mint, ma
 	for _, first := range p.series {
 		for in := first; in != nil; in = in.next {
 			var mask uint32
-			for k, d := range in.dets {
-				if d == nil {
-					continue
-				}
-				for o := range d {
-					if bit := uint32(1) << (k*NumOutputs + o); allowed&bit != 0 && d[o].overlaps(mint, maxt) {
-						mask |= bit
-					}
+			for m := allowed; m != 0; m &= m - 1 {
+				b := bits.TrailingZeros32(m)
+				if s := in.series(b); s != nil && s.overlaps(mint, maxt) {
+					mask |= 1 << b
 				}
 			}
 			if mask != 0 {
@@ -563,12 +628,8 @@ func (s *histSeries) overlaps(mint, maxt int64) bool {
 // [mint, maxt]: closed chunks shared, the head copied. The partition's lock
 // is held; the series may have been swept since it was selected.
 func (s *histSelected) chunks(mint, maxt int64) []histChunk {
-	d := s.in.dets[s.det]
-	if d == nil {
-		return nil
-	}
-	hs := &d[s.out]
-	if hs.app == nil {
+	hs := s.in.series(s.bit)
+	if hs == nil || hs.app == nil {
 		return nil
 	}
 	var out []histChunk

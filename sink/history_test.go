@@ -3,6 +3,7 @@ package sink
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -33,8 +34,9 @@ type histOracle map[string][]sample
 
 func (o histOracle) add(names Names, recs ...Record) {
 	for _, r := range recs {
-		for out := range int(samplesOf(&r)) {
-			lbls := AppendOutputLabels(nil, r.Series, names.Name(out), r.Detector)
+		for m := r.slots(); m != 0; m &= m - 1 {
+			out := bits.TrailingZeros16(m)
+			lbls := AppendOutputLabels(nil, r.Series, names.Name(out), r.detectorOf(out))
 			k := labelKey(lbls)
 			v := r.Value(out)
 			if r.Stale {

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bufio"
+	"math/bits"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,11 +20,12 @@ type SnapshotSource interface {
 	Snapshots(dst [][]Record) [][]Record
 }
 
-var outputHelp = [NumOutputs]string{
+var outputHelp = [NumOutputs + 1]string{
 	"Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous.",
 	"Value the detector expected for the input series.",
 	"Lower edge of the expected band.",
 	"Upper edge of the expected band.",
+	"Detector that drove the combined score (a state set): 1 for it, 0 for the other enabled detectors.",
 }
 
 // MetricsHandler serves /metrics: the latest value of every output series,
@@ -52,59 +54,76 @@ func MetricsHandler(names func() Names, src SnapshotSource, reg *selfmon.Registr
 }
 
 // WriteScores writes the output series of snaps in the text format, one
-// family after the other (the format wants a family's lines together).
+// family after the other (the format wants a family's lines together): the
+// four outputs, then the driver series if any record has them.
 // Timestamps are left out: Prometheus scrapes them as of the scrape.
 func WriteScores(w *bufio.Writer, names *Names, snaps [][]Record) error {
 	var lbls []prompb.Label
-	for o := range NumOutputs {
-		name := names.Name(o)
+	var drivers uint16 // the driver series seen: none skips their family
+	for fam := range NumOutputs + 1 {
+		if fam == OutDriver && drivers == 0 {
+			break
+		}
+		name := names.Name(fam)
 		header := false
 		for _, snap := range snaps {
 			for i := range snap {
 				r := &snap[i]
-				if o != OutScore && r.Warmup {
-					continue
+				m := r.slots()
+				drivers |= m &^ bandSlots
+				if fam < OutDriver {
+					m &= 1 << fam
+				} else {
+					m &^= bandSlots
 				}
-				if !header {
-					header = true
-					w.WriteString("# HELP ")
-					w.WriteString(name)
-					w.WriteByte(' ')
-					w.WriteString(outputHelp[o])
-					w.WriteString("\n# TYPE ")
-					w.WriteString(name)
-					w.WriteString(" gauge\n")
-				}
-				lbls = AppendOutputLabels(lbls[:0], r.Series, name, r.Detector)
-				w.WriteString(name)
-				w.WriteByte('{')
-				first := true
-				for _, l := range lbls {
-					if l.Name == "__name__" {
-						continue
+				for ; m != 0; m &= m - 1 {
+					if !header {
+						header = true
+						w.WriteString("# HELP ")
+						w.WriteString(name)
+						w.WriteByte(' ')
+						w.WriteString(outputHelp[fam])
+						w.WriteString("\n# TYPE ")
+						w.WriteString(name)
+						w.WriteString(" gauge\n")
 					}
-					if !first {
-						w.WriteByte(',')
+					o := bits.TrailingZeros16(m)
+					lbls = AppendOutputLabels(lbls[:0], r.Series, name, r.detectorOf(o))
+					if err := writeSample(w, lbls, name, r.Value(o)); err != nil {
+						return err
 					}
-					first = false
-					writeLabelName(w, l.Name)
-					w.WriteString(`="`)
-					if strings.ContainsAny(l.Value, "\\\"\n") {
-						w.WriteString(selfmon.EscapeLabelValue(l.Value))
-					} else {
-						w.WriteString(l.Value)
-					}
-					w.WriteByte('"')
-				}
-				w.WriteString("} ")
-				w.Write(selfmon.AppendFloat(w.AvailableBuffer(), r.Value(o)))
-				if err := w.WriteByte('\n'); err != nil {
-					return err
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// writeSample writes one line: name{lbls} v, leaving out __name__.
+func writeSample(w *bufio.Writer, lbls []prompb.Label, name string, v float64) error {
+	w.WriteString(name)
+	w.WriteByte('{')
+	first := true
+	for _, l := range lbls {
+		if l.Name == "__name__" {
+			continue
+		}
+		if !first {
+			w.WriteByte(',')
+		}
+		first = false
+		writeLabelName(w, l.Name)
+		w.WriteString(`="`)
+		if strings.ContainsAny(l.Value, "\\\"\n") {
+			w.WriteString(selfmon.EscapeLabelValue(l.Value))
+		} else {
+			w.WriteString(l.Value)
+		}
+		w.WriteByte('"')
+	}
+	w.WriteString("} ")
+	w.Write(selfmon.AppendFloat(w.AvailableBuffer(), v))
+	return w.WriteByte('\n')
 }
 
 // writeLabelName writes n. Names the text format 0.0.4 does not allow

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -13,12 +14,10 @@ import (
 )
 
 // samplesOf is the number of output samples record r becomes: the score
-// alone during warm-up, otherwise all four outputs (stale markers included).
+// alone during warm-up, otherwise all four outputs and its driver series
+// (stale markers included). See Record.slots.
 func samplesOf(r *Record) int64 {
-	if r.Warmup && !r.Stale {
-		return 1
-	}
-	return NumOutputs
+	return int64(bits.OnesCount16(r.slots()))
 }
 
 // queue is one send queue. Appenders copy records into buf under mu; the

@@ -41,8 +41,9 @@ func NextLabel(s string) (name, value, rest string) {
 }
 
 // Record is the outcome of one input sample for one detector: the four
-// output values at the input sample's timestamp. Records are values; the
-// slices that carry them are owned by the caller of Appender.Append.
+// output values at the input sample's timestamp and, on a combined record
+// with DriverSet, the driver series. Records are values; the slices that
+// carry them are owned by the caller of Appender.Append.
 type Record struct {
 	Series   *SeriesInfo
 	T        int64 // milliseconds, the input sample's timestamp
@@ -51,8 +52,23 @@ type Record struct {
 	// series of this detector gets a stale marker at T.
 	Stale bool
 	// Warmup: the detector has not seen enough samples; only the score (0)
-	// is meaningful and Expected, Lower and Upper are not sent.
-	Warmup                        bool
+	// is meaningful and Expected, Lower, Upper and the driver series are
+	// not sent.
+	Warmup bool
+	// Driver is the single detector whose result became the combined one
+	// (detectors.Output.Driver); meaningful when DriverSet is not 0.
+	Driver detectors.Kind
+	// DriverSet has bit 1<<k set for each single detector k that has a
+	// driver series (output.driver: the enabled detectors of the series'
+	// rule): Names.Driver{detector=k} is 1 for Driver, 0 for the others,
+	// an OpenMetrics state set. 0 (the default, and always for a record
+	// of a single detector) means no driver series.
+	DriverSet uint8
+	// OnlyDrivers, with Stale, limits the stale markers to the driver
+	// series in DriverSet: they end while the input series goes on (a
+	// reload turned output.driver or a detector off).
+	OnlyDrivers bool
+
 	Score, Expected, Lower, Upper float64
 }
 
@@ -66,15 +82,26 @@ type Appender interface {
 // Names are the output series names (config.OutputConfig).
 type Names struct {
 	Score, Expected, Lower, Upper string
+	// Driver names the driver series (output.driver_name).
+	Driver string
 }
 
-// Outputs of one record, in the order Names lists them.
+// Outputs of one record, in the order Names lists them: OutScore to
+// OutUpper are the outputs of r.Detector; OutDriver+k is the driver series
+// of single detector k (see Record.DriverSet).
 const (
 	OutScore = iota
 	OutExpected
 	OutLower
 	OutUpper
-	NumOutputs
+	NumOutputs // the score and band outputs
+
+	// OutDriver is the output of the first driver series.
+	OutDriver = NumOutputs
+	// numSlots counts every output a record can have.
+	numSlots = OutDriver + int(detectors.NumKinds)
+	// bandSlots are the bits of OutScore to OutUpper in Record.slots.
+	bandSlots = 1<<NumOutputs - 1
 )
 
 // Name returns the series name of output o.
@@ -86,12 +113,15 @@ func (n *Names) Name(o int) string {
 		return n.Expected
 	case OutLower:
 		return n.Lower
-	default:
+	case OutUpper:
 		return n.Upper
+	default:
+		return n.Driver
 	}
 }
 
-// Value returns the value of output o in r.
+// Value returns the value of output o in r: for a driver series 1 if its
+// detector is r.Driver, else 0.
 func (r *Record) Value(o int) float64 {
 	switch o {
 	case OutScore:
@@ -100,9 +130,35 @@ func (r *Record) Value(o int) float64 {
 		return r.Expected
 	case OutLower:
 		return r.Lower
-	default:
+	case OutUpper:
 		return r.Upper
 	}
+	if detectors.Kind(o-OutDriver) == r.Driver {
+		return 1
+	}
+	return 0
+}
+
+// detectorOf returns the detector label value of output o of r.
+func (r *Record) detectorOf(o int) detectors.Kind {
+	if o < OutDriver {
+		return r.Detector
+	}
+	return detectors.Kind(o - OutDriver)
+}
+
+// slots returns the outputs r becomes, bit 1<<o for output o: the score
+// alone during warm-up; otherwise the score, the band and the driver
+// series in DriverSet (stale markers included); with OnlyDrivers the
+// driver series in DriverSet alone.
+func (r *Record) slots() uint16 {
+	switch {
+	case r.OnlyDrivers:
+		return uint16(r.DriverSet) << OutDriver
+	case r.Warmup && !r.Stale:
+		return 1 << OutScore
+	}
+	return bandSlots | uint16(r.DriverSet)<<OutDriver
 }
 
 // AppendOutputLabels appends the labels of output series `name` for

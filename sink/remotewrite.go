@@ -111,8 +111,8 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names Names, sm *sinkMetrics
 		return nil, fmt.Errorf("remote_write %q: queue_config.max_shards must be > 0, got %d", name, qc.MaxShards)
 	case qc.MaxSamplesPerSend <= 0:
 		return nil, fmt.Errorf("remote_write %q: queue_config.max_samples_per_send must be > 0, got %d", name, qc.MaxSamplesPerSend)
-	case qc.Capacity < NumOutputs:
-		return nil, fmt.Errorf("remote_write %q: queue_config.capacity must be >= %d samples, got %d", name, NumOutputs, qc.Capacity)
+	case qc.Capacity < numSlots: // the most samples one record becomes
+		return nil, fmt.Errorf("remote_write %q: queue_config.capacity must be >= %d samples, got %d", name, numSlots, qc.Capacity)
 	case qc.BatchSendDeadline <= 0:
 		return nil, fmt.Errorf("remote_write %q: queue_config.batch_send_deadline must be > 0, got %v", name, qc.BatchSendDeadline)
 	case qc.MinBackoff <= 0 || qc.MaxBackoff < qc.MinBackoff:

@@ -22,6 +22,12 @@
 //     most ~7% after its TTL.
 //   - A reload re-matches every series against the new rules once; series
 //     whose rule resolves to identical detector settings keep their state.
+//   - The driver series (output.driver, issue 4) ride on the combined
+//     record: each compiled rule holds the set of detectors it enables (0
+//     when the option is off), and the record carries that set and
+//     detectors.Output.Driver in two bytes of its padding. No extra records,
+//     no per-series memory, and with the option off no extra work per
+//     sample; the sink expands them into one series per detector.
 //   - Warm-up (warm.go, optional): a new series holds up to
 //     warmup.max_buffered_samples live samples while a Warmer reads its
 //     history, which the shard then feeds to the detectors without emitting

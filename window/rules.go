@@ -19,19 +19,43 @@ type Rules struct {
 type rule struct {
 	cfg    *config.Rule // nil for the implicit default
 	ignore bool
-	params *detectors.Params
+	// drivers is the sink.Record.DriverSet of the rule's series: a bit
+	// 1<<k per detector k enabled in params with output.driver, else 0.
+	drivers uint8
+	params  *detectors.Params
 }
 
-// CompileRules builds Rules from a validated config.
+// CompileRules builds Rules from a validated config. They include what
+// output.driver asks of each rule's series.
 func CompileRules(cfg *config.Config) *Rules {
 	rs := &Rules{}
 	for _, r := range cfg.Rules {
 		p := r.Detectors
-		rs.rules = append(rs.rules, rule{cfg: r, ignore: r.Action == "ignore", params: &p})
+		rs.rules = append(rs.rules, rule{cfg: r, ignore: r.Action == "ignore", drivers: driverSet(&p, cfg.Output.Driver), params: &p})
 	}
 	p := cfg.Detectors
-	rs.rules = append(rs.rules, rule{params: &p})
+	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), params: &p})
 	return rs
+}
+
+// driverSet returns a bit 1<<k per detector k enabled in p if on, else 0.
+func driverSet(p *detectors.Params, on bool) uint8 {
+	if !on {
+		return 0
+	}
+	var m uint8
+	for k, enabled := range [detectors.NumKinds]bool{
+		detectors.KindEWMA:        p.EWMA.Enabled,
+		detectors.KindZScore:      p.ZScore.Enabled,
+		detectors.KindHoltWinters: p.HoltWinters.Enabled,
+		detectors.KindSlope:       p.Slope.Enabled,
+		detectors.KindEntropy:     p.Entropy.Enabled,
+	} {
+		if enabled {
+			m |= 1 << k
+		}
+	}
+	return m
 }
 
 // match returns the index of the first rule that selects the canonical
@@ -54,7 +78,8 @@ func (rs *Rules) match(labels string) int {
 }
 
 // sameTreatment reports whether rule i of rs and rule j of other analyse a
-// series identically, so its detector state survives a reload.
+// series identically, so its detector state survives a reload (whatever
+// their driver series).
 func (rs *Rules) sameTreatment(i int, other *Rules, j int) bool {
 	a, b := &rs.rules[i], &other.rules[j]
 	return a.ignore == b.ignore && reflect.DeepEqual(*a.params, *b.params)

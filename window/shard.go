@@ -27,6 +27,7 @@ type lastOut struct {
 	t                             int64
 	score, expected, lower, upper float64
 	warmup                        bool
+	driver                        detectors.Kind // of a combined output: detectors.Output.Driver
 }
 
 // series is the state of one analysed series, owned by its shard goroutine.
@@ -378,35 +379,40 @@ func (se *series) observe(p *detectors.Params, t int64, v float64, st *localStat
 
 // sample handles one sample of series se and emits what it produced.
 func (s *shard) sample(se *series, t int64, v float64) {
-	res, o := se.observe(s.rules.rules[se.rule].params, t, v, &s.local)
+	ru := &s.rules.rules[se.rule]
+	res, o := se.observe(ru.params, t, v, &s.local)
 	switch res {
 	case outcomeSkipped:
 		return
 	case outcomeStale:
-		s.emitStale(se, t)
+		s.emitStale(se, t, ru.drivers)
 		s.dirty = true
 		return
 	}
 	s.dirty = true
 	se.last = lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
-		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready}
-	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined))
+		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready, driver: o.Driver}
+	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
 	if se.per != nil {
 		for k := range detectors.NumKinds {
 			r := &o.Per[k]
 			se.per[k] = lastOut{t: t, score: r.Score, expected: r.Expected, lower: r.Lower, upper: r.Upper, warmup: !r.Ready}
-			s.out = append(s.out, se.per[k].record(se.info, detectors.Kind(k)))
+			s.out = append(s.out, se.per[k].record(se.info, detectors.Kind(k), 0))
 		}
 	}
 }
 
-func (l *lastOut) record(info *sink.SeriesInfo, k detectors.Kind) sink.Record {
-	return sink.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup,
+// record returns l as the record of detector k, with the driver series in
+// drivers (0 for a single detector; sink.Record.DriverSet).
+func (l *lastOut) record(info *sink.SeriesInfo, k detectors.Kind, drivers uint8) sink.Record {
+	return sink.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup, Driver: l.driver, DriverSet: drivers,
 		Score: l.score, Expected: l.expected, Lower: l.lower, Upper: l.upper}
 }
 
-func (s *shard) emitStale(se *series, t int64) {
-	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true})
+// emitStale emits stale markers at t for every output series of se, and
+// for the driver series in drivers (its rule's).
+func (s *shard) emitStale(se *series, t int64, drivers uint8) {
+	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: drivers})
 	if se.per != nil {
 		for k := range detectors.NumKinds {
 			s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.Kind(k), Stale: true})
@@ -429,18 +435,19 @@ func (s *shard) evict(now time.Time) {
 			s.finishWarming(i, se, s.warming[i], nil)
 			s.stats.warmGaveUp[gaveUpEvicted].Add(1)
 		}
-		s.remove(i, max(nowMs, se.lastT+1))
+		s.remove(i, max(nowMs, se.lastT+1), s.rules.rules[se.rule].drivers)
 	}
 	s.flushOut()
 	s.commitStats()
 }
 
-// remove untracks slot i, emitting stale markers at t if it has outputs. A
-// warming series loses its held samples (a rule now ignores it).
-func (s *shard) remove(i uint32, t int64) {
+// remove untracks slot i, emitting stale markers at t if it has outputs
+// (for the driver series in drivers too). A warming series loses its held
+// samples (a rule now ignores it).
+func (s *shard) remove(i uint32, t int64, drivers uint8) {
 	se := s.slots.at(i)
 	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
-		s.emitStale(se, t)
+		s.emitStale(se, t, drivers)
 	}
 	if se.flags&flagWarming != 0 {
 		delete(s.warming, i)
@@ -508,10 +515,10 @@ func (s *shard) publish(now time.Time) {
 		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput {
 			continue
 		}
-		recs = append(recs, se.last.record(se.info, detectors.KindCombined))
+		recs = append(recs, se.last.record(se.info, detectors.KindCombined, s.rules.rules[se.rule].drivers))
 		if se.per != nil {
 			for k := range detectors.NumKinds {
-				recs = append(recs, se.per[k].record(se.info, detectors.Kind(k)))
+				recs = append(recs, se.per[k].record(se.info, detectors.Kind(k), 0))
 			}
 		}
 	}
@@ -520,7 +527,8 @@ func (s *shard) publish(now time.Time) {
 
 // applyRules switches the shard to new rules. Series whose treatment did
 // not change keep their detector state; the others start over or, when a
-// rule now ignores them, are removed.
+// rule now ignores them, are removed. Driver series the new rules no longer
+// produce (output.driver or a detector turned off) get stale markers.
 func (s *shard) applyRules(rules *Rules, perDetector bool) {
 	old := s.rules
 	s.rules = rules
@@ -532,9 +540,14 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 			continue
 		}
 		ri := rules.match(se.info.Labels)
+		oldDrivers := old.rules[se.rule].drivers
 		if rules.rules[ri].ignore {
-			s.remove(i, max(nowMs, se.lastT+1))
+			s.remove(i, max(nowMs, se.lastT+1), oldDrivers)
 			continue
+		}
+		if gone := oldDrivers &^ rules.rules[ri].drivers; gone != 0 && se.flags&(flagStale|flagHasOutput) == flagHasOutput {
+			s.out = append(s.out, sink.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.KindCombined,
+				Stale: true, OnlyDrivers: true, DriverSet: gone})
 		}
 		if !old.sameTreatment(int(se.rule), rules, ri) {
 			se.det.Init(rules.rules[ri].params)

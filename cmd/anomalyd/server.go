@@ -141,7 +141,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 
 func namesOf(cfg *config.Config) sink.Names {
 	o := &cfg.Output
-	return sink.Names{Score: o.ScoreName, Expected: o.ExpectedName, Lower: o.LowerName, Upper: o.UpperName}
+	return sink.Names{Score: o.ScoreName, Expected: o.ExpectedName, Lower: o.LowerName, Upper: o.UpperName, Driver: o.DriverName}
 }
 
 func ingestOptions(cfg *config.Config) ingest.Options {

@@ -106,9 +106,10 @@ func TestReload(t *testing.T) {
 	if code != 500 || !strings.Contains(body, "field score_nme not found") {
 		t.Fatalf("bad reload: got %d %q", code, body)
 	}
-	// A good one renames the outputs; the series keeps its detector state
-	// (its rule did not change), so its next sample is past warm-up.
-	os.WriteFile(file, []byte("output: {score_name: renamed_score}\n"), 0o644)
+	// A good one renames the outputs and turns the driver series on; the
+	// series keeps its detector state (its rule did not change), so its next
+	// sample is past warm-up.
+	os.WriteFile(file, []byte("output: {score_name: renamed_score, driver: true}\n"), 0o644)
 	if code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil); code != 200 {
 		t.Fatalf("reload: got %d %q", code, body)
 	}
@@ -120,6 +121,9 @@ func TestReload(t *testing.T) {
 	}
 	if !strings.Contains(metrics, `anomaly_expected{detector="combined",job="t",metric="kept_gauge"}`) {
 		t.Fatalf("series lost its detector state on reload (no expected value):\n%s", firstLines(metrics, 20))
+	}
+	if !strings.Contains(metrics, `anomaly_driver{detector="holtwinters",job="t",metric="kept_gauge"} `) {
+		t.Fatalf("/metrics after reload lacks the driver series:\n%s", firstLines(metrics, 40))
 	}
 	if !strings.Contains(metrics, "anomalyd_config_last_reload_successful 1") {
 		t.Fatal("anomalyd_config_last_reload_successful is not 1")
