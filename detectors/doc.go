@@ -84,13 +84,13 @@
 //
 // # Memory
 //
-// A Set is 416 bytes plus one allocation of float32s: 2 per ring entry, 2
-// per seasonal slot and 1 per Entropy ring entry, 432 bytes with
-// DefaultParams (848 in all, 864 after the allocator's size-class
-// rounding; 912 and 928 with Entropy enabled). Of the 416, 48 are the four
-// calibrations, 16 the two slow mean absolute errors and 168 Entropy's
-// range and regimes (128 bytes of uint8 masses, held inline whether Entropy
-// is enabled or not). Disabled detectors cost no ring or slot
+// A Set is 288 bytes plus one allocation of float32s: 2 per ring entry, 2
+// per seasonal slot, 432 bytes with DefaultParams (720 in all, 736 after
+// the allocator's size-class rounding). Of the 288, 48 are the four
+// calibrations, 16 the two slow mean absolute errors and 32 Entropy's
+// range. Entropy enabled adds 1 float32 per ring entry and its
+// Regimes·Bins uint8 masses to the allocation: 160 bytes with its
+// defaults (880 in all, 928 after rounding). Disabled detectors cost no ring or slot
 // memory. The state holds no pointers besides that slice, so it can be
 // serialised.
 //

@@ -35,12 +35,12 @@ import "math"
 // surprise in a unit that is the same on every series.
 //
 // State: lo, hi and the first value (the reference the ring stores values
-// against, as float32) inline; the regimes as uint8 masses (255 a regime)
-// in a fixed array of MaxEntropyRegimes·MaxEntropyBins bytes; the ring of
-// Window float32 values in the Set's allocation.
+// against, as float32) inline; in the Set's allocation, so that a Set
+// with Entropy disabled pays nothing for it, the ring of Window float32
+// values and the regimes as Regimes·Bins uint8 masses (255 a regime, most
+// recently matched first), passed to every method as ring and mass.
 type entropyState struct {
 	ref, lo, hi float64
-	mass        [MaxEntropyRegimes * MaxEntropyBins]uint8
 	nreg        uint8 // regimes in use, mass[0:nreg·Bins]
 	pos         uint8 // next ring slot
 	fill        uint8 // values in the ring, ≤ Window
@@ -75,7 +75,7 @@ func (e *entropyState) reset() { *e = entropyState{} }
 // update scores the window ending with v (ring holds p.Window float32
 // values, relative to e.ref). A non-finite v is not learnt and scores 0,
 // not Ready. The Result is Ready when rdy and the ring is full.
-func (e *entropyState) update(p *EntropyParams, ring []float32, rdy bool, v float64) Result {
+func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rdy bool, v float64) Result {
 	if !isFinite(v) {
 		return Result{}
 	}
@@ -83,7 +83,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, rdy bool, v floa
 		e.ref, e.lo, e.hi, e.seen = v, v, v, true
 	}
 	if v < e.lo || v > e.hi {
-		e.expand(p.Bins, min(e.lo, v), max(e.hi, v))
+		e.expand(mass, p.Bins, min(e.lo, v), max(e.hi, v))
 	}
 	ring[e.pos] = f32(v - e.ref)
 	if e.pos++; int(e.pos) == len(ring) {
@@ -112,7 +112,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, rdy bool, v floa
 	}
 	best, bestD := -1, math.Inf(1)
 	for r := range int(e.nreg) {
-		row := e.mass[r*nb : r*nb+nb]
+		row := mass[r*nb : r*nb+nb]
 		sum := 0
 		for _, m := range row {
 			sum += int(m)
@@ -135,14 +135,14 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, rdy bool, v floa
 	var score float64
 	if best >= 0 && bestD < T {
 		score = max(0, bestD/T)
-		e.toFront(nb, best)
+		e.toFront(mass, nb, best)
 	} else {
 		if e.nreg > 0 { // bestD is +Inf if a bin is new to every regime
 			score = 2 * min(bestD/T, entropyMaxScore)
 		}
-		e.insert(nb, p.Regimes, &cnt, w)
+		e.insert(mass, nb, p.Regimes, &cnt, w)
 	}
-	r := e.band(nb, step, rdy)
+	r := e.band(mass, nb, step, rdy)
 	if rdy {
 		r.Score = score
 	}
@@ -163,8 +163,8 @@ func (e *entropyState) bin(nb int, step, x float64) int {
 
 // band reports regime 0 (the one just matched or added): its mass-weighted
 // bin centre as Expected, the bins it has mass in as the band.
-func (e *entropyState) band(nb int, step float64, rdy bool) Result {
-	row := e.mass[:nb]
+func (e *entropyState) band(mass []uint8, nb int, step float64, rdy bool) Result {
+	row := mass[:nb]
 	first, last, sum, wsum := -1, 0, 0.0, 0.0
 	for b, m := range row {
 		if m > 0 {
@@ -188,27 +188,27 @@ func (e *entropyState) band(nb int, step float64, rdy bool) Result {
 }
 
 // toFront moves regime r to the front (most recently matched).
-func (e *entropyState) toFront(nb, r int) {
+func (e *entropyState) toFront(mass []uint8, nb, r int) {
 	if r == 0 {
 		return
 	}
 	var tmp [MaxEntropyBins]uint8
-	copy(tmp[:nb], e.mass[r*nb:r*nb+nb])
-	copy(e.mass[nb:r*nb+nb], e.mass[:r*nb])
-	copy(e.mass[:nb], tmp[:nb])
+	copy(tmp[:nb], mass[r*nb:r*nb+nb])
+	copy(mass[nb:r*nb+nb], mass[:r*nb])
+	copy(mass[:nb], tmp[:nb])
 }
 
 // insert adds the histogram cnt of w values as the front regime, evicting
 // the least recently matched one if all `regimes` slots are in use.
-func (e *entropyState) insert(nb, regimes int, cnt *[MaxEntropyBins]int, w int) {
+func (e *entropyState) insert(mass []uint8, nb, regimes int, cnt *[MaxEntropyBins]int, w int) {
 	n := int(e.nreg)
 	if n < regimes {
 		n++
 	}
 	// Shift regimes 0..n-2 down by one; the last one falls off if full.
-	copy(e.mass[nb:n*nb], e.mass[:(n-1)*nb])
+	copy(mass[nb:n*nb], mass[:(n-1)*nb])
 	for b := range nb {
-		e.mass[b] = quantMass(float64(cnt[b]) / float64(w))
+		mass[b] = quantMass(float64(cnt[b]) / float64(w))
 	}
 	e.nreg = uint8(n)
 }
@@ -225,7 +225,7 @@ func quantMass(f float64) uint8 {
 // expand grows the range to [nlo, nhi] and spreads every regime's mass
 // from the old bins onto the new ones by overlap. A range whose width
 // overflows is not taken: the value is binned at the edge instead.
-func (e *entropyState) expand(nb int, nlo, nhi float64) {
+func (e *entropyState) expand(mass []uint8, nb int, nlo, nhi float64) {
 	if !isFinite(nhi - nlo) {
 		return
 	}
@@ -236,7 +236,7 @@ func (e *entropyState) expand(nb int, nlo, nhi float64) {
 		return
 	}
 	for r := range int(e.nreg) {
-		row := e.mass[r*nb : r*nb+nb]
+		row := mass[r*nb : r*nb+nb]
 		var out [MaxEntropyBins]float64
 		for b, m := range row {
 			if m == 0 {
@@ -268,19 +268,20 @@ type Entropy struct {
 	n    uint32
 	e    entropyState
 	ring []float32
+	mass []uint8
 }
 
 // Init binds p (which must be valid and must not change afterwards),
 // allocates the ring and resets the state. It panics if p is invalid.
 func (d *Entropy) Init(p *Params) {
 	mustValid(p)
-	*d = Entropy{p: p, ring: make([]float32, p.Entropy.Window)}
+	*d = Entropy{p: p, ring: make([]float32, p.Entropy.Window), mass: make([]uint8, p.Entropy.Regimes*p.Entropy.Bins)}
 }
 
 // Update scores the window ending with v and includes v. It does not
 // allocate.
 func (d *Entropy) Update(t int64, v float64) Result {
-	r := d.e.update(&d.p.Entropy, d.ring, ready(d.n, d.p.Warmup), v)
+	r := d.e.update(&d.p.Entropy, d.ring, d.mass, ready(d.n, d.p.Warmup), v)
 	d.n = inc(d.n)
 	return r
 }
@@ -288,5 +289,6 @@ func (d *Entropy) Update(t int64, v float64) Result {
 // Reset forgets every sample and keeps the ring.
 func (d *Entropy) Reset() {
 	d.n = 0
+	clear(d.mass)
 	d.e.reset()
 }

@@ -12,10 +12,10 @@ import (
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 416 bytes plus one
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 288 bytes plus one
 // allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes (a 448-byte
-// size class): 848 bytes a series, 864 after rounding; Entropy enabled adds
-// 4·Entropy.Window = 64 to the allocation (TestSetMemoryBudget).
+// size class): 720 bytes a series, 736 after rounding; Entropy enabled adds
+// its ring and masses, 160 bytes (TestSetMemoryBudget).
 // The calibration is 12 bytes a detector (48) and the two slow mean
 // absolute errors 16.
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
@@ -31,7 +31,7 @@ type Set struct {
 	n    uint32               // samples seen, saturating
 	w    uint16               // ring capacity in buf (0: neither ZScore nor Slope enabled)
 	b    uint8                // seasonal slots in buf (0: no seasonal component)
-	e    uint8                // entropy ring length in buf, after the seasonal slots (0: disabled)
+	e    uint8                // Entropy's float32s in buf after the seasonal slots: ring, then masses (0: disabled)
 	init bool                 // Init was called
 }
 
@@ -50,7 +50,7 @@ func (s *Set) Init(p *Params) {
 		b = p.HoltWinters.SeasonBuckets
 	}
 	if p.Entropy.Enabled {
-		e = p.Entropy.Window
+		e = p.Entropy.Window + entropyMassSlots(&p.Entropy)
 	}
 	buf := s.buf
 	switch need := 2*w + 2*b + e; {
@@ -130,7 +130,8 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
-		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], rdy, v)
+		ring, mass := s.buf[o:o+p.Entropy.Window], s.buf[o+p.Entropy.Window:o+int(s.e)]
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, ring, massBytes(mass, &p.Entropy), rdy, v)
 	}
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
 	for k := range numCalibrated {
@@ -139,6 +140,18 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	s.n = inc(s.n)
 	combine(&out, p, slopeOut)
 	return out
+}
+
+// entropyMassSlots is how many float32 slots of a Set's allocation hold
+// Entropy's Regimes·Bins uint8 masses.
+func entropyMassSlots(p *EntropyParams) int {
+	return (p.Regimes*p.Bins + 3) / 4
+}
+
+// massBytes views the float32 slots that hold Entropy's masses as the
+// Regimes·Bins bytes they are. The slots are only ever accessed as bytes.
+func massBytes(slots []float32, p *EntropyParams) []uint8 {
+	return unsafe.Slice((*uint8)(unsafe.Pointer(unsafe.SliceData(slots))), p.Regimes*p.Bins)
 }
 
 // mustValid panics if p is invalid: Params are validated when the config

@@ -208,10 +208,10 @@ func TestSetUpdateDoesNotAllocate(t *testing.T) {
 	_ = sink
 }
 
-// The state of one series with DefaultParams fits in 850 bytes, and in
-// 950 with Entropy enabled: the struct (which holds Entropy's regimes
-// inline whether it is enabled or not) plus its one allocation (2 float32
-// a ring entry, 2 a seasonal slot, 1 an Entropy ring entry).
+// The state of one series with DefaultParams fits in 750 bytes, and in
+// 900 with Entropy enabled: the struct plus its one allocation (2 float32
+// a ring entry, 2 a seasonal slot, 1 an Entropy ring entry, 1 per 4
+// Entropy masses).
 func TestSetMemoryBudget(t *testing.T) {
 	p := DefaultParams()
 	for _, ent := range []bool{false, true} {
@@ -219,10 +219,10 @@ func TestSetMemoryBudget(t *testing.T) {
 		var set Set
 		set.Init(&p)
 		want := int(unsafe.Sizeof(Set{})) + 4*(2*p.Window+2*p.HoltWinters.SeasonBuckets)
-		budget := 850
+		budget := 750
 		if ent {
-			want += 4 * p.Entropy.Window
-			budget = 950
+			want += 4 * (p.Entropy.Window + entropyMassSlots(&p.Entropy))
+			budget = 900
 		}
 		if got := set.Bytes(); got != want || cap(set.buf) != len(set.buf) {
 			t.Fatalf("entropy %v: Bytes() = %d (cap %d), want %d", ent, got, cap(set.buf), want)
