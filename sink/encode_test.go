@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/golang/snappy"
-	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/anomalyd/anomalyd/detectors"
@@ -98,37 +97,18 @@ func TestEncodeRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw, err := snappy.Decode(nil, out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string][]sample{}
+		got := decodeRW(t, out, rw2)
 		if rw2 {
+			raw, err := snappy.Decode(nil, out)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var req writev2.Request
 			if err := req.Unmarshal(raw); err != nil {
 				t.Fatal(err)
 			}
 			if len(req.Symbols) > 20 {
 				t.Errorf("symbols of the previous batch leaked: %d symbols", len(req.Symbols))
-			}
-			for _, ts := range req.Timeseries {
-				var ls []prompb.Label
-				for i := 0; i < len(ts.LabelsRefs); i += 2 {
-					ls = append(ls, prompb.Label{Name: req.Symbols[ts.LabelsRefs[i]], Value: req.Symbols[ts.LabelsRefs[i+1]]})
-				}
-				for _, s := range ts.Samples {
-					got[labelKey(ls)] = append(got[labelKey(ls)], sample{s.Timestamp, s.Value})
-				}
-			}
-		} else {
-			var req prompb.WriteRequest
-			if err := req.Unmarshal(raw); err != nil {
-				t.Fatal(err)
-			}
-			for _, ts := range req.Timeseries {
-				for _, s := range ts.Samples {
-					got[labelKey(ts.Labels)] = append(got[labelKey(ts.Labels)], sample{s.Timestamp, s.Value})
-				}
 			}
 		}
 		if len(got) != len(want) {
