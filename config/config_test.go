@@ -194,7 +194,7 @@ func TestFullConfig(t *testing.T) {
 			Season: model.Duration(7 * 24 * time.Hour), SeasonBuckets: 42, K: 3,
 		},
 		Slope:       detectors.SlopeParams{Enabled: false, K: 5},
-		Entropy:     detectors.EntropyParams{Enabled: true, Window: 20, Bins: 5, Regimes: 12},
+		Entropy:     detectors.EntropyParams{Enabled: false, Window: 20, Bins: 5, Regimes: 12},
 		Calibration: detectors.CalibrationParams{Enabled: true, K: 4},
 	}
 	http := top

@@ -30,13 +30,15 @@
 //   - Slope: least-squares line through the last Window samples; its score
 //     is how many band half-widths the line moved across the window, so a
 //     sustained drift scores > 1 and a single spike ≈ 6/(K·√Window).
-//   - Entropy (off by default): the histogram of the last Entropy.Window
-//     values against up to Entropy.Regimes histograms the series showed
-//     before (relative entropy, G-test at p = 0.01); a window unlike all of
-//     them is a new regime and scores ≥ 2. Its score is not calibrated and
-//     it joins Combined as a maximum. See entropyState for the details and
-//     the NAB figures; it is off by default because Gaussian noise makes
-//     about one window in 300 that no regime explains.
+//   - Entropy: the histogram of the last Entropy.Window values against up
+//     to Entropy.Regimes histograms the series showed before (relative
+//     entropy, G-test at p = 0.01); a window unlike all of them is a new
+//     regime and scores ≥ 2 once it is confirmed: at once if a value lands
+//     in a bin no regime ever had, else only if the window Entropy.Window
+//     values later is still unlike every older regime (p = 0.001), because
+//     pure noise makes about one window in 300 that no regime explains and
+//     a window later is ordinary again. Its score is not calibrated and it
+//     joins Combined as a maximum. See entropyState for the details.
 //
 // # Calibration
 //
@@ -84,14 +86,13 @@
 //
 // # Memory
 //
-// A Set is 288 bytes plus one allocation of float32s: 2 per ring entry, 2
-// per seasonal slot, 432 bytes with DefaultParams (720 in all, 736 after
-// the allocator's size-class rounding). Of the 288, 48 are the four
-// calibrations, 16 the two slow mean absolute errors and 32 Entropy's
-// range. Entropy enabled adds 1 float32 per ring entry and its
-// Regimes·Bins uint8 masses to the allocation: 160 bytes with its
-// defaults (880 in all, 928 after rounding). Disabled detectors cost no ring or slot
-// memory. The state holds no pointers besides that slice, so it can be
+// A Set is 296 bytes plus one allocation of float32s: 2 per ring entry, 2
+// per seasonal slot (432 bytes with DefaultParams), and Entropy's 1 per
+// ring entry plus its Regimes·Bins uint8 masses (160): 888 bytes in all,
+// 936 after the allocator's size-class rounding. Of the 296, 48 are the
+// four calibrations, 16 the two slow mean absolute errors and 40 Entropy's
+// range and pending confirmation. Disabled detectors cost no ring or slot
+// memory (Entropy disabled: 744 after rounding). The state holds no pointers besides that slice, so it can be
 // serialised.
 //
 // # Trade-offs

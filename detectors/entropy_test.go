@@ -70,10 +70,7 @@ func TestEntropySpike(t *testing.T) {
 }
 
 // A level shift alarms, then the new level is a regime: one incident, not
-// hours of alarms; a return to the old level is a known regime. Gaussian
-// noise still makes an occasional window that no regime explains (the
-// χ² test at p = 0.01 against regimes that are single windows): fewer than
-// 2% of the samples, which is why Entropy is off by default.
+// hours of alarms; a return to the old level is a known regime.
 func TestEntropyLevelShift(t *testing.T) {
 	p := entropyParams()
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -105,6 +102,113 @@ func TestEntropyLevelShift(t *testing.T) {
 	}
 	if n := alarms(out[2000+w:]); n > 20 {
 		t.Fatalf("back at the old level: %d alarms, want ≤ 20", n)
+	}
+}
+
+// Pure noise never alarms once the regimes are learnt: a window of noise
+// that no regime explains (the χ² test at p = 0.01 against regimes that are
+// single windows fails on a few windows in a thousand) is only a candidate,
+// and the window after it is ordinary noise again. Bounded noise never
+// alarms; unbounded noise alarms only on a new extreme more than a bin
+// beyond the range seen so far (a bin no regime had: +4σ on a Gaussian).
+func TestEntropyNoiseQuiet(t *testing.T) {
+	p := entropyParams()
+	shapes := []struct {
+		name    string
+		bounded bool
+		f       func(*rand.Rand) float64
+	}{
+		{"uniform", true, func(r *rand.Rand) float64 { return 8 + 11*r.Float64() }},
+		{"triangular", true, func(r *rand.Rand) float64 { return r.Float64() + r.Float64() }},
+		{"quantised uniform", true, func(r *rand.Rand) float64 { return float64(r.IntN(21)) }},
+		{"gaussian", false, func(r *rand.Rand) float64 { return 50 + 5*r.NormFloat64() }},
+		{"quantised gaussian", false, func(r *rand.Rand) float64 { return math.Round(20 + 3*r.NormFloat64()) }},
+	}
+	candidates, extremes := 0, 0
+	for _, sh := range shapes {
+		for seed := range uint64(10) {
+			rng := rand.New(rand.NewPCG(seed, 77))
+			v := make([]float64, 4000)
+			for i := range v {
+				v[i] = sh.f(rng)
+			}
+			out := runEntropy(&p, v)
+			lo, hi := v[0], v[0]
+			for i, r := range out {
+				step := (hi - lo) / float64(p.Entropy.Bins)
+				far := v[i] < lo-step || v[i] > hi+step
+				lo, hi = min(lo, v[i]), max(hi, v[i])
+				switch {
+				case i < 600:
+				case r.Score == entropyCandidateScore:
+					candidates++
+				case r.Score >= 1 && !sh.bounded && far:
+					extremes++
+				case r.Score >= 1:
+					t.Errorf("%s seed %d: score %g at %d, want < 1", sh.name, seed, r.Score, i)
+				}
+			}
+		}
+	}
+	if candidates == 0 {
+		t.Error("no candidate regime on 50 noise series: the test no longer exercises the confirmation")
+	}
+	if extremes > 3 {
+		t.Errorf("%d alarms on new extremes of 20 unbounded noise series, want ≤ 3", extremes)
+	}
+	t.Logf("%d candidates, %d alarms on new extremes", candidates, extremes)
+}
+
+// A change of distribution inside the range (uniform noise that narrows to
+// its middle) gives finite D: a candidate that is confirmed one window
+// later, since the narrow noise is still unlike every older regime; a
+// clump of values at the top of the range that lasts less than a window is
+// a candidate that is dropped.
+func TestEntropyConfirm(t *testing.T) {
+	p := entropyParams()
+	w := p.Entropy.Window
+	const at = 2000
+	rng := rand.New(rand.NewPCG(8, 9))
+	narrow := func() float64 { return 0.52 + 0.04*rng.Float64() } // one bin of six
+	v := make([]float64, 3000)
+	for i := range v {
+		v[i] = rng.Float64()
+		if i >= at {
+			v[i] = narrow()
+		}
+	}
+	for i := 1000; i < 1010; i++ { // the clump, at the top of the range
+		v[i] = 0.9 + 0.1*rng.Float64()
+	}
+	out := runEntropy(&p, v)
+	if m, i := maxResult(out[600:at]); m >= 1 {
+		t.Fatalf("before the change: score %g at %d (the clump at 1000 must not alarm)", m, 600+i)
+	}
+	cand := -1
+	for i := 1000; i < 1000+w; i++ {
+		if out[i].Score == entropyCandidateScore {
+			cand = i
+			break
+		}
+	}
+	if cand < 0 {
+		t.Fatal("the clump opened no candidate: the test no longer exercises a dropped one")
+	}
+	first := -1
+	for i := at; i < at+3*w; i++ {
+		if out[i].Score >= 2 {
+			first = i
+			break
+		}
+	}
+	if first < at+w {
+		t.Fatalf("narrowing: first alarm at %d, want one between %d and %d (a window after the candidate)", first, at+w, at+3*w)
+	}
+	if out[first-w].Score != entropyCandidateScore {
+		t.Fatalf("narrowing: alarm at %d but no candidate one window before (%+v)", first, out[first-w])
+	}
+	if m, i := maxResult(out[first+1:]); m >= 1 {
+		t.Fatalf("narrow noise after the alarm: score %g at %d, want < 1 (a known regime)", m, first+1+i)
 	}
 }
 

@@ -45,7 +45,7 @@ func TestParamsValidate(t *testing.T) {
 	f(func(p *Params) { p.HoltWinters.K = math.Inf(-1) }, "holt_winters.k must be positive, got -Inf")
 	f(func(p *Params) { p.Slope.K = 0 }, "slope.k must be positive, got 0")
 	f(func(p *Params) {
-		p.EWMA.Enabled, p.ZScore.Enabled, p.HoltWinters.Enabled, p.Slope.Enabled = false, false, false, false
+		p.EWMA.Enabled, p.ZScore.Enabled, p.HoltWinters.Enabled, p.Slope.Enabled, p.Entropy.Enabled = false, false, false, false, false
 	}, "at least one detector must be enabled")
 
 	// Edges that are valid.

@@ -12,10 +12,11 @@ import (
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 288 bytes plus one
-// allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes (a 448-byte
-// size class): 720 bytes a series, 736 after rounding; Entropy enabled adds
-// its ring and masses, 160 bytes (TestSetMemoryBudget).
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 296 bytes plus one
+// allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes for the ring and
+// the seasonal slots and 160 for Entropy's ring and masses, 592 (a 640-byte
+// size class): 888 bytes a series, 936 after rounding; with Entropy
+// disabled 728, 744 after rounding (TestSetMemoryBudget).
 // The calibration is 12 bytes a detector (48) and the two slow mean
 // absolute errors 16.
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.

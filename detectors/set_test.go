@@ -127,7 +127,7 @@ func TestReset(t *testing.T) {
 // Disabled detectors are neither updated nor counted, and cost no memory.
 func TestSetDisabled(t *testing.T) {
 	p := DefaultParams()
-	p.ZScore.Enabled, p.Slope.Enabled = false, false
+	p.ZScore.Enabled, p.Slope.Enabled, p.Entropy.Enabled = false, false, false
 	var set Set
 	set.Init(&p)
 	if len(set.buf) != 2*24 {
@@ -208,10 +208,10 @@ func TestSetUpdateDoesNotAllocate(t *testing.T) {
 	_ = sink
 }
 
-// The state of one series with DefaultParams fits in 750 bytes, and in
-// 900 with Entropy enabled: the struct plus its one allocation (2 float32
-// a ring entry, 2 a seasonal slot, 1 an Entropy ring entry, 1 per 4
-// Entropy masses).
+// The state of one series with DefaultParams (Entropy on) fits in 900
+// bytes, and in 750 with Entropy disabled: the struct plus its one
+// allocation (2 float32 a ring entry, 2 a seasonal slot, 1 an Entropy ring
+// entry, 1 per 4 Entropy masses).
 func TestSetMemoryBudget(t *testing.T) {
 	p := DefaultParams()
 	for _, ent := range []bool{false, true} {

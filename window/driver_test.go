@@ -15,9 +15,9 @@ import (
 
 // Driver sets: bit 1<<k per detector k.
 const (
-	setAll    = 1<<detectors.KindEWMA | 1<<detectors.KindZScore | 1<<detectors.KindHoltWinters | 1<<detectors.KindSlope
+	setAll    = 1<<detectors.KindEWMA | 1<<detectors.KindZScore | 1<<detectors.KindHoltWinters | 1<<detectors.KindSlope | 1<<detectors.KindEntropy
 	setNoHW   = setAll &^ (1 << detectors.KindHoltWinters)
-	setLevels = setAll &^ (1 << detectors.KindSlope)
+	setLevels = setAll &^ (1<<detectors.KindSlope | 1<<detectors.KindEntropy)
 )
 
 func loadConfig(t *testing.T, src string) *config.Config {
@@ -65,13 +65,14 @@ func hourlySine(n, swing int) []Sample {
 // Holt-Winters (1h season) has learnt, Holt-Winters drives; once the swing
 // stops, Holt-Winters still expects it and the EWMA or the z-score drives.
 func TestDriverSeries(t *testing.T) {
-	// Raw scores (no calibration) and no slope (which would drive on the
-	// sine's steep parts): the level detectors alone decide.
+	// Raw scores (no calibration), no slope (which would drive on the
+	// sine's steep parts) and no entropy: the level detectors alone decide.
 	cfg := loadConfig(t, `
 output: {driver: true}
 detectors:
   calibration: {enabled: false}
   slope: {enabled: false}
+  entropy: {enabled: false}
   holt_winters: {season: 1h, season_buckets: 12}
 `)
 	e := newEnv(t, cfg, nil)
@@ -89,7 +90,7 @@ detectors:
 	for i, r := range recs {
 		o, _ := a.Observe(samples[i].T, samples[i].V)
 		if r.Detector != detectors.KindCombined || r.DriverSet != setLevels {
-			t.Fatalf("record %d: detector %s, driver set %04b; want combined, %04b (slope disabled)", i, r.Detector, r.DriverSet, setLevels)
+			t.Fatalf("record %d: detector %s, driver set %05b; want combined, %05b (slope and entropy disabled)", i, r.Detector, r.DriverSet, setLevels)
 		}
 		if r.Warmup {
 			continue
@@ -131,7 +132,7 @@ detectors:
 	// /metrics shows the latest record's state set.
 	snap := e.snapshot()
 	if len(snap) != 1 || snap[0].DriverSet != setLevels || snap[0].Driver != recs[n-1].Driver || snap[0].Warmup {
-		t.Fatalf("snapshot %+v; want the last record's driver %s and set %04b", snap, recs[n-1].Driver, setLevels)
+		t.Fatalf("snapshot %+v; want the last record's driver %s and set %05b", snap, recs[n-1].Driver, setLevels)
 	}
 }
 
@@ -171,7 +172,7 @@ rules:
 					want = 0 // a single detector's record has no driver series
 				}
 				if r.DriverSet != want {
-					t.Fatalf("%s %s record at %d: driver set %04b, want %04b", r.Series.Name, r.Detector, r.T, r.DriverSet, want)
+					t.Fatalf("%s %s record at %d: driver set %05b, want %05b", r.Series.Name, r.Detector, r.T, r.DriverSet, want)
 				}
 			}
 		})
@@ -232,15 +233,15 @@ rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 	send(20)
 	for _, r := range e.rec.take() {
 		if r.DriverSet != setNoHW {
-			t.Fatalf("after the reload: driver set %04b, want %04b", r.DriverSet, setNoHW)
+			t.Fatalf("after the reload: driver set %05b, want %05b", r.DriverSet, setNoHW)
 		}
 	}
 
-	// output.driver off: the remaining three end.
+	// output.driver off: the remaining four end.
 	e.s.ApplyRules(CompileRules(config.Default()), false)
 	recs = e.rec.take()
 	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].DriverSet != setNoHW {
-		t.Fatalf("got %+v, want one stale record for the three remaining driver series", recs)
+		t.Fatalf("got %+v, want one stale record for the four remaining driver series", recs)
 	}
 
 	// On again: nothing to end; the next records carry every driver series.

@@ -182,21 +182,8 @@ func TestBacktestMatchesAnalyser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Entropy is off by default: it runs with a config that enables it.
-	entCfg := filepath.Join(t.TempDir(), "entropy.yml")
-	if err := os.WriteFile(entCfg, []byte("detectors:\n  entropy:\n    enabled: true\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	entConf, err := config.LoadFile(entCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defRules, entRules := window.CompileRules(config.Default()), window.CompileRules(entConf)
+	rules := window.CompileRules(config.Default())
 	check := func(t *testing.T, inDir, rel, metric string, counter bool, k detectors.Kind, outDir string) {
-		rules := defRules
-		if k == detectors.KindEntropy {
-			rules = entRules
-		}
 		t.Helper()
 		p, ignored := rules.ParamsFor("__name__\xff" + metric + "\xfffile\xff" + rel + "\xff")
 		if ignored {
@@ -233,9 +220,6 @@ func TestBacktestMatchesAnalyser(t *testing.T) {
 		counter := metric != "backtest_value"
 		for k := detectors.KindEWMA; k <= detectors.KindCombined; k++ {
 			args := []string{"--detector", k.String(), "--metric-name", metric}
-			if k == detectors.KindEntropy {
-				args = append(args, "--config.file", entCfg)
-			}
 			out := backtestOK(t, corpus, args...)
 			for _, rel := range []string{"flat.csv", "step.csv", "sub/drift.csv"} {
 				check(t, corpus, rel, metric, counter, k, out)
