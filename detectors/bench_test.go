@@ -74,3 +74,10 @@ func BenchmarkSlope(b *testing.B) {
 	d.Init(&p)
 	benchDetector(b, d.Update)
 }
+
+func BenchmarkEntropy(b *testing.B) {
+	p := DefaultParams()
+	var d Entropy
+	d.Init(&p)
+	benchDetector(b, d.Update)
+}
