@@ -34,11 +34,13 @@
 //     to Entropy.Regimes histograms the series showed before (relative
 //     entropy, G-test at p = 0.01); a window unlike all of them is a new
 //     regime and scores ≥ 2 once it is confirmed: at once if a value lands
-//     in a bin no regime ever had, else only if the window Entropy.Window
-//     values later is still unlike every older regime (p = 0.001), because
-//     pure noise makes about one window in 300 that no regime explains and
-//     a window later is ordinary again. Its score is not calibrated and it
-//     joins Combined as a maximum. See entropyState for the details.
+//     in a bin no regime ever had, else only if the window half a window
+//     later is very unlike every older regime (p = 0.0001) or the one a
+//     whole window later still is (p = 0.001), because pure noise makes
+//     about one window in 300 that no regime explains and a window later
+//     is ordinary again. Ready after EntropyWarmup = 100 samples (or
+//     Warmup, if longer). Its score is not calibrated and it joins
+//     Combined as a maximum. See entropyState for the details.
 //
 // # Calibration
 //
@@ -82,7 +84,8 @@
 // exactly 0 and a change of it scores high but finite (calibrated:
 // ln(1 + MaxScore)/(K·0.05) ≈ 55 at most after a constant stretch). A detector is Ready
 // once Warmup samples came before the current one (ZScore and Slope also
-// need 3 in the ring); until then its Score is 0.
+// need 3 in the ring, Entropy a full ring and EntropyWarmup samples); until
+// then its Score is 0.
 //
 // # Memory
 //

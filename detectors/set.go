@@ -86,7 +86,8 @@ func (s *Set) Bytes() int {
 //
 // Each detector judges v against its state *before* v. A detector is Ready
 // once the series has had p.Warmup samples before this one (ZScore and
-// Slope also need ≥ 3 samples in the ring); until then its Score is 0.
+// Slope also need ≥ 3 samples in the ring, Entropy a full ring and
+// EntropyWarmup samples); until then its Score is 0.
 // Disabled detectors are not updated and their Per entry is zero.
 //
 // With p.Calibration enabled every Per result is calibrated (see calib)
@@ -132,7 +133,7 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
 		ring, mass := s.buf[o:o+p.Entropy.Window], s.buf[o+p.Entropy.Window:o+int(s.e)]
-		out.Per[KindEntropy] = s.ent.update(&p.Entropy, ring, massBytes(mass, &p.Entropy), rdy, v)
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, ring, massBytes(mass, &p.Entropy), ready(s.n, max(p.Warmup, EntropyWarmup)), v)
 	}
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
 	for k := range numCalibrated {
