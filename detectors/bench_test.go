@@ -19,65 +19,47 @@ var benchInput = func() series {
 
 const benchLap = 4096 * 15000
 
+// BenchmarkSetUpdate measures Set.Update with DefaultParams and with
+// Entropy, the costliest detector, off.
 func BenchmarkSetUpdate(b *testing.B) {
-	p := DefaultParams()
-	var s Set
-	s.Init(&p)
-	var sink Output
-	i := 0
-	b.ReportAllocs()
-	for b.Loop() {
-		j := i & 4095
-		sink = s.Update(&p, benchInput.t[j]+int64(i>>12)*benchLap, benchInput.v[j])
-		i++
+	for _, ent := range []bool{true, false} {
+		name := "defaults"
+		if !ent {
+			name = "entropy-off"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := DefaultParams()
+			p.Entropy.Enabled = ent
+			var s Set
+			s.Init(&p)
+			var sink Output
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				j := i & 4095
+				sink = s.Update(&p, benchInput.t[j]+int64(i>>12)*benchLap, benchInput.v[j])
+				i++
+			}
+			_ = sink
+		})
 	}
-	_ = sink
 }
 
-// benchDetector measures one detector's concrete Update method.
-func benchDetector(b *testing.B, update func(t int64, v float64) Result) {
-	var sink Result
-	i := 0
-	b.ReportAllocs()
-	for b.Loop() {
-		j := i & 4095
-		sink = update(benchInput.t[j]+int64(i>>12)*benchLap, benchInput.v[j])
-		i++
+// BenchmarkDetector measures each detector's Update on its own.
+func BenchmarkDetector(b *testing.B) {
+	for k := KindEWMA; k < KindCombined; k++ {
+		b.Run(k.String(), func(b *testing.B) {
+			p := DefaultParams()
+			update := New(k, &p).Update
+			var sink Result
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				j := i & 4095
+				sink = update(benchInput.t[j]+int64(i>>12)*benchLap, benchInput.v[j])
+				i++
+			}
+			_ = sink
+		})
 	}
-	_ = sink
-}
-
-func BenchmarkEWMA(b *testing.B) {
-	p := DefaultParams()
-	var d EWMA
-	d.Init(&p)
-	benchDetector(b, d.Update)
-}
-
-func BenchmarkZScore(b *testing.B) {
-	p := DefaultParams()
-	var d ZScore
-	d.Init(&p)
-	benchDetector(b, d.Update)
-}
-
-func BenchmarkHoltWinters(b *testing.B) {
-	p := DefaultParams()
-	var d HoltWinters
-	d.Init(&p)
-	benchDetector(b, d.Update)
-}
-
-func BenchmarkSlope(b *testing.B) {
-	p := DefaultParams()
-	var d Slope
-	d.Init(&p)
-	benchDetector(b, d.Update)
-}
-
-func BenchmarkEntropy(b *testing.B) {
-	p := DefaultParams()
-	var d Entropy
-	d.Init(&p)
-	benchDetector(b, d.Update)
 }

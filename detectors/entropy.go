@@ -31,8 +31,10 @@ import "math"
 // outranks a level detector's score near 1 in the combined maximum, but
 // not always at once:
 //
-//   - a value in a bin that no regime ever had (D infinite: a new extreme,
-//     a jump into an empty part of the range) alarms at once;
+//   - a value in a bin that no remembered regime has mass in (D infinite:
+//     a new extreme, a jump into an empty part of the range, or on
+//     heavy-tailed noise a tail value last seen before every remembered
+//     regime) alarms at once;
 //   - a window that is merely unlike every regime (D finite) is a
 //     candidate: it scores 0.9 and becomes a regime, and it alarms only if
 //     the window Window/2 values later is very unlike (p = 0.0001) every
@@ -105,6 +107,12 @@ const entropyMaxScore = 10
 // noise at sample 69 (TestDriftCalibrated). Like CalibWarmup, 100 samples.
 const EntropyWarmup = 100
 
+// entropyReady reports whether Entropy, having seen n samples before the
+// current one, is past its warm-up: max(p.Warmup, EntropyWarmup).
+func entropyReady(n uint32, p *Params) bool {
+	return ready(n, max(p.Warmup, EntropyWarmup))
+}
+
 // entropyCandidateScore is the score of a candidate regime until it is
 // judged: above every match, below the alarm level 1.
 const entropyCandidateScore = 0.9
@@ -121,12 +129,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 	if !e.seen {
 		e.ref, e.lo, e.hi, e.seen = v, v, v, true
 	}
-	// near: v is a new extreme by at most one bin: the kind of record
-	// that noise sets now and then, not a jump.
-	near := false
 	if v < e.lo || v > e.hi {
-		step := (e.hi - e.lo) / float64(p.Bins)
-		near = e.lo-v <= step && v-e.hi <= step
 		e.expand(mass, p.Bins, min(e.lo, v), max(e.hi, v))
 	}
 	ring[e.pos] = f32(v - e.ref)
@@ -155,7 +158,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 		}
 	}
 	best, bestD := -1, math.Inf(1)
-	oldD := math.Inf(1) // the closest regime older than the candidate
+	oldD := math.Inf(1) // the closest regime older than the candidate (only while one is pending)
 	for r := range int(e.nreg) {
 		row := mass[r*nb : r*nb+nb]
 		sum := 0
@@ -175,7 +178,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 		if d *= 2; d < bestD {
 			best, bestD = r, d
 		}
-		if e.newer&(1<<r) == 0 && d < oldD {
+		if e.wait > 0 && e.newer&(1<<r) == 0 && d < oldD {
 			oldD = d
 		}
 	}
@@ -208,7 +211,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 	if e.nreg > 0 {
 		s := 2 * min(bestD/T, entropyMaxScore)
 		switch {
-		case math.IsInf(bestD, 1) && !near: // a bin new to every regime
+		case math.IsInf(bestD, 1): // a bin new to every regime
 			score = max(score, s)
 		case e.wait == 0:
 			e.wait, e.newer, e.pend = uint8(w), 0, float32(s)
@@ -369,7 +372,7 @@ func (d *Entropy) Init(p *Params) {
 // Update scores the window ending with v and includes v. It does not
 // allocate.
 func (d *Entropy) Update(t int64, v float64) Result {
-	r := d.e.update(&d.p.Entropy, d.ring, d.mass, ready(d.n, max(d.p.Warmup, EntropyWarmup)), v)
+	r := d.e.update(&d.p.Entropy, d.ring, d.mass, entropyReady(d.n, d.p), v)
 	d.n = inc(d.n)
 	return r
 }

@@ -110,8 +110,9 @@ func TestEntropyLevelShift(t *testing.T) {
 // that no regime explains (the χ² test at p = 0.01 against regimes that are
 // single windows fails on a few windows in a thousand) is only a candidate,
 // and the window after it is ordinary noise again. Bounded noise never
-// alarms; unbounded noise alarms only on a new extreme more than a bin
-// beyond the range seen so far (a bin no regime had: +4σ on a Gaussian).
+// alarms; Gaussian noise alarms only, and rarely, on a new extreme that
+// lands in a bin no remembered regime has (+4σ). Heavy-tailed noise is not
+// covered: its tail values land in such bins far more often (README).
 func TestEntropyNoiseQuiet(t *testing.T) {
 	p := entropyParams()
 	shapes := []struct {
@@ -125,8 +126,9 @@ func TestEntropyNoiseQuiet(t *testing.T) {
 		{"gaussian", false, func(r *rand.Rand) float64 { return 50 + 5*r.NormFloat64() }},
 		{"quantised gaussian", false, func(r *rand.Rand) float64 { return math.Round(20 + 3*r.NormFloat64()) }},
 	}
-	candidates, extremes := 0, 0
+	candidates := 0
 	for _, sh := range shapes {
+		extremes, series := 0, 0
 		for seed := range uint64(10) {
 			rng := rand.New(rand.NewPCG(seed, 77))
 			v := make([]float64, 4000)
@@ -135,29 +137,34 @@ func TestEntropyNoiseQuiet(t *testing.T) {
 			}
 			out := runEntropy(&p, v)
 			lo, hi := v[0], v[0]
+			alarmed := false
 			for i, r := range out {
-				step := (hi - lo) / float64(p.Entropy.Bins)
-				far := v[i] < lo-step || v[i] > hi+step
+				extreme := v[i] < lo || v[i] > hi
 				lo, hi = min(lo, v[i]), max(hi, v[i])
 				switch {
 				case i < 600:
 				case r.Score == entropyCandidateScore:
 					candidates++
-				case r.Score >= 1 && !sh.bounded && far:
+				case r.Score >= 1 && !sh.bounded && extreme:
 					extremes++
+					alarmed = true
 				case r.Score >= 1:
-					t.Errorf("%s seed %d: score %g at %d, want < 1", sh.name, seed, r.Score, i)
+					t.Errorf("%s seed %d: score %g at %d (not a new extreme), want < 1", sh.name, seed, r.Score, i)
 				}
 			}
+			if alarmed {
+				series++
+			}
 		}
+		if extremes > 2 {
+			t.Errorf("%s: %d alarms on new extremes in 10 series, want ≤ 2", sh.name, extremes)
+		}
+		t.Logf("%s: %d alarms on new extremes, in %d of 10 series", sh.name, extremes, series)
 	}
 	if candidates == 0 {
 		t.Error("no candidate regime on 50 noise series: the test no longer exercises the confirmation")
 	}
-	if extremes > 3 {
-		t.Errorf("%d alarms on new extremes of 20 unbounded noise series, want ≤ 3", extremes)
-	}
-	t.Logf("%d candidates, %d alarms on new extremes", candidates, extremes)
+	t.Logf("%d candidates dropped", candidates)
 }
 
 // A change of distribution inside the range (uniform noise that narrows to

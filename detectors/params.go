@@ -140,7 +140,7 @@ func DefaultParams() Params {
 			Season: model.Duration(24 * time.Hour), SeasonBuckets: 24, K: 4,
 		},
 		Slope: SlopeParams{Enabled: true, K: 4},
-		// On NAB it lifts combined from 40 to 54 points; its confirmation
+		// On NAB it lifts combined from 40 to 57 points; its confirmation
 		// keeps pure noise from alarming (see entropyState).
 		// 16 values in 6 bins against 16 remembered regimes.
 		Entropy: EntropyParams{Enabled: true, Window: 16, Bins: 6, Regimes: 16},

@@ -133,7 +133,7 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
 		ring, mass := s.buf[o:o+p.Entropy.Window], s.buf[o+p.Entropy.Window:o+int(s.e)]
-		out.Per[KindEntropy] = s.ent.update(&p.Entropy, ring, massBytes(mass, &p.Entropy), ready(s.n, max(p.Warmup, EntropyWarmup)), v)
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, ring, massBytes(mass, &p.Entropy), entropyReady(s.n, p), v)
 	}
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
 	for k := range numCalibrated {
