@@ -39,8 +39,13 @@
 //     whole window later still is (p = 0.001), because pure noise makes
 //     about one window in 300 that no regime explains and a window later
 //     is ordinary again. Ready after EntropyWarmup = 100 samples (or
-//     Warmup, if longer). Its score is not calibrated and it joins
-//     Combined as a maximum. See entropyState for the details.
+//     Warmup, if longer). A slow scale does the same with the means of
+//     Entropy.SlowScale consecutive values (16 means of 8 by default, 8
+//     regimes of their own), so a change too small or too slow for 16
+//     single values is seen; its new regimes are always candidates to be
+//     confirmed, and it is Ready after 100 means. Its score is not
+//     calibrated and it joins Combined as a maximum. See entropyState for
+//     the details.
 //
 // # Calibration
 //
@@ -89,13 +94,15 @@
 //
 // # Memory
 //
-// A Set is 296 bytes plus one allocation of float32s: 2 per ring entry, 2
+// A Set is 312 bytes plus one allocation of float32s: 2 per ring entry, 2
 // per seasonal slot (432 bytes with DefaultParams), and Entropy's 1 per
-// ring entry plus its Regimes·Bins uint8 masses (160): 888 bytes in all,
-// 936 after the allocator's size-class rounding. Of the 296, 48 are the
-// four calibrations, 16 the two slow mean absolute errors and 40 Entropy's
-// range and pending confirmation. Disabled detectors cost no ring or slot
-// memory (Entropy disabled: 744 after rounding). The state holds no pointers besides that slice, so it can be
+// ring entry plus its Regimes·Bins uint8 masses at each scale (160 fast,
+// 112 slow): 1016 bytes in all, also after the allocator's size-class
+// rounding (704 is a class). Of the 312, 48 are the four calibrations, 16
+// the two slow mean absolute errors and 56 Entropy's reference value, the
+// two scales' ranges and pending confirmations and the running mean.
+// Disabled detectors cost no ring or slot memory (Entropy disabled: 760
+// after rounding). The state holds no pointers besides that slice, so it can be
 // serialised.
 //
 // # Trade-offs

@@ -1,6 +1,9 @@
 package detectors
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // The regime detector: relative entropy of the recent distribution against
 // the distributions the series has shown before (Wang et al. 2011,
@@ -47,23 +50,49 @@ import "math"
 //     it) at a cost of 1.5 NAB points (3.7 with the one-window check
 //     alone).
 //
-// Expected is the mean of the matched (or new)
-// regime's bin centres weighted by its mass and the band spans the bins it
-// has mass in. The score is not calibrated: the χ² test already measures
-// surprise in a unit that is the same on every series.
+// Slow scale (SlowScale > 0): the means of SlowScale consecutive values
+// form a second ring of Window means with SlowRegimes regimes of their
+// own, over the range the means have spanned (sharing the single values'
+// range, which spikes widen, cost 5.7 NAB points in development), judged the same way on
+// the sample that completes a mean; the detector's score is the higher of
+// the two scales. A level shift of a fraction of the noise or a change
+// over hours hardly moves 16 single values' histogram but moves that of
+// 16 means, whose spread is √SlowScale times narrower (3.7 NAB points).
+// Two differences, both because means of noise set new records now and
+// then (a mean beyond every earlier one lands in a bin no regime has):
+// every new regime of the slow scale is a candidate to be confirmed (an
+// empty bin counts as mass entropyEmptyMass), and the scale is Ready
+// only after EntropyWarmup means.
 //
-// State: lo, hi and the first value (the reference the ring stores values
-// against, as float32) inline; in the Set's allocation, so that a Set
-// with Entropy disabled pays nothing for it, the ring of Window float32
-// values and the regimes as Regimes·Bins uint8 masses (255 a regime, most
-// recently matched first), passed to every method as ring and mass.
+// Expected is the mean of the matched (or new) fast-scale regime's bin
+// centres weighted by its mass and the band spans the bins it has mass
+// in. The score is not calibrated: the χ² test already measures surprise
+// in a unit that is the same on every series.
+//
+// State: the first value (the reference every value is kept against, as
+// float32) and each scale's range relative to it, ring position and
+// pending candidate, and the running mean, inline; in the Set's
+// allocation, so that a Set with Entropy disabled pays nothing for it,
+// each scale's ring of Window float32 values and its regimes as
+// Regimes·Bins uint8 masses (255 a regime, most recently matched first),
+// see entropyViews.
 type entropyState struct {
-	ref, lo, hi float64
-	nreg        uint8 // regimes in use, mass[0:nreg·Bins]
-	pos         uint8 // next ring slot
-	fill        uint8 // values in the ring, ≤ Window
-	seen        bool  // ref, lo and hi are set
-	wait        uint8 // values until the candidate regime is judged (0: none pending)
+	ref        float64 // the first value; every value is kept relative to it
+	fast, slow entropyScale
+	acc        float32 // Σ (v − ref)/SlowScale over the values since the last slow value
+	nacc       uint8   // values in acc
+	seen       bool    // ref is set
+}
+
+// entropyScale is the window and regimes of one time scale: single values
+// (fast) or means of SlowScale values (slow), each binned over the range
+// its own values have spanned.
+type entropyScale struct {
+	lo, hi float32 // the range the scale's values have spanned, relative to ref
+	nreg   uint8   // regimes in use, mass[0:nreg·Bins]
+	pos    uint8   // next ring slot
+	fill   uint8   // values in the ring, ≤ Window
+	wait   uint8   // values until the candidate regime is judged (0: none pending)
 	// newer has bit i set if regime i (most recently matched first) was
 	// added since the candidate opened, the candidate included.
 	newer uint16
@@ -72,9 +101,10 @@ type entropyState struct {
 
 // Bounds of EntropyParams: the regimes are a fixed array.
 const (
-	MaxEntropyWindow  = 64
-	MaxEntropyBins    = 8
-	MaxEntropyRegimes = 16
+	MaxEntropyWindow    = 64
+	MaxEntropyBins      = 8
+	MaxEntropyRegimes   = 16
+	MaxEntropySlowScale = 255
 )
 
 // chi2p01 is the χ² quantile at p = 0.01 (upper tail) by degrees of
@@ -98,6 +128,18 @@ var lnTab = func() (t [MaxEntropyWindow*MaxEntropyBins + 256*MaxEntropyBins]floa
 	return t
 }()
 
+// entropyEmptyMass is the mass, in units of 1/255, that a regime of the
+// slow scale is taken to have in a bin it has none in: a tenth of the
+// least mass a regime holds (1), so a value there still weighs heavily in
+// D, but finite, so that the window is a candidate to be confirmed rather
+// than an alarm at once. Means of noise set new records now and then (a
+// mean beyond every earlier one, in a bin no regime has: on 3 of 30
+// Gaussian noise series within 4000 samples); a lasting change keeps
+// filling such bins and is confirmed half a window later.
+const entropyEmptyMass = 0.1
+
+var lnEmptyMass = math.Log(entropyEmptyMass)
+
 // entropyMaxScore caps D/T of a new regime (D is infinite for a new extreme).
 const entropyMaxScore = 10
 
@@ -113,41 +155,121 @@ func entropyReady(n uint32, p *Params) bool {
 	return ready(n, max(p.Warmup, EntropyWarmup))
 }
 
+// entropySlowReady reports whether the slow scale, having seen n samples
+// before the current one, is past its warm-up: like the fast scale it
+// needs EntropyWarmup values of its own, SlowScale·EntropyWarmup samples
+// (800 by default). Ready after 32 or 64 samples, it alarmed on 4 and 3
+// of the synthetic noise series of TestEntropyNoiseQuiet and
+// TestDriftCalibrated while its first regimes formed.
+func entropySlowReady(n uint32, p *Params) bool {
+	return ready(n, max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale))
+}
+
 // entropyCandidateScore is the score of a candidate regime until it is
 // judged: above every match, below the alarm level 1.
 const entropyCandidateScore = 0.9
 
 func (e *entropyState) reset() { *e = entropyState{} }
 
-// update scores the window ending with v (ring holds p.Window float32
-// values, relative to e.ref). A non-finite v is not learnt and scores 0,
-// not Ready. The Result is Ready when rdy and the ring is full.
-func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rdy bool, v float64) Result {
+// entropySlots is how many float32 slots of a Set's allocation Entropy
+// takes: the fast ring and masses, then the slow ring and masses.
+func entropySlots(p *EntropyParams) int {
+	n := p.Window + massSlots(p.Regimes, p.Bins)
+	if p.SlowScale > 0 {
+		n += p.Window + massSlots(p.SlowRegimes, p.Bins)
+	}
+	return n
+}
+
+// massSlots is how many float32 slots hold regimes·bins uint8 masses.
+func massSlots(regimes, bins int) int {
+	return (regimes*bins + 3) / 4
+}
+
+// massBytes views the float32 slots that hold regimes·bins masses as the
+// bytes they are. The slots are only ever accessed as bytes.
+func massBytes(slots []float32, regimes, bins int) []uint8 {
+	return unsafe.Slice((*uint8)(unsafe.Pointer(unsafe.SliceData(slots))), regimes*bins)
+}
+
+// entropyViews splits buf (entropySlots(p) float32s) into the fast ring
+// and masses and the slow ring and masses (nil if SlowScale is 0).
+func entropyViews(p *EntropyParams, buf []float32) (fr []float32, fm []uint8, sr []float32, sm []uint8) {
+	w, o := p.Window, p.Window+massSlots(p.Regimes, p.Bins)
+	fr, fm = buf[:w], massBytes(buf[w:o], p.Regimes, p.Bins)
+	if p.SlowScale > 0 {
+		sr, sm = buf[o:o+w], massBytes(buf[o+w:], p.SlowRegimes, p.Bins)
+	}
+	return fr, fm, sr, sm
+}
+
+// update scores the window ending with v at both scales (buf holds
+// entropySlots(p) float32s, see entropyViews; ring values are relative to
+// e.ref). A non-finite v is not learnt and scores 0, not Ready. The Result
+// is Ready when rdy and the fast ring is full; its score is the higher of
+// the fast one and, on the sample that completes a slow value, the slow
+// one. Expected and the band are the fast scale's.
+func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool, v float64) Result {
 	if !isFinite(v) {
 		return Result{}
 	}
+	fr, fm, sr, sm := entropyViews(p, buf)
 	if !e.seen {
-		e.ref, e.lo, e.hi, e.seen = v, v, v, true
+		e.ref, e.seen = v, true
 	}
-	if v < e.lo || v > e.hi {
-		e.expand(mass, p.Bins, min(e.lo, v), max(e.hi, v))
+	nb := p.Bins
+	y := f32(v - e.ref)
+	slow := 0.0
+	if p.SlowScale > 0 {
+		e.acc = f32(float64(e.acc) + float64(y)/float64(p.SlowScale))
+		if e.nacc++; int(e.nacc) == p.SlowScale {
+			m := e.acc
+			e.acc, e.nacc = 0, 0
+			slow, _ = e.slow.step(nb, p.SlowRegimes, sr, sm, m, true)
+		}
 	}
-	ring[e.pos] = f32(v - e.ref)
-	if e.pos++; int(e.pos) == len(ring) {
-		e.pos = 0
+	score, full := e.fast.step(nb, p.Regimes, fr, fm, y, false)
+	if !full {
+		return Result{}
 	}
-	if int(e.fill) < len(ring) {
-		e.fill++
-		if int(e.fill) < len(ring) {
-			return Result{}
+	r := e.fast.band(fm, nb, e.ref, rdy)
+	if rdy {
+		r.Score = score
+		if slowRdy {
+			r.Score = max(score, slow)
+		}
+	}
+	return r
+}
+
+// step adds y (a value relative to ref) to the scale's ring, growing the
+// range first if y lies outside it, and scores the window, matching it to
+// a regime or adding it as a new one. It reports false, and scores 0,
+// until the ring is full. With confirmAll (the slow scale), a bin that a
+// regime has no mass in counts as mass entropyEmptyMass in it instead of
+// making D infinite, so every new regime is a candidate to be confirmed.
+func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool) (float64, bool) {
+	if s.fill == 0 && s.nreg == 0 {
+		s.lo, s.hi = y, y
+	}
+	if y < s.lo || y > s.hi {
+		s.expand(mass[:int(s.nreg)*nb], nb, min(s.lo, y), max(s.hi, y))
+	}
+	ring[s.pos] = y
+	if s.pos++; int(s.pos) == len(ring) {
+		s.pos = 0
+	}
+	if int(s.fill) < len(ring) {
+		s.fill++
+		if int(s.fill) < len(ring) {
+			return 0, false
 		}
 	}
 
-	nb := p.Bins
 	var cnt [MaxEntropyBins]int
-	step := (e.hi - e.lo) / float64(nb)
-	for _, y := range ring {
-		cnt[e.bin(nb, step, float64(y)+e.ref)]++
+	lo, step := float64(s.lo), (float64(s.hi)-float64(s.lo))/float64(nb)
+	for _, x := range ring {
+		cnt[binOf(nb, lo, step, float64(x))]++
 	}
 	// D = 2·Σ c_b·(ln c_b − ln W − ln q_b), with q_b = m_b / Σm.
 	w := len(ring)
@@ -159,7 +281,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 	}
 	best, bestD := -1, math.Inf(1)
 	oldD := math.Inf(1) // the closest regime older than the candidate (only while one is pending)
-	for r := range int(e.nreg) {
+	for r := range int(s.nreg) {
 		row := mass[r*nb : r*nb+nb]
 		sum := 0
 		for _, m := range row {
@@ -169,6 +291,10 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 		for b, m := range row {
 			if c := cnt[b]; c > 0 {
 				if m == 0 {
+					if confirmAll {
+						d -= float64(c) * (lnEmptyMass - lnTab[sum])
+						continue
+					}
 					d = math.Inf(1)
 					break
 				}
@@ -178,7 +304,7 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 		if d *= 2; d < bestD {
 			best, bestD = r, d
 		}
-		if e.wait > 0 && e.newer&(1<<r) == 0 && d < oldD {
+		if s.wait > 0 && s.newer&(1<<r) == 0 && d < oldD {
 			oldD = d
 		}
 	}
@@ -188,58 +314,49 @@ func (e *entropyState) update(p *EntropyParams, ring []float32, mass []uint8, rd
 	if matched {
 		score = max(0, bestD/T)
 	}
-	if e.wait > 0 {
+	if s.wait > 0 {
 		// Half of the window is new since the candidate: confirm it early
 		// if it is already very unlike every older regime. A whole window
 		// later the window shares no value with the candidate's: confirm
 		// it if it is still unlike every older regime.
-		e.wait--
+		s.wait--
 		switch {
-		case e.pend > 0 && int(e.wait) == w-w/2 && oldD >= chi2p0001[nb-1],
-			e.pend > 0 && e.wait == 0 && oldD >= chi2p001[nb-1]:
-			score = max(score, float64(e.pend))
-			e.pend = 0
+		case s.pend > 0 && int(s.wait) == w-w/2 && oldD >= chi2p0001[nb-1],
+			s.pend > 0 && s.wait == 0 && oldD >= chi2p001[nb-1]:
+			score = max(score, float64(s.pend))
+			s.pend = 0
 		}
-		if e.wait == 0 {
-			e.newer, e.pend = 0, 0
+		if s.wait == 0 {
+			s.newer, s.pend = 0, 0
 		}
 	}
 	if matched {
-		e.toFront(mass, nb, best)
-		return e.result(mass, nb, step, rdy, score)
+		s.toFront(mass, nb, best)
+		return score, true
 	}
-	if e.nreg > 0 {
-		s := 2 * min(bestD/T, entropyMaxScore)
+	if s.nreg > 0 {
+		d := 2 * min(bestD/T, entropyMaxScore)
 		switch {
 		case math.IsInf(bestD, 1): // a bin new to every regime
-			score = max(score, s)
-		case e.wait == 0:
-			e.wait, e.newer, e.pend = uint8(w), 0, float32(s)
+			score = max(score, d)
+		case s.wait == 0:
+			s.wait, s.newer, s.pend = uint8(w), 0, float32(d)
 			fallthrough
 		default:
 			score = max(score, entropyCandidateScore)
 		}
 	}
-	e.insert(mass, nb, p.Regimes, &cnt, w)
-	return e.result(mass, nb, step, rdy, score)
+	s.insert(mass, nb, regimes, &cnt, w)
+	return score, true
 }
 
-// result is the Result for the front regime (the one just matched or
-// added) with score, which counts only when rdy.
-func (e *entropyState) result(mass []uint8, nb int, step float64, rdy bool, score float64) Result {
-	r := e.band(mass, nb, step, rdy)
-	if rdy {
-		r.Score = score
-	}
-	return r
-}
-
-// bin returns the bin of x in [lo, hi] cut into nb bins of width step.
-func (e *entropyState) bin(nb int, step, x float64) int {
+// binOf returns the bin of x in the range from lo cut into nb bins of
+// width step.
+func binOf(nb int, lo, step, x float64) int {
 	if !(step > 0) {
 		return 0
 	}
-	b := int(math.Floor((x - e.lo) / step))
+	b := int(math.Floor((x - lo) / step))
 	if !(b >= 0) { // also NaN, from float32 rounding of huge offsets
 		return 0
 	}
@@ -248,7 +365,9 @@ func (e *entropyState) bin(nb int, step, x float64) int {
 
 // band reports regime 0 (the one just matched or added): its mass-weighted
 // bin centre as Expected, the bins it has mass in as the band.
-func (e *entropyState) band(mass []uint8, nb int, step float64, rdy bool) Result {
+func (s *entropyScale) band(mass []uint8, nb int, ref float64, rdy bool) Result {
+	lo, hi := ref+float64(s.lo), ref+float64(s.hi)
+	step := (hi - lo) / float64(nb)
 	row := mass[:nb]
 	first, last, sum, wsum := -1, 0, 0.0, 0.0
 	for b, m := range row {
@@ -262,23 +381,23 @@ func (e *entropyState) band(mass []uint8, nb int, step float64, rdy bool) Result
 		}
 	}
 	if first < 0 || !(step > 0) {
-		return Result{Expected: clampFinite(e.lo), Lower: clampFinite(e.lo), Upper: clampFinite(e.hi), Ready: rdy}
+		return Result{Expected: clampFinite(lo), Lower: clampFinite(lo), Upper: clampFinite(hi), Ready: rdy}
 	}
 	return Result{
-		Expected: clampFinite(e.lo + step*wsum/sum),
-		Lower:    clampFinite(e.lo + step*float64(first)),
-		Upper:    clampFinite(e.lo + step*float64(last+1)),
+		Expected: clampFinite(lo + step*wsum/sum),
+		Lower:    clampFinite(lo + step*float64(first)),
+		Upper:    clampFinite(lo + step*float64(last+1)),
 		Ready:    rdy,
 	}
 }
 
 // toFront moves regime r to the front (most recently matched).
-func (e *entropyState) toFront(mass []uint8, nb, r int) {
+func (s *entropyScale) toFront(mass []uint8, nb, r int) {
 	if r == 0 {
 		return
 	}
-	if m := e.newer; m != 0 { // bit r moves to 0, bits 0..r-1 up by one
-		e.newer = m&^(1<<(r+1)-1) | (m&(1<<r-1))<<1 | (m>>r)&1
+	if m := s.newer; m != 0 { // bit r moves to 0, bits 0..r-1 up by one
+		s.newer = m&^(1<<(r+1)-1) | (m&(1<<r-1))<<1 | (m>>r)&1
 	}
 	var tmp [MaxEntropyBins]uint8
 	copy(tmp[:nb], mass[r*nb:r*nb+nb])
@@ -288,20 +407,20 @@ func (e *entropyState) toFront(mass []uint8, nb, r int) {
 
 // insert adds the histogram cnt of w values as the front regime, evicting
 // the least recently matched one if all `regimes` slots are in use.
-func (e *entropyState) insert(mass []uint8, nb, regimes int, cnt *[MaxEntropyBins]int, w int) {
-	n := int(e.nreg)
+func (s *entropyScale) insert(mass []uint8, nb, regimes int, cnt *[MaxEntropyBins]int, w int) {
+	n := int(s.nreg)
 	if n < regimes {
 		n++
 	}
-	if e.wait > 0 {
-		e.newer = e.newer<<1 | 1
+	if s.wait > 0 {
+		s.newer = s.newer<<1 | 1
 	}
 	// Shift regimes 0..n-2 down by one; the last one falls off if full.
 	copy(mass[nb:n*nb], mass[:(n-1)*nb])
 	for b := range nb {
 		mass[b] = quantMass(float64(cnt[b]) / float64(w))
 	}
-	e.nreg = uint8(n)
+	s.nreg = uint8(n)
 }
 
 // quantMass returns a mass fraction f in [0, 1] as uint8 units of 1/255,
@@ -313,36 +432,28 @@ func quantMass(f float64) uint8 {
 	return uint8(max(1, min(255, math.Round(255*f))))
 }
 
-// expand grows the range to [nlo, nhi] and spreads every regime's mass
-// from the old bins onto the new ones by overlap. A range whose width
-// overflows is not taken: the value is binned at the edge instead.
-func (e *entropyState) expand(mass []uint8, nb int, nlo, nhi float64) {
-	if !isFinite(nhi - nlo) {
+// expand grows the range to [nlo, nhi] and spreads the mass of every
+// regime in use (mass) from the old bins onto the new ones by overlap. A
+// range whose width overflows is not taken: the value is binned at the
+// edge instead.
+func (s *entropyScale) expand(mass []uint8, nb int, nlo, nhi float32) {
+	if !isFinite(float64(nhi) - float64(nlo)) {
 		return
 	}
-	olo, ostep := e.lo, (e.hi-e.lo)/float64(nb)
-	nstep := (nhi - nlo) / float64(nb)
-	e.lo, e.hi = nlo, nhi
+	olo, ostep := float64(s.lo), (float64(s.hi)-float64(s.lo))/float64(nb)
+	nstep := (float64(nhi) - float64(nlo)) / float64(nb)
+	s.lo, s.hi = nlo, nhi
 	if !(nstep > 0) {
 		return
 	}
-	for r := range int(e.nreg) {
-		row := mass[r*nb : r*nb+nb]
+	nlo64 := float64(nlo)
+	for r := 0; r+nb <= len(mass); r += nb {
+		row := mass[r : r+nb]
 		var out [MaxEntropyBins]float64
 		for b, m := range row {
-			if m == 0 {
-				continue
-			}
-			if !(ostep > 0) { // the old range was one point: all mass there
-				out[e.bin(nb, nstep, olo)] += float64(m)
-				continue
-			}
-			a := olo + float64(b)*ostep
-			z := a + ostep
-			for k := range nb {
-				na := nlo + float64(k)*nstep
-				if ov := min(z, na+nstep) - max(a, na); ov > 0 {
-					out[k] += float64(m) * ov / ostep
+			if m > 0 {
+				for k := range nb {
+					out[k] += float64(m) * spreadFrac(nb, b, k, olo, ostep, nlo64, nstep)
 				}
 			}
 		}
@@ -352,34 +463,49 @@ func (e *entropyState) expand(mass []uint8, nb int, nlo, nhi float64) {
 	}
 }
 
+// spreadFrac is the fraction of old bin b (width ostep from olo; ostep 0:
+// the old range was one point, all of it there) that new bin k (width
+// nstep from nlo, nb bins) covers.
+func spreadFrac(nb, b, k int, olo, ostep, nlo, nstep float64) float64 {
+	if !(ostep > 0) {
+		if k == binOf(nb, nlo, nstep, olo) {
+			return 1
+		}
+		return 0
+	}
+	a := olo + float64(b)*ostep
+	na := nlo + float64(k)*nstep
+	return max(0, min(a+ostep, na+nstep)-max(a, na)) / ostep
+}
+
 // Entropy is the regime detector on its own (see entropyState). Init it
 // before use. An Entropy is not safe for concurrent use.
 type Entropy struct {
-	p    *Params
-	n    uint32
-	e    entropyState
-	ring []float32
-	mass []uint8
+	p   *Params
+	n   uint32
+	e   entropyState
+	buf []float32 // rings and masses, see entropyViews
 }
 
 // Init binds p (which must be valid and must not change afterwards),
-// allocates the ring and resets the state. It panics if p is invalid.
+// allocates the rings and masses and resets the state. It panics if p is
+// invalid.
 func (d *Entropy) Init(p *Params) {
 	mustValid(p)
-	*d = Entropy{p: p, ring: make([]float32, p.Entropy.Window), mass: make([]uint8, p.Entropy.Regimes*p.Entropy.Bins)}
+	*d = Entropy{p: p, buf: make([]float32, entropySlots(&p.Entropy))}
 }
 
 // Update scores the window ending with v and includes v. It does not
 // allocate.
 func (d *Entropy) Update(t int64, v float64) Result {
-	r := d.e.update(&d.p.Entropy, d.ring, d.mass, entropyReady(d.n, d.p), v)
+	r := d.e.update(&d.p.Entropy, d.buf, entropyReady(d.n, d.p), entropySlowReady(d.n, d.p), v)
 	d.n = inc(d.n)
 	return r
 }
 
-// Reset forgets every sample and keeps the ring.
+// Reset forgets every sample and keeps the allocation.
 func (d *Entropy) Reset() {
 	d.n = 0
-	clear(d.mass)
+	clear(d.buf)
 	d.e.reset()
 }

@@ -175,6 +175,9 @@ func TestEntropyNoiseQuiet(t *testing.T) {
 // a candidate that is dropped.
 func TestEntropyConfirm(t *testing.T) {
 	p := entropyParams()
+	// The fast scale alone: the slow one sees the narrowing too, later
+	// (TestEntropySlowScale covers it).
+	p.Entropy.SlowScale = 0
 	w := p.Entropy.Window
 	const at = 2000
 	rng := rand.New(rand.NewPCG(8, 9))
@@ -273,5 +276,47 @@ func TestEntropyRegimesEvict(t *testing.T) {
 	t.Logf("alarms in the second half: 1 regime %d, 16 regimes %d", one, many)
 	if one < 10 || many != 0 {
 		t.Fatalf("alarms in the second half: 1 regime %d (want ≥ 10, one a switch), 16 regimes %d (want 0)", one, many)
+	}
+}
+
+// A level shift of 0.75σ is lost in the histogram of 16 single values but
+// not in that of 16 means of 8, whose spread is √8 times narrower: on ten
+// noise series the slow scale alarms on nearly every one within three of
+// its windows (384 samples), the fast scale alone on at most one. Before
+// the shift neither scale alarms once both are past their warm-up.
+func TestEntropySlowScale(t *testing.T) {
+	const at, shift, seeds = 3000, 0.75, 10
+	p := entropyParams()
+	within := 3 * p.Entropy.Window * p.Entropy.SlowScale
+	slowWarm := EntropyWarmup * p.Entropy.SlowScale
+	var caught, fastCaught int
+	for seed := range uint64(seeds) {
+		rng := rand.New(rand.NewPCG(seed, 77))
+		v := make([]float64, at+within)
+		for i := range v {
+			v[i] = rng.NormFloat64()
+			if i >= at {
+				v[i] += shift
+			}
+		}
+		p := entropyParams()
+		both := runEntropy(&p, v)
+		p.Entropy.SlowScale = 0
+		fast := runEntropy(&p, v)
+		// From the slow scale's warm-up on (the fast scale still sets
+		// new extremes before that).
+		if m, i := maxResult(both[slowWarm:at]); m >= 1 {
+			t.Errorf("seed %d: score %g at %d before the shift", seed, m, slowWarm+i)
+		}
+		if m, _ := maxResult(both[at:]); m >= 2 {
+			caught++
+		}
+		if m, _ := maxResult(fast[at:]); m >= 2 {
+			fastCaught++
+		}
+	}
+	if caught < seeds-2 || fastCaught > 1 {
+		t.Fatalf("a %gσ shift: alarm within %d samples on %d of %d series with the slow scale (want ≥ %d), %d without (want ≤ 1)",
+			shift, within, caught, seeds, seeds-2, fastCaught)
 	}
 }

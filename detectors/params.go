@@ -103,6 +103,13 @@ type EntropyParams struct {
 	Bins int `yaml:"bins"`
 	// Regimes is how many earlier histograms are remembered (1..MaxEntropyRegimes).
 	Regimes int `yaml:"regimes"`
+	// SlowScale is how many consecutive values are averaged into one value
+	// of the slow scale, a second histogram of the last Window such means
+	// judged the same way (0 disables it; 2..MaxEntropySlowScale).
+	SlowScale int `yaml:"slow_scale"`
+	// SlowRegimes is how many earlier histograms the slow scale remembers
+	// (1..MaxEntropyRegimes).
+	SlowRegimes int `yaml:"slow_regimes"`
 }
 
 // CalibrationParams configure the calibration of every detector's raw
@@ -143,7 +150,7 @@ func DefaultParams() Params {
 		// On NAB it lifts combined from 40 to 57 points; its confirmation
 		// keeps pure noise from alarming (see entropyState).
 		// 16 values in 6 bins against 16 remembered regimes.
-		Entropy: EntropyParams{Enabled: true, Window: 16, Bins: 6, Regimes: 16},
+		Entropy: EntropyParams{Enabled: true, Window: 16, Bins: 6, Regimes: 16, SlowScale: 8, SlowRegimes: 8},
 		// 5 standard deviations of ln(1 + raw score): see doc.go.
 		Calibration: CalibrationParams{Enabled: true, K: 5},
 	}
@@ -199,6 +206,12 @@ func (p *Params) Validate() error {
 	}
 	if en := &p.Entropy; en.Enabled && (en.Regimes < 1 || en.Regimes > MaxEntropyRegimes) {
 		return fmt.Errorf("entropy.regimes must be between 1 and %d, got %d", MaxEntropyRegimes, en.Regimes)
+	}
+	if en := &p.Entropy; en.Enabled && en.SlowScale != 0 && (en.SlowScale < 2 || en.SlowScale > MaxEntropySlowScale) {
+		return fmt.Errorf("entropy.slow_scale must be 0 (off) or between 2 and %d, got %d", MaxEntropySlowScale, en.SlowScale)
+	}
+	if en := &p.Entropy; en.Enabled && en.SlowScale != 0 && (en.SlowRegimes < 1 || en.SlowRegimes > MaxEntropyRegimes) {
+		return fmt.Errorf("entropy.slow_regimes must be between 1 and %d, got %d", MaxEntropyRegimes, en.SlowRegimes)
 	}
 	if p.Calibration.Enabled && !(p.Calibration.K > 0) {
 		return fmt.Errorf("calibration.k must be positive, got %g", p.Calibration.K)

@@ -12,11 +12,12 @@ import (
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 296 bytes plus one
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 312 bytes plus one
 // allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes for the ring and
-// the seasonal slots and 160 for Entropy's ring and masses, 592 (a 640-byte
-// size class): 888 bytes a series, 936 after rounding; with Entropy
-// disabled 728, 744 after rounding (TestSetMemoryBudget).
+// the seasonal slots and 272 for Entropy's rings and masses at both scales
+// (fast ring 64, masses 96; slow ring 64, masses 48), 704
+// (a size class): 1016 bytes a series, also after rounding; with Entropy
+// disabled 744, 760 after rounding (TestSetMemoryBudget).
 // The calibration is 12 bytes a detector (48) and the two slow mean
 // absolute errors 16.
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
@@ -51,7 +52,7 @@ func (s *Set) Init(p *Params) {
 		b = p.HoltWinters.SeasonBuckets
 	}
 	if p.Entropy.Enabled {
-		e = p.Entropy.Window + entropyMassSlots(&p.Entropy)
+		e = entropySlots(&p.Entropy)
 	}
 	buf := s.buf
 	switch need := 2*w + 2*b + e; {
@@ -132,8 +133,7 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
-		ring, mass := s.buf[o:o+p.Entropy.Window], s.buf[o+p.Entropy.Window:o+int(s.e)]
-		out.Per[KindEntropy] = s.ent.update(&p.Entropy, ring, massBytes(mass, &p.Entropy), entropyReady(s.n, p), v)
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], entropyReady(s.n, p), entropySlowReady(s.n, p), v)
 	}
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
 	for k := range numCalibrated {
@@ -142,18 +142,6 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	s.n = inc(s.n)
 	combine(&out, p, slopeOut)
 	return out
-}
-
-// entropyMassSlots is how many float32 slots of a Set's allocation hold
-// Entropy's Regimes·Bins uint8 masses.
-func entropyMassSlots(p *EntropyParams) int {
-	return (p.Regimes*p.Bins + 3) / 4
-}
-
-// massBytes views the float32 slots that hold Entropy's masses as the
-// Regimes·Bins bytes they are. The slots are only ever accessed as bytes.
-func massBytes(slots []float32, p *EntropyParams) []uint8 {
-	return unsafe.Slice((*uint8)(unsafe.Pointer(unsafe.SliceData(slots))), p.Regimes*p.Bins)
 }
 
 // mustValid panics if p is invalid: Params are validated when the config

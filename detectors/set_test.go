@@ -208,10 +208,10 @@ func TestSetUpdateDoesNotAllocate(t *testing.T) {
 	_ = sink
 }
 
-// The state of one series with DefaultParams (Entropy on) fits in 900
-// bytes, and in 750 with Entropy disabled: the struct plus its one
-// allocation (2 float32 a ring entry, 2 a seasonal slot, 1 an Entropy ring
-// entry, 1 per 4 Entropy masses).
+// The state of one series with DefaultParams (Entropy on, both scales) is
+// under 1 KiB, and under 750 bytes with Entropy disabled: the struct plus
+// its one allocation (2 float32 a ring entry, 2 a seasonal slot, 1 an
+// Entropy ring entry at each scale, 1 per 4 Entropy masses).
 func TestSetMemoryBudget(t *testing.T) {
 	p := DefaultParams()
 	for _, ent := range []bool{false, true} {
@@ -221,8 +221,8 @@ func TestSetMemoryBudget(t *testing.T) {
 		want := int(unsafe.Sizeof(Set{})) + 4*(2*p.Window+2*p.HoltWinters.SeasonBuckets)
 		budget := 750
 		if ent {
-			want += 4 * (p.Entropy.Window + entropyMassSlots(&p.Entropy))
-			budget = 900
+			want += 4 * entropySlots(&p.Entropy)
+			budget = 1023
 		}
 		if got := set.Bytes(); got != want || cap(set.buf) != len(set.buf) {
 			t.Fatalf("entropy %v: Bytes() = %d (cap %d), want %d", ent, got, cap(set.buf), want)
