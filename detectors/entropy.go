@@ -134,7 +134,7 @@ var lnTab = func() (t [MaxEntropyWindow*MaxEntropyBins + 256*MaxEntropyBins]floa
 // D, but finite, so that the window is a candidate to be confirmed rather
 // than an alarm at once. Means of noise set new records now and then (a
 // mean beyond every earlier one, in a bin no regime has: on 3 of 30
-// Gaussian noise series within 4000 samples); a lasting change keeps
+// synthetic Gaussian and quantised Gaussian noise series of 4000 samples); a lasting change keeps
 // filling such bins and is confirmed half a window later.
 const entropyEmptyMass = 0.1
 
@@ -158,9 +158,9 @@ func entropyReady(n uint32, p *Params) bool {
 // entropySlowReady reports whether the slow scale, having seen n samples
 // before the current one, is past its warm-up: like the fast scale it
 // needs EntropyWarmup values of its own, SlowScale·EntropyWarmup samples
-// (800 by default). Ready after 32 or 64 samples, it alarmed on 4 and 3
-// of the synthetic noise series of TestEntropyNoiseQuiet and
-// TestDriftCalibrated while its first regimes formed.
+// (800 by default). Ready after 32 or 64 means instead, it alarmed 4 and
+// 3 times on the noise of the unit tests (TestEntropyNoiseQuiet, TestStep,
+// TestDriftCalibrated) while its first regimes formed.
 func entropySlowReady(n uint32, p *Params) bool {
 	return ready(n, max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale))
 }
@@ -433,13 +433,10 @@ func quantMass(f float64) uint8 {
 }
 
 // expand grows the range to [nlo, nhi] and spreads the mass of every
-// regime in use (mass) from the old bins onto the new ones by overlap. A
-// range whose width overflows is not taken: the value is binned at the
-// edge instead.
+// regime in use (mass) from the old bins onto the new ones by overlap.
+// The bounds are float32 offsets (f32 saturates), so the width, taken in
+// float64, is always finite.
 func (s *entropyScale) expand(mass []uint8, nb int, nlo, nhi float32) {
-	if !isFinite(float64(nhi) - float64(nlo)) {
-		return
-	}
 	olo, ostep := float64(s.lo), (float64(s.hi)-float64(s.lo))/float64(nb)
 	nstep := (float64(nhi) - float64(nlo)) / float64(nb)
 	s.lo, s.hi = nlo, nhi

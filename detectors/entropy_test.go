@@ -315,6 +315,7 @@ func TestEntropySlowScale(t *testing.T) {
 			fastCaught++
 		}
 	}
+	t.Logf("a %gσ shift: alarm within %d samples on %d of %d series with the slow scale, %d without", shift, within, caught, seeds, fastCaught)
 	if caught < seeds-2 || fastCaught > 1 {
 		t.Fatalf("a %gσ shift: alarm within %d samples on %d of %d series with the slow scale (want ≥ %d), %d without (want ≤ 1)",
 			shift, within, caught, seeds, seeds-2, fastCaught)
