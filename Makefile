@@ -77,6 +77,7 @@ bench-nab: build
 	  --config.file bench/nab/no-entropy.yml
 	$(GO) run ./bench/nab -data $(NAB_DIR)/data -labels $(NAB_DIR)/labels/combined_windows.json \
 	  $(foreach d,$(NAB_DETECTORS) combined-no-entropy,-results $(NAB_OUT)/$(d)) \
+	  -alert 'combined:>=2' -alert 'combined:>1 for 5m' \
 	  -baseline null,random -json $(BENCH_OUT)/nab.json
 
 ## demo: anomalyd plus a real-time load of 300 series with an anomaly about once a minute

@@ -311,7 +311,7 @@ func TestRealLabels(t *testing.T) {
 func TestRealCorpusBaselines(t *testing.T) {
 	needNAB(t)
 	rep, err := score(filepath.Join(nabDir, "data"), filepath.Join(nabDir, "labels", "combined_windows.json"),
-		[]detectorSpec{{name: "null", baseline: "null"}, {name: "random", baseline: "random"}}, 42)
+		[]detectorSpec{{name: "null", baseline: "null"}, {name: "random", baseline: "random"}}, nil, 42)
 	if err != nil {
 		t.Fatal(err)
 	}

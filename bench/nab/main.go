@@ -6,6 +6,7 @@
 //	go run ./bench/nab -data NAB/data -results OUT_DIR [-name NAME] [-json FILE]
 //	go run ./bench/nab -data NAB/data -results ewma=DIR1 -results zscore=DIR2 ...
 //	go run ./bench/nab -data NAB/data -baseline null,random
+//	go run ./bench/nab -data NAB/data -results combined=DIR -alert 'combined:>1 for 5m'
 //
 // A results directory mirrors the data directory: DIR/<category>/<file>.csv
 // with the header "timestamp,value,anomaly_score" and one row per data row
@@ -20,6 +21,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -38,6 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		specs              []detectorSpec
+		alerts             []alertRule
 		data, labels, name string
 		jsonOut, baselines string
 		seed               uint
@@ -51,6 +54,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return errors.New("empty directory")
 		}
 		specs = append(specs, detectorSpec{name: n, dir: dir})
+		return nil
+	})
+	fs.Func("alert", "Also score an alerting rule over a -results detector's native score, `DETECTOR:RULE` with RULE '>T', '>=T', either with ' for DURATION' (e.g. 'combined:>1 for 5m'): a detector that is 1 on the rows where the alert fires. Repeat for several.", func(s string) error {
+		r, err := parseAlertRule(s)
+		if err != nil {
+			return err
+		}
+		alerts = append(alerts, r)
 		return nil
 	})
 	fs.StringVar(&data, "data", "", "NAB data directory (<category>/<file>.csv with timestamp,value). Required.")
@@ -105,11 +116,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		seen[s.name] = true
 	}
+	for _, a := range alerts {
+		switch {
+		case !slices.ContainsFunc(specs, func(s detectorSpec) bool { return s.name == a.detector && s.baseline == "" }):
+			return usage("-alert %q: no -results detector named %q", a.text, a.detector)
+		case seen[a.name()]:
+			return usage("-alert %q for %s given twice", a.text, a.detector)
+		}
+		seen[a.name()] = true
+	}
 	if labels == "" {
 		labels = filepath.Join(filepath.Dir(filepath.Clean(data)), "labels", "combined_windows.json")
 	}
 
-	rep, err := score(data, labels, specs, uint32(seed))
+	rep, err := score(data, labels, specs, alerts, uint32(seed))
 	if err != nil {
 		fmt.Fprintf(stderr, "nab: %v\n", err)
 		return 1
@@ -128,8 +148,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// score loads the corpus and scores every detector.
-func score(data, labels string, specs []detectorSpec, seed uint32) (*Report, error) {
+// score loads the corpus and scores every detector, and every alert rule
+// after the detector it reads.
+func score(data, labels string, specs []detectorSpec, alerts []alertRule, seed uint32) (*Report, error) {
 	c, err := loadCorpus(data, labels)
 	if err != nil {
 		return nil, err
@@ -164,6 +185,16 @@ func score(data, labels string, specs []detectorSpec, seed uint32) (*Report, err
 			continue
 		}
 		rep.Detectors = append(rep.Detectors, evaluate(c, s.name, source, scores, null))
+		for _, a := range alerts {
+			if a.detector != s.name || s.baseline != "" {
+				continue
+			}
+			fired := make([][]float64, len(c.Files))
+			for k, f := range c.Files {
+				fired[k] = a.firing(f, scores[k])
+			}
+			rep.Detectors = append(rep.Detectors, evaluate(c, a.name(), "alert rule over "+s.name+"'s native score", fired, null))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
