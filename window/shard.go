@@ -28,6 +28,12 @@ type lastOut struct {
 	score, expected, lower, upper float64
 	warmup                        bool
 	driver                        detectors.Kind // of a combined output: detectors.Output.Driver
+	// shown: a /metrics snapshot has this output; until one has, peak holds
+	// the highest score of the outputs it replaced since the last snapshot
+	// (combined only), so that a one-sample alarm between two scrapes still
+	// reaches the scrape. Both fit in the struct's padding.
+	shown bool
+	peak  float32
 }
 
 // series is the state of one analysed series, owned by its shard goroutine.
@@ -390,8 +396,12 @@ func (s *shard) sample(se *series, t int64, v float64) {
 		return
 	}
 	s.dirty = true
-	se.last = lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
+	cur := lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
 		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready, driver: o.Driver}
+	if !se.last.shown {
+		cur.peak = max(se.last.peak, float32(min(se.last.score, math.MaxFloat32)))
+	}
+	se.last = cur
 	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
 	if se.per != nil {
 		for k := range detectors.NumKinds {
@@ -412,6 +422,7 @@ func (l *lastOut) record(info *sink.SeriesInfo, k detectors.Kind, drivers uint8)
 // emitStale emits stale markers at t for every output series of se, and
 // for the driver series in drivers (its rule's).
 func (s *shard) emitStale(se *series, t int64, drivers uint8) {
+	se.last = lastOut{shown: true} // a revived series holds no score from before
 	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: drivers})
 	if se.per != nil {
 		for k := range detectors.NumKinds {
@@ -496,7 +507,9 @@ type snapshot struct {
 	recs []sink.Record
 }
 
-// publish makes the latest outputs visible to readers. It costs O(series),
+// publish makes the latest outputs visible to readers; a combined score is
+// the highest since the previous snapshot (see lastOut.peak), its expected
+// value and band the latest. It costs O(series),
 // so it runs when a reader asks (a /metrics scrape), not per sample or on a
 // timer: a new slice each time, which readers may keep.
 func (s *shard) publish(now time.Time) {
@@ -515,7 +528,10 @@ func (s *shard) publish(now time.Time) {
 		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput {
 			continue
 		}
-		recs = append(recs, se.last.record(se.info, detectors.KindCombined, s.rules.rules[se.rule].drivers))
+		r := se.last.record(se.info, detectors.KindCombined, s.rules.rules[se.rule].drivers)
+		r.Score = max(r.Score, float64(se.last.peak))
+		se.last.shown, se.last.peak = true, 0
+		recs = append(recs, r)
 		if se.per != nil {
 			for k := range detectors.NumKinds {
 				recs = append(recs, se.per[k].record(se.info, detectors.Kind(k), 0))

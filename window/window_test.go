@@ -375,3 +375,45 @@ func TestAnalyserMatchesShard(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsHoldsPeak: a one-sample alarm followed by an ordinary sample
+// before the next scrape still reaches /metrics (the snapshot's combined
+// score is the highest since the previous snapshot), once.
+func TestMetricsHoldsPeak(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	noise := func(i int) float64 { return 10 + float64((i*7919)%13)/13 }
+	e.send(t, false, ramp(t0, 400, 1000, noise), "__name__", "g")
+	e.snapshot()
+	e.rec.take()
+	spikeT := t0 + 400_000
+	e.send(t, false, []Sample{{T: spikeT, V: 1000}, {T: spikeT + 1000, V: noise(400)}}, "__name__", "g")
+	var spike, after float64
+	for _, r := range e.rec.take() {
+		if r.Detector != detectors.KindCombined {
+			continue
+		}
+		switch r.T {
+		case spikeT:
+			spike = r.Score
+		case spikeT + 1000:
+			after = r.Score
+		}
+	}
+	if !(spike >= 2) || !(after < spike) {
+		t.Fatalf("combined scores %v then %v: want an alarm (≥ 2), then less", spike, after)
+	}
+	snap := e.snapshot()
+	if len(snap) != 1 || snap[0].T != spikeT+1000 || float64(float32(spike)) != snap[0].Score {
+		t.Fatalf("snapshot %+v: want the latest output (t %d) with the spike's score %v", snap, spikeT+1000, spike)
+	}
+	e.send(t, false, []Sample{{T: spikeT + 2000, V: noise(401)}}, "__name__", "g")
+	var latest float64
+	for _, r := range e.rec.take() {
+		if r.Detector == detectors.KindCombined {
+			latest = r.Score
+		}
+	}
+	if snap = e.snapshot(); len(snap) != 1 || snap[0].Score != latest {
+		t.Fatalf("snapshot after the next sample %+v: want its own score %v, the spike shown once", snap, latest)
+	}
+}
