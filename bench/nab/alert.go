@@ -72,7 +72,10 @@ func (r alertRule) name() string { return r.detector + " [" + r.text + "]" }
 // least `for` earlier (at once without `for`).
 func (r alertRule) firing(f *File, scores []float64) []float64 {
 	out := make([]float64, len(scores))
-	start := int64(-1) // time of the first row of the current true run
+	var (
+		inRun bool  // the previous row was true
+		start int64 // the time of the first row of the current true run
+	)
 	for i, s := range scores {
 		native := math.Inf(1)
 		if s < 1 {
@@ -80,11 +83,11 @@ func (r alertRule) firing(f *File, scores []float64) []float64 {
 		}
 		on := native > r.threshold*(1+scoreTolerance) || r.orEqual && native >= r.threshold*(1-scoreTolerance)
 		if !on {
-			start = -1
+			inRun = false
 			continue
 		}
-		if start < 0 {
-			start = f.Times[i]
+		if !inRun {
+			inRun, start = true, f.Times[i]
 		}
 		if f.Times[i]-start >= r.hold {
 			out[i] = 1
