@@ -22,6 +22,9 @@ type rule struct {
 	// drivers is the sink.Record.DriverSet of the rule's series: a bit
 	// 1<<k per detector k enabled in params with output.driver, else 0.
 	drivers uint8
+	// enabled has a bit 1<<k per detector k enabled in params: the
+	// detector="<kind>" series output.per_detector emits.
+	enabled uint8
 	params  *detectors.Params
 }
 
@@ -31,10 +34,11 @@ func CompileRules(cfg *config.Config) *Rules {
 	rs := &Rules{}
 	for _, r := range cfg.Rules {
 		p := r.Detectors
-		rs.rules = append(rs.rules, rule{cfg: r, ignore: r.Action == "ignore", drivers: driverSet(&p, cfg.Output.Driver), params: &p})
+		rs.rules = append(rs.rules, rule{cfg: r, ignore: r.Action == "ignore",
+			drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p})
 	}
 	p := cfg.Detectors
-	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), params: &p})
+	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p})
 	return rs
 }
 

@@ -29,9 +29,9 @@ type lastOut struct {
 	warmup                        bool
 	driver                        detectors.Kind // of a combined output: detectors.Output.Driver
 	// shown: a /metrics snapshot has this output; until one has, peak holds
-	// the highest score of the outputs it replaced since the last snapshot
-	// (combined only), so that a one-sample alarm between two scrapes still
-	// reaches the scrape. Both fit in the struct's padding.
+	// the highest score of the outputs it replaced since the last snapshot,
+	// so that a one-sample alarm between two scrapes still reaches the
+	// scrape. Both fit in the struct's padding.
 	shown bool
 	peak  float32
 }
@@ -391,25 +391,44 @@ func (s *shard) sample(se *series, t int64, v float64) {
 	case outcomeSkipped:
 		return
 	case outcomeStale:
-		s.emitStale(se, t, ru.drivers)
+		s.emitStale(se, t, ru)
 		s.dirty = true
 		return
 	}
 	s.dirty = true
 	cur := lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
 		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready, driver: o.Driver}
-	if !se.last.shown {
-		cur.peak = max(se.last.peak, float32(min(se.last.score, math.MaxFloat32)))
-	}
-	se.last = cur
+	se.last.replace(cur)
 	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
 	if se.per != nil {
 		for k := range detectors.NumKinds {
+			if ru.enabled&(1<<k) == 0 {
+				continue
+			}
 			r := &o.Per[k]
-			se.per[k] = lastOut{t: t, score: r.Score, expected: r.Expected, lower: r.Lower, upper: r.Upper, warmup: !r.Ready}
+			se.per[k].replace(lastOut{t: t, score: r.Score, expected: r.Expected, lower: r.Lower, upper: r.Upper, warmup: !r.Ready})
 			s.out = append(s.out, se.per[k].record(se.info, detectors.Kind(k), 0))
 		}
 	}
+}
+
+// replace makes cur the latest output, carrying the highest score of the
+// outputs no /metrics snapshot has shown yet into cur.peak.
+func (l *lastOut) replace(cur lastOut) {
+	if !l.shown {
+		cur.peak = max(l.peak, float32(min(l.score, math.MaxFloat32)))
+	}
+	*l = cur
+}
+
+// snapshotRecord returns l as the record of detector k for a /metrics
+// snapshot, its score the highest since the previous snapshot, and marks
+// it shown.
+func (l *lastOut) snapshotRecord(info *sink.SeriesInfo, k detectors.Kind, drivers uint8) sink.Record {
+	r := l.record(info, k, drivers)
+	r.Score = max(r.Score, float64(l.peak))
+	l.shown, l.peak = true, 0
+	return r
 }
 
 // record returns l as the record of detector k, with the driver series in
@@ -419,14 +438,23 @@ func (l *lastOut) record(info *sink.SeriesInfo, k detectors.Kind, drivers uint8)
 		Score: l.score, Expected: l.expected, Lower: l.lower, Upper: l.upper}
 }
 
-// emitStale emits stale markers at t for every output series of se, and
-// for the driver series in drivers (its rule's).
-func (s *shard) emitStale(se *series, t int64, drivers uint8) {
+// emitStale emits stale markers at t for every output series of se under
+// rule ru, the driver series included.
+func (s *shard) emitStale(se *series, t int64, ru *rule) {
 	se.last = lastOut{shown: true} // a revived series holds no score from before
-	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: drivers})
+	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: ru.drivers})
 	if se.per != nil {
-		for k := range detectors.NumKinds {
+		s.stalePer(se, t, ru.enabled)
+	}
+}
+
+// stalePer emits stale markers at t for se's per-detector series of the
+// detectors in kinds and forgets their outputs.
+func (s *shard) stalePer(se *series, t int64, kinds uint8) {
+	for k := range detectors.NumKinds {
+		if kinds&(1<<k) != 0 {
 			s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.Kind(k), Stale: true})
+			se.per[k] = lastOut{shown: true}
 		}
 	}
 }
@@ -446,19 +474,19 @@ func (s *shard) evict(now time.Time) {
 			s.finishWarming(i, se, s.warming[i], nil)
 			s.stats.warmGaveUp[gaveUpEvicted].Add(1)
 		}
-		s.remove(i, max(nowMs, se.lastT+1), s.rules.rules[se.rule].drivers)
+		s.remove(i, max(nowMs, se.lastT+1), &s.rules.rules[se.rule])
 	}
 	s.flushOut()
 	s.commitStats()
 }
 
-// remove untracks slot i, emitting stale markers at t if it has outputs
-// (for the driver series in drivers too). A warming series loses its held
-// samples (a rule now ignores it).
-func (s *shard) remove(i uint32, t int64, drivers uint8) {
+// remove untracks slot i, emitting stale markers at t for the output
+// series its rule ru gave it if it has outputs. A warming series loses its
+// held samples (a rule now ignores it).
+func (s *shard) remove(i uint32, t int64, ru *rule) {
 	se := s.slots.at(i)
 	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
-		s.emitStale(se, t, drivers)
+		s.emitStale(se, t, ru)
 	}
 	if se.flags&flagWarming != 0 {
 		delete(s.warming, i)
@@ -528,13 +556,13 @@ func (s *shard) publish(now time.Time) {
 		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput {
 			continue
 		}
-		r := se.last.record(se.info, detectors.KindCombined, s.rules.rules[se.rule].drivers)
-		r.Score = max(r.Score, float64(se.last.peak))
-		se.last.shown, se.last.peak = true, 0
-		recs = append(recs, r)
+		ru := &s.rules.rules[se.rule]
+		recs = append(recs, se.last.snapshotRecord(se.info, detectors.KindCombined, ru.drivers))
 		if se.per != nil {
 			for k := range detectors.NumKinds {
-				recs = append(recs, se.per[k].record(se.info, detectors.Kind(k), 0))
+				if ru.enabled&(1<<k) != 0 && se.per[k].t != 0 { // t 0: no output since enabled
+					recs = append(recs, se.per[k].snapshotRecord(se.info, detectors.Kind(k), 0))
+				}
 			}
 		}
 	}
@@ -556,28 +584,34 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 			continue
 		}
 		ri := rules.match(se.info.Labels)
-		oldDrivers := old.rules[se.rule].drivers
-		if rules.rules[ri].ignore {
-			s.remove(i, max(nowMs, se.lastT+1), oldDrivers)
+		oldRule, newRule := &old.rules[se.rule], &rules.rules[ri]
+		if newRule.ignore {
+			s.remove(i, max(nowMs, se.lastT+1), oldRule)
 			continue
 		}
-		if gone := oldDrivers &^ rules.rules[ri].drivers; gone != 0 && se.flags&(flagStale|flagHasOutput) == flagHasOutput {
-			s.out = append(s.out, sink.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.KindCombined,
+		live := se.flags&(flagStale|flagHasOutput) == flagHasOutput
+		t := max(nowMs, se.lastT+1)
+		if gone := oldRule.drivers &^ newRule.drivers; gone != 0 && live {
+			s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined,
 				Stale: true, OnlyDrivers: true, DriverSet: gone})
 		}
+		if se.per != nil && live {
+			// Per-detector series of detectors the series no longer
+			// reports: all of them without output.per_detector.
+			gone := oldRule.enabled &^ newRule.enabled
+			if !perDetector {
+				gone = oldRule.enabled
+			}
+			s.stalePer(se, t, gone)
+		}
 		if !old.sameTreatment(int(se.rule), rules, ri) {
-			se.det.Init(rules.rules[ri].params)
+			se.det.Init(newRule.params)
 			se.flags &^= flagPrimed
 		}
 		se.rule = uint16(ri)
 		if perDetector && se.per == nil {
 			se.per = new([detectors.NumKinds]lastOut)
-		} else if !perDetector && se.per != nil {
-			if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
-				for k := range detectors.NumKinds {
-					s.out = append(s.out, sink.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.Kind(k), Stale: true})
-				}
-			}
+		} else if !perDetector {
 			se.per = nil
 		}
 	}

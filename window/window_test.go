@@ -1,6 +1,7 @@
 package window
 
 import (
+	"maps"
 	"math"
 	"runtime"
 	"sync"
@@ -274,20 +275,70 @@ func TestTTLEvictionEmitsStaleMarkers(t *testing.T) {
 	})
 }
 
+// TestPerDetectorOutputs: with output.per_detector every detector the
+// series' rule enables has its own series, in the remote-write output and
+// on /metrics, and no other detector does; a reload that turns a detector
+// off, or per_detector off, ends those series with stale markers.
 func TestPerDetectorOutputs(t *testing.T) {
-	cfg := config.Default()
+	cfg := loadConfig(t, `
+output: {per_detector: true}
+rules:
+  - match: '{__name__="no_hw"}'
+    detectors: {holt_winters: {enabled: false}}
+`)
 	e := newEnv(t, cfg, func(o *Options) { o.PerDetector = true })
-	e.send(t, false, ramp(t0, 2, 1000, func(int) float64 { return 1 }), "__name__", "g")
+	for _, name := range []string{"all", "no_hw"} {
+		e.send(t, false, ramp(t0, 2, 1000, func(int) float64 { return 1 }), "__name__", name)
+	}
+	kinds := func(recs []sink.Record, stale bool) map[string]uint8 {
+		got := map[string]uint8{}
+		for _, r := range recs {
+			if r.Stale != stale {
+				t.Fatalf("record %+v: want stale %v", r, stale)
+			}
+			got[r.Series.Name] |= 1 << r.Detector
+		}
+		return got
+	}
+	combined := uint8(1 << detectors.KindCombined)
 	recs := e.rec.take()
-	if len(recs) != 2*(int(detectors.NumKinds)+1) {
-		t.Fatalf("got %d records, want %d", len(recs), 2*(detectors.NumKinds+1))
+	if len(recs) != 2*(6+5) {
+		t.Fatalf("got %d records, want 2 samples × (6 + 5)", len(recs))
 	}
-	seen := map[detectors.Kind]bool{}
-	for _, r := range recs {
-		seen[r.Detector] = true
+	want := map[string]uint8{"all": setAll | combined, "no_hw": setNoHW | combined}
+	if got := kinds(recs, false); !maps.Equal(got, want) {
+		t.Fatalf("detectors per series %v, want %v", got, want)
 	}
-	if len(seen) != int(detectors.NumKinds)+1 {
-		t.Fatalf("detectors seen: %v", seen)
+	if got := kinds(e.snapshot(), false); !maps.Equal(got, want) {
+		t.Fatalf("on /metrics: detectors per series %v, want %v", got, want)
+	}
+
+	// Slope off for every series: its per-detector series end.
+	next := loadConfig(t, `
+output: {per_detector: true}
+detectors: {slope: {enabled: false}}
+rules:
+  - match: '{__name__="no_hw"}'
+    detectors: {holt_winters: {enabled: false}, slope: {enabled: false}}
+`)
+	e.s.ApplyRules(CompileRules(next), true)
+	slope := uint8(1 << detectors.KindSlope)
+	if got, want := kinds(e.rec.take(), true), map[string]uint8{"all": slope, "no_hw": slope}; !maps.Equal(got, want) {
+		t.Fatalf("stale markers %v, want %v", got, want)
+	}
+	want = map[string]uint8{"all": setAll&^slope | combined, "no_hw": setNoHW&^slope | combined}
+	if got := kinds(e.snapshot(), false); !maps.Equal(got, want) {
+		t.Fatalf("on /metrics after the reload: %v, want %v", got, want)
+	}
+
+	// per_detector off: every remaining per-detector series ends.
+	e.s.ApplyRules(CompileRules(next), false)
+	if got, want := kinds(e.rec.take(), true), map[string]uint8{"all": setAll &^ slope, "no_hw": setNoHW &^ slope}; !maps.Equal(got, want) {
+		t.Fatalf("stale markers %v, want %v", got, want)
+	}
+	want = map[string]uint8{"all": combined, "no_hw": combined}
+	if got := kinds(e.snapshot(), false); !maps.Equal(got, want) {
+		t.Fatalf("on /metrics without per_detector: %v, want %v", got, want)
 	}
 }
 
@@ -377,43 +428,51 @@ func TestAnalyserMatchesShard(t *testing.T) {
 }
 
 // TestMetricsHoldsPeak: a one-sample alarm followed by an ordinary sample
-// before the next scrape still reaches /metrics (the snapshot's combined
-// score is the highest since the previous snapshot), once.
+// before the next scrape still reaches /metrics (the snapshot's score is
+// the highest since the previous snapshot, for the combined score and, with
+// output.per_detector, each detector's), once.
 func TestMetricsHoldsPeak(t *testing.T) {
-	e := newEnv(t, config.Default(), nil)
+	e := newEnv(t, config.Default(), func(o *Options) { o.PerDetector = true })
 	noise := func(i int) float64 { return 10 + float64((i*7919)%13)/13 }
 	e.send(t, false, ramp(t0, 400, 1000, noise), "__name__", "g")
 	e.snapshot()
 	e.rec.take()
 	spikeT := t0 + 400_000
 	e.send(t, false, []Sample{{T: spikeT, V: 1000}, {T: spikeT + 1000, V: noise(400)}}, "__name__", "g")
-	var spike, after float64
+	var spike, after [detectors.NumKinds + 1]float64
 	for _, r := range e.rec.take() {
-		if r.Detector != detectors.KindCombined {
-			continue
-		}
 		switch r.T {
 		case spikeT:
-			spike = r.Score
+			spike[r.Detector] = r.Score
 		case spikeT + 1000:
-			after = r.Score
+			after[r.Detector] = r.Score
 		}
 	}
-	if !(spike >= 2) || !(after < spike) {
-		t.Fatalf("combined scores %v then %v: want an alarm (≥ 2), then less", spike, after)
+	c := detectors.KindCombined
+	if !(spike[c] >= 2) || !(after[c] < spike[c]) {
+		t.Fatalf("combined scores %v then %v: want an alarm (≥ 2), then less", spike[c], after[c])
+	}
+	if !(spike[detectors.KindEWMA] > after[detectors.KindEWMA]) {
+		t.Fatalf("EWMA scores %v then %v: want the spike's higher", spike[detectors.KindEWMA], after[detectors.KindEWMA])
 	}
 	snap := e.snapshot()
-	if len(snap) != 1 || snap[0].T != spikeT+1000 || float64(float32(spike)) != snap[0].Score {
-		t.Fatalf("snapshot %+v: want the latest output (t %d) with the spike's score %v", snap, spikeT+1000, spike)
+	if len(snap) != int(detectors.NumKinds)+1 {
+		t.Fatalf("snapshot has %d records, want %d", len(snap), detectors.NumKinds+1)
 	}
-	e.send(t, false, []Sample{{T: spikeT + 2000, V: noise(401)}}, "__name__", "g")
-	var latest float64
-	for _, r := range e.rec.take() {
-		if r.Detector == detectors.KindCombined {
-			latest = r.Score
+	for _, r := range snap {
+		k := r.Detector
+		if want := max(float64(float32(spike[k])), after[k]); r.T != spikeT+1000 || r.Score != want {
+			t.Fatalf("snapshot %s %+v: want the latest output (t %d) with the higher score %v", k, r, spikeT+1000, want)
 		}
 	}
-	if snap = e.snapshot(); len(snap) != 1 || snap[0].Score != latest {
-		t.Fatalf("snapshot after the next sample %+v: want its own score %v, the spike shown once", snap, latest)
+	e.send(t, false, []Sample{{T: spikeT + 2000, V: noise(401)}}, "__name__", "g")
+	var latest [detectors.NumKinds + 1]float64
+	for _, r := range e.rec.take() {
+		latest[r.Detector] = r.Score
+	}
+	for _, r := range e.snapshot() {
+		if r.Score != latest[r.Detector] {
+			t.Fatalf("snapshot %s after the next sample %+v: want its own score %v, the spike shown once", r.Detector, r, latest[r.Detector])
+		}
 	}
 }
