@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -20,32 +19,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/sinktest"
 	"github.com/anomalyd/anomalyd/window"
 )
-
-// recorder is a sink.Appender that keeps what the shards emit.
-type recorder struct {
-	mu   sync.Mutex
-	recs []sink.Record
-}
-
-func (r *recorder) Append(recs []sink.Record) {
-	r.mu.Lock()
-	r.recs = append(r.recs, recs...)
-	r.mu.Unlock()
-}
-
-func (r *recorder) series() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m := map[string]int{}
-	for _, rec := range r.recs {
-		m[rec.Series.Labels]++
-	}
-	return m
-}
 
 func testOptions() Options {
 	return Options{MaxCompressedBytes: 1 << 20, MaxDecodedBytes: 4 << 20, MaxLabelsPerSeries: 30,
@@ -55,13 +32,13 @@ func testOptions() Options {
 type testEnv struct {
 	h      *Handler
 	shards *window.Shards
-	rec    *recorder
+	rec    *sinktest.Recorder
 }
 
 func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
 	t.Helper()
 	cfg := config.Default()
-	rec := &recorder{}
+	rec := &sinktest.Recorder{}
 	opts := window.Options{Shards: 2, QueueSize: queueSize, MaxSeries: 1000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
 	reg := selfmon.NewRegistry()
 	shards := window.New(opts, window.CompileRules(cfg), rec, reg)
@@ -242,7 +219,7 @@ func TestPartialWrite(t *testing.T) {
 		}
 	}
 	env.shards.Sync()
-	got := env.rec.series()
+	got := env.rec.Series()
 	if got["__name__\xffgood_gauge\xffjob\xfftest\xff"] != 1 || len(got) != 1 {
 		t.Fatalf("the valid series was not written (partial write): got %v", got)
 	}
@@ -260,7 +237,7 @@ func TestCanonicalIdentity(t *testing.T) {
 		t.Fatalf("got %d %s", w.Code, w.Body)
 	}
 	env.shards.Sync()
-	got := env.rec.series()
+	got := env.rec.Series()
 	if len(got) != 1 || got["__name__\xffg\xffa\xff1\xffjob\xffj\xff"] != 2 {
 		t.Fatalf("got series %v, want one canonical series with 2 outputs", got)
 	}
@@ -321,7 +298,7 @@ func TestCounterFromMetadata(t *testing.T) {
 		t.Fatalf("got %d", w.Code)
 	}
 	env.shards.Sync()
-	if got := env.rec.series()["__name__\xffodd_name\xff"]; got != 1 {
+	if got := env.rec.Series()["__name__\xffodd_name\xff"]; got != 1 {
 		t.Fatalf("counter from metadata: got %d outputs, want 1 (first sample primes the rate)", got)
 	}
 }
@@ -340,9 +317,7 @@ func TestNoPanicOnSpecialValues(t *testing.T) {
 		t.Fatalf("got %d %s", w.Code, w.Body)
 	}
 	env.shards.Sync()
-	env.rec.mu.Lock()
-	defer env.rec.mu.Unlock()
-	for _, r := range env.rec.recs {
+	for _, r := range env.rec.Records() {
 		if !r.Stale && (math.IsNaN(r.Score) || math.IsInf(r.Score, 0)) {
 			t.Fatalf("non-finite score %v", r.Score)
 		}

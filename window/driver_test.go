@@ -79,7 +79,7 @@ detectors:
 	const swing, n = 480, 600 // 8 seasons of sine, then 2 hours flat
 	samples := hourlySine(n, swing)
 	e.send(t, false, samples, "__name__", "g")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != n {
 		t.Fatalf("got %d records for %d samples, want one each (combined only)", len(recs), n)
 	}
@@ -159,7 +159,7 @@ rules:
 			for _, name := range []string{"no_hw", "all"} {
 				e.send(t, false, ramp(t0, 20, 15_000, func(i int) float64 { return float64(i % 4) }), "__name__", name)
 			}
-			recs := e.rec.take()
+			recs := e.rec.Take()
 			if len(recs) == 0 {
 				t.Fatal("no records")
 			}
@@ -185,9 +185,9 @@ func TestDriverSeriesStale(t *testing.T) {
 	cfg := loadConfig(t, "output: {driver: true}\n")
 	e := newEnv(t, cfg, nil)
 	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "g")
-	e.rec.take()
+	e.rec.Take()
 	e.send(t, false, []Sample{{T: t0 + 20_000, V: math.Float64frombits(value.StaleNaN)}}, "__name__", "g")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != 1 || !recs[0].Stale || recs[0].OnlyDrivers || recs[0].DriverSet != setAll || recs[0].T != t0+20_000 {
 		t.Fatalf("got %+v, want one stale record for every output and driver series", recs)
 	}
@@ -199,10 +199,10 @@ func TestDriverSeriesStale(t *testing.T) {
 		e := newEnv(t, cfg, func(o *Options) { o.SeriesTTL = time.Minute })
 		now := time.Now().UnixMilli()
 		e.send(t, false, ramp(now, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "idle")
-		e.rec.take()
+		e.rec.Take()
 		time.Sleep(2 * time.Minute)
 		synctest.Wait()
-		recs := e.rec.take()
+		recs := e.rec.Take()
 		if len(recs) != 1 || !recs[0].Stale || recs[0].DriverSet != setAll {
 			t.Fatalf("got %+v, want one stale record with every driver series for the evicted series", recs)
 		}
@@ -219,19 +219,19 @@ func TestDriverSeriesReload(t *testing.T) {
 		e.send(t, false, ramp(t0+int64(from)*1000, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "g")
 	}
 	send(0)
-	e.rec.take()
+	e.rec.Take()
 
 	// Holt-Winters off for this series: its driver series ends.
 	e.s.ApplyRules(CompileRules(loadConfig(t, `
 output: {driver: true}
 rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 `)), false)
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].DriverSet != 1<<detectors.KindHoltWinters {
 		t.Fatalf("got %+v, want one stale record for the holtwinters driver series only", recs)
 	}
 	send(20)
-	for _, r := range e.rec.take() {
+	for _, r := range e.rec.Take() {
 		if r.DriverSet != setNoHW {
 			t.Fatalf("after the reload: driver set %05b, want %05b", r.DriverSet, setNoHW)
 		}
@@ -239,18 +239,18 @@ rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 
 	// output.driver off: the remaining four end.
 	e.s.ApplyRules(CompileRules(config.Default()), false)
-	recs = e.rec.take()
+	recs = e.rec.Take()
 	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].DriverSet != setNoHW {
 		t.Fatalf("got %+v, want one stale record for the four remaining driver series", recs)
 	}
 
 	// On again: nothing to end; the next records carry every driver series.
 	e.s.ApplyRules(CompileRules(cfg), false)
-	if recs := e.rec.take(); len(recs) != 0 {
+	if recs := e.rec.Take(); len(recs) != 0 {
 		t.Fatalf("turning driver series on emitted %+v", recs)
 	}
 	send(40)
-	recs = e.rec.take()
+	recs = e.rec.Take()
 	if len(recs) == 0 || recs[len(recs)-1].DriverSet != setAll || recs[len(recs)-1].Warmup {
 		t.Fatalf("after turning it on again: %+v, want ready records with every driver series", recs)
 	}

@@ -133,7 +133,7 @@ func TestWarmupMatchesAnalyser(t *testing.T) {
 				in2 := append([]Sample{live[4], live[2]}, live[5:10]...)
 				e.send(t, counter, in1, "__name__", "w")
 				e.send(t, counter, in2, "__name__", "w")
-				if recs := e.rec.take(); len(recs) != 0 {
+				if recs := e.rec.Take(); len(recs) != 0 {
 					t.Fatalf("a warming series emitted %d records", len(recs))
 				}
 				req := fw.only(t)
@@ -150,7 +150,7 @@ func TestWarmupMatchesAnalyser(t *testing.T) {
 				}
 				synctest.Wait()
 				e.send(t, counter, live[10:], "__name__", "w")
-				got := e.rec.take()
+				got := e.rec.Take()
 				want := reference(t, counter, history, append(append([]Sample{}, in1...), append(in2, live[10:]...)...))
 				sameRecords(t, got, want)
 				if got[0].Warmup {
@@ -208,15 +208,15 @@ func TestWarmupBufferFull(t *testing.T) {
 		e, fw := newWarmEnv(t, 4, nil)
 		live := seasonal(time.Now().UnixMilli(), 6, false)
 		e.send(t, false, live[:4], "__name__", "w")
-		if n := len(e.rec.take()); n != 0 {
+		if n := len(e.rec.Take()); n != 0 {
 			t.Fatalf("%d records while warming", n)
 		}
 		e.send(t, false, live[4:], "__name__", "w")
-		sameRecords(t, e.rec.take(), coldReference(t, live))
+		sameRecords(t, e.rec.Take(), coldReference(t, live))
 		req := fw.only(t)
 		req.Deliver(t.Context(), seasonal(live[0].T-100*60_000, 100, false), nil)
 		synctest.Wait()
-		if n := len(e.rec.take()); n != 0 {
+		if n := len(e.rec.Take()); n != 0 {
 			t.Fatalf("late history emitted %d records", n)
 		}
 		if st := e.stats(); st.gaveUp[gaveUpBufferFull] != 1 || st.late != 1 || st.warmed != 0 || st.warming != 0 {
@@ -235,13 +235,13 @@ func TestWarmupFailureAndRefusal(t *testing.T) {
 		fw.only(t).Deliver(t.Context(), nil, errors.New("prometheus is down"))
 		synctest.Wait()
 		e.send(t, false, live[3:], "__name__", "w")
-		sameRecords(t, e.rec.take(), coldReference(t, live))
+		sameRecords(t, e.rec.Take(), coldReference(t, live))
 
 		fw.mu.Lock()
 		fw.refuse = true
 		fw.mu.Unlock()
 		e.send(t, false, live, "__name__", "refused")
-		if n := len(e.rec.take()); n != len(live) {
+		if n := len(e.rec.Take()); n != len(live) {
 			t.Fatalf("refused series emitted %d records, want %d at once", n, len(live))
 		}
 		if st := e.stats(); st.refused != 1 || st.warming != 0 {
@@ -259,7 +259,7 @@ func TestWarmupTimeout(t *testing.T) {
 		e.send(t, false, live, "__name__", "w")
 		time.Sleep(warmTimeout + warmTick(warmTimeout))
 		synctest.Wait()
-		sameRecords(t, e.rec.take(), coldReference(t, live))
+		sameRecords(t, e.rec.Take(), coldReference(t, live))
 		if st := e.stats(); st.gaveUp[gaveUpTimeout] != 1 || st.warming != 0 {
 			t.Fatalf("stats %+v: want 1 timeout", st)
 		}
@@ -280,7 +280,7 @@ func TestWarmupEvictedWhileWarming(t *testing.T) {
 		e.send(t, false, live, "__name__", "w")
 		time.Sleep(2 * time.Minute)
 		synctest.Wait()
-		recs := e.rec.take()
+		recs := e.rec.Take()
 		if len(recs) != len(live)+1 || !recs[len(recs)-1].Stale {
 			t.Fatalf("got %d records (%+v), want %d scores then a stale marker", len(recs), recs, len(live))
 		}
@@ -295,7 +295,7 @@ func TestWarmupEvictedWhileWarming(t *testing.T) {
 		}
 		old.Deliver(t.Context(), seasonal(live[0].T-3_600_000, 60, false), nil)
 		synctest.Wait()
-		if n := len(e.rec.take()); n != 0 {
+		if n := len(e.rec.Take()); n != 0 {
 			t.Fatalf("a late answer for an evicted series emitted %d records", n)
 		}
 		if st := e.stats(); st.gaveUp[gaveUpEvicted] != 1 || st.late != 1 || st.warming != 1 {
@@ -325,13 +325,13 @@ func TestWarmupReloadAndStop(t *testing.T) {
 		if st := e.stats(); st.late != 1 || st.warming != 1 {
 			t.Fatalf("stats %+v: want the ignored series' answer late, 1 still warming", st)
 		}
-		if n := len(e.rec.take()); n != 0 {
+		if n := len(e.rec.Take()); n != 0 {
 			t.Fatalf("%d records before Stop", n)
 		}
 		if err := e.s.Stop(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		recs := e.rec.take()
+		recs := e.rec.Take()
 		sameRecords(t, recs, coldReference(t, live))
 		for _, r := range recs {
 			if r.Series.Name != "kept" {
@@ -350,7 +350,7 @@ func TestWarmupHistoryEmitsNothing(t *testing.T) {
 		e.send(t, false, []Sample{{T: now, V: math.Float64frombits(value.StaleNaN)}}, "__name__", "w")
 		fw.only(t).Deliver(t.Context(), seasonal(now-100*60_000, 100, false), nil)
 		synctest.Wait()
-		if recs := e.rec.take(); len(recs) != 0 {
+		if recs := e.rec.Take(); len(recs) != 0 {
 			t.Fatalf("got %+v, want no records", recs)
 		}
 		if n := len(e.snapshot()); n != 0 {

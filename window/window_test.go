@@ -4,7 +4,6 @@ import (
 	"maps"
 	"math"
 	"runtime"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,30 +15,12 @@ import (
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/sinktest"
 )
-
-type recorder struct {
-	mu   sync.Mutex
-	recs []sink.Record
-}
-
-func (r *recorder) Append(recs []sink.Record) {
-	r.mu.Lock()
-	r.recs = append(r.recs, recs...)
-	r.mu.Unlock()
-}
-
-func (r *recorder) take() []sink.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.recs
-	r.recs = nil
-	return out
-}
 
 type env struct {
 	s   *Shards
-	rec *recorder
+	rec *sinktest.Recorder
 	reg *selfmon.Registry
 }
 
@@ -49,7 +30,7 @@ func newEnv(t *testing.T, cfg *config.Config, mod func(*Options)) *env {
 	if mod != nil {
 		mod(&opts)
 	}
-	rec := &recorder{}
+	rec := &sinktest.Recorder{}
 	reg := selfmon.NewRegistry()
 	s := New(opts, CompileRules(cfg), rec, reg)
 	s.Start()
@@ -114,7 +95,7 @@ func TestCounterAnalysedAsRate(t *testing.T) {
 	e := newEnv(t, config.Default(), nil)
 	// 10 per second, scraped every 15 s.
 	e.send(t, true, ramp(t0, 40, 15_000, func(i int) float64 { return float64(i) * 150 }), "__name__", "reqs_total")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != 39 {
 		t.Fatalf("got %d outputs for 40 counter samples, want 39 (the first only primes the rate)", len(recs))
 	}
@@ -142,7 +123,7 @@ func TestCounterReset(t *testing.T) {
 	// Restart: the counter starts again from 0 and keeps 10/s.
 	s = append(s, ramp(t0+30*15_000, 10, 15_000, func(i int) float64 { return float64(i+1) * 150 })...)
 	e.send(t, true, s, "__name__", "reqs_total")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	for _, r := range recs {
 		if r.Expected < 0 || r.Score > 1 {
 			t.Fatalf("counter reset produced %+v: a reset is not a negative rate", r)
@@ -166,7 +147,7 @@ func TestOrderDuplicatesAndSpecialValues(t *testing.T) {
 		{T: t0 + 4000, V: 5},
 	}
 	e.send(t, false, samples, "__name__", "g")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != 3 {
 		t.Fatalf("got %d outputs, want 3 (t0, t0+1s, t0+4s)", len(recs))
 	}
@@ -194,9 +175,9 @@ func TestStaleMarkerEndsSeries(t *testing.T) {
 	if n := len(e.snapshot()); n != 1 {
 		t.Fatalf("snapshot has %d records, want 1", n)
 	}
-	e.rec.take()
+	e.rec.Take()
 	e.send(t, false, []Sample{{T: t0 + 5000, V: math.Float64frombits(value.StaleNaN)}}, "__name__", "g")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != 1 || !recs[0].Stale || recs[0].T != t0+5000 {
 		t.Fatalf("got %+v, want one stale record at the marker's timestamp", recs)
 	}
@@ -205,7 +186,7 @@ func TestStaleMarkerEndsSeries(t *testing.T) {
 	}
 	// A second marker emits nothing more; a new sample revives the series.
 	e.send(t, false, []Sample{{T: t0 + 6000, V: math.Float64frombits(value.StaleNaN)}, {T: t0 + 7000, V: 1}}, "__name__", "g")
-	recs = e.rec.take()
+	recs = e.rec.Take()
 	if len(recs) != 1 || recs[0].Stale {
 		t.Fatalf("got %+v, want one ordinary record", recs)
 	}
@@ -223,7 +204,7 @@ func TestDefaultRulesIgnoreBuckets(t *testing.T) {
 	e := newEnv(t, config.Default(), nil)
 	e.send(t, true, ramp(t0, 3, 1000, func(i int) float64 { return float64(i) }), "__name__", "http_duration_seconds_bucket", "le", "0.1")
 	e.send(t, true, ramp(t0, 3, 1000, func(i int) float64 { return float64(i) }), "__name__", "http_duration_seconds_count")
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	for _, r := range recs {
 		if r.Series.Name == "http_duration_seconds_bucket" {
 			t.Fatalf("a _bucket series was analysed")
@@ -259,10 +240,10 @@ func TestTTLEvictionEmitsStaleMarkers(t *testing.T) {
 		e := newEnv(t, config.Default(), func(o *Options) { o.SeriesTTL = time.Minute })
 		now := time.Now().UnixMilli()
 		e.send(t, false, ramp(now, 3, 1000, func(int) float64 { return 1 }), "__name__", "idle")
-		e.rec.take()
+		e.rec.Take()
 		time.Sleep(2 * time.Minute)
 		synctest.Wait()
-		recs := e.rec.take()
+		recs := e.rec.Take()
 		if len(recs) != 1 || !recs[0].Stale || recs[0].Series.Name != "idle" {
 			t.Fatalf("got %+v, want one stale record for the evicted series", recs)
 		}
@@ -301,7 +282,7 @@ rules:
 		return got
 	}
 	combined := uint8(1 << detectors.KindCombined)
-	recs := e.rec.take()
+	recs := e.rec.Take()
 	if len(recs) != 2*(6+5) {
 		t.Fatalf("got %d records, want 2 samples × (6 + 5)", len(recs))
 	}
@@ -323,7 +304,7 @@ rules:
 `)
 	e.s.ApplyRules(CompileRules(next), true)
 	slope := uint8(1 << detectors.KindSlope)
-	if got, want := kinds(e.rec.take(), true), map[string]uint8{"all": slope, "no_hw": slope}; !maps.Equal(got, want) {
+	if got, want := kinds(e.rec.Take(), true), map[string]uint8{"all": slope, "no_hw": slope}; !maps.Equal(got, want) {
 		t.Fatalf("stale markers %v, want %v", got, want)
 	}
 	want = map[string]uint8{"all": setAll&^slope | combined, "no_hw": setNoHW&^slope | combined}
@@ -333,7 +314,7 @@ rules:
 
 	// per_detector off: every remaining per-detector series ends.
 	e.s.ApplyRules(CompileRules(next), false)
-	if got, want := kinds(e.rec.take(), true), map[string]uint8{"all": setAll &^ slope, "no_hw": setNoHW &^ slope}; !maps.Equal(got, want) {
+	if got, want := kinds(e.rec.Take(), true), map[string]uint8{"all": setAll &^ slope, "no_hw": setNoHW &^ slope}; !maps.Equal(got, want) {
 		t.Fatalf("stale markers %v, want %v", got, want)
 	}
 	want = map[string]uint8{"all": combined, "no_hw": combined}
@@ -349,7 +330,7 @@ func TestApplyRulesKeepsUnchangedState(t *testing.T) {
 	e := newEnv(t, cfg, nil)
 	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "kept")
 	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "changed")
-	e.rec.take()
+	e.rec.Take()
 
 	next, err := config.Load([]byte(`
 rules:
@@ -362,7 +343,7 @@ rules:
 	e.s.ApplyRules(CompileRules(next), false)
 	e.send(t, false, []Sample{{T: t0 + 20_000, V: 1}}, "__name__", "kept")
 	e.send(t, false, []Sample{{T: t0 + 20_000, V: 1}}, "__name__", "changed")
-	for _, r := range e.rec.take() {
+	for _, r := range e.rec.Take() {
 		switch r.Series.Name {
 		case "kept":
 			if r.Warmup {
@@ -380,7 +361,7 @@ rules:
 func TestStopLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	opts := Options{Shards: 4, QueueSize: 4, MaxSeries: 10, SeriesTTL: time.Minute, PublishInterval: time.Second}
-	s := New(opts, CompileRules(config.Default()), &recorder{}, selfmon.NewRegistry())
+	s := New(opts, CompileRules(config.Default()), &sinktest.Recorder{}, selfmon.NewRegistry())
 	s.Start()
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatal(err)
@@ -404,7 +385,7 @@ func TestAnalyserMatchesShard(t *testing.T) {
 	samples := ramp(t0, 60, 15_000, func(i int) float64 { return float64(i*i%17) + 100*float64(i/40) })
 	samples = append(samples, Sample{T: t0, V: 1}, Sample{T: t0 + 61*15_000, V: math.NaN()}, Sample{T: t0 + 62*15_000, V: 3})
 	e.send(t, true, samples, "__name__", "x_total")
-	got := e.rec.take()
+	got := e.rec.Take()
 	p, ignored := CompileRules(cfg).ParamsFor(string(key("__name__", "x_total")))
 	if ignored {
 		t.Fatal("x_total is ignored by the default rules")
@@ -436,11 +417,11 @@ func TestMetricsHoldsPeak(t *testing.T) {
 	noise := func(i int) float64 { return 10 + float64((i*7919)%13)/13 }
 	e.send(t, false, ramp(t0, 400, 1000, noise), "__name__", "g")
 	e.snapshot()
-	e.rec.take()
+	e.rec.Take()
 	spikeT := t0 + 400_000
 	e.send(t, false, []Sample{{T: spikeT, V: 1000}, {T: spikeT + 1000, V: noise(400)}}, "__name__", "g")
 	var spike, after [detectors.NumKinds + 1]float64
-	for _, r := range e.rec.take() {
+	for _, r := range e.rec.Take() {
 		switch r.T {
 		case spikeT:
 			spike[r.Detector] = r.Score
@@ -467,7 +448,7 @@ func TestMetricsHoldsPeak(t *testing.T) {
 	}
 	e.send(t, false, []Sample{{T: spikeT + 2000, V: noise(401)}}, "__name__", "g")
 	var latest [detectors.NumKinds + 1]float64
-	for _, r := range e.rec.take() {
+	for _, r := range e.rec.Take() {
 		latest[r.Detector] = r.Score
 	}
 	for _, r := range e.snapshot() {

@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -20,41 +19,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/sinktest"
 	"github.com/anomalyd/anomalyd/window"
 )
-
-type recorder struct {
-	mu   sync.Mutex
-	recs []sink.Record
-}
-
-func (r *recorder) Append(recs []sink.Record) {
-	r.mu.Lock()
-	r.recs = append(r.recs, recs...)
-	r.mu.Unlock()
-}
-
-// of returns the records of the series called name.
-func (r *recorder) of(name string) []sink.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []sink.Record
-	for _, rec := range r.recs {
-		if rec.Series.Name == name {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
 
 // warmEnv is a Warmer reading from a fake Prometheus for real shards.
 type warmEnv struct {
 	prom   *fakeProm
 	w      *Warmer
 	shards *window.Shards
-	rec    *recorder
+	rec    *sinktest.Recorder
 	reg    *selfmon.Registry
 }
 
@@ -75,7 +50,7 @@ func newWarmEnv(t *testing.T, mod func(*config.WarmupConfig)) *warmEnv {
 		t.Fatal(err)
 	}
 	w.minBackoff = time.Millisecond
-	rec := &recorder{}
+	rec := &sinktest.Recorder{}
 	opts := window.Options{Shards: 2, QueueSize: 16, MaxSeries: 1000, SeriesTTL: time.Hour, PublishInterval: time.Nanosecond,
 		Warmup: window.WarmupOptions{Warmer: w, Lookback: 25 * time.Hour, MaxBuffered: cfg.MaxBufferedSamples, Timeout: time.Minute}}
 	shards := window.New(opts, window.CompileRules(config.Default()), rec, reg)
@@ -154,12 +129,12 @@ func TestWarmerWarmsSeries(t *testing.T) {
 	e.prom.add(a, day(now))
 	e.send(t, a, steps(now, 3, 60_000, func(int) float64 { return 10 }))
 	e.send(t, b, steps(now, 3, 60_000, func(int) float64 { return 10 }))
-	if n := len(e.rec.of("a")) + len(e.rec.of("b")); n != 0 {
+	if n := len(e.rec.Of("a")) + len(e.rec.Of("b")); n != 0 {
 		t.Fatalf("%d records before the history was read", n)
 	}
 	e.w.Start()
 	e.settle(t)
-	ra, rb := e.rec.of("a"), e.rec.of("b")
+	ra, rb := e.rec.Of("a"), e.rec.Of("b")
 	if len(ra) != 3 || ra[0].Warmup {
 		t.Fatalf("series a: got %+v, want 3 records out of warm-up", ra)
 	}
@@ -212,7 +187,7 @@ func TestWarmerRetries(t *testing.T) {
 			if got := e.metric(fmt.Sprintf(`anomalyd_warmup_requests_total{code="%d"}`, tc.code)); got != 1 {
 				t.Fatalf("requests with code %d: %v, want 1", tc.code, got)
 			}
-			if recs := e.rec.of("a"); len(recs) != 3 || recs[0].Warmup != (tc.wantResult == "failed") {
+			if recs := e.rec.Of("a"); len(recs) != 3 || recs[0].Warmup != (tc.wantResult == "failed") {
 				t.Fatalf("got %+v: want 3 records, warm only if the history was read", recs)
 			}
 		})
@@ -232,7 +207,7 @@ func TestWarmerMaxPending(t *testing.T) {
 	if got := e.metric(`anomalyd_warmup_pending_series`); got != 2 {
 		t.Fatalf("pending %v, want 2", got)
 	}
-	if n := len(e.rec.of("c")); n != 2 {
+	if n := len(e.rec.Of("c")); n != 2 {
 		t.Fatalf("the refused series emitted %d records, want 2 at once", n)
 	}
 	e.w.Start()
@@ -305,7 +280,7 @@ func TestWarmerStop(t *testing.T) {
 	if err := e.shards.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(e.rec.of("a")); n != 2 {
+	if n := len(e.rec.Of("a")); n != 2 {
 		t.Fatalf("series a emitted %d records after Stop, want its 2 held samples", n)
 	}
 	close(block) // let the fake Prometheus's handler end, if the request got there

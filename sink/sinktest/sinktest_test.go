@@ -1,0 +1,38 @@
+package sinktest
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/anomalyd/anomalyd/sink"
+)
+
+func TestRecorder(t *testing.T) {
+	a := &sink.SeriesInfo{Labels: "\xff__name__\xffa", Name: "a"}
+	b := &sink.SeriesInfo{Labels: "\xff__name__\xffb", Name: "b"}
+	var r Recorder
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() { r.Append([]sink.Record{{Series: a, T: int64(i)}, {Series: b, T: int64(i)}}) })
+	}
+	wg.Wait()
+	if got := len(r.Of("a")); got != 4 {
+		t.Fatalf("Of(a): %d records, want 4", got)
+	}
+	if got, want := r.Series(), map[string]int{a.Labels: 4, b.Labels: 4}; !maps.Equal(got, want) {
+		t.Fatalf("Series() = %v, want %v", got, want)
+	}
+	recs := r.Records()
+	recs[0].T = -1
+	if slices.ContainsFunc(r.Records(), func(x sink.Record) bool { return x.T == -1 }) {
+		t.Fatal("Records() shares its slice with the recorder")
+	}
+	if got := len(r.Take()); got != 8 {
+		t.Fatalf("Take(): %d records, want 8", got)
+	}
+	if got := len(r.Take()); got != 0 {
+		t.Fatalf("Take() after Take(): %d records, want 0", got)
+	}
+}
