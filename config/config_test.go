@@ -45,6 +45,7 @@ var badConfigs = []struct {
 	{"detectors_entropy_regimes.bad.yml", "detectors: entropy.regimes must be between 1 and 16, got 0"},
 	{"detectors_entropy_slow_scale.bad.yml", "detectors: entropy.slow_scale must be 0 (off) or between 2 and 255, got 1"},
 	{"detectors_entropy_slow_regimes.bad.yml", "detectors: entropy.slow_regimes must be between 1 and 16, got 17"},
+	{"detectors_entropy_record_k.bad.yml", "detectors: entropy.record_k must be 0 (off) or positive, got -1"},
 	{"detectors_none_enabled.bad.yml", "detectors: at least one detector must be enabled"},
 	{"detectors_calibration_k.bad.yml", "detectors: calibration.k must be positive, got 0"},
 	{"detectors_bad_duration.bad.yml", "detectors: unknown unit \" day\" in duration \"1 day\""},
@@ -196,7 +197,7 @@ func TestFullConfig(t *testing.T) {
 			Season: model.Duration(7 * 24 * time.Hour), SeasonBuckets: 42, K: 3,
 		},
 		Slope:       detectors.SlopeParams{Enabled: false, K: 5},
-		Entropy:     detectors.EntropyParams{Enabled: false, Window: 20, Bins: 5, Regimes: 12, SlowScale: 4, SlowRegimes: 6},
+		Entropy:     detectors.EntropyParams{Enabled: false, Window: 20, Bins: 5, Regimes: 12, SlowScale: 4, SlowRegimes: 6, RecordK: 1.5},
 		Calibration: detectors.CalibrationParams{Enabled: true, K: 4},
 	}
 	http := top

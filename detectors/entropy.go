@@ -38,6 +38,11 @@ import (
 //     a new extreme, a jump into an empty part of the range, or on
 //     heavy-tailed noise a tail value last seen before every remembered
 //     regime) alarms at once;
+//   - a value beyond the range by more than RecordK noise σ (a record,
+//     see recordSpread) alarms at once, scored 2·excess/(RecordK·σ) up to
+//     2·entropyMaxScore, even if its bin has mass: a new high just above
+//     a peak the series reaches every day lands in the top bin, where
+//     every regime has mass (60.3 → 64.7 NAB points);
 //   - a window that is merely unlike every regime (D finite) is a
 //     candidate: it scores 0.9 and becomes a regime, and it alarms only if
 //     the window Window/2 values later is very unlike (p = 0.0001) every
@@ -165,6 +170,17 @@ func entropySlowReady(n uint32, p *Params) bool {
 	return ready(n, max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale))
 }
 
+// recordSpread is the noise σ the record rule measures a new extreme's
+// excess in: 1.25 × the EWMA's slow mean absolute one-step error (≈ σ for
+// Gaussian noise), which a Set keeps up to date whenever the rule is on,
+// whether or not the EWMA detector is enabled; 0 with the rule off.
+func recordSpread(e *ewmaState, p *EntropyParams) float64 {
+	if p.RecordK <= 0 {
+		return 0
+	}
+	return 1.25 * e.mae
+}
+
 // entropyCandidateScore is the score of a candidate regime until it is
 // judged: above every match, below the alarm level 1.
 const entropyCandidateScore = 0.9
@@ -208,8 +224,9 @@ func entropyViews(p *EntropyParams, buf []float32) (fr []float32, fm []uint8, sr
 // e.ref). A non-finite v is not learnt and scores 0, not Ready. The Result
 // is Ready when rdy and the fast ring is full; its score is the higher of
 // the fast one and, on the sample that completes a slow value, the slow
-// one. Expected and the band are the fast scale's.
-func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool, v float64) Result {
+// one. Expected and the band are the fast scale's. spread is the series'
+// noise (σ, see recordSpread) for the record rule, 0 if unknown.
+func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool, v, spread float64) Result {
 	if !isFinite(v) {
 		return Result{}
 	}
@@ -225,10 +242,10 @@ func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool
 		if e.nacc++; int(e.nacc) == p.SlowScale {
 			m := e.acc
 			e.acc, e.nacc = 0, 0
-			slow, _ = e.slow.step(nb, p.SlowRegimes, sr, sm, m, true)
+			slow, _ = e.slow.step(nb, p.SlowRegimes, sr, sm, m, true, 0)
 		}
 	}
-	score, full := e.fast.step(nb, p.Regimes, fr, fm, y, false)
+	score, full := e.fast.step(nb, p.Regimes, fr, fm, y, false, p.RecordK*spread)
 	if !full {
 		return Result{}
 	}
@@ -248,11 +265,19 @@ func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool
 // until the ring is full. With confirmAll (the slow scale), a bin that a
 // regime has no mass in counts as mass entropyEmptyMass in it instead of
 // making D infinite, so every new regime is a candidate to be confirmed.
-func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool) (float64, bool) {
+// A y beyond the range by more than margin (> 0) is a record: it scores
+// 2·excess/margin (at most 2·entropyMaxScore) whatever its window does.
+func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool, margin float64) (float64, bool) {
 	if s.fill == 0 && s.nreg == 0 {
 		s.lo, s.hi = y, y
 	}
+	var score float64
 	if y < s.lo || y > s.hi {
+		if margin > 0 && s.hi > s.lo {
+			if ex := max(float64(s.lo)-float64(y), float64(y)-float64(s.hi)); ex > margin {
+				score = 2 * min(ex/margin, entropyMaxScore)
+			}
+		}
 		s.expand(mass[:int(s.nreg)*nb], nb, min(s.lo, y), max(s.hi, y))
 	}
 	ring[s.pos] = y
@@ -309,10 +334,9 @@ func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y flo
 		}
 	}
 	T := chi2p01[nb-1]
-	var score float64
 	matched := best >= 0 && bestD < T
 	if matched {
-		score = max(0, bestD/T)
+		score = max(score, bestD/T)
 	}
 	if s.wait > 0 {
 		// Half of the window is new since the candidate: confirm it early
@@ -478,10 +502,11 @@ func spreadFrac(nb, b, k int, olo, ostep, nlo, nstep float64) float64 {
 // Entropy is the regime detector on its own (see entropyState). Init it
 // before use. An Entropy is not safe for concurrent use.
 type Entropy struct {
-	p   *Params
-	n   uint32
-	e   entropyState
-	buf []float32 // rings and masses, see entropyViews
+	p    *Params
+	n    uint32
+	e    entropyState
+	ewma ewmaState // the spread for the record rule, as a Set keeps it
+	buf  []float32 // rings and masses, see entropyViews
 }
 
 // Init binds p (which must be valid and must not change afterwards),
@@ -495,14 +520,18 @@ func (d *Entropy) Init(p *Params) {
 // Update scores the window ending with v and includes v. It does not
 // allocate.
 func (d *Entropy) Update(t int64, v float64) Result {
-	r := d.e.update(&d.p.Entropy, d.buf, entropyReady(d.n, d.p), entropySlowReady(d.n, d.p), v)
+	spread := recordSpread(&d.ewma, &d.p.Entropy)
+	r := d.e.update(&d.p.Entropy, d.buf, entropyReady(d.n, d.p), entropySlowReady(d.n, d.p), v, spread)
+	if d.p.Entropy.RecordK > 0 {
+		d.ewma.update(&d.p.EWMA, d.n, ready(d.n, d.p.Warmup), v)
+	}
 	d.n = inc(d.n)
 	return r
 }
 
 // Reset forgets every sample and keeps the allocation.
 func (d *Entropy) Reset() {
-	d.n = 0
+	d.n, d.ewma = 0, ewmaState{}
 	clear(d.buf)
 	d.e.reset()
 }

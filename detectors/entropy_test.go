@@ -321,3 +321,36 @@ func TestEntropySlowScale(t *testing.T) {
 			shift, within, caught, seeds, seeds-2, fastCaught)
 	}
 }
+
+// TestEntropyRecord: a new extreme beyond the range by more than
+// record_k noise σ alarms at once even where the histogram cannot see it
+// (a noisy curve peaks near its maximum every cycle, so the record lands
+// in a bin every regime has mass in); without the rule it does not. The
+// curve's own new maxima, a fraction of σ beyond the old ones, change no
+// score.
+func TestEntropyRecord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	v := make([]float64, 2000)
+	for i := range v {
+		v[i] = 100 + 10*math.Sin(2*math.Pi*float64(i)/200) + 0.5*rng.NormFloat64()
+	}
+	peak := 1850 // a crest: the curve is at its maximum
+	hi := math.Inf(-1)
+	for _, x := range v[:peak] {
+		hi = max(hi, x)
+	}
+	v[peak] = hi + 4 // σ ≈ 1.2: the noise plus the EWMA's lag on the curve
+
+	p := entropyParams()
+	on := runEntropy(&p, v)
+	p.Entropy.RecordK = 0
+	off := runEntropy(&p, v)
+	for i := range peak {
+		if on[i] != off[i] {
+			t.Fatalf("sample %d before the record: %+v with the rule, %+v without", i, on[i], off[i])
+		}
+	}
+	if !(on[peak].Score >= 2) || off[peak].Score >= 2 {
+		t.Fatalf("the record scored %g with the rule, %g without: want an alarm (≥ 2) only with it", on[peak].Score, off[peak].Score)
+	}
+}

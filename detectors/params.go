@@ -110,6 +110,10 @@ type EntropyParams struct {
 	// SlowRegimes is how many earlier histograms the slow scale remembers
 	// (1..MaxEntropyRegimes).
 	SlowRegimes int `yaml:"slow_regimes"`
+	// RecordK: a value beyond every value the series has taken (its range)
+	// by more than RecordK noise σ is a record and alarms at once (0
+	// disables the rule). σ is the EWMA's slow mean absolute error × 1.25.
+	RecordK float64 `yaml:"record_k"`
 }
 
 // CalibrationParams configure the calibration of every detector's raw
@@ -152,7 +156,8 @@ func DefaultParams() Params {
 		// 16 values in 6 bins against 16 remembered regimes; the slow
 		// scale does the same with 16 means of 8 values against 8, for
 		// changes too small or too slow for 16 single values (57 → 60).
-		Entropy: EntropyParams{Enabled: true, Window: 16, Bins: 6, Regimes: 16, SlowScale: 8, SlowRegimes: 8},
+		// A new extreme beyond the range by more than 1σ alarms (60.3 → 64.7).
+		Entropy: EntropyParams{Enabled: true, Window: 16, Bins: 6, Regimes: 16, SlowScale: 8, SlowRegimes: 8, RecordK: 1},
 		// 5 standard deviations of ln(1 + raw score): see doc.go.
 		Calibration: CalibrationParams{Enabled: true, K: 5},
 	}
@@ -214,6 +219,9 @@ func (p *Params) Validate() error {
 	}
 	if en := &p.Entropy; en.Enabled && en.SlowScale != 0 && (en.SlowRegimes < 1 || en.SlowRegimes > MaxEntropyRegimes) {
 		return fmt.Errorf("entropy.slow_regimes must be between 1 and %d, got %d", MaxEntropyRegimes, en.SlowRegimes)
+	}
+	if en := &p.Entropy; en.Enabled && !(en.RecordK >= 0) {
+		return fmt.Errorf("entropy.record_k must be 0 (off) or positive, got %g", en.RecordK)
 	}
 	if p.Calibration.Enabled && !(p.Calibration.K > 0) {
 		return fmt.Errorf("calibration.k must be positive, got %g", p.Calibration.K)

@@ -112,8 +112,13 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	var out Output
 	rdy := ready(s.n, p.Warmup)
-	if p.EWMA.Enabled {
-		out.Per[KindEWMA] = s.ewma.update(&p.EWMA, s.n, rdy, v)
+	recordOn := p.Entropy.Enabled && p.Entropy.RecordK > 0
+	spread := recordSpread(&s.ewma, &p.Entropy)
+	if p.EWMA.Enabled || recordOn {
+		r := s.ewma.update(&p.EWMA, s.n, rdy, v)
+		if p.EWMA.Enabled {
+			out.Per[KindEWMA] = r
+		}
 	}
 	w := 2 * int(s.w)
 	if w > 0 {
@@ -133,7 +138,7 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
-		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], entropyReady(s.n, p), entropySlowReady(s.n, p), v)
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], entropyReady(s.n, p), entropySlowReady(s.n, p), v, spread)
 	}
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
 	for k := range numCalibrated {
