@@ -39,7 +39,7 @@ import (
 //     heavy-tailed noise a tail value last seen before every remembered
 //     regime) alarms at once;
 //   - a value beyond the range by more than RecordK noise σ (a record,
-//     see recordSpread) alarms at once, scored 2·excess/(RecordK·σ) up to
+//     see ewmaState.noise) alarms at once, scored 2·excess/(RecordK·σ) up to
 //     2·entropyMaxScore, even if its bin has mass: a new high just above
 //     a peak the series reaches every day lands in the top bin, where
 //     every regime has mass (60.3 → 64.7 NAB points);
@@ -170,17 +170,6 @@ func entropySlowReady(n uint32, p *Params) bool {
 	return ready(n, max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale))
 }
 
-// recordSpread is the noise σ the record rule measures a new extreme's
-// excess in: 1.25 × the EWMA's slow mean absolute one-step error (≈ σ for
-// Gaussian noise), which a Set keeps up to date whenever the rule is on,
-// whether or not the EWMA detector is enabled; 0 with the rule off.
-func recordSpread(e *ewmaState, p *EntropyParams) float64 {
-	if p.RecordK <= 0 {
-		return 0
-	}
-	return 1.25 * e.mae
-}
-
 // entropyCandidateScore is the score of a candidate regime until it is
 // judged: above every match, below the alarm level 1.
 const entropyCandidateScore = 0.9
@@ -225,7 +214,7 @@ func entropyViews(p *EntropyParams, buf []float32) (fr []float32, fm []uint8, sr
 // is Ready when rdy and the fast ring is full; its score is the higher of
 // the fast one and, on the sample that completes a slow value, the slow
 // one. Expected and the band are the fast scale's. spread is the series'
-// noise (σ, see recordSpread) for the record rule, 0 if unknown.
+// noise σ (ewmaState.noise) for the record rule (RecordK·spread; 0: off).
 func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool, v, spread float64) Result {
 	if !isFinite(v) {
 		return Result{}
@@ -520,8 +509,7 @@ func (d *Entropy) Init(p *Params) {
 // Update scores the window ending with v and includes v. It does not
 // allocate.
 func (d *Entropy) Update(t int64, v float64) Result {
-	spread := recordSpread(&d.ewma, &d.p.Entropy)
-	r := d.e.update(&d.p.Entropy, d.buf, entropyReady(d.n, d.p), entropySlowReady(d.n, d.p), v, spread)
+	r := d.e.update(&d.p.Entropy, d.buf, entropyReady(d.n, d.p), entropySlowReady(d.n, d.p), v, d.ewma.noise())
 	if d.p.Entropy.RecordK > 0 {
 		d.ewma.update(&d.p.EWMA, d.n, ready(d.n, d.p.Warmup), v)
 	}

@@ -325,9 +325,9 @@ func TestEntropySlowScale(t *testing.T) {
 // TestEntropyRecord: a new extreme beyond the range by more than
 // record_k noise σ alarms at once even where the histogram cannot see it
 // (a noisy curve peaks near its maximum every cycle, so the record lands
-// in a bin every regime has mass in); without the rule it does not. The
-// curve's own new maxima, a fraction of σ beyond the old ones, change no
-// score.
+// in a bin every regime has mass in); without the rule it does not, nor
+// does a record within σ. The curve's own new maxima, a fraction of σ
+// beyond the old ones, change no score.
 func TestEntropyRecord(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	v := make([]float64, 2000)
@@ -339,18 +339,24 @@ func TestEntropyRecord(t *testing.T) {
 	for _, x := range v[:peak] {
 		hi = max(hi, x)
 	}
-	v[peak] = hi + 4 // σ ≈ 1.2: the noise plus the EWMA's lag on the curve
-
-	p := entropyParams()
-	on := runEntropy(&p, v)
-	p.Entropy.RecordK = 0
-	off := runEntropy(&p, v)
-	for i := range peak {
-		if on[i] != off[i] {
-			t.Fatalf("sample %d before the record: %+v with the rule, %+v without", i, on[i], off[i])
+	// σ ≈ 2.6 here: the noise plus the EWMA's lag on the curve.
+	for _, tc := range []struct {
+		excess float64
+		alarm  bool
+	}{{4, true}, {1.5, false}} {
+		v[peak] = hi + tc.excess
+		p := entropyParams()
+		on := runEntropy(&p, v)
+		p.Entropy.RecordK = 0
+		off := runEntropy(&p, v)
+		for i := range peak {
+			if on[i] != off[i] {
+				t.Fatalf("sample %d before the record: %+v with the rule, %+v without", i, on[i], off[i])
+			}
 		}
-	}
-	if !(on[peak].Score >= 2) || off[peak].Score >= 2 {
-		t.Fatalf("the record scored %g with the rule, %g without: want an alarm (≥ 2) only with it", on[peak].Score, off[peak].Score)
+		if off[peak].Score >= 2 || (on[peak].Score >= 2) != tc.alarm {
+			t.Fatalf("a record %g above the maximum scored %g with the rule, %g without: want an alarm (≥ 2) %v with it, none without",
+				tc.excess, on[peak].Score, off[peak].Score, tc.alarm)
+		}
 	}
 }

@@ -22,6 +22,12 @@ type ewmaState struct {
 	mae            float64 // slow mean |v − mean| (SlowAlpha), floors σ
 }
 
+// noise is the series' noise σ as Entropy's record rule measures a new
+// extreme's excess in: 1.25 × the slow mean absolute one-step error (≈ σ
+// for Gaussian noise). A Set keeps it up to date whenever the rule is on,
+// whether or not the EWMA detector is enabled.
+func (e *ewmaState) noise() float64 { return 1.25 * e.mae }
+
 // update scores v against the mean and variance before v (n samples seen
 // before it), then includes v.
 func (e *ewmaState) update(p *EWMAParams, n uint32, rdy bool, v float64) Result {

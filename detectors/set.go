@@ -112,9 +112,8 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	var out Output
 	rdy := ready(s.n, p.Warmup)
-	recordOn := p.Entropy.Enabled && p.Entropy.RecordK > 0
-	spread := recordSpread(&s.ewma, &p.Entropy)
-	if p.EWMA.Enabled || recordOn {
+	spread := s.ewma.noise() // before v, for Entropy's record rule
+	if p.EWMA.Enabled || (p.Entropy.Enabled && p.Entropy.RecordK > 0) {
 		r := s.ewma.update(&p.EWMA, s.n, rdy, v)
 		if p.EWMA.Enabled {
 			out.Per[KindEWMA] = r
