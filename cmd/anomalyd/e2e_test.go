@@ -80,15 +80,23 @@ type e2eEnv struct {
 	gaugeScrapedSince, warmupCompleted time.Time
 }
 
-func e2eSetup(t *testing.T) *e2eEnv {
+// e2eNewEnv returns an environment in a temporary directory with the
+// prometheus and promtool binaries found and anomalyd built; the processes
+// it starts are stopped when t ends.
+func e2eNewEnv(t testing.TB) *e2eEnv {
 	env := &e2eEnv{dir: t.TempDir()}
 	env.prometheus = e2eLookPath(t, "prometheus")
 	env.promtool = e2eLookPath(t, "promtool")
 	env.anomalydBin = e2eBuildAnomalyd(t, env.dir)
-
-	env.exp = e2eNewExporter()
-	t.Cleanup(env.exp.srv.Close) // after the processes stop (cleanups run last-in first-out)
 	t.Cleanup(func() { env.cleanup(t) })
+	return env
+}
+
+func e2eSetup(t *testing.T) *e2eEnv {
+	exp := e2eNewExporter()
+	t.Cleanup(exp.srv.Close) // after the processes stop (cleanups run last-in first-out)
+	env := e2eNewEnv(t)
+	env.exp = exp
 	expHost := strings.TrimPrefix(env.exp.srv.URL, "http://")
 
 	// B: the store, with deploy/'s alerts as they are.

@@ -175,10 +175,7 @@ func rrQueryRange(base, expr string, start, end int64, step time.Duration) (map[
 }
 
 func TestRemoteReadE2E(t *testing.T) {
-	env := &e2eEnv{dir: t.TempDir()}
-	env.prometheus = e2eLookPath(t, "prometheus")
-	env.anomalydBin = e2eBuildAnomalyd(t, env.dir)
-	t.Cleanup(func() { env.cleanup(t) })
+	env := e2eNewEnv(t)
 
 	// anomalyd: no store at all, only the history.
 	dDir := env.mkdir(t, "anomalyd")

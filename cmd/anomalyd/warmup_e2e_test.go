@@ -54,11 +54,7 @@ func wuValue(t time.Time, i int) float64 {
 }
 
 func TestWarmupE2E(t *testing.T) {
-	env := &e2eEnv{dir: t.TempDir()}
-	env.prometheus = e2eLookPath(t, "prometheus")
-	env.promtool = e2eLookPath(t, "promtool")
-	env.anomalydBin = e2eBuildAnomalyd(t, env.dir)
-	t.Cleanup(func() { env.cleanup(t) })
+	env := e2eNewEnv(t)
 
 	histEnd := time.Now().Truncate(wuStep).Add(-10 * wuStep)
 	promURL := wuStartPrometheus(t, env, histEnd, []string{`case="normal"`})
@@ -327,11 +323,7 @@ func BenchmarkWarmupThroughput(b *testing.B) {
 	}
 	t := b
 	const nSeries = 1000
-	env := &e2eEnv{dir: t.TempDir()}
-	env.prometheus = e2eLookPath(t, "prometheus")
-	env.promtool = e2eLookPath(t, "promtool")
-	env.anomalydBin = e2eBuildAnomalyd(t, env.dir)
-	t.Cleanup(func() { env.cleanup(t) })
+	env := e2eNewEnv(t)
 	histEnd := time.Now().Truncate(wuStep).Add(-10 * wuStep)
 	var series []string
 	for i := range nSeries {
