@@ -360,3 +360,41 @@ func TestEntropyRecord(t *testing.T) {
 		}
 	}
 }
+
+// After a spike, the window holds it for Window−1 more values; a value in
+// a bin the regimes know, which makes the window new only in combination
+// with the spike, is the same incident, not a second alarm. A value in a
+// bin no regime has still alarms.
+func TestEntropyEcho(t *testing.T) {
+	p := entropyParams()
+	p.Entropy.SlowScale = 0 // the spike's mean is the slow scale's business
+	const at = 1500
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		v := make([]float64, at+p.Entropy.Window)
+		for i := range v {
+			v[i] = rng.NormFloat64()
+		}
+		v[at] = 8
+		out := runEntropy(&p, v)
+		if r := out[at]; !(r.Score >= 2) {
+			t.Fatalf("seed %d: spike %+v, want an alarm (score ≥ 2)", seed, r)
+		}
+		for i := at + 1; i < len(v); i++ {
+			if out[i].Score > 1 {
+				t.Errorf("seed %d: sample %d (%g), %d after the spike: score %g, want ≤ 1", seed, i, v[i], i-at, out[i].Score)
+			}
+		}
+	}
+	// A second spike, into a bin no regime has mass in, while the first
+	// is still in the window.
+	rng := rand.New(rand.NewPCG(1, 7))
+	v := make([]float64, at+p.Entropy.Window)
+	for i := range v {
+		v[i] = rng.NormFloat64()
+	}
+	v[at], v[at+3] = 8, -9
+	if out := runEntropy(&p, v); !(out[at+3].Score >= 2) {
+		t.Fatalf("a second spike 3 after the first: %+v, want an alarm (score ≥ 2)", out[at+3])
+	}
+}
