@@ -34,9 +34,9 @@
 //     to Entropy.Regimes histograms the series showed before (relative
 //     entropy, G-test at p = 0.01); a window unlike all of them is a new
 //     regime and scores ≥ 2 once it is confirmed: at once if a value lands
-//     in a bin no regime ever had (unless the window still holds a value
-//     that alarmed and the new value's bin is known: that alarm's echo,
-//     scored 0.9), else only if the window half a window
+//     in a bin no regime ever had (and for Window−1 values after an
+//     alarm, its echo, only such a value alarms again: the same
+//     incident), else only if the window half a window
 //     later is very unlike every older regime (p = 0.0001) or the one a
 //     whole window later still is (p = 0.001), because pure noise makes
 //     about one window in 300 that no regime explains and a window later
