@@ -151,6 +151,18 @@ func decodeSamplesResponse(t *testing.T, rec *httptest.ResponseRecorder) *prompb
 	return &resp
 }
 
+// readOne posts a read request of the one query q to h, accepting the
+// response types in accepted, and returns what came back (samples or
+// streamed chunks) as an oracle.
+func readOne(t *testing.T, h http.Handler, q *prompb.Query, accepted []prompb.ReadRequest_ResponseType) histOracle {
+	t.Helper()
+	rec := postRead(h, encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: accepted}), nil)
+	if accepted[0] == prompb.ReadRequest_SAMPLES {
+		return resultOracle(t, decodeSamplesResponse(t, rec).Results[0])
+	}
+	return streamedOracles(t, readFrames(t, rec.Body.Bytes()), []*prompb.Query{q})[0]
+}
+
 // resultOracle turns a QueryResult into an oracle, checking sorted series.
 func resultOracle(t *testing.T, res *prompb.QueryResult) histOracle {
 	t.Helper()
@@ -413,14 +425,7 @@ func TestReadRange(t *testing.T) {
 	} {
 		for _, accepted := range [][]prompb.ReadRequest_ResponseType{samplesOnly, streamedPref} {
 			t.Run(tc.name+"/"+accepted[0].String(), func(t *testing.T) {
-				q := pbQuery(tc.mint, tc.maxt, score)
-				rec := postRead(handler, encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: accepted}), nil)
-				var got histOracle
-				if accepted[0] == prompb.ReadRequest_SAMPLES {
-					got = resultOracle(t, decodeSamplesResponse(t, rec).Results[0])
-				} else {
-					got = streamedOracles(t, readFrames(t, rec.Body.Bytes()), []*prompb.Query{q})[0]
-				}
+				got := readOne(t, handler, pbQuery(tc.mint, tc.maxt, score), accepted)
 				if tc.name == "huge" {
 					if len(got) != 4 {
 						t.Errorf("%d series, want 4", len(got))
@@ -455,13 +460,7 @@ func TestReadStaleMarkers(t *testing.T) {
 	last := int64(readBase + 299*testStep)
 	q := pbQuery(last, last, pbMatcher(prompb.LabelMatcher_EQ, "metric", "mem"))
 	for _, accepted := range [][]prompb.ReadRequest_ResponseType{samplesOnly, streamedPref} {
-		rec := postRead(handler, encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: accepted}), nil)
-		var got histOracle
-		if accepted[0] == prompb.ReadRequest_SAMPLES {
-			got = resultOracle(t, decodeSamplesResponse(t, rec).Results[0])
-		} else {
-			got = streamedOracles(t, readFrames(t, rec.Body.Bytes()), []*prompb.Query{q})[0]
-		}
+		got := readOne(t, handler, q, accepted)
 		if len(got) != 4 {
 			t.Errorf("%v: %d series, want 4", accepted[0], len(got))
 		}
