@@ -256,24 +256,6 @@ func sampleCount(o histOracle) int {
 	return n
 }
 
-// TestEncodeDriversNoAllocs: driver series, like the others, encode
-// without allocating once the buffers have grown.
-func TestEncodeDriversNoAllocs(t *testing.T) {
-	batch := benchBatch()
-	for i := range batch {
-		batch[i].Driver, batch[i].DriverSet = detectors.Kind(i%int(detectors.NumKinds)), drvAll
-	}
-	for _, rw2 := range []bool{false, true} {
-		e := newEncoder(&testNames)
-		if _, err := e.encode(batch, rw2); err != nil {
-			t.Fatal(err)
-		}
-		if n := testing.AllocsPerRun(20, func() { e.encode(batch, rw2) }); n != 0 {
-			t.Errorf("rw2=%v: %v allocations per encode, want 0", rw2, n)
-		}
-	}
-}
-
 // driverRun is the records of two input series over 30 steps: a with every
 // detector (5 of warm-up, a driver that moves, then stale), b without
 // Holt-Winters, whose zscore driver series a reload ends at step 20.

@@ -52,16 +52,24 @@ func BenchmarkRemoteWriterEncode(b *testing.B) {
 }
 
 // TestEncodeNoAllocs: once its buffers have grown, encoding a batch
-// allocates nothing (labels alias SeriesInfo.Labels, structs are reused).
+// allocates nothing (labels alias SeriesInfo.Labels, structs are reused),
+// with or without per-detector driver series.
 func TestEncodeNoAllocs(t *testing.T) {
-	batch := benchBatch()
-	for _, rw2 := range []bool{false, true} {
-		e := newEncoder(&testNames)
-		if _, err := e.encode(batch, rw2); err != nil {
-			t.Fatal(err)
+	for _, drivers := range []bool{false, true} {
+		batch := benchBatch()
+		if drivers {
+			for i := range batch {
+				batch[i].Driver, batch[i].DriverSet = detectors.Kind(i%int(detectors.NumKinds)), drvAll
+			}
 		}
-		if n := testing.AllocsPerRun(20, func() { e.encode(batch, rw2) }); n != 0 {
-			t.Errorf("rw2=%v: %v allocations per encode, want 0", rw2, n)
+		for _, rw2 := range []bool{false, true} {
+			e := newEncoder(&testNames)
+			if _, err := e.encode(batch, rw2); err != nil {
+				t.Fatal(err)
+			}
+			if n := testing.AllocsPerRun(20, func() { e.encode(batch, rw2) }); n != 0 {
+				t.Errorf("drivers=%v rw2=%v: %v allocations per encode, want 0", drivers, rw2, n)
+			}
 		}
 	}
 }
