@@ -13,15 +13,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/anomalyd/anomalyd/bench/internal/procs"
 )
 
 func main() {
@@ -104,8 +104,8 @@ func (o *options) once(name string, i int, stderr io.Writer) (*loadReport, error
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start %s: %w", name, err)
 	}
-	defer stop(cmd)
-	if err := waitListening(addr, o.receiverTimeout); err != nil {
+	defer procs.Stop(cmd, 30*time.Second)
+	if err := procs.WaitListening(addr, o.receiverTimeout); err != nil {
 		return nil, fmt.Errorf("%s did not start listening: %w", name, err)
 	}
 	out := filepath.Join(os.TempDir(), fmt.Sprintf("anomalyd-bench-%s-%d-%d.json", name, os.Getpid(), i))
@@ -131,33 +131,6 @@ func (o *options) once(name string, i int, stderr io.Writer) (*loadReport, error
 	}
 	rep.Raw = b
 	return &rep, nil
-}
-
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
-
-func waitListening(addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // loadReport is the part of bench/load's JSON this command summarises.

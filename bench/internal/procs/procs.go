@@ -1,0 +1,41 @@
+// Package procs starts and stops the receivers and stores that the bench
+// harnesses run next to anomalyd.
+package procs
+
+import (
+	"net"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// Stop sends cmd's process SIGTERM, as a user's service manager would, and
+// waits for it to exit; after grace it is killed.
+func Stop(cmd *exec.Cmd, grace time.Duration) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// WaitListening waits until a TCP connection to addr succeeds, for at most
+// timeout, and returns the last dial error if none did.
+func WaitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
