@@ -10,7 +10,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps demo bench bench-nab bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
+.PHONY: build run test lint fuzz deps demo bench bench-nab bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -79,6 +79,24 @@ bench-nab: build
 	  $(foreach d,$(NAB_DETECTORS) combined-no-entropy,-results $(NAB_OUT)/$(d)) \
 	  -alert 'combined:>=2' -alert 'combined:>1 for 5m' \
 	  -baseline null,random -json $(BENCH_OUT)/nab.json
+
+## bench-faults: the default detectors on this machine's real metrics (node_exporter and Prometheus's
+## own, scraped every second by a real Prometheus that remote-writes to anomalyd and stores its scores),
+## with stress-ng faults at known times: false alarms of the AnomalyDetected rule per 1000 series-hours
+## while nothing happens, and what fires during each fault. ~35 minutes; the machine must be otherwise
+## idle. JSON in bench/results/faults.json. FAULTS_FLAGS to change it (go run ./bench/faults -h).
+FAULTS_FLAGS ?=
+bench-faults: build
+	@for p in prometheus prometheus-node-exporter stress-ng; do \
+	  command -v $$p >/dev/null 2>&1 && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus prometheus-node-exporter stress-ng; break; \
+	  else \
+	    echo "$$p is needed: run 'sudo apt-get install -y prometheus prometheus-node-exporter stress-ng'" >&2; exit 1; \
+	  fi; \
+	done
+	$(GO) run ./bench/faults -anomalyd $(BIN) -out $(BENCH_OUT) $(FAULTS_FLAGS)
 
 ## demo: anomalyd plus a real-time load of 300 series with an anomaly about once a minute
 demo: build $(LOAD)

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"cmp"
+	"slices"
+	"time"
+)
+
+// series is one output series of anomalyd (anomaly_score with
+// detector="combined") as read back from Prometheus.
+type series struct {
+	metric string    // the input metric name (the output's "metric" label)
+	labels string    // the output's label set, formatted, for the report
+	times  []float64 // sample timestamps, Unix seconds, ascending
+	alarms []float64 // timestamps of samples scoring ≥ the alarm level
+}
+
+// fault is one injected fault: a command that ran from Start to End.
+type fault struct {
+	Name    string    `json:"name"`
+	Command []string  `json:"command"`
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+}
+
+// span is a half-open interval [from, to) of Unix seconds.
+type span struct{ from, to float64 }
+
+func (s span) has(t float64) bool { return t >= s.from && t < s.to }
+
+func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// alerts returns when the AnomalyDetected rule,
+// max_over_time(anomaly_score[hold]) >= 2, starts firing, given the times
+// of the samples that scored ≥ 2: at the first alarm, and again at an
+// alarm more than hold after the previous one (until then the rule is
+// still firing). alarms must be ascending.
+func alerts(alarms []float64, hold time.Duration) []float64 {
+	var starts []float64
+	last := 0.0
+	for i, t := range alarms {
+		if i == 0 || t-last > hold.Seconds() {
+			starts = append(starts, t)
+		}
+		last = t
+	}
+	return starts
+}
+
+// quietSpans are the parts of the run where nothing was injected and the
+// machine had recovered from the previous fault: from the end of the
+// settling period to the first fault, between faults from recovery after
+// one to the start of the next, and from recovery after the last to end.
+func quietSpans(settled, end time.Time, faults []fault, recovery time.Duration) []span {
+	var out []span
+	from := unix(settled)
+	for _, f := range faults {
+		if to := unix(f.Start); to > from {
+			out = append(out, span{from, to})
+		}
+		from = max(from, unix(f.End.Add(recovery)))
+	}
+	if to := unix(end); to > from {
+		out = append(out, span{from, to})
+	}
+	return out
+}
+
+// metricCount is how many series of one input metric alerted.
+type metricCount struct {
+	Metric string `json:"metric"`
+	Series int    `json:"series"`
+}
+
+// quietResult is what the rule did while nothing happened.
+type quietResult struct {
+	Spans       int     `json:"spans"`
+	Minutes     float64 `json:"minutes"`
+	SeriesHours float64 `json:"series_hours"`
+	// Alerts counts rule firings that started in a quiet span: false alarms.
+	Alerts                   int           `json:"alerts"`
+	AlertsPer1000SeriesHours float64       `json:"alerts_per_1000_series_hours"`
+	SeriesAlerting           int           `json:"series_alerting"`
+	ByMetric                 []metricCount `json:"by_metric"`
+	Examples                 []string      `json:"examples"`
+}
+
+// faultResult is what the rule did during one fault and its recovery.
+type faultResult struct {
+	fault
+	// SeriesAlerting counts series whose rule started firing between the
+	// fault's start and recovery after its end.
+	SeriesAlerting int `json:"series_alerting"`
+	// ExpectedByChance is how many would have at the quiet spans' rate.
+	ExpectedByChance float64 `json:"expected_by_chance"`
+	// FirstAlertSeconds is the first such start after the fault's start,
+	// -1 if none.
+	FirstAlertSeconds float64       `json:"first_alert_seconds"`
+	ByMetric          []metricCount `json:"by_metric"`
+}
+
+// analyse applies the rule to every series and splits its firings into
+// false alarms (in quiet spans) and alerts during each fault.
+func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Duration, interval time.Duration) (quietResult, []faultResult) {
+	var q quietResult
+	q.Spans = len(quiet)
+	for _, s := range quiet {
+		q.Minutes += (s.to - s.from) / 60
+	}
+	fr := make([]faultResult, len(faults))
+	fw := make([]span, len(faults))
+	for i, f := range faults {
+		fr[i] = faultResult{fault: f, FirstAlertSeconds: -1}
+		fw[i] = span{unix(f.Start), unix(f.End.Add(recovery))}
+	}
+	qm := map[string]int{}
+	fm := make([]map[string]int, len(faults))
+	for i := range fm {
+		fm[i] = map[string]int{}
+	}
+	var samples int
+	for _, s := range all {
+		for _, t := range s.times {
+			if inAny(quiet, t) {
+				samples++
+			}
+		}
+		starts := alerts(s.alarms, hold)
+		quietHit := false
+		faultHit := make([]bool, len(faults))
+		for _, t := range starts {
+			if inAny(quiet, t) {
+				q.Alerts++
+				if !quietHit && len(q.Examples) < 20 {
+					q.Examples = append(q.Examples, s.labels)
+				}
+				quietHit = true
+			}
+			for i, w := range fw {
+				if !w.has(t) {
+					continue
+				}
+				faultHit[i] = true
+				if d := t - w.from; fr[i].FirstAlertSeconds < 0 || d < fr[i].FirstAlertSeconds {
+					fr[i].FirstAlertSeconds = d
+				}
+			}
+		}
+		if quietHit {
+			q.SeriesAlerting++
+			qm[s.metric]++
+		}
+		for i, hit := range faultHit {
+			if hit {
+				fr[i].SeriesAlerting++
+				fm[i][s.metric]++
+			}
+		}
+	}
+	q.SeriesHours = float64(samples) * interval.Hours()
+	if q.SeriesHours > 0 {
+		q.AlertsPer1000SeriesHours = 1000 * float64(q.Alerts) / q.SeriesHours
+	}
+	q.ByMetric = byMetric(qm)
+	for i := range fr {
+		fr[i].ByMetric = byMetric(fm[i])
+		if q.SeriesHours > 0 {
+			// Series in the fault window times the quiet alert rate: the
+			// alerts the window would have had if nothing had happened.
+			seriesHours := float64(len(all)) * (fw[i].to - fw[i].from) / 3600
+			fr[i].ExpectedByChance = float64(q.Alerts) / q.SeriesHours * seriesHours
+		}
+	}
+	return q, fr
+}
+
+func inAny(spans []span, t float64) bool {
+	for _, s := range spans {
+		if s.has(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// byMetric orders metrics by alerting series, most first, then by name.
+func byMetric(m map[string]int) []metricCount {
+	out := make([]metricCount, 0, len(m))
+	for k, v := range m {
+		out = append(out, metricCount{k, v})
+	}
+	slices.SortFunc(out, func(a, b metricCount) int {
+		if c := cmp.Compare(b.Series, a.Series); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Metric, b.Metric)
+	})
+	return out
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"math"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestAlerts(t *testing.T) {
+	hold := 2 * time.Minute
+	for _, c := range []struct {
+		alarms, want []float64
+	}{
+		{nil, nil},
+		{[]float64{10}, []float64{10}},
+		// Within hold of the previous alarm the rule is still firing.
+		{[]float64{10, 50, 130, 250}, []float64{10}},
+		// More than hold after the previous alarm it fires again.
+		{[]float64{10, 131, 252}, []float64{10, 131, 252}},
+		{[]float64{10, 20, 200, 210, 400}, []float64{10, 200, 400}},
+	} {
+		if got := alerts(c.alarms, hold); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("alerts(%v) = %v, want %v", c.alarms, got, c.want)
+		}
+	}
+}
+
+func at(s float64) time.Time { return time.Unix(0, int64(s*1e9)) }
+
+func TestQuietSpans(t *testing.T) {
+	faults := []fault{
+		{Name: "a", Start: at(1000), End: at(1060)},
+		{Name: "b", Start: at(1240), End: at(1300)},
+	}
+	got := quietSpans(at(300), at(1600), faults, 120*time.Second)
+	want := []span{{300, 1000}, {1180, 1240}, {1420, 1600}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// A recovery that reaches past the next fault's start leaves no span
+	// between them.
+	got = quietSpans(at(300), at(1600), faults, 200*time.Second)
+	want = []span{{300, 1000}, {1500, 1600}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("long recovery: got %v, want %v", got, want)
+	}
+}
+
+func TestAnalyse(t *testing.T) {
+	faults := []fault{{Name: "cpu", Start: at(1000), End: at(1060)}}
+	quiet := quietSpans(at(100), at(1500), faults, 60*time.Second) // [100,1000) [1120,1500)
+	every := func(from, to float64) []float64 {
+		var ts []float64
+		for x := from; x < to; x++ {
+			ts = append(ts, x)
+		}
+		return ts
+	}
+	all := []*series{
+		// Alarms once while quiet, and again during the fault.
+		{metric: "m1", labels: `{metric="m1"}`, times: every(0, 1500), alarms: []float64{500, 1010, 1020}},
+		// Alarms during the settling period (not counted) and in the
+		// fault's recovery (counted for the fault, not as a false alarm).
+		{metric: "m2", labels: `{metric="m2"}`, times: every(0, 1500), alarms: []float64{50, 1100}},
+		// An alarm 100 s before the fault is still firing when it starts:
+		// no new alert in the fault; the one alarm is quiet.
+		{metric: "m2", labels: `{metric="m2", x="1"}`, times: every(0, 1500), alarms: []float64{900, 1005}},
+		{metric: "m3", labels: `{metric="m3"}`, times: every(0, 1500)},
+	}
+	q, fr := analyse(all, quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
+	if q.Alerts != 2 || q.SeriesAlerting != 2 {
+		t.Errorf("quiet: %d alerts on %d series, want 2 on 2", q.Alerts, q.SeriesAlerting)
+	}
+	if want := 4 * (900 + 380) / 3600.0; math.Abs(q.SeriesHours-want) > 1e-9 {
+		t.Errorf("series-hours %v, want %v", q.SeriesHours, want)
+	}
+	if want := 1000 * 2 / q.SeriesHours; math.Abs(q.AlertsPer1000SeriesHours-want) > 1e-9 {
+		t.Errorf("rate %v, want %v", q.AlertsPer1000SeriesHours, want)
+	}
+	if want := []metricCount{{"m1", 1}, {"m2", 1}}; !reflect.DeepEqual(q.ByMetric, want) {
+		t.Errorf("quiet by metric %v, want %v", q.ByMetric, want)
+	}
+	if len(fr) != 1 {
+		t.Fatalf("%d fault results, want 1", len(fr))
+	}
+	f := fr[0]
+	if f.SeriesAlerting != 2 || f.FirstAlertSeconds != 10 {
+		t.Errorf("fault: %d series, first after %v s; want 2, 10", f.SeriesAlerting, f.FirstAlertSeconds)
+	}
+	if want := []metricCount{{"m1", 1}, {"m2", 1}}; !reflect.DeepEqual(f.ByMetric, want) {
+		t.Errorf("fault by metric %v, want %v", f.ByMetric, want)
+	}
+	// 2 alerts in q.SeriesHours; the window is 4 series × 120 s.
+	if want := 2 / q.SeriesHours * 4 * 120 / 3600; math.Abs(f.ExpectedByChance-want) > 1e-9 {
+		t.Errorf("expected by chance %v, want %v", f.ExpectedByChance, want)
+	}
+
+	// No alarm in a fault: first alert -1.
+	_, fr = analyse(all[3:], quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
+	if fr[0].SeriesAlerting != 0 || fr[0].FirstAlertSeconds != -1 {
+		t.Errorf("no alarms: %+v", fr[0])
+	}
+}
+
+func TestValidate(t *testing.T) {
+	ok := options{scrape: time.Second, quiet: 15 * time.Minute, settle: 5 * time.Minute, faultDur: time.Minute, gap: 4 * time.Minute, faults: "cpu,disk"}
+	if err := ok.validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, c := range []struct {
+		set  func(*options)
+		want string
+	}{
+		{func(o *options) { o.scrape = 10 * time.Millisecond }, "-scrape-interval must be at least 100ms, got 10ms"},
+		{func(o *options) { o.settle = o.quiet }, "-settle (15m0s) must be shorter than -quiet (15m0s)"},
+		{func(o *options) { o.gap = 30 * time.Second }, "-gap (30s) must be at least -fault-duration (1m0s), which must be positive"},
+		{func(o *options) { o.faults = "cpu,gpu" }, `unknown fault "gpu" in -faults (known: cpu, disk, fork, memory, network)`},
+	} {
+		o := ok
+		c.set(&o)
+		err := o.validate()
+		if err == nil || err.Error() != c.want {
+			t.Errorf("got %v, want %q", err, c.want)
+		}
+	}
+}
+
+func TestFormatLabels(t *testing.T) {
+	got := formatLabels(map[string]string{"__name__": "anomaly_score", "job": "node", "cpu": "0", "q": `a"b`})
+	if want := `{cpu="0", job="node", q="a\"b"}`; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+	if got := formatLabels(map[string]string{"__name__": "x"}); got != "{}" {
+		t.Fatalf("only a name: got %s, want {}", got)
+	}
+}

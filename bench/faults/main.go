@@ -1,0 +1,433 @@
+// Command faults is the field check behind `make bench-faults`: the
+// default detectors on real metrics of this machine, with faults injected
+// at known times. Debian's node_exporter exports the machine's metrics, a
+// real Prometheus scrapes it (and itself, a service with request counters
+// and latencies) every -scrape-interval and remote-writes everything to
+// anomalyd, which remote-writes its scores back to that Prometheus, as in
+// README's "Send it your metrics". After -quiet of nothing, stress-ng loads
+// the CPU, memory, disk, loopback network and the scheduler in turn, each
+// for -fault-duration with -gap between starts. Then the scores are read
+// back from Prometheus and the AnomalyDetected rule of
+// deploy/prometheus/anomalyd-alerts.yml (max_over_time(anomaly_score
+// {detector="combined"}[2m]) >= 2) is applied to every series:
+//
+//   - false alarms: firings that start while nothing is injected (after
+//     -settle, and from -recovery after a fault's end to the next start),
+//     per 1000 series-hours, and how many series fire;
+//   - faults: how many series fire between a fault's start and -recovery
+//     after its end, how soon the first does, which metrics they are, and
+//     how many would have fired in that time at the quiet rate.
+//
+// There is no per-series ground truth: a fault moves whatever it moves.
+// The figures say whether the defaults keep quiet on real metrics that
+// nobody touches and speak up when something happens to the machine.
+// The machine must be otherwise idle while it runs (about 35 minutes with
+// the defaults): anything else that runs on it is an unlabelled fault.
+//
+//	go run ./bench/faults -anomalyd bin/anomalyd [-out bench/results]
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/anomalyd/anomalyd/bench/internal/procs"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	anomalyd, prometheus, nodeExporter, stressNG string
+	anomalydAddr, promAddr, nodeAddr             string
+	outDir                                       string
+	scrape, quiet, settle, faultDur, gap         time.Duration
+	recovery, hold                               time.Duration
+	faults                                       string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("faults", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.anomalyd, "anomalyd", "bin/anomalyd", "anomalyd binary.")
+	fs.StringVar(&o.prometheus, "prometheus", "prometheus", "Prometheus binary.")
+	fs.StringVar(&o.nodeExporter, "node-exporter", "prometheus-node-exporter", "node_exporter binary (Debian's name).")
+	fs.StringVar(&o.stressNG, "stress-ng", "stress-ng", "stress-ng binary.")
+	fs.StringVar(&o.anomalydAddr, "anomalyd-addr", "127.0.0.1:19810", "Listen address for anomalyd.")
+	fs.StringVar(&o.promAddr, "prometheus-addr", "127.0.0.1:19811", "Listen address for Prometheus.")
+	fs.StringVar(&o.nodeAddr, "node-exporter-addr", "127.0.0.1:19812", "Listen address for node_exporter.")
+	fs.StringVar(&o.outDir, "out", "bench/results", "Folder for faults.json.")
+	fs.DurationVar(&o.scrape, "scrape-interval", time.Second, "Prometheus scrape interval: one sample a series this often.")
+	fs.DurationVar(&o.quiet, "quiet", 15*time.Minute, "Time before the first fault (the slow scale of the regime detector is Ready after 800 samples).")
+	fs.DurationVar(&o.settle, "settle", 5*time.Minute, "Start of the run not counted (detectors warming up).")
+	fs.DurationVar(&o.faultDur, "fault-duration", time.Minute, "How long each fault runs.")
+	fs.DurationVar(&o.gap, "gap", 4*time.Minute, "Time from one fault's start to the next's (and after the last).")
+	fs.DurationVar(&o.recovery, "recovery", 2*time.Minute, "Time after a fault's end still counted as the fault (the return to normal is part of the incident).")
+	fs.DurationVar(&o.hold, "hold", 2*time.Minute, "The alert rule's max_over_time range.")
+	fs.StringVar(&o.faults, "faults", "cpu,memory,disk,network,fork", "Faults to inject, in order: "+strings.Join(faultNames(), ", ")+".")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(stderr, "faults:", err)
+		return 2
+	}
+	rep, err := o.run(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "faults:", err)
+		return 1
+	}
+	rep.print(stdout)
+	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
+		fmt.Fprintln(stderr, "faults:", err)
+		return 1
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	p := filepath.Join(o.outDir, "faults.json")
+	if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+		fmt.Fprintln(stderr, "faults:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "wrote", p)
+	return 0
+}
+
+func (o *options) validate() error {
+	if o.scrape < 100*time.Millisecond {
+		return fmt.Errorf("-scrape-interval must be at least 100ms, got %s", o.scrape)
+	}
+	if o.settle >= o.quiet {
+		return fmt.Errorf("-settle (%s) must be shorter than -quiet (%s)", o.settle, o.quiet)
+	}
+	if o.faultDur <= 0 || o.gap < o.faultDur {
+		return fmt.Errorf("-gap (%s) must be at least -fault-duration (%s), which must be positive", o.gap, o.faultDur)
+	}
+	for _, n := range strings.Split(o.faults, ",") {
+		if _, ok := faultArgs[n]; !ok && n != "" {
+			return fmt.Errorf("unknown fault %q in -faults (known: %s)", n, strings.Join(faultNames(), ", "))
+		}
+	}
+	return nil
+}
+
+// faultArgs are stress-ng's arguments for each fault, -timeout added. One
+// worker each, on a 2-core machine: half of the CPU, 2 GiB held, a file
+// written and read, loopback TCP, processes forked and reaped.
+var faultArgs = map[string][]string{
+	"cpu":     {"--cpu", "1"},
+	"memory":  {"--vm", "1", "--vm-bytes", "2G", "--vm-keep"},
+	"disk":    {"--hdd", "1", "--hdd-bytes", "512M"},
+	"network": {"--sock", "1"},
+	"fork":    {"--fork", "1"},
+}
+
+func faultNames() []string {
+	var n []string
+	for k := range faultArgs {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+type report struct {
+	Date     time.Time `json:"date"`
+	Versions []string  `json:"versions"`
+	Settings struct {
+		ScrapeInterval, Quiet, Settle, FaultDuration, Gap, Recovery, Hold string
+		Rule                                                              string
+	} `json:"settings"`
+	Series      int            `json:"series"`
+	SeriesByJob map[string]int `json:"series_by_job"`
+	Quiet       quietResult    `json:"quiet"`
+	Faults      []faultResult  `json:"faults"`
+}
+
+func (o *options) run(stderr io.Writer) (*report, error) {
+	for _, b := range []string{o.prometheus, o.nodeExporter, o.stressNG, o.anomalyd} {
+		if _, err := exec.LookPath(b); err != nil {
+			return nil, fmt.Errorf("%s not found (apt-get install -y prometheus prometheus-node-exporter stress-ng; make build): %w", b, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "anomalyd-faults-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	rep := &report{Date: time.Now().UTC()}
+	rep.Settings.ScrapeInterval, rep.Settings.Quiet, rep.Settings.Settle = o.scrape.String(), o.quiet.String(), o.settle.String()
+	rep.Settings.FaultDuration, rep.Settings.Gap, rep.Settings.Recovery, rep.Settings.Hold = o.faultDur.String(), o.gap.String(), o.recovery.String(), o.hold.String()
+	rep.Settings.Rule = fmt.Sprintf(`max_over_time(anomaly_score{detector="combined"}[%s]) >= 2`, o.hold)
+	for _, v := range [][]string{{o.prometheus, "--version"}, {o.nodeExporter, "--version"}, {o.stressNG, "--version"}, {o.anomalyd, "--version"}} {
+		out, _ := exec.Command(v[0], v[1:]...).CombinedOutput()
+		line, _, _ := strings.Cut(string(out), "\n")
+		rep.Versions = append(rep.Versions, strings.TrimSpace(line))
+	}
+
+	anCfg := filepath.Join(dir, "anomalyd.yml")
+	if err := os.WriteFile(anCfg, []byte(fmt.Sprintf(`remote_write:
+  - url: http://%s/api/v1/write
+    queue_config: {batch_send_deadline: 1s}
+`, o.promAddr)), 0o644); err != nil {
+		return nil, err
+	}
+	promCfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(promCfg, []byte(fmt.Sprintf(`global:
+  scrape_interval: %s
+  scrape_timeout: %s
+scrape_configs:
+  - job_name: node
+    static_configs: [{targets: ['%s']}]
+  - job_name: prometheus
+    static_configs: [{targets: ['%s']}]
+remote_write:
+  - url: http://%s/api/v1/write
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: "anomaly_(score|expected|lower|upper|driver)"
+        action: drop
+    queue_config: {batch_send_deadline: 1s}
+`, o.scrape, o.scrape, o.nodeAddr, o.promAddr, o.anomalydAddr)), 0o644); err != nil {
+		return nil, err
+	}
+
+	var running []*exec.Cmd
+	defer func() {
+		for _, p := range slices.Backward(running) {
+			procs.Stop(p, 30*time.Second)
+		}
+	}()
+	start := func(addr, name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		logf, err := os.Create(filepath.Join(dir, filepath.Base(name)+".log"))
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("cannot start %s: %w", name, err)
+		}
+		running = append(running, cmd)
+		if err := procs.WaitListening(addr, 30*time.Second); err != nil {
+			b, _ := os.ReadFile(logf.Name())
+			return fmt.Errorf("%s did not listen on %s: %w\n%s", name, addr, err, tail(b, 2000))
+		}
+		return nil
+	}
+	if err := start(o.nodeAddr, o.nodeExporter, "--web.listen-address="+o.nodeAddr); err != nil {
+		return nil, err
+	}
+	if err := start(o.anomalydAddr, o.anomalyd, "--web.listen-address="+o.anomalydAddr, "--config.file="+anCfg, "--log.level=warn"); err != nil {
+		return nil, err
+	}
+	if err := start(o.promAddr, o.prometheus, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+o.promAddr, "--web.enable-remote-write-receiver", "--log.level=warn"); err != nil {
+		return nil, err
+	}
+	begin := time.Now()
+	fmt.Fprintf(stderr, "faults: node_exporter, anomalyd and Prometheus up; %s quiet, then %s\n", o.quiet, o.faults)
+
+	time.Sleep(o.quiet)
+	var faults []fault
+	for _, name := range strings.Split(o.faults, ",") {
+		if name == "" {
+			continue
+		}
+		args := append([]string{"--temp-path", dir}, faultArgs[name]...)
+		args = append(args, "--timeout", strconv.Itoa(int(o.faultDur.Seconds()))+"s")
+		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Start: time.Now().UTC()}
+		fmt.Fprintf(stderr, "faults: %s: %s\n", name, strings.Join(f.Command, " "))
+		out, err := exec.Command(o.stressNG, args...).CombinedOutput()
+		f.End = time.Now().UTC()
+		if err != nil {
+			return nil, fmt.Errorf("stress-ng for %s: %w\n%s", name, err, tail(out, 2000))
+		}
+		faults = append(faults, f)
+		time.Sleep(time.Until(f.Start.Add(o.gap)))
+	}
+	end := time.Now()
+	// Let the last scores travel: Prometheus's and anomalyd's queues send
+	// partial batches after 1 s, retried if need be.
+	time.Sleep(10 * time.Second)
+
+	all, err := readScores("http://"+o.promAddr, begin, end, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	if len(all) == 0 {
+		return nil, errors.New("no anomaly_score series came back to Prometheus")
+	}
+	rep.Series = len(all)
+	rep.SeriesByJob = map[string]int{}
+	for _, s := range all {
+		job := "?"
+		if _, rest, ok := strings.Cut(s.labels, `job="`); ok {
+			job, _, _ = strings.Cut(rest, `"`)
+		}
+		rep.SeriesByJob[job]++
+	}
+	quiet := quietSpans(begin.Add(o.settle), end, faults, o.recovery)
+	rep.Quiet, rep.Faults = analyse(all, quiet, faults, o.hold, o.recovery, o.scrape)
+	return rep, nil
+}
+
+// readScores reads every sample of anomaly_score{detector="combined"} from
+// from to to, chunk by chunk (raw samples of a range selector, so that no
+// one-sample alarm falls between query steps).
+func readScores(base string, from, to time.Time, chunk time.Duration) ([]*series, error) {
+	byKey := map[string]*series{}
+	var order []string
+	last := unix(from)
+	for t := from.Add(chunk); ; t = t.Add(chunk) {
+		if t.After(to) {
+			t = to
+		}
+		q := fmt.Sprintf(`anomaly_score{detector="combined"}[%ds]`, int(chunk.Seconds())+1)
+		var res []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		}
+		if err := apiQuery(base, q, t, &res); err != nil {
+			return nil, err
+		}
+		for _, r := range res {
+			k := formatLabels(r.Metric)
+			s := byKey[k]
+			if s == nil {
+				s = &series{metric: r.Metric["metric"], labels: k}
+				byKey[k] = s
+				order = append(order, k)
+			}
+			for _, v := range r.Values {
+				ts, _ := v[0].(float64)
+				vs, _ := v[1].(string)
+				if ts <= last || ts > unix(t) {
+					continue
+				}
+				x, err := strconv.ParseFloat(vs, 64)
+				if err != nil {
+					return nil, fmt.Errorf("sample value %q of %s: %w", vs, k, err)
+				}
+				s.times = append(s.times, ts)
+				if x >= 2 {
+					s.alarms = append(s.alarms, ts)
+				}
+			}
+		}
+		last = unix(t)
+		if !t.Before(to) {
+			break
+		}
+	}
+	out := make([]*series, 0, len(order))
+	for _, k := range order {
+		out = append(out, byKey[k])
+	}
+	return out, nil
+}
+
+// apiQuery runs an instant query against Prometheus's HTTP API.
+func apiQuery(base, q string, at time.Time, into any) error {
+	form := url.Values{"query": {q}, "time": {strconv.FormatFloat(unix(at), 'f', 3, 64)}}
+	resp, err := http.PostForm(base+"/api/v1/query", form)
+	if err != nil {
+		return fmt.Errorf("query %s: %w", q, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("query %s: %w", q, err)
+	}
+	var env struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fmt.Errorf("query %s: %s: %w", q, resp.Status, err)
+	}
+	if env.Status != "success" {
+		return fmt.Errorf("query %s: %s: %s", q, resp.Status, env.Error)
+	}
+	return json.Unmarshal(env.Data.Result, into)
+}
+
+// formatLabels formats a label set as {a="1", b="2"}, names sorted,
+// without __name__.
+func formatLabels(m map[string]string) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		if k != "__name__" {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s=%q", k, m[k])
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+func (r *report) print(w io.Writer) {
+	q := r.Quiet
+	fmt.Fprintf(w, "%d series (%v); rule %s\n", r.Series, r.SeriesByJob, r.Settings.Rule)
+	fmt.Fprintf(w, "quiet: %.1f min in %d spans, %.1f series-hours: %d alerts (%.2f per 1000 series-hours), %d series alerting\n",
+		q.Minutes, q.Spans, q.SeriesHours, q.Alerts, q.AlertsPer1000SeriesHours, q.SeriesAlerting)
+	for i, m := range q.ByMetric {
+		if i == 8 {
+			break
+		}
+		fmt.Fprintf(w, "  %3d  %s\n", m.Series, m.Metric)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "fault\tseries alerting\tby chance\tfirst alert\tmetrics (series)")
+	for _, f := range r.Faults {
+		first := "none"
+		if f.FirstAlertSeconds >= 0 {
+			first = fmt.Sprintf("%.0f s", f.FirstAlertSeconds)
+		}
+		var ms []string
+		for i, m := range f.ByMetric {
+			if i == 6 {
+				ms = append(ms, "…")
+				break
+			}
+			ms = append(ms, fmt.Sprintf("%s (%d)", m.Metric, m.Series))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\n", f.Name, f.SeriesAlerting, f.ExpectedByChance, first, strings.Join(ms, ", "))
+	}
+	tw.Flush()
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
