@@ -9,10 +9,11 @@ import (
 // series is one output series of anomalyd (anomaly_score with
 // detector="combined") as read back from Prometheus.
 type series struct {
-	metric string    // the input metric name (the output's "metric" label)
-	labels string    // the output's label set, formatted, for the report
-	times  []float64 // sample timestamps, Unix seconds, ascending
-	alarms []float64 // timestamps of samples scoring ≥ the alarm level
+	metric string            // the input metric name (the output's "metric" label)
+	lset   map[string]string // the output's labels
+	labels string            // the output's label set, formatted, for the report
+	times  []float64         // sample timestamps, Unix seconds, ascending
+	alarms []float64         // timestamps of samples scoring ≥ the alarm level
 }
 
 // fault is one injected fault: a command that ran from Start to End.
@@ -21,6 +22,20 @@ type fault struct {
 	Command []string  `json:"command"`
 	Start   time.Time `json:"start"`
 	End     time.Time `json:"end"`
+	// Signals are the series the fault must move: its detection is an
+	// alert on one of them.
+	Signals []signal `json:"signals"`
+}
+
+// signal selects input series by metric name and, optionally, one label.
+type signal struct {
+	Metric string `json:"metric"`
+	Label  string `json:"label,omitempty"`
+	Value  string `json:"value,omitempty"`
+}
+
+func (g signal) matches(s *series) bool {
+	return s.metric == g.Metric && (g.Label == "" || s.lset[g.Label] == g.Value)
 }
 
 // span is a half-open interval [from, to) of Unix seconds.
@@ -83,6 +98,17 @@ type quietResult struct {
 	SeriesAlerting           int           `json:"series_alerting"`
 	ByMetric                 []metricCount `json:"by_metric"`
 	Examples                 []string      `json:"examples"`
+	// BySpan splits Alerts by quiet span: the detectors are young in the
+	// first span and have seen more samples in each later one.
+	BySpan []spanResult `json:"by_span"`
+}
+
+// spanResult is one quiet span's share of the false alarms.
+type spanResult struct {
+	From        float64 `json:"from"` // Unix seconds
+	To          float64 `json:"to"`
+	SeriesHours float64 `json:"series_hours"`
+	Alerts      int     `json:"alerts"`
 }
 
 // faultResult is what the rule did during one fault and its recovery.
@@ -97,6 +123,12 @@ type faultResult struct {
 	// -1 if none.
 	FirstAlertSeconds float64       `json:"first_alert_seconds"`
 	ByMetric          []metricCount `json:"by_metric"`
+	// SignalSeries counts the series its Signals select, SignalAlerting
+	// those that alerted in the window (the fault is detected if any did),
+	// FirstSignalSeconds the first of them after the start (-1: none).
+	SignalSeries       int     `json:"signal_series"`
+	SignalAlerting     int     `json:"signal_alerting"`
+	FirstSignalSeconds float64 `json:"first_signal_seconds"`
 }
 
 // analyse applies the rule to every series and splits its firings into
@@ -104,13 +136,15 @@ type faultResult struct {
 func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Duration, interval time.Duration) (quietResult, []faultResult) {
 	var q quietResult
 	q.Spans = len(quiet)
-	for _, s := range quiet {
+	q.BySpan = make([]spanResult, len(quiet))
+	for i, s := range quiet {
 		q.Minutes += (s.to - s.from) / 60
+		q.BySpan[i] = spanResult{From: s.from, To: s.to}
 	}
 	fr := make([]faultResult, len(faults))
 	fw := make([]span, len(faults))
 	for i, f := range faults {
-		fr[i] = faultResult{fault: f, FirstAlertSeconds: -1}
+		fr[i] = faultResult{fault: f, FirstAlertSeconds: -1, FirstSignalSeconds: -1}
 		fw[i] = span{unix(f.Start), unix(f.End.Add(recovery))}
 	}
 	qm := map[string]int{}
@@ -121,16 +155,18 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 	var samples int
 	for _, s := range all {
 		for _, t := range s.times {
-			if inAny(quiet, t) {
+			if i := spanOf(quiet, t); i >= 0 {
 				samples++
+				q.BySpan[i].SeriesHours += interval.Hours()
 			}
 		}
 		starts := alerts(s.alarms, hold)
 		quietHit := false
 		faultHit := make([]bool, len(faults))
 		for _, t := range starts {
-			if inAny(quiet, t) {
+			if i := spanOf(quiet, t); i >= 0 {
 				q.Alerts++
+				q.BySpan[i].Alerts++
 				if !quietHit && len(q.Examples) < 20 {
 					q.Examples = append(q.Examples, s.labels)
 				}
@@ -140,9 +176,21 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 				if !w.has(t) {
 					continue
 				}
+				d := t - w.from
 				faultHit[i] = true
-				if d := t - w.from; fr[i].FirstAlertSeconds < 0 || d < fr[i].FirstAlertSeconds {
+				if fr[i].FirstAlertSeconds < 0 || d < fr[i].FirstAlertSeconds {
 					fr[i].FirstAlertSeconds = d
+				}
+				if isSignal(faults[i], s) && (fr[i].FirstSignalSeconds < 0 || d < fr[i].FirstSignalSeconds) {
+					fr[i].FirstSignalSeconds = d
+				}
+			}
+		}
+		for i, f := range faults {
+			if isSignal(f, s) {
+				fr[i].SignalSeries++
+				if faultHit[i] {
+					fr[i].SignalAlerting++
 				}
 			}
 		}
@@ -174,13 +222,23 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 	return q, fr
 }
 
-func inAny(spans []span, t float64) bool {
-	for _, s := range spans {
-		if s.has(t) {
+func isSignal(f fault, s *series) bool {
+	for _, g := range f.Signals {
+		if g.matches(s) {
 			return true
 		}
 	}
 	return false
+}
+
+// spanOf is the index of the span that holds t, -1 if none.
+func spanOf(spans []span, t float64) int {
+	for i, s := range spans {
+		if s.has(t) {
+			return i
+		}
+	}
+	return -1
 }
 
 // byMetric orders metrics by alerting series, most first, then by name.

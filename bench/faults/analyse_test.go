@@ -48,7 +48,7 @@ func TestQuietSpans(t *testing.T) {
 }
 
 func TestAnalyse(t *testing.T) {
-	faults := []fault{{Name: "cpu", Start: at(1000), End: at(1060)}}
+	faults := []fault{{Name: "cpu", Start: at(1000), End: at(1060), Signals: []signal{{Metric: "m2", Label: "x", Value: "1"}, {Metric: "m3"}}}}
 	quiet := quietSpans(at(100), at(1500), faults, 60*time.Second) // [100,1000) [1120,1500)
 	every := func(from, to float64) []float64 {
 		var ts []float64
@@ -65,7 +65,7 @@ func TestAnalyse(t *testing.T) {
 		{metric: "m2", labels: `{metric="m2"}`, times: every(0, 1500), alarms: []float64{50, 1100}},
 		// An alarm 100 s before the fault is still firing when it starts:
 		// no new alert in the fault; the one alarm is quiet.
-		{metric: "m2", labels: `{metric="m2", x="1"}`, times: every(0, 1500), alarms: []float64{900, 1005}},
+		{metric: "m2", lset: map[string]string{"x": "1"}, labels: `{metric="m2", x="1"}`, times: every(0, 1500), alarms: []float64{900, 1005}},
 		{metric: "m3", labels: `{metric="m3"}`, times: every(0, 1500)},
 	}
 	q, fr := analyse(all, quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
@@ -81,12 +81,27 @@ func TestAnalyse(t *testing.T) {
 	if want := []metricCount{{"m1", 1}, {"m2", 1}}; !reflect.DeepEqual(q.ByMetric, want) {
 		t.Errorf("quiet by metric %v, want %v", q.ByMetric, want)
 	}
+	wantSpans := []spanResult{{100, 1000, 4 * 900 / 3600.0, 2}, {1120, 1500, 4 * 380 / 3600.0, 0}}
+	if len(q.BySpan) != 2 {
+		t.Fatalf("by span %+v, want %+v", q.BySpan, wantSpans)
+	}
+	for i, w := range wantSpans {
+		g := q.BySpan[i]
+		if g.From != w.From || g.To != w.To || g.Alerts != w.Alerts || math.Abs(g.SeriesHours-w.SeriesHours) > 1e-9 {
+			t.Errorf("span %d: %+v, want %+v", i, g, w)
+		}
+	}
 	if len(fr) != 1 {
 		t.Fatalf("%d fault results, want 1", len(fr))
 	}
 	f := fr[0]
 	if f.SeriesAlerting != 2 || f.FirstAlertSeconds != 10 {
 		t.Errorf("fault: %d series, first after %v s; want 2, 10", f.SeriesAlerting, f.FirstAlertSeconds)
+	}
+	// Signals select m2{x="1"}, which alerted before the fault and was
+	// still firing, and m3, which never alerted: not detected.
+	if f.SignalSeries != 2 || f.SignalAlerting != 0 || f.FirstSignalSeconds != -1 {
+		t.Errorf("signals: %d series, %d alerting, first %v; want 2, 0, -1", f.SignalSeries, f.SignalAlerting, f.FirstSignalSeconds)
 	}
 	if want := []metricCount{{"m1", 1}, {"m2", 1}}; !reflect.DeepEqual(f.ByMetric, want) {
 		t.Errorf("fault by metric %v, want %v", f.ByMetric, want)
@@ -100,6 +115,13 @@ func TestAnalyse(t *testing.T) {
 	_, fr = analyse(all[3:], quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
 	if fr[0].SeriesAlerting != 0 || fr[0].FirstAlertSeconds != -1 {
 		t.Errorf("no alarms: %+v", fr[0])
+	}
+
+	// A signal series that alerts in the window detects the fault.
+	faults[0].Signals = []signal{{Metric: "m2"}}
+	_, fr = analyse(all, quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
+	if f := fr[0]; f.SignalSeries != 2 || f.SignalAlerting != 1 || f.FirstSignalSeconds != 100 {
+		t.Errorf("signal m2: %d series, %d alerting, first %v; want 2, 1, 100", f.SignalSeries, f.SignalAlerting, f.FirstSignalSeconds)
 	}
 }
 

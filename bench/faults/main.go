@@ -60,6 +60,7 @@ type options struct {
 	scrape, quiet, settle, faultDur, gap         time.Duration
 	recovery, hold                               time.Duration
 	faults                                       string
+	keep                                         string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -82,6 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.recovery, "recovery", 2*time.Minute, "Time after a fault's end still counted as the fault (the return to normal is part of the incident).")
 	fs.DurationVar(&o.hold, "hold", 2*time.Minute, "The alert rule's max_over_time range.")
 	fs.StringVar(&o.faults, "faults", "cpu,memory,disk,network,fork", "Faults to inject, in order: "+strings.Join(faultNames(), ", ")+".")
+	fs.StringVar(&o.keep, "keep", "", "Keep Prometheus's data (every input series and score) in this new folder, to query later with prometheus --storage.tsdb.path.")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -120,27 +122,38 @@ func (o *options) validate() error {
 		return fmt.Errorf("-gap (%s) must be at least -fault-duration (%s), which must be positive", o.gap, o.faultDur)
 	}
 	for _, n := range strings.Split(o.faults, ",") {
-		if _, ok := faultArgs[n]; !ok && n != "" {
+		if _, ok := faultSpecs[n]; !ok && n != "" {
 			return fmt.Errorf("unknown fault %q in -faults (known: %s)", n, strings.Join(faultNames(), ", "))
 		}
 	}
 	return nil
 }
 
-// faultArgs are stress-ng's arguments for each fault, -timeout added. One
-// worker each, on a 2-core machine: half of the CPU, 2 GiB held, a file
-// written and read, loopback TCP, processes forked and reaped.
-var faultArgs = map[string][]string{
-	"cpu":     {"--cpu", "1"},
-	"memory":  {"--vm", "1", "--vm-bytes", "2G", "--vm-keep"},
-	"disk":    {"--hdd", "1", "--hdd-bytes", "512M"},
-	"network": {"--sock", "1"},
-	"fork":    {"--fork", "1"},
+// faults are the faults -faults can name: stress-ng's arguments
+// (-timeout added) and the series each must move. One worker each, on a
+// 2-core machine: a CPU busy, 2 GiB held, a file written and read,
+// loopback TCP, processes forked and reaped.
+var faultSpecs = map[string]struct {
+	args    []string
+	signals []signal
+}{
+	"cpu": {[]string{"--cpu", "1"}, []signal{
+		{Metric: "node_cpu_seconds_total", Label: "mode", Value: "user"}, {Metric: "node_load1"}}},
+	"memory": {[]string{"--vm", "1", "--vm-bytes", "2G", "--vm-keep"}, []signal{
+		{Metric: "node_memory_MemAvailable_bytes"}, {Metric: "node_memory_AnonPages_bytes"}}},
+	"disk": {[]string{"--hdd", "1", "--hdd-bytes", "512M"}, []signal{
+		{Metric: "node_disk_written_bytes_total"}, {Metric: "node_disk_writes_completed_total"}}},
+	"network": {[]string{"--sock", "1"}, []signal{
+		{Metric: "node_network_transmit_bytes_total", Label: "device", Value: "lo"},
+		{Metric: "node_network_receive_bytes_total", Label: "device", Value: "lo"},
+		{Metric: "node_netstat_Tcp_ActiveOpens"}}},
+	"fork": {[]string{"--fork", "1"}, []signal{
+		{Metric: "node_forks_total"}, {Metric: "node_context_switches_total"}}},
 }
 
 func faultNames() []string {
 	var n []string
-	for k := range faultArgs {
+	for k := range faultSpecs {
 		n = append(n, k)
 	}
 	sort.Strings(n)
@@ -149,6 +162,7 @@ func faultNames() []string {
 
 type report struct {
 	Date     time.Time `json:"date"`
+	Begin    time.Time `json:"begin"` // all three up; the quiet period starts
 	Versions []string  `json:"versions"`
 	Settings struct {
 		ScrapeInterval, Quiet, Settle, FaultDuration, Gap, Recovery, Hold string
@@ -171,6 +185,13 @@ func (o *options) run(stderr io.Writer) (*report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	data := filepath.Join(dir, "data")
+	if o.keep != "" {
+		if err := os.Mkdir(o.keep, 0o755); err != nil {
+			return nil, fmt.Errorf("-keep: %w", err)
+		}
+		data = o.keep
+	}
 
 	rep := &report{Date: time.Now().UTC()}
 	rep.Settings.ScrapeInterval, rep.Settings.Quiet, rep.Settings.Settle = o.scrape.String(), o.quiet.String(), o.settle.String()
@@ -238,11 +259,12 @@ remote_write:
 	if err := start(o.anomalydAddr, o.anomalyd, "--web.listen-address="+o.anomalydAddr, "--config.file="+anCfg, "--log.level=warn"); err != nil {
 		return nil, err
 	}
-	if err := start(o.promAddr, o.prometheus, "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+	if err := start(o.promAddr, o.prometheus, "--config.file="+promCfg, "--storage.tsdb.path="+data,
 		"--web.listen-address="+o.promAddr, "--web.enable-remote-write-receiver", "--log.level=warn"); err != nil {
 		return nil, err
 	}
 	begin := time.Now()
+	rep.Begin = begin.UTC()
 	fmt.Fprintf(stderr, "faults: node_exporter, anomalyd and Prometheus up; %s quiet, then %s\n", o.quiet, o.faults)
 
 	time.Sleep(o.quiet)
@@ -251,9 +273,9 @@ remote_write:
 		if name == "" {
 			continue
 		}
-		args := append([]string{"--temp-path", dir}, faultArgs[name]...)
+		args := append([]string{"--temp-path", dir}, faultSpecs[name].args...)
 		args = append(args, "--timeout", strconv.Itoa(int(o.faultDur.Seconds()))+"s")
-		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Start: time.Now().UTC()}
+		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Signals: faultSpecs[name].signals, Start: time.Now().UTC()}
 		fmt.Fprintf(stderr, "faults: %s: %s\n", name, strings.Join(f.Command, " "))
 		out, err := exec.Command(o.stressNG, args...).CombinedOutput()
 		f.End = time.Now().UTC()
@@ -312,7 +334,7 @@ func readScores(base string, from, to time.Time, chunk time.Duration) ([]*series
 			k := formatLabels(r.Metric)
 			s := byKey[k]
 			if s == nil {
-				s = &series{metric: r.Metric["metric"], labels: k}
+				s = &series{metric: r.Metric["metric"], lset: r.Metric, labels: k}
 				byKey[k] = s
 				order = append(order, k)
 			}
@@ -399,18 +421,26 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "%d series (%v); rule %s\n", r.Series, r.SeriesByJob, r.Settings.Rule)
 	fmt.Fprintf(w, "quiet: %.1f min in %d spans, %.1f series-hours: %d alerts (%.2f per 1000 series-hours), %d series alerting\n",
 		q.Minutes, q.Spans, q.SeriesHours, q.Alerts, q.AlertsPer1000SeriesHours, q.SeriesAlerting)
+	for _, sp := range q.BySpan {
+		b := unix(r.Begin)
+		rate := 0.0
+		if sp.SeriesHours > 0 {
+			rate = 1000 * float64(sp.Alerts) / sp.SeriesHours
+		}
+		fmt.Fprintf(w, "  minutes %4.1f–%4.1f: %d alerts, %.1f per 1000 series-hours\n", (sp.From-b)/60, (sp.To-b)/60, sp.Alerts, rate)
+	}
 	for i, m := range q.ByMetric {
 		if i == 8 {
 			break
 		}
-		fmt.Fprintf(w, "  %3d  %s\n", m.Series, m.Metric)
+		fmt.Fprintf(w, "  %3d series  %s\n", m.Series, m.Metric)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\tseries alerting\tby chance\tfirst alert\tmetrics (series)")
+	fmt.Fprintln(tw, "fault\tsignal series alerting\tfirst\tseries alerting\tby chance\tmetrics (series)")
 	for _, f := range r.Faults {
 		first := "none"
-		if f.FirstAlertSeconds >= 0 {
-			first = fmt.Sprintf("%.0f s", f.FirstAlertSeconds)
+		if f.FirstSignalSeconds >= 0 {
+			first = fmt.Sprintf("%.0f s", f.FirstSignalSeconds)
 		}
 		var ms []string
 		for i, m := range f.ByMetric {
@@ -420,7 +450,7 @@ func (r *report) print(w io.Writer) {
 			}
 			ms = append(ms, fmt.Sprintf("%s (%d)", m.Metric, m.Series))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%s\n", f.Name, f.SeriesAlerting, f.ExpectedByChance, first, strings.Join(ms, ", "))
+		fmt.Fprintf(tw, "%s\t%d of %d\t%s\t%d\t%.1f\t%s\n", f.Name, f.SignalAlerting, f.SignalSeries, first, f.SeriesAlerting, f.ExpectedByChance, strings.Join(ms, ", "))
 	}
 	tw.Flush()
 }
