@@ -24,17 +24,17 @@ type fault struct {
 	End     time.Time `json:"end"`
 	// Signals are the series the fault must move: its detection is an
 	// alert on one of them.
-	Signals []signal `json:"signals"`
+	Signals []selector `json:"signals"`
 }
 
-// signal selects input series by metric name and, optionally, one label.
-type signal struct {
+// selector selects input series by metric name and, optionally, one label.
+type selector struct {
 	Metric string `json:"metric"`
 	Label  string `json:"label,omitempty"`
 	Value  string `json:"value,omitempty"`
 }
 
-func (g signal) matches(s *series) bool {
+func (g selector) matches(s *series) bool {
 	return s.metric == g.Metric && (g.Label == "" || s.lset[g.Label] == g.Value)
 }
 

@@ -48,7 +48,7 @@ func TestQuietSpans(t *testing.T) {
 }
 
 func TestAnalyse(t *testing.T) {
-	faults := []fault{{Name: "cpu", Start: at(1000), End: at(1060), Signals: []signal{{Metric: "m2", Label: "x", Value: "1"}, {Metric: "m3"}}}}
+	faults := []fault{{Name: "cpu", Start: at(1000), End: at(1060), Signals: []selector{{Metric: "m2", Label: "x", Value: "1"}, {Metric: "m3"}}}}
 	quiet := quietSpans(at(100), at(1500), faults, 60*time.Second) // [100,1000) [1120,1500)
 	every := func(from, to float64) []float64 {
 		var ts []float64
@@ -118,7 +118,7 @@ func TestAnalyse(t *testing.T) {
 	}
 
 	// A signal series that alerts in the window detects the fault.
-	faults[0].Signals = []signal{{Metric: "m2"}}
+	faults[0].Signals = []selector{{Metric: "m2"}}
 	_, fr = analyse(all, quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
 	if f := fr[0]; f.SignalSeries != 2 || f.SignalAlerting != 1 || f.FirstSignalSeconds != 100 {
 		t.Errorf("signal m2: %d series, %d alerting, first %v; want 2, 1, 100", f.SignalSeries, f.SignalAlerting, f.FirstSignalSeconds)

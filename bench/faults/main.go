@@ -28,7 +28,7 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -38,13 +38,17 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/anomalyd/anomalyd/bench/internal/procs"
 )
@@ -91,7 +95,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "faults:", err)
 		return 2
 	}
-	rep, err := o.run(stderr)
+	// Ctrl-C or SIGTERM stops the run, and the processes it started.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := o.run(ctx, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "faults:", err)
 		return 1
@@ -135,19 +142,19 @@ func (o *options) validate() error {
 // loopback TCP, processes forked and reaped.
 var faultSpecs = map[string]struct {
 	args    []string
-	signals []signal
+	signals []selector
 }{
-	"cpu": {[]string{"--cpu", "1"}, []signal{
+	"cpu": {[]string{"--cpu", "1"}, []selector{
 		{Metric: "node_cpu_seconds_total", Label: "mode", Value: "user"}, {Metric: "node_load1"}}},
-	"memory": {[]string{"--vm", "1", "--vm-bytes", "2G", "--vm-keep"}, []signal{
+	"memory": {[]string{"--vm", "1", "--vm-bytes", "2G", "--vm-keep"}, []selector{
 		{Metric: "node_memory_MemAvailable_bytes"}, {Metric: "node_memory_AnonPages_bytes"}}},
-	"disk": {[]string{"--hdd", "1", "--hdd-bytes", "512M"}, []signal{
+	"disk": {[]string{"--hdd", "1", "--hdd-bytes", "512M"}, []selector{
 		{Metric: "node_disk_written_bytes_total"}, {Metric: "node_disk_writes_completed_total"}}},
-	"network": {[]string{"--sock", "1"}, []signal{
+	"network": {[]string{"--sock", "1"}, []selector{
 		{Metric: "node_network_transmit_bytes_total", Label: "device", Value: "lo"},
 		{Metric: "node_network_receive_bytes_total", Label: "device", Value: "lo"},
 		{Metric: "node_netstat_Tcp_ActiveOpens"}}},
-	"fork": {[]string{"--fork", "1"}, []signal{
+	"fork": {[]string{"--fork", "1"}, []selector{
 		{Metric: "node_forks_total"}, {Metric: "node_context_switches_total"}}},
 }
 
@@ -174,7 +181,7 @@ type report struct {
 	Faults      []faultResult  `json:"faults"`
 }
 
-func (o *options) run(stderr io.Writer) (*report, error) {
+func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 	for _, b := range []string{o.prometheus, o.nodeExporter, o.stressNG, o.anomalyd} {
 		if _, err := exec.LookPath(b); err != nil {
 			return nil, fmt.Errorf("%s not found (apt-get install -y prometheus prometheus-node-exporter stress-ng; make build): %w", b, err)
@@ -247,7 +254,7 @@ remote_write:
 			return fmt.Errorf("cannot start %s: %w", name, err)
 		}
 		running = append(running, cmd)
-		if err := procs.WaitListening(addr, 30*time.Second); err != nil {
+		if err := procs.WaitListening(ctx, addr, 30*time.Second); err != nil {
 			b, _ := os.ReadFile(logf.Name())
 			return fmt.Errorf("%s did not listen on %s: %w\n%s", name, addr, err, tail(b, 2000))
 		}
@@ -267,7 +274,9 @@ remote_write:
 	rep.Begin = begin.UTC()
 	fmt.Fprintf(stderr, "faults: node_exporter, anomalyd and Prometheus up; %s quiet, then %s\n", o.quiet, o.faults)
 
-	time.Sleep(o.quiet)
+	if err := sleep(ctx, o.quiet); err != nil {
+		return nil, err
+	}
 	var faults []fault
 	for _, name := range strings.Split(o.faults, ",") {
 		if name == "" {
@@ -275,20 +284,25 @@ remote_write:
 		}
 		args := append([]string{"--temp-path", dir}, faultSpecs[name].args...)
 		args = append(args, "--timeout", strconv.Itoa(int(o.faultDur.Seconds()))+"s")
-		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Signals: faultSpecs[name].signals, Start: time.Now().UTC()}
+		started := time.Now() // with the monotonic clock, for the schedule
+		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Signals: faultSpecs[name].signals, Start: started.UTC()}
 		fmt.Fprintf(stderr, "faults: %s: %s\n", name, strings.Join(f.Command, " "))
-		out, err := exec.Command(o.stressNG, args...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, o.stressNG, args...).CombinedOutput()
 		f.End = time.Now().UTC()
 		if err != nil {
 			return nil, fmt.Errorf("stress-ng for %s: %w\n%s", name, err, tail(out, 2000))
 		}
 		faults = append(faults, f)
-		time.Sleep(time.Until(f.Start.Add(o.gap)))
+		if err := sleep(ctx, o.gap-time.Since(started)); err != nil {
+			return nil, err
+		}
 	}
 	end := time.Now()
 	// Let the last scores travel: Prometheus's and anomalyd's queues send
 	// partial batches after 1 s, retried if need be.
-	time.Sleep(10 * time.Second)
+	if err := sleep(ctx, 10*time.Second); err != nil {
+		return nil, err
+	}
 
 	all, err := readScores("http://"+o.promAddr, begin, end, 5*time.Minute)
 	if err != nil {
@@ -309,6 +323,18 @@ remote_write:
 	quiet := quietSpans(begin.Add(o.settle), end, faults, o.recovery)
 	rep.Quiet, rep.Faults = analyse(all, quiet, faults, o.hold, o.recovery, o.scrape)
 	return rep, nil
+}
+
+// sleep waits for d or until ctx is done, whichever comes first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("interrupted: %w", context.Cause(ctx))
+	}
 }
 
 // readScores reads every sample of anomaly_score{detector="combined"} from
@@ -394,26 +420,9 @@ func apiQuery(base, q string, at time.Time, into any) error {
 	return json.Unmarshal(env.Data.Result, into)
 }
 
-// formatLabels formats a label set as {a="1", b="2"}, names sorted,
-// without __name__.
+// formatLabels formats a label set as {a="1", b="2"}, without __name__.
 func formatLabels(m map[string]string) string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		if k != "__name__" {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, k := range names {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s=%q", k, m[k])
-	}
-	b.WriteByte('}')
-	return b.String()
+	return labels.FromMap(m).DropMetricName().String()
 }
 
 func (r *report) print(w io.Writer) {

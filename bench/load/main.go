@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -27,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/anomalyd/anomalyd/bench/internal/procs"
 )
 
 func main() {
@@ -527,18 +528,7 @@ func waitListening(ctx context.Context, rawURL string, limit time.Duration) erro
 	if u.Port() == "" {
 		host += ":80"
 	}
-	deadline := time.Now().Add(limit)
-	for {
-		c, err := net.DialTimeout("tcp", host, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("nothing listens at %s after %s: %w", host, limit, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return procs.WaitListening(ctx, host, limit)
 }
 
 // pct is the p-th percentile (nearest rank) of ds, in milliseconds.

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -105,7 +106,7 @@ func (o *options) once(name string, i int, stderr io.Writer) (*loadReport, error
 		return nil, fmt.Errorf("cannot start %s: %w", name, err)
 	}
 	defer procs.Stop(cmd, 30*time.Second)
-	if err := procs.WaitListening(addr, o.receiverTimeout); err != nil {
+	if err := procs.WaitListening(context.Background(), addr, o.receiverTimeout); err != nil {
 		return nil, fmt.Errorf("%s did not start listening: %w", name, err)
 	}
 	out := filepath.Join(os.TempDir(), fmt.Sprintf("anomalyd-bench-%s-%d-%d.json", name, os.Getpid(), i))

@@ -3,6 +3,8 @@
 package procs
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"os/exec"
 	"syscall"
@@ -23,9 +25,10 @@ func Stop(cmd *exec.Cmd, grace time.Duration) {
 	}
 }
 
-// WaitListening waits until a TCP connection to addr succeeds, for at most
-// timeout, and returns the last dial error if none did.
-func WaitListening(addr string, timeout time.Duration) error {
+// WaitListening waits until a TCP connection to addr (host:port) succeeds,
+// for at most timeout or until ctx is done, and returns the last dial error
+// if none did.
+func WaitListening(ctx context.Context, addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -33,9 +36,9 @@ func WaitListening(addr string, timeout time.Duration) error {
 			c.Close()
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return err
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("nothing listens at %s after %s: %w", addr, timeout, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }

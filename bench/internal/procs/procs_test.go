@@ -1,6 +1,7 @@
 package procs
 
 import (
+	"context"
 	"net"
 	"os/exec"
 	"testing"
@@ -13,12 +14,18 @@ func TestWaitListening(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	if err := WaitListening(addr, time.Second); err != nil {
+	if err := WaitListening(context.Background(), addr, time.Second); err != nil {
 		t.Fatalf("listening address: %v", err)
 	}
 	l.Close()
-	if err := WaitListening(addr, 300*time.Millisecond); err == nil {
+	if err := WaitListening(context.Background(), addr, 300*time.Millisecond); err == nil {
 		t.Fatal("closed address: want an error, got none")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	t0 := time.Now()
+	if err := WaitListening(ctx, addr, time.Minute); err == nil || time.Since(t0) > 10*time.Second {
+		t.Fatalf("cancelled: want an error at once, got %v after %s", err, time.Since(t0))
 	}
 }
 
