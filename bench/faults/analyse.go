@@ -124,8 +124,9 @@ type faultResult struct {
 	FirstAlertSeconds float64       `json:"first_alert_seconds"`
 	ByMetric          []metricCount `json:"by_metric"`
 	// SignalSeries counts the series its Signals select, SignalAlerting
-	// those that alerted in the window (the fault is detected if any did),
-	// FirstSignalSeconds the first of them after the start (-1: none).
+	// those with an alarm (a sample scoring ≥ 2) in the window, whether or
+	// not the rule was already firing (the fault is detected if any had),
+	// FirstSignalSeconds the first such alarm after the start (-1: none).
 	SignalSeries       int     `json:"signal_series"`
 	SignalAlerting     int     `json:"signal_alerting"`
 	FirstSignalSeconds float64 `json:"first_signal_seconds"`
@@ -181,16 +182,23 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 				if fr[i].FirstAlertSeconds < 0 || d < fr[i].FirstAlertSeconds {
 					fr[i].FirstAlertSeconds = d
 				}
-				if isSignal(faults[i], s) && (fr[i].FirstSignalSeconds < 0 || d < fr[i].FirstSignalSeconds) {
-					fr[i].FirstSignalSeconds = d
-				}
 			}
 		}
 		for i, f := range faults {
-			if isSignal(f, s) {
-				fr[i].SignalSeries++
-				if faultHit[i] {
+			if !isSignal(f, s) {
+				continue
+			}
+			fr[i].SignalSeries++
+			// Any alarm counts, not only a new firing: a series whose
+			// rule was already firing (noise a little earlier) and
+			// alarms again in the window has seen the fault.
+			for _, t := range s.alarms {
+				if fw[i].has(t) {
 					fr[i].SignalAlerting++
+					if d := t - fw[i].from; fr[i].FirstSignalSeconds < 0 || d < fr[i].FirstSignalSeconds {
+						fr[i].FirstSignalSeconds = d
+					}
+					break
 				}
 			}
 		}

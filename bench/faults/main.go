@@ -445,7 +445,7 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "  %3d series  %s\n", m.Series, m.Metric)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\tsignal series alerting\tfirst\tseries alerting\tby chance\tmetrics (series)")
+	fmt.Fprintln(tw, "fault\tsignal series alarming\tfirst\tseries alerting\tby chance\tmetrics (series)")
 	for _, f := range r.Faults {
 		first := "none"
 		if f.FirstSignalSeconds >= 0 {
