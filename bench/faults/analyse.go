@@ -123,12 +123,12 @@ type faultResult struct {
 	// -1 if none.
 	FirstAlertSeconds float64       `json:"first_alert_seconds"`
 	ByMetric          []metricCount `json:"by_metric"`
-	// SignalSeries counts the series its Signals select, SignalAlerting
+	// SignalSeries counts the series its Signals select, SignalAlarming
 	// those with an alarm (a sample scoring ≥ 2) in the window, whether or
 	// not the rule was already firing (the fault is detected if any had),
 	// FirstSignalSeconds the first such alarm after the start (-1: none).
 	SignalSeries       int     `json:"signal_series"`
-	SignalAlerting     int     `json:"signal_alerting"`
+	SignalAlarming     int     `json:"signal_alarming"`
 	FirstSignalSeconds float64 `json:"first_signal_seconds"`
 }
 
@@ -153,11 +153,9 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 	for i := range fm {
 		fm[i] = map[string]int{}
 	}
-	var samples int
 	for _, s := range all {
 		for _, t := range s.times {
 			if i := spanOf(quiet, t); i >= 0 {
-				samples++
 				q.BySpan[i].SeriesHours += interval.Hours()
 			}
 		}
@@ -194,7 +192,7 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 			// alarms again in the window has seen the fault.
 			for _, t := range s.alarms {
 				if fw[i].has(t) {
-					fr[i].SignalAlerting++
+					fr[i].SignalAlarming++
 					if d := t - fw[i].from; fr[i].FirstSignalSeconds < 0 || d < fr[i].FirstSignalSeconds {
 						fr[i].FirstSignalSeconds = d
 					}
@@ -213,7 +211,9 @@ func analyse(all []*series, quiet []span, faults []fault, hold, recovery time.Du
 			}
 		}
 	}
-	q.SeriesHours = float64(samples) * interval.Hours()
+	for _, sp := range q.BySpan {
+		q.SeriesHours += sp.SeriesHours
+	}
 	if q.SeriesHours > 0 {
 		q.AlertsPer1000SeriesHours = 1000 * float64(q.Alerts) / q.SeriesHours
 	}

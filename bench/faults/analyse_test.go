@@ -101,13 +101,13 @@ func TestAnalyse(t *testing.T) {
 	// Signals select m2{x="1"}, whose rule was still firing from an alarm
 	// before the fault when it alarmed 5 s into it (detected, though no
 	// new alert started), and m3, which never alarmed.
-	if f.SignalSeries != 2 || f.SignalAlerting != 1 || f.FirstSignalSeconds != 5 {
-		t.Errorf("signals: %d series, %d alerting, first %v; want 2, 1, 5", f.SignalSeries, f.SignalAlerting, f.FirstSignalSeconds)
+	if f.SignalSeries != 2 || f.SignalAlarming != 1 || f.FirstSignalSeconds != 5 {
+		t.Errorf("signals: %d series, %d alerting, first %v; want 2, 1, 5", f.SignalSeries, f.SignalAlarming, f.FirstSignalSeconds)
 	}
 	faults[0].Signals = []selector{{Metric: "m3"}}
 	_, fr = analyse(all, quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
-	if f := fr[0]; f.SignalSeries != 1 || f.SignalAlerting != 0 || f.FirstSignalSeconds != -1 {
-		t.Errorf("signal m3: %d series, %d alerting, first %v; want 1, 0, -1", f.SignalSeries, f.SignalAlerting, f.FirstSignalSeconds)
+	if f := fr[0]; f.SignalSeries != 1 || f.SignalAlarming != 0 || f.FirstSignalSeconds != -1 {
+		t.Errorf("signal m3: %d series, %d alerting, first %v; want 1, 0, -1", f.SignalSeries, f.SignalAlarming, f.FirstSignalSeconds)
 	}
 	if want := []metricCount{{"m1", 1}, {"m2", 1}}; !reflect.DeepEqual(f.ByMetric, want) {
 		t.Errorf("fault by metric %v, want %v", f.ByMetric, want)
@@ -126,8 +126,8 @@ func TestAnalyse(t *testing.T) {
 	// Both m2 series alarm in the window (at 1100 and 1005).
 	faults[0].Signals = []selector{{Metric: "m2"}}
 	_, fr = analyse(all, quiet, faults, 2*time.Minute, 60*time.Second, time.Second)
-	if f := fr[0]; f.SignalSeries != 2 || f.SignalAlerting != 2 || f.FirstSignalSeconds != 5 {
-		t.Errorf("signal m2: %d series, %d alerting, first %v; want 2, 2, 5", f.SignalSeries, f.SignalAlerting, f.FirstSignalSeconds)
+	if f := fr[0]; f.SignalSeries != 2 || f.SignalAlarming != 2 || f.FirstSignalSeconds != 5 {
+		t.Errorf("signal m2: %d series, %d alerting, first %v; want 2, 2, 5", f.SignalSeries, f.SignalAlarming, f.FirstSignalSeconds)
 	}
 }
 

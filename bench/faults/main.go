@@ -459,7 +459,7 @@ func (r *report) print(w io.Writer) {
 			}
 			ms = append(ms, fmt.Sprintf("%s (%d)", m.Metric, m.Series))
 		}
-		fmt.Fprintf(tw, "%s\t%d of %d\t%s\t%d\t%.1f\t%s\n", f.Name, f.SignalAlerting, f.SignalSeries, first, f.SeriesAlerting, f.ExpectedByChance, strings.Join(ms, ", "))
+		fmt.Fprintf(tw, "%s\t%d of %d\t%s\t%d\t%.1f\t%s\n", f.Name, f.SignalAlarming, f.SignalSeries, first, f.SeriesAlerting, f.ExpectedByChance, strings.Join(ms, ", "))
 	}
 	tw.Flush()
 }
