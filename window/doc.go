@@ -7,8 +7,10 @@
 // markers for its outputs; older samples and same-timestamp-different-value
 // samples are counted and dropped, exact duplicates accepted silently;
 // NaN and ±Inf are counted and not analysed; counters become per-second
-// rates (a decrease is a reset: the new value is the increase); the value
-// goes to the detectors and the outputs to the sink.
+// rates (a decrease is a reset: the new value is the increase), and so
+// do gauges whose first 63 samples only grew (a fall is then a negative
+// rate; see trialSamples); the value goes to the detectors and the outputs
+// to the sink.
 //
 // Trade-offs:
 //   - Series live in fixed-size chunks (slab) that never move, so growing to

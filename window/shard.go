@@ -20,6 +20,24 @@ const (
 	flagStale                       // ended by a stale marker; nothing on /metrics
 	flagHasOutput                   // has emitted output since the last stale marker
 	flagWarming                     // waiting for its history; state in shard.warming (warm.go)
+	flagDeriv                       // a gauge that only grew in its trial: analysed as a per-second rate of change
+)
+
+// A gauge's trial (series.trial): its first trialSamples samples are
+// analysed as values while the shard counts its rises; if none of them
+// fell and at least trialRises rose, the series is a timestamp, a size
+// or an untyped counter that only grows (node_time_seconds,
+// prometheus_tsdb_head_max_time, node_netstat_Tcp_InSegs), whose every
+// sample is a value it never had before, and it is analysed from then on
+// as its per-second rate of change (flagDeriv), a fall included as a
+// negative rate rather than read as a counter reset. Without this such
+// series alarmed every few minutes, a third of all alerts on a quiet
+// node_exporter and Prometheus (bench/faults data). No NAB file passes
+// the trial: their first 63 samples either fall or rise at most twice.
+const (
+	trialSamples = 63 // low 6 bits of series.trial: samples judged so far
+	trialRises   = 3  // high 2 bits: rises so far, saturating
+	trialOver    = trialSamples
 )
 
 // lastOut is the latest output of one detector for one series.
@@ -42,6 +60,7 @@ type series struct {
 	next  uint32 // slot+1 of the next series with the same hash, 0 = none
 	rule  uint16 // index into the shard's Rules
 	flags uint8
+	trial uint8   // a gauge's trial: samples judged (low 6 bits) and rises (high 2), see trialSamples
 	lastT int64   // timestamp of the last accepted sample (ms)
 	lastV float64 // its raw value
 	seen  int64   // wall-clock ms when a sample last arrived (for the TTL)
@@ -206,7 +225,8 @@ func (s *shard) process(b *Batch) {
 			// Metadata arrived (or changed): the series changes meaning,
 			// so its detector state starts over.
 			se.flags ^= flagCounter
-			se.flags &^= flagPrimed
+			se.flags &^= flagPrimed | flagDeriv
+			se.trial = 0
 			se.det.Reset()
 		}
 		samples := b.Samples[bs.SamplesStart:bs.SamplesEnd]
@@ -376,11 +396,44 @@ func (se *series) observe(p *detectors.Params, t int64, v float64, st *localStat
 			st.counterResets++
 		}
 		x = d / (float64(t-se.lastT) / 1000)
+	} else if se.flags&flagDeriv != 0 {
+		if se.flags&flagPrimed == 0 {
+			se.flags |= flagPrimed
+			se.lastT, se.lastV = t, v
+			st.primed++
+			return outcomeSkipped, detectors.Output{}
+		}
+		x = (v - se.lastV) / (float64(t-se.lastT) / 1000)
+	} else if se.trial&trialSamples != trialOver && se.flags&flagPrimed != 0 {
+		if se.judgeTrial(v) {
+			// It only grew: from this sample on its rate of change is
+			// analysed, by detectors that have seen none yet.
+			se.flags |= flagDeriv
+			se.det.Reset()
+			x = (v - se.lastV) / (float64(t-se.lastT) / 1000)
+		}
 	}
 	se.flags |= flagPrimed | flagHasOutput
 	se.lastT, se.lastV = t, v
 	st.samples++
 	return outcomeAnalysed, se.det.Update(p, t, x)
+}
+
+// judgeTrial counts v, the next sample of a gauge in its trial, against
+// the last one and reports whether the trial ended with the series
+// analysed as a rate of change: trialSamples samples none of which fell,
+// at least trialRises of which rose. A fall ends the trial at once.
+func (se *series) judgeTrial(v float64) bool {
+	if v < se.lastV {
+		se.trial = trialOver
+		return false
+	}
+	n, rises := se.trial&trialSamples+1, se.trial>>6
+	if v > se.lastV && rises < trialRises {
+		rises++
+	}
+	se.trial = rises<<6 | n
+	return n == trialOver && rises >= trialRises
 }
 
 // sample handles one sample of series se and emits what it produced.

@@ -3,6 +3,7 @@ package window
 import (
 	"maps"
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 	"testing/synctest"
@@ -454,6 +455,68 @@ func TestMetricsHoldsPeak(t *testing.T) {
 	for _, r := range e.snapshot() {
 		if r.Score != latest[r.Detector] {
 			t.Fatalf("snapshot %s after the next sample %+v: want its own score %v, the spike shown once", r.Detector, r, latest[r.Detector])
+		}
+	}
+}
+
+// A gauge that only grows (a timestamp such as node_time_seconds, a size,
+// an untyped counter) is new at every sample; after its trial it is
+// analysed as its rate of change, so that its steady growth scores as
+// normal and a fall (a restart) alarms.
+func TestGrowingGaugeAnalysedAsRate(t *testing.T) {
+	p, _ := CompileRules(config.Default()).ParamsFor(string(key("__name__", "node_time_seconds")))
+	a := NewAnalyser(p, false)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var last detectors.Result
+	for i := range 3000 {
+		ts := t0 + int64(i)*1000 + int64(rng.IntN(20))
+		o, ok := a.Observe(ts, float64(ts)/1000+0.004*rng.Float64()) // the node's clock read a few ms late
+		if !ok {
+			t.Fatalf("sample %d not analysed", i)
+		}
+		if i > trialSamples && o.Combined.Score > 1 {
+			t.Fatalf("sample %d of a steadily growing gauge scored %v", i, o.Combined.Score)
+		}
+		last = o.Combined
+	}
+	if !last.Ready || math.Abs(last.Expected-1) > 0.05 {
+		t.Fatalf("a clock read every second: got %+v, want its rate, 1 per second, as expected", last)
+	}
+	// The clock is set back an hour: the rate falls to -3600 for one sample.
+	ts := t0 + 3000*1000
+	o, _ := a.Observe(ts, float64(ts)/1000-3600)
+	if o.Combined.Score <= 1 {
+		t.Fatalf("a clock set back an hour scored %v, want an alarm", o.Combined.Score)
+	}
+}
+
+// The trial ends a gauge's chance to become a rate at its first fall, and
+// a gauge that is flat but for a step or two stays a value: a level
+// detector, not a rate, is what sees its next step.
+func TestGaugeTrial(t *testing.T) {
+	p, _ := CompileRules(config.Default()).ParamsFor(string(key("__name__", "g")))
+	for _, tc := range []struct {
+		name string
+		f    func(i int) float64
+		want bool // analysed as a rate of change
+	}{
+		{"rises", func(i int) float64 { return float64(i) }, true},
+		{"rises by steps", func(i int) float64 { return float64(i / 20) }, true},
+		{"falls once", func(i int) float64 {
+			if i == 40 {
+				return 0
+			}
+			return float64(i)
+		}, false},
+		{"two steps", func(i int) float64 { return float64(min(i/30, 2)) }, false},
+		{"flat", func(int) float64 { return 7 }, false},
+	} {
+		a := NewAnalyser(p, false)
+		for i := range 200 {
+			a.Observe(t0+int64(i)*15_000, tc.f(i))
+		}
+		if got := a.se.flags&flagDeriv != 0; got != tc.want {
+			t.Errorf("%s: analysed as a rate of change: %v, want %v (trial %08b)", tc.name, got, tc.want, a.se.trial)
 		}
 	}
 }
