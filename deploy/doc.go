@@ -4,8 +4,10 @@
 //   - prometheus/prometheus.yml: a complete prometheus.yml whose remote_write
 //     entry feeds anomalyd and whose "anomalyd" scrape job (honor_labels: true)
 //     reads the output series back from anomalyd's /metrics.
-//   - prometheus/anomalyd-alerts.yml: AnomalyDetected (anomaly_score above 1
-//     for 5m) and alerts on anomalyd's own health.
+//   - prometheus/anomalyd-alerts.yml: AnomalyDetected (an alarm, anomaly_score
+//     ≥ 2, in the last 2 minutes; severity info), AnomalySustained (an alarm
+//     whose change lasted: the expected value left the band it had before;
+//     severity warning) and alerts on anomalyd's own health.
 //   - prometheus/anomalyd-recording.yml: per-metric and per-job aggregates of
 //     anomaly_score, named level:metric:operations.
 //   - prometheus/*.test.yml: promtool unit tests of both rule files.
@@ -19,7 +21,9 @@
 //
 // Trade-offs: the alerts use the combined detector only (per-detector series
 // exist only with output.per_detector and would alert several times for one
-// anomaly); AnomalyDetected waits 5m to ignore blips, so a short anomaly shows
-// on the dashboard but pages nobody. The dashboard's first row needs the input
-// series and the output series in the same store.
+// anomaly). Most alarms are one-sample blips, which NAB counts as anomalies and
+// an operator calls noise: AnomalyDetected reports every alarm (info), and
+// AnomalySustained, about ten times rarer on real metrics, only those whose
+// change lasted 30 s, at the cost of that delay. The dashboard's first row
+// needs the input series and the output series in the same store.
 package deploy

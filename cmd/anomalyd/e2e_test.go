@@ -396,6 +396,14 @@ func (env *e2eEnv) scenarioStep(t *testing.T) {
 		t.Fatalf("e2e_step_gauge at a constant %g scored %g before the step: want <= 1", e2eGaugeBefore, v)
 	}
 
+	// The band before the step: AnomalySustained fires when the expected
+	// value leaves it for good (checked below).
+	res, err = e2eQuery(env.bURL, `anomaly_upper{metric="e2e_step_gauge",detector="combined"}`, time.Time{})
+	if err != nil || len(res) != 1 {
+		t.Fatalf("anomaly_upper{metric=\"e2e_step_gauge\"} before the step: %s, %v", e2eFormatAll(res), err)
+	}
+	upperBefore := res[0].Points[0].V
+
 	step := time.Now()
 	env.exp.setGauge(e2eGaugeAfter)
 	t.Logf("e2e_step_gauge: %g -> %g at %s, after %s at %g", e2eGaugeBefore, e2eGaugeAfter,
@@ -446,7 +454,7 @@ func (env *e2eEnv) scenarioStep(t *testing.T) {
 		t.Fatalf("within 40s of the step: %v", err)
 	}
 	t.Logf("B fires %s %s: %q", alert.Labels["alertname"], e2eFormat(alert.Labels), alert.Annotations["description"])
-	want := map[string]string{"alertname": "AnomalyDetected", "severity": "warning"}
+	want := map[string]string{"alertname": "AnomalyDetected", "severity": "info"}
 	for k, v := range env.stepLabels {
 		if k != "__name__" {
 			want[k] = v
@@ -459,6 +467,24 @@ func (env *e2eEnv) scenarioStep(t *testing.T) {
 	// the same labels: in B these came from anomalyd, not from a unit test.
 	if d := alert.Annotations["description"]; !strings.Contains(d, "e2e_step_gauge scored ") || !strings.Contains(d, "expected ") || !strings.Contains(d, "band [") {
 		t.Errorf("alert description %q: want the metric, its expected value and its band", d)
+	}
+
+	// AnomalySustained's premise: after a lasting shift the expected value
+	// leaves the band it had before and stays out (its rule then needs 3
+	// minutes of band history, longer than this test runs).
+	err = e2eEventually(30*time.Second, 500*time.Millisecond, func() error {
+		res, err := e2eQuery(env.bURL, `min_over_time(anomaly_expected{metric="e2e_step_gauge",detector="combined"}[5s])`, time.Time{})
+		if err != nil || len(res) != 1 {
+			return fmt.Errorf("anomaly_expected: %s, %v", e2eFormatAll(res), err)
+		}
+		if v := res[0].Points[0].V; !(v > upperBefore) {
+			return fmt.Errorf("expected value over the last 5s at least %g, not above the band's upper edge %g before the step", v, upperBefore)
+		}
+		return nil
+	})
+	if err != nil {
+		env.logTrace(t, "e2e_step_gauge", time.Minute)
+		t.Errorf("within 30s of AnomalyDetected: %v", err)
 	}
 }
 
