@@ -2,7 +2,10 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -132,7 +135,18 @@ func TestAnalyse(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	ok := options{scrape: time.Second, quiet: 15 * time.Minute, settle: 5 * time.Minute, faultDur: time.Minute, gap: 4 * time.Minute, faults: "cpu,disk"}
+	dir := t.TempDir()
+	withFor, noScores := filepath.Join(dir, "for.yml"), filepath.Join(dir, "none.yml")
+	for p, body := range map[string]string{
+		withFor:  "groups:\n  - name: anomalyd-scores\n    rules:\n      - alert: Slow\n        expr: anomaly_score > 1\n        for: 5m\n",
+		noScores: "groups:\n  - name: other\n    rules:\n      - alert: X\n        expr: up == 0\n",
+	} {
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok := options{scrape: time.Second, quiet: 15 * time.Minute, settle: 5 * time.Minute, faultDur: time.Minute, gap: 4 * time.Minute, faults: "cpu,disk",
+		rules: filepath.Join("..", "..", "deploy", "prometheus", "anomalyd-alerts.yml")}
 	if err := ok.validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -144,6 +158,9 @@ func TestValidate(t *testing.T) {
 		{func(o *options) { o.settle = o.quiet }, "-settle (15m0s) must be shorter than -quiet (15m0s)"},
 		{func(o *options) { o.gap = 30 * time.Second }, "-gap (30s) must be at least -fault-duration (1m0s), which must be positive"},
 		{func(o *options) { o.faults = "cpu,gpu" }, `unknown fault "gpu" in -faults (known: cpu, disk, fork, memory, network)`},
+		{func(o *options) { o.rules = "nonexistent.yml" }, "-rules: open nonexistent.yml: no such file or directory"},
+		{func(o *options) { o.rules = withFor }, "-rules " + withFor + ": alert Slow has for: 5m, which this harness cannot apply"},
+		{func(o *options) { o.rules = noScores }, "-rules " + noScores + `: no alert in group "anomalyd-scores"`},
 	} {
 		o := ok
 		c.set(&o)
@@ -161,5 +178,53 @@ func TestFormatLabels(t *testing.T) {
 	}
 	if got := formatLabels(map[string]string{"__name__": "x"}); got != "{}" {
 		t.Fatalf("only a name: got %s, want {}", got)
+	}
+}
+
+// The shipped rules file: both score alerts, in order, with their
+// expressions; the health alerts (another group) are left out.
+func TestLoadScoreAlerts(t *testing.T) {
+	rs, err := loadScoreAlerts(filepath.Join("..", "..", "deploy", "prometheus", "anomalyd-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range rs {
+		names = append(names, r.Alert)
+		if !strings.Contains(r.Expr, `anomaly_score{detector="combined"}`) {
+			t.Errorf("%s: expr %q does not read the combined score", r.Alert, r.Expr)
+		}
+	}
+	if got, want := strings.Join(names, ","), "AnomalyDetected,AnomalySustained"; got != want {
+		t.Errorf("alerts %s, want %s", got, want)
+	}
+}
+
+// A rule's result becomes each series' alarms: a firing starts where the
+// expression holds after a step where it did not.
+func TestRuleSeries(t *testing.T) {
+	faults := []fault{{Name: "cpu", Start: at(1000), End: at(1060), Signals: []selector{{Metric: "m2"}}}}
+	quiet := quietSpans(at(100), at(1500), faults, 60*time.Second)
+	all := []*series{
+		{metric: "m1", labels: `{metric="m1"}`, alarms: []float64{500}},
+		{metric: "m2", labels: `{metric="m2"}`},
+	}
+	holds := map[string][]float64{
+		// Two firings in quiet time: 200-202, then 210 (a gap of 8 steps).
+		`{metric="m1"}`: {200, 201, 202, 210},
+		// Holds from 1030 on: the fault is detected 30 s after its start.
+		`{metric="m2"}`:   {1030, 1031, 1032},
+		`{metric="gone"}`: {300},
+	}
+	rs := ruleSeries(all, holds)
+	if len(all[0].alarms) != 1 || all[0].alarms[0] != 500 {
+		t.Fatalf("ruleSeries changed its input: %v", all[0].alarms)
+	}
+	q, fr := analyse(rs, quiet, faults, 1500*time.Millisecond, 60*time.Second, time.Second)
+	if q.Alerts != 2 || q.SeriesAlerting != 1 {
+		t.Errorf("quiet: %d alerts on %d series, want 2 on 1", q.Alerts, q.SeriesAlerting)
+	}
+	if f := fr[0]; f.SignalAlarming != 1 || f.FirstSignalSeconds != 30 || f.SeriesAlerting != 1 {
+		t.Errorf("fault: %d signal series alarming, first after %v s, %d alerting; want 1, 30, 1", f.SignalAlarming, f.FirstSignalSeconds, f.SeriesAlerting)
 	}
 }

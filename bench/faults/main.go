@@ -18,6 +18,12 @@
 //     after its end, how soon the first does, which metrics they are, and
 //     how many would have fired in that time at the quiet rate.
 //
+// Every alert of the rules file's anomalyd-scores group (-rules, by default
+// deploy/prometheus/anomalyd-alerts.yml: AnomalyDetected and
+// AnomalySustained) is then also evaluated by that Prometheus at every
+// scrape interval of the run (a range query) and reported the same way,
+// a firing being a run of steps where its expression holds.
+//
 // There is no per-series ground truth: a fault moves whatever it moves.
 // The figures say whether the defaults keep quiet on real metrics that
 // nobody touches and speak up when something happens to the machine.
@@ -65,6 +71,8 @@ type options struct {
 	recovery, hold                               time.Duration
 	faults                                       string
 	keep                                         string
+	rules                                        string
+	alerts                                       []alertRule // read from rules by validate
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -87,6 +95,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.recovery, "recovery", 2*time.Minute, "Time after a fault's end still counted as the fault (the return to normal is part of the incident).")
 	fs.DurationVar(&o.hold, "hold", 2*time.Minute, "The alert rule's max_over_time range.")
 	fs.StringVar(&o.faults, "faults", "cpu,memory,disk,network,fork", "Faults to inject, in order: "+strings.Join(faultNames(), ", ")+".")
+	fs.StringVar(&o.rules, "rules", "deploy/prometheus/anomalyd-alerts.yml", "Alert rules file: every alert of its group "+scoreGroup+" is also evaluated over the run (every -scrape-interval) and reported like the rule above.")
 	fs.StringVar(&o.keep, "keep", "", "Keep Prometheus's data (every input series and score) in this new folder, to query later with prometheus --storage.tsdb.path.")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -133,7 +142,9 @@ func (o *options) validate() error {
 			return fmt.Errorf("unknown fault %q in -faults (known: %s)", n, strings.Join(faultNames(), ", "))
 		}
 	}
-	return nil
+	var err error
+	o.alerts, err = loadScoreAlerts(o.rules)
+	return err
 }
 
 // faults are the faults -faults can name: stress-ng's arguments
@@ -179,6 +190,9 @@ type report struct {
 	SeriesByJob map[string]int `json:"series_by_job"`
 	Quiet       quietResult    `json:"quiet"`
 	Faults      []faultResult  `json:"faults"`
+	// Rules: each alert of -rules, evaluated by Prometheus over the run.
+	Rules     []ruleResult `json:"rules"`
+	rulesFile string
 }
 
 func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
@@ -200,7 +214,7 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 		data = o.keep
 	}
 
-	rep := &report{Date: time.Now().UTC()}
+	rep := &report{Date: time.Now().UTC(), rulesFile: o.rules}
 	rep.Settings.ScrapeInterval, rep.Settings.Quiet, rep.Settings.Settle = o.scrape.String(), o.quiet.String(), o.settle.String()
 	rep.Settings.FaultDuration, rep.Settings.Gap, rep.Settings.Recovery, rep.Settings.Hold = o.faultDur.String(), o.gap.String(), o.recovery.String(), o.hold.String()
 	rep.Settings.Rule = fmt.Sprintf(`max_over_time(anomaly_score{detector="combined"}[%s]) >= 2`, o.hold)
@@ -322,6 +336,13 @@ remote_write:
 	}
 	quiet := quietSpans(begin.Add(o.settle), end, faults, o.recovery)
 	rep.Quiet, rep.Faults = analyse(all, quiet, faults, o.hold, o.recovery, o.scrape)
+	for _, r := range o.alerts {
+		rr, err := applyRule("http://"+o.promAddr, r, all, begin, end, quiet, faults, o.recovery, o.scrape)
+		if err != nil {
+			return nil, err
+		}
+		rep.Rules = append(rep.Rules, rr)
+	}
 	return rep, nil
 }
 
@@ -395,10 +416,12 @@ func readScores(base string, from, to time.Time, chunk time.Duration) ([]*series
 // apiQuery runs an instant query against Prometheus's HTTP API.
 func apiQuery(base, q string, at time.Time, into any) error {
 	form := url.Values{"query": {q}, "time": {strconv.FormatFloat(unix(at), 'f', 3, 64)}}
-	resp, err := http.PostForm(base+"/api/v1/query", form)
-	if err != nil {
-		return fmt.Errorf("query %s: %w", q, err)
-	}
+	return apiPost(base+"/api/v1/query", form, into)
+}
+
+// decodeAPI reads a Prometheus HTTP API response for query q and decodes
+// its data.result into into.
+func decodeAPI(resp *http.Response, q string, into any) error {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -462,6 +485,25 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d of %d\t%s\t%d\t%.1f\t%s\n", f.Name, f.SignalAlarming, f.SignalSeries, first, f.SeriesAlerting, f.ExpectedByChance, strings.Join(ms, ", "))
 	}
 	tw.Flush()
+	for _, rr := range r.Rules {
+		q := rr.Quiet
+		fmt.Fprintf(w, "alert %s (%s, evaluated every %s): quiet: %d alerts (%.2f per 1000 series-hours), %d series alerting\n",
+			rr.Alert, r.rulesFile, r.Settings.ScrapeInterval, q.Alerts, q.AlertsPer1000SeriesHours, q.SeriesAlerting)
+		for i, m := range q.ByMetric {
+			if i == 5 {
+				break
+			}
+			fmt.Fprintf(w, "  %3d series  %s\n", m.Series, m.Metric)
+		}
+		for _, f := range rr.Faults {
+			first := "not detected"
+			if f.FirstSignalSeconds >= 0 {
+				first = fmt.Sprintf("detected after %.0f s", f.FirstSignalSeconds)
+			}
+			fmt.Fprintf(w, "  %-8s %s (%d of %d signal series), %d series alerting, %.1f by chance\n",
+				f.Name, first, f.SignalAlarming, f.SignalSeries, f.SeriesAlerting, f.ExpectedByChance)
+		}
+	}
 }
 
 func tail(b []byte, n int) string {
