@@ -82,9 +82,10 @@ bench-nab: build
 
 ## bench-faults: the default detectors on this machine's real metrics (node_exporter and Prometheus's
 ## own, scraped every second by a real Prometheus that remote-writes to anomalyd and stores its scores),
-## with stress-ng faults at known times: false alarms of the AnomalyDetected rule per 1000 series-hours
-## while nothing happens, and what fires during each fault. ~35 minutes; the machine must be otherwise
-## idle. JSON in bench/results/faults.json. FAULTS_FLAGS to change it (go run ./bench/faults -h).
+## with stress-ng faults at known times: false alarms per 1000 series-hours while nothing happens, and
+## what fires during each fault, for AnomalyDetected and for every alert of
+## deploy/prometheus/anomalyd-alerts.yml's score group (AnomalySustained). ~35 minutes; the machine must
+## be otherwise idle. JSON in bench/results/faults.json. FAULTS_FLAGS to change it (go run ./bench/faults -h).
 FAULTS_FLAGS ?=
 bench-faults: build
 	@for p in prometheus prometheus-node-exporter stress-ng; do \
