@@ -23,7 +23,8 @@
 // exist only with output.per_detector and would alert several times for one
 // anomaly). Most alarms are one-sample blips, which NAB counts as anomalies and
 // an operator calls noise: AnomalyDetected reports every alarm (info), and
-// AnomalySustained, about ten times rarer on real metrics, only those whose
-// change lasted 30 s, at the cost of that delay. The dashboard's first row
+// AnomalySustained only those whose change lasted 30 s, at the cost of that
+// delay: on real metrics 9 to 17 times rarer at 1 s samples, 3.8 times at 15 s
+// (README, Real metrics). The dashboard's first row
 // needs the input series and the output series in the same store.
 package deploy

@@ -185,14 +185,14 @@ type report struct {
 	Settings struct {
 		ScrapeInterval, Quiet, Settle, FaultDuration, Gap, Recovery, Hold string
 		Rule                                                              string
+		RulesFile                                                         string // -rules
 	} `json:"settings"`
 	Series      int            `json:"series"`
 	SeriesByJob map[string]int `json:"series_by_job"`
 	Quiet       quietResult    `json:"quiet"`
 	Faults      []faultResult  `json:"faults"`
 	// Rules: each alert of -rules, evaluated by Prometheus over the run.
-	Rules     []ruleResult `json:"rules"`
-	rulesFile string
+	Rules []ruleResult `json:"rules"`
 }
 
 func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
@@ -214,10 +214,11 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 		data = o.keep
 	}
 
-	rep := &report{Date: time.Now().UTC(), rulesFile: o.rules}
+	rep := &report{Date: time.Now().UTC()}
 	rep.Settings.ScrapeInterval, rep.Settings.Quiet, rep.Settings.Settle = o.scrape.String(), o.quiet.String(), o.settle.String()
 	rep.Settings.FaultDuration, rep.Settings.Gap, rep.Settings.Recovery, rep.Settings.Hold = o.faultDur.String(), o.gap.String(), o.recovery.String(), o.hold.String()
 	rep.Settings.Rule = fmt.Sprintf(`max_over_time(anomaly_score{detector="combined"}[%s]) >= 2`, o.hold)
+	rep.Settings.RulesFile = o.rules
 	for _, v := range [][]string{{o.prometheus, "--version"}, {o.nodeExporter, "--version"}, {o.stressNG, "--version"}, {o.anomalyd, "--version"}} {
 		out, _ := exec.Command(v[0], v[1:]...).CombinedOutput()
 		line, _, _ := strings.Cut(string(out), "\n")
@@ -488,7 +489,7 @@ func (r *report) print(w io.Writer) {
 	for _, rr := range r.Rules {
 		q := rr.Quiet
 		fmt.Fprintf(w, "alert %s (%s, evaluated every %s): quiet: %d alerts (%.2f per 1000 series-hours), %d series alerting\n",
-			rr.Alert, r.rulesFile, r.Settings.ScrapeInterval, q.Alerts, q.AlertsPer1000SeriesHours, q.SeriesAlerting)
+			rr.Alert, r.Settings.RulesFile, r.Settings.ScrapeInterval, q.Alerts, q.AlertsPer1000SeriesHours, q.SeriesAlerting)
 		for i, m := range q.ByMetric {
 			if i == 5 {
 				break
