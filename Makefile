@@ -80,11 +80,11 @@ bench-nab: build
 	  -alert 'combined:>=2' -alert 'combined:>1 for 5m' \
 	  -baseline null,random -json $(BENCH_OUT)/nab.json
 
-## bench-faults: the default detectors on this machine's real metrics (node_exporter and Prometheus's
-## own, scraped every second by a real Prometheus that remote-writes to anomalyd and stores its scores),
-## with stress-ng faults at known times: false alarms per 1000 series-hours while nothing happens, and
+## bench-faults: the default detectors on this machine's real metrics (node_exporter, Prometheus's own
+## and a loaded HTTP service's RED metrics, scraped every second by a real Prometheus that remote-writes
+## to anomalyd and stores its scores), with stress-ng and service faults at known times: false alarms per 1000 series-hours while nothing happens, and
 ## what fires during each fault, for AnomalyDetected and for every alert of
-## deploy/prometheus/anomalyd-alerts.yml's score group (AnomalySustained). ~35 minutes; the machine must
+## deploy/prometheus/anomalyd-alerts.yml's score group (AnomalySustained). ~47 minutes; the machine must
 ## be otherwise idle. JSON in bench/results/faults.json. FAULTS_FLAGS to change it (go run ./bench/faults -h).
 FAULTS_FLAGS ?=
 bench-faults: build

@@ -16,7 +16,8 @@ type series struct {
 	alarms []float64         // timestamps of samples scoring ≥ the alarm level
 }
 
-// fault is one injected fault: a command that ran from Start to End.
+// fault is one injected fault, from Start to End: a stress-ng command, or
+// for the service's faults "shop" and what the fault does.
 type fault struct {
 	Name    string    `json:"name"`
 	Command []string  `json:"command"`

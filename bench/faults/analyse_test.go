@@ -157,7 +157,7 @@ func TestValidate(t *testing.T) {
 		{func(o *options) { o.scrape = 10 * time.Millisecond }, "-scrape-interval must be at least 100ms, got 10ms"},
 		{func(o *options) { o.settle = o.quiet }, "-settle (15m0s) must be shorter than -quiet (15m0s)"},
 		{func(o *options) { o.gap = 30 * time.Second }, "-gap (30s) must be at least -fault-duration (1m0s), which must be positive"},
-		{func(o *options) { o.faults = "cpu,gpu" }, `unknown fault "gpu" in -faults (known: cpu, disk, fork, memory, network)`},
+		{func(o *options) { o.faults = "cpu,gpu" }, `unknown fault "gpu" in -faults (known: cpu, disk, errors, fork, latency, memory, network, traffic)`},
 		{func(o *options) { o.rules = "nonexistent.yml" }, "-rules: open nonexistent.yml: no such file or directory"},
 		{func(o *options) { o.rules = withFor }, "-rules " + withFor + ": alert Slow has for: 5m, which this harness cannot apply"},
 		{func(o *options) { o.rules = noScores }, "-rules " + noScores + `: no alert in group "anomalyd-scores"`},

@@ -1,12 +1,14 @@
 // Command faults is the field check behind `make bench-faults`: the
 // default detectors on real metrics of this machine, with faults injected
-// at known times. Debian's node_exporter exports the machine's metrics, a
-// real Prometheus scrapes it (and itself, a service with request counters
-// and latencies) every -scrape-interval and remote-writes everything to
-// anomalyd, which remote-writes its scores back to that Prometheus, as in
-// README's "Send it your metrics". After -quiet of nothing, stress-ng loads
-// the CPU, memory, disk, loopback network and the scheduler in turn, each
-// for -fault-duration with -gap between starts. Then the scores are read
+// at known times. Debian's node_exporter exports the machine's metrics and
+// shop, an HTTP service this command runs under a steady load, its RED
+// metrics (see shop); a real Prometheus scrapes both (and itself, a
+// service with request counters and latencies) every -scrape-interval and
+// remote-writes everything to anomalyd, which remote-writes its scores
+// back to that Prometheus, as in README's "Send it your metrics". After
+// -quiet of nothing, stress-ng loads the CPU, memory, disk, loopback
+// network and the scheduler in turn, then the service slows down, fails
+// and loses traffic, each for -fault-duration with -gap between starts. Then the scores are read
 // back from Prometheus and the AnomalyDetected rule of
 // deploy/prometheus/anomalyd-alerts.yml (max_over_time(anomaly_score
 // {detector="combined"}[2m]) >= 2) is applied to every series:
@@ -27,7 +29,7 @@
 // There is no per-series ground truth: a fault moves whatever it moves.
 // The figures say whether the defaults keep quiet on real metrics that
 // nobody touches and speak up when something happens to the machine.
-// The machine must be otherwise idle while it runs (about 35 minutes with
+// The machine must be otherwise idle while it runs (about 47 minutes with
 // the defaults): anything else that runs on it is an unlabelled fault.
 //
 //	go run ./bench/faults -anomalyd bin/anomalyd [-out bench/results]
@@ -40,6 +42,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -65,7 +68,7 @@ func main() {
 
 type options struct {
 	anomalyd, prometheus, nodeExporter, stressNG string
-	anomalydAddr, promAddr, nodeAddr             string
+	anomalydAddr, promAddr, nodeAddr, shopAddr   string
 	outDir                                       string
 	scrape, quiet, settle, faultDur, gap         time.Duration
 	recovery, hold                               time.Duration
@@ -86,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.anomalydAddr, "anomalyd-addr", "127.0.0.1:19810", "Listen address for anomalyd.")
 	fs.StringVar(&o.promAddr, "prometheus-addr", "127.0.0.1:19811", "Listen address for Prometheus.")
 	fs.StringVar(&o.nodeAddr, "node-exporter-addr", "127.0.0.1:19812", "Listen address for node_exporter.")
+	fs.StringVar(&o.shopAddr, "service-addr", "127.0.0.1:19813", "Listen address for the RED service (shop) that the run puts under load.")
 	fs.StringVar(&o.outDir, "out", "bench/results", "Folder for faults.json.")
 	fs.DurationVar(&o.scrape, "scrape-interval", time.Second, "Prometheus scrape interval: one sample a series this often.")
 	fs.DurationVar(&o.quiet, "quiet", 15*time.Minute, "Time before the first fault (the slow scale of the regime detector is Ready after 800 samples).")
@@ -94,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.gap, "gap", 4*time.Minute, "Time from one fault's start to the next's (and after the last).")
 	fs.DurationVar(&o.recovery, "recovery", 2*time.Minute, "Time after a fault's end still counted as the fault (the return to normal is part of the incident).")
 	fs.DurationVar(&o.hold, "hold", 2*time.Minute, "The alert rule's max_over_time range.")
-	fs.StringVar(&o.faults, "faults", "cpu,memory,disk,network,fork", "Faults to inject, in order: "+strings.Join(faultNames(), ", ")+".")
+	fs.StringVar(&o.faults, "faults", "cpu,memory,disk,network,fork,latency,errors,traffic", "Faults to inject, in order: "+strings.Join(faultNames(), ", ")+" (the last three are the service's).")
 	fs.StringVar(&o.rules, "rules", "deploy/prometheus/anomalyd-alerts.yml", "Alert rules file: every alert of its group "+scoreGroup+" is also evaluated over the run (every -scrape-interval) and reported like the rule above.")
 	fs.StringVar(&o.keep, "keep", "", "Keep Prometheus's data (every input series and score) in this new folder, to query later with prometheus --storage.tsdb.path.")
 	if err := fs.Parse(args); err != nil {
@@ -138,7 +142,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-gap (%s) must be at least -fault-duration (%s), which must be positive", o.gap, o.faultDur)
 	}
 	for _, n := range strings.Split(o.faults, ",") {
-		if _, ok := faultSpecs[n]; !ok && n != "" {
+		_, machine := faultSpecs[n]
+		if _, service := shopFaults[n]; !machine && !service && n != "" {
 			return fmt.Errorf("unknown fault %q in -faults (known: %s)", n, strings.Join(faultNames(), ", "))
 		}
 	}
@@ -172,6 +177,9 @@ var faultSpecs = map[string]struct {
 func faultNames() []string {
 	var n []string
 	for k := range faultSpecs {
+		n = append(n, k)
+	}
+	for k := range shopFaults {
 		n = append(n, k)
 	}
 	sort.Strings(n)
@@ -241,6 +249,8 @@ scrape_configs:
     static_configs: [{targets: ['%s']}]
   - job_name: prometheus
     static_configs: [{targets: ['%s']}]
+  - job_name: shop
+    static_configs: [{targets: ['%s']}]
 remote_write:
   - url: http://%s/api/v1/write
     write_relabel_configs:
@@ -248,7 +258,7 @@ remote_write:
         regex: "anomaly_(score|expected|lower|upper|driver)"
         action: drop
     queue_config: {batch_send_deadline: 1s}
-`, o.scrape, o.scrape, o.nodeAddr, o.promAddr, o.anomalydAddr)), 0o644); err != nil {
+`, o.scrape, o.scrape, o.nodeAddr, o.promAddr, o.shopAddr, o.anomalydAddr)), 0o644); err != nil {
 		return nil, err
 	}
 
@@ -278,6 +288,12 @@ remote_write:
 	if err := start(o.nodeAddr, o.nodeExporter, "--web.listen-address="+o.nodeAddr); err != nil {
 		return nil, err
 	}
+	shop := newShop()
+	ln, err := net.Listen("tcp", o.shopAddr)
+	if err != nil {
+		return nil, fmt.Errorf("shop service: %w", err)
+	}
+	defer serveShop(ctx, shop, ln)()
 	if err := start(o.anomalydAddr, o.anomalyd, "--web.listen-address="+o.anomalydAddr, "--config.file="+anCfg, "--log.level=warn"); err != nil {
 		return nil, err
 	}
@@ -287,7 +303,7 @@ remote_write:
 	}
 	begin := time.Now()
 	rep.Begin = begin.UTC()
-	fmt.Fprintf(stderr, "faults: node_exporter, anomalyd and Prometheus up; %s quiet, then %s\n", o.quiet, o.faults)
+	fmt.Fprintf(stderr, "faults: node_exporter, the shop service, anomalyd and Prometheus up; %s quiet, then %s\n", o.quiet, o.faults)
 
 	if err := sleep(ctx, o.quiet); err != nil {
 		return nil, err
@@ -297,9 +313,25 @@ remote_write:
 		if name == "" {
 			continue
 		}
+		started := time.Now() // with the monotonic clock, for the schedule
+		if sf, ok := shopFaults[name]; ok {
+			f := fault{Name: name, Command: []string{"shop", sf.what}, Signals: sf.signals, Start: started.UTC()}
+			fmt.Fprintf(stderr, "faults: %s: %s\n", name, sf.what)
+			shop.inject(name)
+			err := sleep(ctx, o.faultDur)
+			shop.inject("")
+			if err != nil {
+				return nil, err
+			}
+			f.End = time.Now().UTC()
+			faults = append(faults, f)
+			if err := sleep(ctx, o.gap-time.Since(started)); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		args := append([]string{"--temp-path", dir}, faultSpecs[name].args...)
 		args = append(args, "--timeout", strconv.Itoa(int(o.faultDur.Seconds()))+"s")
-		started := time.Now() // with the monotonic clock, for the schedule
 		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Signals: faultSpecs[name].signals, Start: started.UTC()}
 		fmt.Fprintf(stderr, "faults: %s: %s\n", name, strings.Join(f.Command, " "))
 		out, err := exec.CommandContext(ctx, o.stressNG, args...).CombinedOutput()
