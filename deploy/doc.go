@@ -25,6 +25,9 @@
 // an operator calls noise: AnomalyDetected reports every alarm (info), and
 // AnomalySustained only those whose change lasted 30 s, at the cost of that
 // delay: on real metrics 9 to 17 times rarer at 1 s samples, 3.8 times at 15 s
-// (README, Real metrics). The dashboard's first row
+// (README, Real metrics). It misses a service's faults (slow dependency,
+// errors, lost traffic on RED metrics, make bench-faults): the combined band
+// alternates between detectors and its 5-minute extreme is the widest one.
+// The dashboard's first row
 // needs the input series and the output series in the same store.
 package deploy
