@@ -314,8 +314,9 @@ remote_write:
 			continue
 		}
 		started := time.Now() // with the monotonic clock, for the schedule
+		f := fault{Name: name, Start: started.UTC()}
 		if sf, ok := shopFaults[name]; ok {
-			f := fault{Name: name, Command: []string{"shop", sf.what}, Signals: sf.signals, Start: started.UTC()}
+			f.Command, f.Signals = []string{"shop", sf.what}, sf.signals
 			fmt.Fprintf(stderr, "faults: %s: %s\n", name, sf.what)
 			shop.inject(name)
 			err := sleep(ctx, o.faultDur)
@@ -323,22 +324,16 @@ remote_write:
 			if err != nil {
 				return nil, err
 			}
-			f.End = time.Now().UTC()
-			faults = append(faults, f)
-			if err := sleep(ctx, o.gap-time.Since(started)); err != nil {
-				return nil, err
+		} else {
+			args := append([]string{"--temp-path", dir}, faultSpecs[name].args...)
+			args = append(args, "--timeout", strconv.Itoa(int(o.faultDur.Seconds()))+"s")
+			f.Command, f.Signals = append([]string{filepath.Base(o.stressNG)}, args...), faultSpecs[name].signals
+			fmt.Fprintf(stderr, "faults: %s: %s\n", name, strings.Join(f.Command, " "))
+			if out, err := exec.CommandContext(ctx, o.stressNG, args...).CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("stress-ng for %s: %w\n%s", name, err, tail(out, 2000))
 			}
-			continue
 		}
-		args := append([]string{"--temp-path", dir}, faultSpecs[name].args...)
-		args = append(args, "--timeout", strconv.Itoa(int(o.faultDur.Seconds()))+"s")
-		f := fault{Name: name, Command: append([]string{filepath.Base(o.stressNG)}, args...), Signals: faultSpecs[name].signals, Start: started.UTC()}
-		fmt.Fprintf(stderr, "faults: %s: %s\n", name, strings.Join(f.Command, " "))
-		out, err := exec.CommandContext(ctx, o.stressNG, args...).CombinedOutput()
 		f.End = time.Now().UTC()
-		if err != nil {
-			return nil, fmt.Errorf("stress-ng for %s: %w\n%s", name, err, tail(out, 2000))
-		}
 		faults = append(faults, f)
 		if err := sleep(ctx, o.gap-time.Since(started)); err != nil {
 			return nil, err

@@ -25,9 +25,8 @@ import (
 // and lost traffic (traffic). The machine's faults reach it too: a busy
 // CPU slows every handler a little.
 type shop struct {
-	routes []*route
-	// faults: the name of the fault being injected, "" for none.
-	fault    atomic.Pointer[string]
+	routes   []*route
+	fault    atomic.Pointer[string] // the service fault being injected, "" for none
 	inflight atomic.Int64
 }
 

@@ -76,7 +76,6 @@ func TestShopServesItsLoad(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s\n%s", err, out, body)
 	}
-	total := 0.0
 	for _, r := range s.routes {
 		ok := got[`shop_http_requests_total{code="200",handler="`+r.name+`"}`]
 		fail := got[`shop_http_requests_total{code="500",handler="`+r.name+`"}`]
@@ -101,10 +100,6 @@ func TestShopServesItsLoad(t *testing.T) {
 		if mean := got[`shop_http_request_duration_seconds_sum{handler="`+r.name+`"}`] / count; mean < r.median.Seconds()/2 || mean > 5*r.median.Seconds() {
 			t.Errorf("%s: mean latency %.4f s, want about the log-normal mean %.4f s", r.name, mean, 1.13*r.median.Seconds())
 		}
-		total += ok + fail
-	}
-	if total == 0 {
-		t.Fatal("no request answered")
 	}
 	if v, ok := got["shop_http_requests_in_flight"]; !ok || v != 0 {
 		t.Errorf("in flight after the load stopped: %v (present %v), want 0", v, ok)
@@ -131,7 +126,7 @@ func TestShopFaults(t *testing.T) {
 	}
 	check := func(fault string) {
 		t.Helper()
-		wantErr, wantRate, slow := 0.005, cart.rate, false
+		wantErr, wantRate, slow := search.errs, cart.rate, false
 		switch fault {
 		case "errors":
 			wantErr = 0.10
