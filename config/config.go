@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,6 +90,17 @@ var (
 	// _count and _sum series do not. A `rules:` list in the file replaces it.
 	DefaultRule = Rule{Match: `{__name__=~".+_bucket"}`, Action: ActionIgnore}
 
+	// DefaultExcludeProducts select the series alerting and recording rules
+	// produce: ALERTS and ALERTS_FOR_STATE, and recording rules' outputs,
+	// whose names contain a colon (level:metric:operations). They are
+	// derived from other series (often from anomalyd's own scores) and
+	// analysing them feeds anomalyd's results back into its input.
+	// DefaultExclude adds the output series names to them.
+	DefaultExcludeProducts = []string{
+		`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`,
+		`{__name__=~".*:.*"}`,
+	}
+
 	// DefaultOutputConfig names the output series.
 	DefaultOutputConfig = OutputConfig{
 		ScoreName:    "anomaly_score",
@@ -166,15 +178,16 @@ var reservedHeaders = map[string]bool{
 }
 
 // Default returns the configuration used when no file is given: every series
-// analysed with detectors.DefaultParams except classic histogram buckets
-// (DefaultRule), output on /metrics only (no remote_write). Each call returns
-// a new Config the caller owns.
+// analysed with detectors.DefaultParams except those DefaultExclude selects
+// and classic histogram buckets (DefaultRule), output on /metrics only (no
+// remote_write). Each call returns a new Config the caller owns.
 func Default() *Config {
 	r := DefaultRule
 	c := &Config{
 		Ingest:    DefaultIngestConfig,
 		Window:    DefaultWindowConfig,
 		Detectors: detectors.DefaultParams(),
+		Exclude:   DefaultExclude(&DefaultOutputConfig),
 		Rules:     []*Rule{&r},
 		Output:    DefaultOutputConfig,
 		Warmup:    DefaultWarmupConfig,
@@ -185,6 +198,19 @@ func Default() *Config {
 		panic("BUG: invalid default config: " + err.Error())
 	}
 	return c
+}
+
+// DefaultExclude returns the exclude list used when a file has no `exclude`
+// key: DefaultExcludeProducts, then one selector for the output series names
+// of o (anomaly_score, anomaly_expected, …), so that scores scraped from
+// /metrics and remote-written back are never scored again.
+func DefaultExclude(o *OutputConfig) []string {
+	names := []string{o.ScoreName, o.ExpectedName, o.LowerName, o.UpperName, o.DriverName}
+	for i, n := range names {
+		names[i] = regexp.QuoteMeta(n) // output names are metric names: QuoteMeta changes nothing
+	}
+	own := fmt.Sprintf(`{__name__=~%q}`, strings.Join(names, "|"))
+	return append(slices.Clone(DefaultExcludeProducts), own)
 }
 
 // Load parses and validates the YAML configuration s. Unknown keys are
@@ -246,14 +272,22 @@ func (c *Config) RuleFor(get func(name string) string) *Rule {
 // Load, LoadFile or Default. A Config from these is complete and valid, is
 // not modified afterwards and may be shared between goroutines.
 type Config struct {
-	Ingest      IngestConfig         `yaml:"ingest"`
-	Window      WindowConfig         `yaml:"window"`
-	Detectors   detectors.Params     `yaml:"detectors"`
+	Ingest    IngestConfig     `yaml:"ingest"`
+	Window    WindowConfig     `yaml:"window"`
+	Detectors detectors.Params `yaml:"detectors"`
+	// Exclude are series selectors of series never analysed, whatever the
+	// rules say (DefaultExclude when the key is absent; `exclude: []`
+	// analyses everything).
+	Exclude     []string             `yaml:"exclude"`
 	Rules       []*Rule              `yaml:"rules"`
 	Output      OutputConfig         `yaml:"output"`
 	RemoteWrite []*RemoteWriteConfig `yaml:"remote_write"`
 	Warmup      WarmupConfig         `yaml:"warmup"`
 	History     HistoryConfig        `yaml:"history"`
+
+	// ExcludeMatchers are parsed from Exclude at load time, one list per
+	// selector.
+	ExcludeMatchers [][]*labels.Matcher `yaml:"-"`
 
 	// original is the text the config was loaded from (empty for Default).
 	original string
@@ -414,7 +448,8 @@ func errLine(s string) int {
 type topLevel struct {
 	ingest, window, detectors, output lazy
 	warmup, history                   lazy
-	rules                             *[]lazy // nil: absent or null; empty: `rules: []`
+	rules                             *[]lazy   // nil: absent or null; empty: `rules: []`
+	exclude                           *[]string // nil: absent or null; empty: `exclude: []`
 	remoteWrite                       []lazy
 }
 
@@ -429,6 +464,7 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 			Ingest      lazy                `yaml:"ingest"`
 			Window      lazy                `yaml:"window"`
 			Detectors   lazy                `yaml:"detectors"`
+			Exclude     *[]string           `yaml:"exclude"`
 			Rules       *[]Rule             `yaml:"rules"`
 			Output      lazy                `yaml:"output"`
 			RemoteWrite []RemoteWriteConfig `yaml:"remote_write"`
@@ -441,7 +477,7 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 		return nil, err
 	}
 	t := &topLevel{ingest: raw.Ingest, window: raw.Window, detectors: raw.Detectors, output: raw.Output,
-		warmup: raw.Warmup, history: raw.History}
+		warmup: raw.Warmup, history: raw.History, exclude: raw.Exclude}
 	if raw.Rules != nil {
 		rules := make([]lazy, len(*raw.Rules))
 		for i, r := range *raw.Rules {
@@ -499,6 +535,10 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := st.decode("output", raw.output, &c.Output); err != nil {
 		return err
 	}
+	c.Exclude = DefaultExclude(&c.Output)
+	if raw.exclude != nil {
+		c.Exclude = *raw.exclude
+	}
 	for i, l := range raw.remoteWrite {
 		rw := new(RemoteWriteConfig)
 		*rw = DefaultRemoteWriteConfig // a null entry decodes nothing
@@ -530,6 +570,14 @@ func (c *Config) validate() error {
 	}
 	if err := c.Detectors.Validate(); err != nil {
 		return fmt.Errorf("detectors: %w", err)
+	}
+	c.ExcludeMatchers = c.ExcludeMatchers[:0]
+	for i, sel := range c.Exclude {
+		ms, err := ParseSelector(sel)
+		if err != nil {
+			return fmt.Errorf("exclude[%d]: %w", i, err)
+		}
+		c.ExcludeMatchers = append(c.ExcludeMatchers, ms)
 	}
 	for i, r := range c.Rules {
 		if err := r.validate(); err != nil {

@@ -165,6 +165,11 @@ func TestDefault(t *testing.T) {
 	if d.RemoteWrite != nil {
 		t.Errorf("Default().RemoteWrite = %v; want none", d.RemoteWrite)
 	}
+	wantExclude := []string{`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`, `{__name__=~".*:.*"}`,
+		`{__name__=~"anomaly_score|anomaly_expected|anomaly_lower|anomaly_upper|anomaly_driver"}`}
+	if !slices.Equal(d.Exclude, wantExclude) || len(d.ExcludeMatchers) != len(wantExclude) {
+		t.Errorf("Default().Exclude = %q (%d matcher lists); want %q", d.Exclude, len(d.ExcludeMatchers), wantExclude)
+	}
 
 	for _, src := range []string{"", "\n", "# only a comment\n", "---\n", "~\n", "null\n", "{}\n"} {
 		c, err := Load([]byte(src))
@@ -179,6 +184,73 @@ func TestDefault(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertEqual(t, f, c, d)
+	}
+}
+
+// TestExclude: the exclude list selects products of alerting and recording
+// rules and the output series by default, follows renamed outputs, and a
+// file's own list (even an empty one) replaces it.
+func TestExclude(t *testing.T) {
+	excluded := func(c *Config, name string, extra ...string) bool {
+		get := func(n string) string {
+			if n == "__name__" {
+				return name
+			}
+			for i := 0; i+1 < len(extra); i += 2 {
+				if extra[i] == n {
+					return extra[i+1]
+				}
+			}
+			return ""
+		}
+	sel:
+		for _, ms := range c.ExcludeMatchers {
+			for _, m := range ms {
+				if !m.Matches(get(m.Name)) {
+					continue sel
+				}
+			}
+			return true
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		src      string
+		excluded []string
+		analysed []string
+	}{
+		{"", []string{"ALERTS", "ALERTS_FOR_STATE", "job:up:sum", "metric_job:anomaly_score:max", "anomaly_score",
+			"anomaly_expected", "anomaly_lower", "anomaly_upper", "anomaly_driver"},
+			[]string{"up", "node_cpu_seconds_total", "ALERTS_x", "anomaly_scores", "anomalyd_ingest_requests_total"}},
+		{"output: {score_name: my_score}\n", []string{"my_score", "anomaly_expected", "ALERTS", "a:b"},
+			[]string{"anomaly_score", "up"}},
+		{"exclude: []\n", nil, []string{"ALERTS", "a:b", "anomaly_score"}},
+		{"exclude: ['{job=\"prometheus\"}']\n", nil, []string{"ALERTS", "anomaly_score"}},
+	} {
+		c, err := Load([]byte(tc.src))
+		if err != nil {
+			t.Fatalf("Load(%q): %s", tc.src, err)
+		}
+		for _, n := range tc.excluded {
+			if !excluded(c, n) {
+				t.Errorf("Load(%q): %s is analysed; want it excluded", tc.src, n)
+			}
+		}
+		for _, n := range tc.analysed {
+			if excluded(c, n) {
+				t.Errorf("Load(%q): %s is excluded; want it analysed", tc.src, n)
+			}
+		}
+	}
+	c, err := Load([]byte("exclude: ['{job=\"prometheus\"}']\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !excluded(c, "up", "job", "prometheus") || excluded(c, "up", "job", "node") {
+		t.Errorf("exclude: [{job=\"prometheus\"}] does not select by job")
+	}
+	if _, err := Load([]byte("exclude: ['{__name__=~\"(\"}']\n")); err == nil || !strings.Contains(err.Error(), "exclude[0]") {
+		t.Errorf("bad exclude selector: err %v; want one naming exclude[0]", err)
 	}
 }
 
@@ -222,6 +294,8 @@ func TestFullConfig(t *testing.T) {
 			PublishInterval: model.Duration(2 * time.Second),
 		},
 		Detectors: top,
+		Exclude: []string{`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`, `{__name__=~".*:.*"}`,
+			`{__name__=~"anomalyd_(score|expected|lower|upper|driver)", detector!=""}`},
 		Rules: []*Rule{
 			{Match: `{__name__=~".+_bucket"}`, Action: ActionIgnore, Detectors: top},
 			{Match: `http_requests_total{job="api", code!~"5.."}`, Action: ActionAnalyse, Detectors: http},
@@ -624,6 +698,7 @@ func assertEqual(t *testing.T, what string, got, want *Config) {
 func comparableCopy(c *Config) Config {
 	n := *c
 	n.original = ""
+	n.ExcludeMatchers = nil
 	n.Rules = nil
 	for _, r := range c.Rules {
 		r := *r

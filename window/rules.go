@@ -3,6 +3,8 @@ package window
 import (
 	"reflect"
 
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink"
@@ -17,8 +19,14 @@ type Rules struct {
 }
 
 type rule struct {
-	cfg    *config.Rule // nil for the implicit default
-	ignore bool
+	// matchers select the rule's series; nil for the implicit default,
+	// which matches everything.
+	matchers []*labels.Matcher
+	ignore   bool
+	// excluded: the rule is an entry of the config's exclude list (an
+	// ignore rule before every configured rule), counted apart from the
+	// series a configured rule ignores.
+	excluded bool
 	// drivers is the sink.Record.DriverSet of the rule's series: a bit
 	// 1<<k per detector k enabled in params with output.driver, else 0.
 	drivers uint8
@@ -28,13 +36,17 @@ type rule struct {
 	params  *detectors.Params
 }
 
-// CompileRules builds Rules from a validated config. They include what
-// output.driver asks of each rule's series.
+// CompileRules builds Rules from a validated config: the exclude list's
+// selectors first, as ignore rules, then the configured rules. They include
+// what output.driver asks of each rule's series.
 func CompileRules(cfg *config.Config) *Rules {
 	rs := &Rules{}
+	for _, ms := range cfg.ExcludeMatchers {
+		rs.rules = append(rs.rules, rule{matchers: ms, ignore: true, excluded: true, params: &cfg.Detectors})
+	}
 	for _, r := range cfg.Rules {
 		p := r.Detectors
-		rs.rules = append(rs.rules, rule{cfg: r, ignore: r.Action == "ignore",
+		rs.rules = append(rs.rules, rule{matchers: r.Matchers, ignore: r.Action == config.ActionIgnore,
 			drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p})
 	}
 	p := cfg.Detectors
@@ -73,10 +85,14 @@ func (rs *Rules) match(labels string) int {
 		}
 		return ""
 	}
+rules:
 	for i := range rs.rules[:len(rs.rules)-1] {
-		if rs.rules[i].cfg.Matches(get) {
-			return i
+		for _, m := range rs.rules[i].matchers {
+			if !m.Matches(get(m.Name)) {
+				continue rules
+			}
 		}
+		return i
 	}
 	return len(rs.rules) - 1
 }
@@ -86,5 +102,5 @@ func (rs *Rules) match(labels string) int {
 // their driver series).
 func (rs *Rules) sameTreatment(i int, other *Rules, j int) bool {
 	a, b := &rs.rules[i], &other.rules[j]
-	return a.ignore == b.ignore && reflect.DeepEqual(*a.params, *b.params)
+	return a.ignore == b.ignore && a.excluded == b.excluded && reflect.DeepEqual(*a.params, *b.params)
 }

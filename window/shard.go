@@ -102,6 +102,7 @@ type shardStats struct {
 	counterResets   atomic.Uint64
 	primed          atomic.Uint64 // a counter's first sample, which only starts its rate
 	ignored         atomic.Uint64 // samples of series a rule ignores
+	excluded        atomic.Uint64 // samples of series the exclude list selects
 	limited         atomic.Uint64 // samples of series beyond max_series
 	seriesCreated   atomic.Uint64
 	seriesEvicted   atomic.Uint64
@@ -121,7 +122,7 @@ type shardStats struct {
 // added to shardStats once per batch, not once per sample.
 type localStats struct {
 	samples, outOfOrder, duplicates, conflicts, nonFinite, staleMarkers,
-	counterResets, primed, ignored, limited uint64
+	counterResets, primed, ignored, excluded, limited uint64
 }
 
 type shard struct {
@@ -256,6 +257,7 @@ func (s *shard) commitStats() {
 	st.counterResets.Add(l.counterResets)
 	st.primed.Add(l.primed)
 	st.ignored.Add(l.ignored)
+	st.excluded.Add(l.excluded)
 	st.limited.Add(l.limited)
 	*l = localStats{}
 }
@@ -272,13 +274,22 @@ func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
 	return 0, false
 }
 
+// ignoredExcluded is the value the ignore cache holds for a series the
+// exclude list selects (nil for one a rule ignores).
+const ignoredExcluded = 1
+
 // create starts tracking a new series, unless a rule ignores it or the
 // series limit is reached. It is the only place that allocates per series.
 // With warm-up on, the series starts warming (warm.go).
 func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint32, bool) {
 	n := uint64(bs.SamplesEnd - bs.SamplesStart)
-	if s.ignore.Has(key) {
-		s.local.ignored += n
+	var why [1]byte
+	if v, ok := s.ignore.HasGet(why[:0], key); ok {
+		if len(v) == 1 && v[0] == ignoredExcluded {
+			s.local.excluded += n
+		} else {
+			s.local.ignored += n
+		}
 		return 0, false
 	}
 	if s.set.active.Load() >= int64(s.set.opts.MaxSeries) {
@@ -289,8 +300,13 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 	ri := s.rules.match(labels)
 	r := &s.rules.rules[ri]
 	if r.ignore {
-		s.ignore.Set(key, nil)
-		s.local.ignored += n
+		if r.excluded {
+			s.ignore.Set(key, []byte{ignoredExcluded})
+			s.local.excluded += n
+		} else {
+			s.ignore.Set(key, nil)
+			s.local.ignored += n
+		}
 		return 0, false
 	}
 	var slot uint32

@@ -226,6 +226,7 @@ func (s *Shards) register(reg *selfmon.Registry) {
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.staleMarkers.Load() }), "stale_marker")
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.primed.Load() }), "counter_first_sample")
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.ignored.Load() }), "ignored_by_rule")
+	dropped.Add(sum(func(st *shardStats) uint64 { return st.excluded.Load() }), "excluded")
 	dropped.Add(sum(func(st *shardStats) uint64 { return st.limited.Load() }), "series_limit")
 	reg.NewCounterFunc("anomalyd_window_rate_resets_total", "Resets seen in series analysed as rates (counters).",
 		sum(func(st *shardStats) uint64 { return st.counterResets.Load() }))

@@ -219,6 +219,53 @@ func TestDefaultRulesIgnoreBuckets(t *testing.T) {
 	}
 }
 
+// TestExcludeProducts: with the default config, alerting and recording rule
+// products and anomalyd's own output series are never analysed, counted
+// under their own reason on every sample (the first, which creates the
+// cache entry, and later ones); a reload to `exclude: []` analyses them.
+func TestExcludeProducts(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	products := [][]string{
+		{"__name__", "ALERTS", "alertname", "AnomalyDetected", "alertstate", "firing"},
+		{"__name__", "ALERTS_FOR_STATE", "alertname", "AnomalyDetected"},
+		{"__name__", "metric_job:anomaly_score:max", "job", "node"},
+		{"__name__", "anomaly_score", "detector", "combined", "metric", "up"},
+		{"__name__", "anomaly_upper", "detector", "combined", "metric", "up"},
+	}
+	for range 2 {
+		for _, p := range products {
+			e.send(t, false, ramp(t0, 3, 1000, func(i int) float64 { return float64(i) }), p...)
+		}
+	}
+	e.send(t, false, ramp(t0, 3, 1000, func(i int) float64 { return float64(i) }), "__name__", "up", "job", "node")
+	for _, r := range e.rec.Take() {
+		if r.Series.Name != "up" {
+			t.Errorf("%s was analysed; want it excluded", r.Series.Name)
+		}
+	}
+	var excluded, ignored uint64
+	for _, sh := range e.s.shards {
+		excluded += sh.stats.excluded.Load()
+		ignored += sh.stats.ignored.Load()
+	}
+	if want := uint64(2 * 3 * len(products)); excluded != want || ignored != 0 {
+		t.Errorf("excluded samples %d, ignored by rule %d; want %d and 0", excluded, ignored, want)
+	}
+	if got := e.s.active.Load(); got != 1 {
+		t.Errorf("active series %d, want 1", got)
+	}
+
+	next, err := config.Load([]byte("exclude: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.s.ApplyRules(CompileRules(next), false)
+	e.send(t, false, []Sample{{T: t0 + 5000, V: 1}}, products[0]...)
+	if recs := e.rec.Take(); len(recs) != 1 || recs[0].Series.Name != "ALERTS" {
+		t.Errorf("after a reload to exclude: [] got %d records; want one for ALERTS", len(recs))
+	}
+}
+
 func TestMaxSeries(t *testing.T) {
 	e := newEnv(t, config.Default(), func(o *Options) { o.MaxSeries = 2 })
 	for _, n := range []string{"a", "b", "c", "d"} {
