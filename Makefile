@@ -10,7 +10,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test lint fuzz deps demo bench bench-nab bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
+.PHONY: build run test test-accuracy lint fuzz deps demo bench bench-nab bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -33,14 +33,21 @@ deps:
 	$(GO) mod download
 
 ## test: lint, unit tests and end-to-end tests against a real Prometheus,
-## then the race detector over the packages that share memory between goroutines
+## then the race detector over the packages that share memory between goroutines.
+## Needs nothing outside the repository but what deps installs.
 test: deps lint
 	$(GO) test -count=1 -timeout 9m ./...
 	$(GO) test -race -count=1 -timeout 5m ./ingest ./window ./sink/...
 
+## test-accuracy: the tests over external corpora (NAB in ../shared/datasets/nab, or NAB_DIR),
+## built with -tags accuracy so that make test does not need them
+test-accuracy:
+	NAB_DIR=$(abspath $(NAB_DIR)) $(GO) test -tags accuracy -count=1 -timeout 15m -run 'Accuracy|Real|Scoreboard' ./...
+
 ## lint: go vet and gofmt
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags accuracy ./...
 	@out=$$(find . -name '*.go' -not -path './bin/*' | xargs gofmt -l); \
 	if [ -n "$$out" ]; then echo "gofmt -l is not empty:"; echo "$$out"; exit 1; fi
 
