@@ -14,14 +14,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 type nopAppender struct{}
 
-func (nopAppender) Append([]sink.Record) {}
+func (nopAppender) Append([]series.Record) {}
 
 // nopWriter is a ResponseWriter that allocates nothing per request.
 type nopWriter struct {

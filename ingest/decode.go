@@ -22,7 +22,7 @@ type sample struct {
 
 // series is one decoded TimeSeries; its labels and samples are ranges of
 // request.labels and request.samples.
-type series struct {
+type wireSeries struct {
 	labelsStart, labelsEnd   int32
 	samplesStart, samplesEnd int32
 	histograms, exemplars    int32
@@ -47,7 +47,7 @@ type request struct {
 	buf      []byte
 	labels   []labelRef
 	samples  []sample
-	series   []series
+	series   []wireSeries
 	symbols  []span // RW2 only
 	metadata []metadata
 	// symbolsUTF8: every RW2 symbol is valid UTF-8, so labels need no check.
@@ -159,7 +159,7 @@ func (r *request) decodeV1() error {
 }
 
 func (r *request) decodeSeriesV1(b []byte) error {
-	s := series{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
+	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
 	for i := 0; i < len(b); {
 		num, typ, _, p, next, err := field(b, i)
 		if err != nil {
@@ -318,7 +318,7 @@ func (r *request) decodeV2() error {
 }
 
 func (r *request) decodeSeriesV2(b []byte) error {
-	s := series{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
+	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
 	nrefs := 0
 	var pending span // name waiting for its value
 	addRef := func(ref uint64) {

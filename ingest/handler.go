@@ -14,7 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
+	"github.com/anomalyd/anomalyd/window/series"
+
 	"github.com/golang/snappy"
 	"go.uber.org/zap"
 
@@ -359,7 +360,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 		// values dropped. Built in scratch to hash it, then copied once into
 		// the shard's batch: the one copy out of the request buffer.
 		st.key = appendKey(st.key[:0], req, s)
-		hash := xxhash.Sum64(st.key)
+		hash := series.Hash(st.key)
 		shardIdx := int(hash % uint64(nShards))
 		b := st.batches[shardIdx]
 		if b == nil {
@@ -368,7 +369,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 		}
 		ks := uint32(len(b.Keys))
 		b.Keys = append(b.Keys, st.key...)
-		nameStart, nameEnd := nameSpan(st.key)
+		nameStart, nameEnd := series.NameSpan(st.key)
 		ss := uint32(len(b.Samples))
 		for _, smp := range req.samples[s.samplesStart:s.samplesEnd] {
 			if smp.t > maxT {

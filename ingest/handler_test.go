@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
@@ -20,8 +19,8 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
-	"github.com/anomalyd/anomalyd/sink/sinktest"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/windowtest"
 )
 
 func testOptions() Options {
@@ -32,13 +31,13 @@ func testOptions() Options {
 type testEnv struct {
 	h      *Handler
 	shards *window.Shards
-	rec    *sinktest.Recorder
+	rec    *windowtest.Recorder
 }
 
 func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
 	t.Helper()
 	cfg := config.Default()
-	rec := &sinktest.Recorder{}
+	rec := &windowtest.Recorder{}
 	opts := window.Options{Shards: 2, QueueSize: queueSize, MaxSeries: 1000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
 	reg := selfmon.NewRegistry()
 	shards := window.New(opts, window.CompileRules(cfg), rec, reg)
@@ -240,15 +239,6 @@ func TestCanonicalIdentity(t *testing.T) {
 	got := env.rec.Series()
 	if len(got) != 1 || got["__name__\xffg\xffa\xff1\xffjob\xffj\xff"] != 2 {
 		t.Fatalf("got series %v, want one canonical series with 2 outputs", got)
-	}
-}
-
-// The hash picks the shard that owns a series: changing it silently
-// re-shards every series (and, across instances, every vmagent mapping).
-func TestHashGolden(t *testing.T) {
-	key := []byte("__name__\xffhttp_requests_total\xffjob\xffapi\xff")
-	if got, want := xxhash.Sum64(key), uint64(0x6db86f43e7370663); got != want {
-		t.Fatalf("xxhash of canonical key: got %#x, want %#x", got, want)
 	}
 }
 

@@ -7,13 +7,15 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
-)
 
-var metricNameLabel = []byte("__name__")
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/anomalyd/anomalyd/window/series"
+)
 
 // canonicalise sorts the labels of s in place and validates them. It
 // returns reasonOK or why the series is invalid, with a readable detail.
-func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Options) (reason, string) {
+func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *Options) (reason, string) {
 	if s.badRef {
 		return reasonBadSymbolRef, "labels_refs has odd length or a reference beyond symbols"
 	}
@@ -73,7 +75,7 @@ func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Opti
 		if len(value) == 0 {
 			continue // an empty value means the label is absent
 		}
-		if bytes.Equal(name, metricNameLabel) {
+		if string(name) == labels.MetricName { // no allocation: the compiler optimises the conversion
 			hasName = true
 		}
 		n++
@@ -87,33 +89,16 @@ func (h *Handler) canonicalise(req *request, s *series, proto string, opts *Opti
 	return reasonOK, ""
 }
 
-// appendKey appends the canonical key of the (sorted, valid) series s.
-func appendKey(dst []byte, req *request, s *series) []byte {
+// appendKey appends the canonical key (series.AppendLabel) of the sorted,
+// valid series s.
+func appendKey(dst []byte, req *request, s *wireSeries) []byte {
 	for _, l := range req.labels[s.labelsStart:s.labelsEnd] {
 		if l.value.len == 0 {
 			continue
 		}
-		dst = append(dst, req.str(l.name)...)
-		dst = append(dst, 0xff)
-		dst = append(dst, req.str(l.value)...)
-		dst = append(dst, 0xff)
+		dst = series.AppendLabel(dst, req.str(l.name), req.str(l.value))
 	}
 	return dst
-}
-
-// nameSpan finds the __name__ value in a canonical key.
-func nameSpan(key []byte) (start, end uint32) {
-	for i := 0; i < len(key); {
-		n := bytes.IndexByte(key[i:], 0xff)
-		name := key[i : i+n]
-		vs := i + n + 1
-		ve := vs + bytes.IndexByte(key[vs:], 0xff)
-		if bytes.Equal(name, metricNameLabel) {
-			return uint32(vs), uint32(ve)
-		}
-		i = ve + 1
-	}
-	return 0, 0
 }
 
 // isCounter: metadata says COUNTER, or the name ends as counters do.
@@ -175,7 +160,7 @@ func (h *Handler) learnMetadata(req *request) {
 }
 
 // formatLabels renders a series for an error message (error path only).
-func formatLabels(req *request, s *series) string {
+func formatLabels(req *request, s *wireSeries) string {
 	var b strings.Builder
 	b.WriteByte('{')
 	for i, l := range req.labels[s.labelsStart:s.labelsEnd] {

@@ -18,14 +18,14 @@
 // during warm-up (score only), or 4 stale markers (value.StaleNaN) when the
 // input series ends. A combined record with output.driver adds one sample
 // (or stale marker) per enabled detector: the driver series, a state set
-// carried in the record itself (Record.Driver and DriverSet, two bytes in
+// carried in the record itself (series.Record.Driver and DriverSet, two bytes in
 // its padding) rather than in records of its own. Labels: see
-// AppendOutputLabels.
+// series.AppendOutputLabels.
 //
 // Trade-offs, and why:
 //
 //   - A fixed number of queues (queue_config.max_shards), chosen by
-//     SeriesInfo.Hash. Prometheus reshards dynamically; that moves series
+//     series.Info.Hash. Prometheus reshards dynamically; that moves series
 //     between queues and can reorder them in flight, and a store rejects
 //     out-of-order samples. Our output rate is known (input rate × 4) and
 //     steady, so a fixed count set in the config is enough.
@@ -66,7 +66,7 @@
 //   - Encoding reuses the request structs, label slices, symbol table and
 //     byte buffers of its sender goroutine: after warm-up a batch encodes
 //     with zero allocations. Label strings alias the immutable
-//     SeriesInfo.Labels. Samples of one output series in a batch share one
+//     series.Info.Labels. Samples of one output series in a batch share one
 //     TimeSeries, in arrival order.
 //   - Credentials and TLS files are read once, at start; rotating them needs
 //     a restart (Prometheus re-reads them per request).

@@ -19,6 +19,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Driver sets: bit 1<<k per detector k.
@@ -29,57 +30,57 @@ const (
 
 // driverRecord is a ready combined record of s at t driven by drv, with
 // the driver series in set; its values derive from t.
-func driverRecord(s *SeriesInfo, t int64, drv detectors.Kind, set uint8) Record {
+func driverRecord(s *series.Info, t int64, drv detectors.Kind, set uint8) series.Record {
 	v := float64(t)
-	return Record{Series: s, T: t, Detector: detectors.KindCombined, Driver: drv, DriverSet: set,
+	return series.Record{Series: s, T: t, Detector: detectors.KindCombined, Driver: drv, DriverSet: set,
 		Score: v / 1000, Expected: v, Lower: v - 1, Upper: v + 1}
 }
 
-// Record stays 56 bytes (doc.go's queue memory bound): the driver fields
+// series.Record stays 56 bytes (doc.go's queue memory bound): the driver fields
 // fill padding.
 func TestRecordSize(t *testing.T) {
-	if n := unsafe.Sizeof(Record{}); n != 56 {
-		t.Fatalf("Record is %d bytes, want 56", n)
+	if n := unsafe.Sizeof(series.Record{}); n != 56 {
+		t.Fatalf("series.Record is %d bytes, want 56", n)
 	}
 }
 
 func TestRecordSlots(t *testing.T) {
-	f := func(name string, r Record, want ...int) {
+	f := func(name string, r series.Record, want ...int) {
 		t.Helper()
 		var got []int
-		for m := r.slots(); m != 0; m &= m - 1 {
+		for m := r.Slots(); m != 0; m &= m - 1 {
 			got = append(got, bits.TrailingZeros16(m))
 		}
 		if !slices.Equal(got, want) || samplesOf(&r) != int64(len(want)) {
 			t.Errorf("%s: outputs %v (%d samples), want %v", name, got, samplesOf(&r), want)
 		}
 	}
-	d := OutDriver
+	d := series.OutDriver
 	ewma, zs, hw, sl := d+int(detectors.KindEWMA), d+int(detectors.KindZScore), d+int(detectors.KindHoltWinters), d+int(detectors.KindSlope)
-	f("ready", Record{}, OutScore, OutExpected, OutLower, OutUpper)
-	f("warm-up", Record{Warmup: true}, OutScore)
-	f("warm-up with drivers", Record{Warmup: true, DriverSet: drvAll}, OutScore)
-	f("ready with drivers", Record{DriverSet: drvAll}, OutScore, OutExpected, OutLower, OutUpper, ewma, zs, hw, sl)
-	f("ready, holtwinters disabled", Record{DriverSet: drvNoHW}, OutScore, OutExpected, OutLower, OutUpper, ewma, zs, sl)
-	f("stale", Record{Stale: true, DriverSet: drvNoHW}, OutScore, OutExpected, OutLower, OutUpper, ewma, zs, sl)
-	f("stale in warm-up", Record{Stale: true, Warmup: true, DriverSet: 1 << detectors.KindZScore}, OutScore, OutExpected, OutLower, OutUpper, zs)
-	f("stale, drivers only", Record{Stale: true, OnlyDrivers: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope}, ewma, sl)
+	f("ready", series.Record{}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper)
+	f("warm-up", series.Record{Warmup: true}, series.OutScore)
+	f("warm-up with drivers", series.Record{Warmup: true, DriverSet: drvAll}, series.OutScore)
+	f("ready with drivers", series.Record{DriverSet: drvAll}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, zs, hw, sl)
+	f("ready, holtwinters disabled", series.Record{DriverSet: drvNoHW}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, zs, sl)
+	f("stale", series.Record{Stale: true, DriverSet: drvNoHW}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, zs, sl)
+	f("stale in warm-up", series.Record{Stale: true, Warmup: true, DriverSet: 1 << detectors.KindZScore}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, zs)
+	f("stale, drivers only", series.Record{Stale: true, OnlyDrivers: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope}, ewma, sl)
 
-	r := Record{Detector: detectors.KindCombined, Driver: detectors.KindZScore, DriverSet: drvAll}
+	r := series.Record{Detector: detectors.KindCombined, Driver: detectors.KindZScore, DriverSet: drvAll}
 	for k := range detectors.NumKinds {
 		want := 0.0
 		if k == detectors.KindZScore {
 			want = 1
 		}
-		if v := r.Value(OutDriver + int(k)); v != want {
+		if v := r.Value(series.OutDriver + int(k)); v != want {
 			t.Errorf("driver series %s = %g, want %g", k, v, want)
 		}
-		if det := r.detectorOf(OutDriver + int(k)); det != k {
+		if det := r.DetectorOf(series.OutDriver + int(k)); det != k {
 			t.Errorf("driver series %s has detector %s", k, det)
 		}
 	}
-	if n := testNames.Name(OutDriver + 2); n != "anomaly_driver" {
-		t.Errorf("Name(OutDriver+2) = %q, want anomaly_driver", n)
+	if n := testNames.Name(series.OutDriver + 2); n != "anomaly_driver" {
+		t.Errorf("Name(series.OutDriver+2) = %q, want anomaly_driver", n)
 	}
 }
 
@@ -87,7 +88,7 @@ func TestWriteScoresDrivers(t *testing.T) {
 	a := mkSeries("__name__", "api_latency", "job", "api")
 	b := mkSeries("__name__", "q", "detector", "x") // the input's detector label is exported
 	c := mkSeries("__name__", "warming")
-	snaps := [][]Record{
+	snaps := [][]series.Record{
 		{
 			{Series: a, Detector: detectors.KindCombined, Driver: detectors.KindHoltWinters, DriverSet: drvAll, Score: 2.5, Expected: 10, Lower: 8, Upper: 12},
 			{Series: a, Detector: detectors.KindEWMA, Score: 0.5, Expected: 11, Lower: 9, Upper: 13},
@@ -97,7 +98,7 @@ func TestWriteScoresDrivers(t *testing.T) {
 			{Series: c, Detector: detectors.KindCombined, Warmup: true, DriverSet: drvAll},
 		},
 	}
-	write := func(names Names, snaps [][]Record) string {
+	write := func(names series.Names, snaps [][]series.Record) string {
 		var buf bytes.Buffer
 		w := bufio.NewWriter(&buf)
 		if err := WriteScores(w, &names, snaps); err != nil {
@@ -148,7 +149,7 @@ anomaly_driver{detector="slope",exported_detector="x",metric="q"} 0
 	if got := write(names, snaps); !strings.Contains(got, "\n# TYPE which_detector gauge\nwhich_detector{detector=\"ewma\",job=\"api\",metric=\"api_latency\"} 0\n") {
 		t.Errorf("renamed driver family missing:\n%s", got)
 	}
-	if got := write(testNames, [][]Record{snaps[1][1:]}); strings.Contains(got, "anomaly_driver") {
+	if got := write(testNames, [][]series.Record{snaps[1][1:]}); strings.Contains(got, "anomaly_driver") {
 		t.Errorf("a warming series has driver series:\n%s", got)
 	}
 }
@@ -201,7 +202,7 @@ func TestEncodeDrivers(t *testing.T) {
 	b := mkSeries("__name__", "up", "job", "b")
 	c := mkSeries("__name__", "up", "job", "c")
 	d := mkSeries("__name__", "up", "detector", "x")
-	batch := []Record{
+	batch := []series.Record{
 		driverRecord(a, 1, detectors.KindHoltWinters, drvAll),
 		{Series: b, T: 1, Detector: detectors.KindCombined, Stale: true, OnlyDrivers: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope},
 		{Series: c, T: 1, Detector: detectors.KindCombined, Warmup: true, DriverSet: drvAll},
@@ -259,8 +260,8 @@ func sampleCount(o histOracle) int {
 // driverRun is the records of two input series over 30 steps: a with every
 // detector (5 of warm-up, a driver that moves, then stale), b without
 // Holt-Winters, whose zscore driver series a reload ends at step 20.
-func driverRun(a, b *SeriesInfo) [][]Record {
-	var steps [][]Record
+func driverRun(a, b *series.Info) [][]series.Record {
+	var steps [][]series.Record
 	for i := range 30 {
 		ts := int64(1_700_000_000_000 + i*testStep)
 		drv := detectors.KindHoltWinters
@@ -270,13 +271,13 @@ func driverRun(a, b *SeriesInfo) [][]Record {
 		ra := driverRecord(a, ts, drv, drvAll)
 		switch {
 		case i < 5:
-			ra = Record{Series: a, T: ts, Detector: detectors.KindCombined, Warmup: true, DriverSet: drvAll}
+			ra = series.Record{Series: a, T: ts, Detector: detectors.KindCombined, Warmup: true, DriverSet: drvAll}
 		case i == 29:
-			ra = Record{Series: a, T: ts, Detector: detectors.KindCombined, Stale: true, DriverSet: drvAll}
+			ra = series.Record{Series: a, T: ts, Detector: detectors.KindCombined, Stale: true, DriverSet: drvAll}
 		}
-		recs := []Record{ra}
+		recs := []series.Record{ra}
 		if i == 20 {
-			recs = append(recs, Record{Series: b, T: ts, Detector: detectors.KindCombined, Stale: true, OnlyDrivers: true, DriverSet: 1 << detectors.KindZScore})
+			recs = append(recs, series.Record{Series: b, T: ts, Detector: detectors.KindCombined, Stale: true, OnlyDrivers: true, DriverSet: 1 << detectors.KindZScore})
 		} else {
 			set := drvNoHW
 			if i > 20 {
@@ -308,7 +309,7 @@ func TestHistoryDrivers(t *testing.T) {
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	compareOracle(t, got, oracle)
 	if n := len(got); n != 4+4+4+3 {
-		t.Errorf("%d series, want 15: 4 outputs and 4 driver series of a, 4 outputs and 3 driver series of b", n)
+		t.Errorf("%d infos, want 15: 4 outputs and 4 driver series of a, 4 outputs and 3 driver series of b", n)
 	}
 	base := int64(1_700_000_000_000)
 	hwA := got["__name__=anomaly_driver,detector=holtwinters,job=a,metric=cpu"]
@@ -340,7 +341,7 @@ func TestHistoryDrivers(t *testing.T) {
 		got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64, tc.ms...)
 		compareOracle(t, got, oracle.match(tc.ms...))
 		if len(got) != tc.want {
-			t.Errorf("%v: %d series, want %d", tc.ms, len(got), tc.want)
+			t.Errorf("%v: %d infos, want %d", tc.ms, len(got), tc.want)
 		}
 	}
 	if v := metricValue(t, reg, "anomalyd_history_series"); v != 15 {
@@ -350,7 +351,7 @@ func TestHistoryDrivers(t *testing.T) {
 	// After the retention, with every partition swept, only c is left.
 	c := mkSeries("__name__", "c")
 	for i := range 2 * historyPartitions {
-		h.Append([]Record{driverRecord(c, base+time.Hour.Milliseconds()+int64(i+30)*testStep, detectors.KindEWMA, 1<<detectors.KindEWMA)})
+		h.Append([]series.Record{driverRecord(c, base+time.Hour.Milliseconds()+int64(i+30)*testStep, detectors.KindEWMA, 1<<detectors.KindEWMA)})
 	}
 	got, _ = queryAll(t, h, math.MinInt64, math.MaxInt64)
 	if len(got) != 5 {
@@ -403,7 +404,7 @@ func TestDriverSeriesAgree(t *testing.T) {
 	last := steps[len(steps)-1]
 	var buf bytes.Buffer
 	w := bufio.NewWriter(&buf)
-	if err := WriteScores(w, &testNames, [][]Record{last}); err != nil {
+	if err := WriteScores(w, &testNames, [][]series.Record{last}); err != nil {
 		t.Fatal(err)
 	}
 	w.Flush()
@@ -426,7 +427,7 @@ func TestDriverSeriesAgree(t *testing.T) {
 		t.Errorf("/metrics:\n%v\nremote write at the last step:\n%v", scraped, live)
 	}
 	if n := len(live); n != 4+4+4+2 {
-		t.Errorf("%d live series, want 14 (a: 4 + 4 drivers, b: 4 + ewma and slope drivers)", n)
+		t.Errorf("%d live infos, want 14 (a: 4 + 4 drivers, b: 4 + ewma and slope drivers)", n)
 	}
 }
 

@@ -11,16 +11,17 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // staleNaN is the stale marker value; compare it by bits, never with ==.
 var staleNaN = math.Float64frombits(value.StaleNaN)
 
 // seriesKey identifies the output series of one record (times its
-// outputs, see Record.slots). SeriesInfo is immutable and unique per live
+// outputs, see series.Record.Slots). series.Info is immutable and unique per live
 // series, so its pointer is its identity.
 type seriesKey struct {
-	s   *SeriesInfo
+	s   *series.Info
 	det detectors.Kind
 }
 
@@ -29,12 +30,12 @@ type seriesKey struct {
 // warm-up an encode allocates nothing. The returned bytes are valid until the
 // next call.
 type encoder struct {
-	names *Names
+	names *series.Names
 
 	// index maps a series to its slot; slot[o] is the index in Timeseries of
 	// output o, or -1 until the batch has a sample for it.
 	index map[seriesKey]int32
-	slots [][numSlots]int32
+	slots [][series.NumSlots]int32
 
 	rw1     prompb.WriteRequest
 	rw2     writev2.Request
@@ -46,20 +47,20 @@ type encoder struct {
 }
 
 // emptySlot is the slot of a series without any TimeSeries yet.
-var emptySlot = func() (s [numSlots]int32) {
+var emptySlot = func() (s [series.NumSlots]int32) {
 	for o := range s {
 		s[o] = -1
 	}
 	return s
 }()
 
-func newEncoder(names *Names) encoder {
+func newEncoder(names *series.Names) encoder {
 	return encoder{names: names, index: map[seriesKey]int32{}, symbols: writev2.NewSymbolTable()}
 }
 
 // encode encodes batch as RW1 or RW2. Samples of one output series are
 // grouped in one TimeSeries, in batch order (which is timestamp order).
-func (e *encoder) encode(batch []Record, rw2 bool) ([]byte, error) {
+func (e *encoder) encode(batch []series.Record, rw2 bool) ([]byte, error) {
 	clear(e.index)
 	e.slots = e.slots[:0]
 	if rw2 {
@@ -77,7 +78,7 @@ func (e *encoder) encode(batch []Record, rw2 bool) ([]byte, error) {
 			e.slots = append(e.slots, emptySlot)
 			e.index[k] = si
 		}
-		for m := r.slots(); m != 0; m &= m - 1 {
+		for m := r.Slots(); m != 0; m &= m - 1 {
 			o := bits.TrailingZeros16(m)
 			v := r.Value(o)
 			if r.Stale {
@@ -141,7 +142,7 @@ func grow(b []byte, n int) []byte {
 // (which differs between a driver series and the others), which sit at the
 // same positions in all of them (sorting depends on names only), so a
 // sibling's labels are copied and patched instead of built and sorted again.
-func sibling(slot *[numSlots]int32) (idx int32, o int) {
+func sibling(slot *[series.NumSlots]int32) (idx int32, o int) {
 	for o, idx := range slot {
 		if idx >= 0 {
 			return idx, o
@@ -152,7 +153,7 @@ func sibling(slot *[numSlots]int32) (idx int32, o int) {
 
 // newRW1Series adds the TimeSeries of output o of r, reusing the label and
 // sample slices of an earlier batch, and returns its index.
-func (e *encoder) newRW1Series(r *Record, o int, slot *[numSlots]int32) int32 {
+func (e *encoder) newRW1Series(r *series.Record, o int, slot *[series.NumSlots]int32) int32 {
 	tss := e.rw1.Timeseries
 	idx := len(tss)
 	if idx < cap(tss) {
@@ -161,15 +162,15 @@ func (e *encoder) newRW1Series(r *Record, o int, slot *[numSlots]int32) int32 {
 		tss = append(tss, prompb.TimeSeries{})
 	}
 	ts := &tss[idx]
-	name, det := e.names.Name(o), r.detectorOf(o)
+	name, det := e.names.Name(o), r.DetectorOf(o)
 	if sib, so := sibling(slot); sib >= 0 {
 		ts.Labels = append(ts.Labels[:0], tss[sib].Labels...)
 		setLabel(ts.Labels, "__name__", name)
-		if det != r.detectorOf(so) {
+		if det != r.DetectorOf(so) {
 			setLabel(ts.Labels, "detector", det.String())
 		}
 	} else {
-		ts.Labels = AppendOutputLabels(ts.Labels[:0], r.Series, name, det)
+		ts.Labels = series.AppendOutputLabels(ts.Labels[:0], r.Series, name, det)
 	}
 	ts.Samples = ts.Samples[:0]
 	e.rw1.Timeseries = tss
@@ -188,7 +189,7 @@ func setLabel(ls []prompb.Label, name, value string) {
 
 // newRW2Series is newRW1Series for RW2: labels become symbol references, and
 // the metadata says gauge (every output series is one).
-func (e *encoder) newRW2Series(r *Record, o int, slot *[numSlots]int32) int32 {
+func (e *encoder) newRW2Series(r *series.Record, o int, slot *[series.NumSlots]int32) int32 {
 	tss := e.rw2.Timeseries
 	idx := len(tss)
 	if idx < cap(tss) {
@@ -197,16 +198,16 @@ func (e *encoder) newRW2Series(r *Record, o int, slot *[numSlots]int32) int32 {
 		tss = append(tss, writev2.TimeSeries{})
 	}
 	ts := &tss[idx]
-	name, det := e.names.Name(o), r.detectorOf(o)
+	name, det := e.names.Name(o), r.DetectorOf(o)
 	refs := ts.LabelsRefs[:0]
 	if sib, so := sibling(slot); sib >= 0 {
 		refs = append(refs, tss[sib].LabelsRefs...)
 		e.setRef(refs, "__name__", name)
-		if det != r.detectorOf(so) {
+		if det != r.DetectorOf(so) {
 			e.setRef(refs, "detector", det.String())
 		}
 	} else {
-		e.lbls = AppendOutputLabels(e.lbls[:0], r.Series, name, det)
+		e.lbls = series.AppendOutputLabels(e.lbls[:0], r.Series, name, det)
 		for _, l := range e.lbls {
 			refs = append(refs, e.symbols.Symbolize(l.Name), e.symbols.Symbolize(l.Value))
 		}

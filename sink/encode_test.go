@@ -9,21 +9,22 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // benchBatch is one full default batch: 500 records × 4 outputs = 2000
 // samples over 250 input series (two timestamps each), realistic labels.
-func benchBatch() []Record {
-	series := make([]*SeriesInfo, 250)
-	for i := range series {
-		series[i] = mkSeries("__name__", "node_network_receive_bytes_total", "job", "node-exporter",
+func benchBatch() []series.Record {
+	infos := make([]*series.Info, 250)
+	for i := range infos {
+		infos[i] = mkSeries("__name__", "node_network_receive_bytes_total", "job", "node-exporter",
 			"instance", fmt.Sprintf("node-%03d.eu-west-1.example.com:9100", i), "device", "eth0", "cluster", "prod-eu")
 	}
-	batch := make([]Record, 0, 500)
+	batch := make([]series.Record, 0, 500)
 	for t := int64(0); t < 2; t++ {
-		for i, s := range series {
+		for i, s := range infos {
 			v := float64(i) * 1.5e6
-			batch = append(batch, Record{Series: s, T: 1_700_000_000_000 + t*15_000, Detector: detectors.KindCombined,
+			batch = append(batch, series.Record{Series: s, T: 1_700_000_000_000 + t*15_000, Detector: detectors.KindCombined,
 				Score: 0.25 * float64(i%13), Expected: v, Lower: v * 0.9, Upper: v * 1.1})
 		}
 	}
@@ -52,7 +53,7 @@ func BenchmarkRemoteWriterEncode(b *testing.B) {
 }
 
 // TestEncodeNoAllocs: once its buffers have grown, encoding a batch
-// allocates nothing (labels alias SeriesInfo.Labels, structs are reused),
+// allocates nothing (labels alias series.Info.Labels, structs are reused),
 // with or without per-detector driver series.
 func TestEncodeNoAllocs(t *testing.T) {
 	for _, drivers := range []bool{false, true} {
@@ -81,7 +82,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 	a := mkSeries("__name__", "up", "job", "a")
 	b := mkSeries("__name__", "up", "job", "b", "AZ", "eu") // sorts before __name__
 	big := benchBatch()
-	small := []Record{
+	small := []series.Record{
 		{Series: a, T: 1, Detector: detectors.KindEWMA, Score: 1, Expected: 2, Lower: 3, Upper: 4},
 		{Series: b, T: 1, Detector: detectors.KindEWMA, Warmup: true, Score: 0},
 		{Series: a, T: 2, Detector: detectors.KindEWMA, Stale: true},
@@ -120,7 +121,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 			}
 		}
 		if len(got) != len(want) {
-			t.Errorf("rw2=%v: %d series, want %d: %v", rw2, len(got), len(want), got)
+			t.Errorf("rw2=%v: %d infos, want %d: %v", rw2, len(got), len(want), got)
 		}
 		for k, ws := range want {
 			if !sameSamples(got[k], ws) {

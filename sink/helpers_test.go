@@ -26,9 +26,10 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
-var testNames = Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper", Driver: "anomaly_driver"}
+var testNames = series.Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper", Driver: "anomaly_driver"}
 
 // testConfig is a config with the documented defaults applied.
 func testConfig(url string) *config.RemoteWriteConfig {
@@ -89,8 +90,8 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // handlerTransport fail the request as a network error would.
 const codeTransportError = 999
 
-// mkSeries builds a SeriesInfo from label pairs.
-func mkSeries(kv ...string) *SeriesInfo {
+// mkSeries builds a series.Info from label pairs.
+func mkSeries(kv ...string) *series.Info {
 	type lbl struct{ n, v string }
 	ls := make([]lbl, 0, len(kv)/2)
 	for i := 0; i < len(kv); i += 2 {
@@ -101,10 +102,10 @@ func mkSeries(kv ...string) *SeriesInfo {
 	name := ""
 	for i, l := range ls {
 		if i > 0 {
-			b.WriteByte(LabelSep)
+			b.WriteByte(series.LabelSep)
 		}
 		b.WriteString(l.n)
-		b.WriteByte(LabelSep)
+		b.WriteByte(series.LabelSep)
 		b.WriteString(l.v)
 		if l.n == "__name__" {
 			name = l.v
@@ -112,7 +113,7 @@ func mkSeries(kv ...string) *SeriesInfo {
 	}
 	h := fnv.New64a()
 	h.Write([]byte(b.String()))
-	return &SeriesInfo{Labels: b.String(), Name: name, Hash: h.Sum64()}
+	return &series.Info{Labels: b.String(), Name: name, Hash: h.Sum64()}
 }
 
 type sample struct {
@@ -322,17 +323,17 @@ func sameSamples(got, want []sample) bool {
 
 // records makes nSeries × nTimes normal records, one Append batch per
 // timestamp, values derived from series and time so they can be checked.
-func mkRecords(series []*SeriesInfo, t int64) []Record {
-	recs := make([]Record, len(series))
-	for i, s := range series {
+func mkRecords(infos []*series.Info, t int64) []series.Record {
+	recs := make([]series.Record, len(infos))
+	for i, s := range infos {
 		v := float64(t) + float64(i)/1000
-		recs[i] = Record{Series: s, T: t, Detector: detectors.KindCombined, Score: v, Expected: v + 1, Lower: v - 1, Upper: v + 2}
+		recs[i] = series.Record{Series: s, T: t, Detector: detectors.KindCombined, Score: v, Expected: v + 1, Lower: v - 1, Upper: v + 2}
 	}
 	return recs
 }
 
-func manySeries(n int) []*SeriesInfo {
-	ss := make([]*SeriesInfo, n)
+func manySeries(n int) []*series.Info {
+	ss := make([]*series.Info, n)
 	for i := range ss {
 		ss[i] = mkSeries("__name__", "http_requests_total", "job", "api", "instance", fmt.Sprintf("10.0.%d.%d:9100", i/256, i%256))
 	}

@@ -16,10 +16,11 @@ import (
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 const (
-	// historyPartitions splits the history by SeriesInfo.Hash, each
+	// historyPartitions splits the history by series.Info.Hash, each
 	// partition with its own lock. Shards own series by Hash % shards, so
 	// when the shard count divides 64 (1, 2, 4, … 64) every partition is
 	// written by one shard only and Append never waits for another shard;
@@ -42,8 +43,6 @@ const (
 	// most 1/16 of the retention more than it must (plus one chunk's span).
 	sweepFraction = 16
 )
-
-var _ Appender = (*History)(nil)
 
 // History keeps the recent output samples of every output series in memory
 // and answers remote-read queries over them (ReadHandler). It implements
@@ -82,7 +81,7 @@ var _ Appender = (*History)(nil)
 type History struct {
 	retention  int64 // ms
 	sweepEvery int64 // ms of data time between two sweeps of a partition
-	names      func() Names
+	names      func() series.Names
 	// maxT is the newest sample timestamp appended, in ms (MinInt64 before
 	// the first); retention counts back from it.
 	maxT      atomic.Int64
@@ -99,7 +98,7 @@ type History struct {
 // index. Everything in it is guarded by mu.
 type histPartition struct {
 	mu        sync.Mutex
-	series    map[uint64]*histInput // by SeriesInfo.Hash; collisions chain through next
+	series    map[uint64]*histInput // by series.Info.Hash; collisions chain through next
 	nextSweep int64                 // data time (ms) of the next sweep
 
 	// Statistics, summed over the partitions at scrape time.
@@ -114,24 +113,24 @@ type histPartition struct {
 
 // histInput is one input series and its output series, per detector.
 type histInput struct {
-	// info is the SeriesInfo of the first record seen. A series that ends
-	// and comes back gets a new SeriesInfo with the same Labels; it maps to
+	// info is the series.Info of the first record seen. A series that ends
+	// and comes back gets a new series.Info with the same Labels; it maps to
 	// the same histInput.
-	info *SeriesInfo
+	info *series.Info
 	next *histInput // next input series with the same hash
 	// dets holds the output series of each detector (KindCombined last);
 	// nil until the detector's first record.
-	dets [detectors.NumKinds + 1]*[NumOutputs]histSeries
+	dets [detectors.NumKinds + 1]*[series.NumOutputs]histSeries
 	// drivers holds the driver series (output.driver), by detector; nil
 	// until the first record with driver series.
 	drivers *[detectors.NumKinds]histSeries
 }
 
 // Output series of one input series, as bits of a uint32 (outputMask,
-// histCandidate): det×NumOutputs + o for output o of detector det, then
+// histCandidate): det×series.NumOutputs + o for output o of detector det, then
 // one per driver series.
 const (
-	histBandBits = (int(detectors.NumKinds) + 1) * NumOutputs
+	histBandBits = (int(detectors.NumKinds) + 1) * series.NumOutputs
 	histBits     = histBandBits + int(detectors.NumKinds)
 )
 
@@ -142,17 +141,17 @@ const _ = uint32(1 << (histBits - 1))
 // histOutput returns the detector (label value) and the output of bit b.
 func histOutput(b int) (detectors.Kind, int) {
 	if b < histBandBits {
-		return detectors.Kind(b / NumOutputs), b % NumOutputs
+		return detectors.Kind(b / series.NumOutputs), b % series.NumOutputs
 	}
 	k := b - histBandBits
-	return detectors.Kind(k), OutDriver + k
+	return detectors.Kind(k), series.OutDriver + k
 }
 
 // series returns the output series of bit b, or nil if in has none.
 func (in *histInput) series(b int) *histSeries {
 	if b < histBandBits {
-		if d := in.dets[b/NumOutputs]; d != nil {
-			return &d[b%NumOutputs]
+		if d := in.dets[b/series.NumOutputs]; d != nil {
+			return &d[b%series.NumOutputs]
 		}
 		return nil
 	}
@@ -184,7 +183,7 @@ type histChunk struct {
 // and not kept until some expire). names is called by queries for the
 // current output names. It registers the anomalyd_history_* families in reg
 // (nil: a private registry).
-func NewHistory(retention time.Duration, maxSeries int, names func() Names, reg *selfmon.Registry) *History {
+func NewHistory(retention time.Duration, maxSeries int, names func() series.Names, reg *selfmon.Registry) *History {
 	if retention < time.Millisecond || maxSeries < 1 {
 		panic(fmt.Sprintf("BUG: sink: NewHistory with retention %s, max series %d", retention, maxSeries))
 	}
@@ -236,7 +235,7 @@ func NewHistory(retention time.Duration, maxSeries int, names func() Names, reg 
 // lock once per run of records in that partition, and allocates only when a
 // series is new, a head chunk grows its buffer or a chunk is cut (every 120
 // samples). recs is not kept.
-func (h *History) Append(recs []Record) {
+func (h *History) Append(recs []series.Record) {
 	if len(recs) == 0 {
 		return
 	}
@@ -273,7 +272,7 @@ func (h *History) maybeSweep(maxT int64) {
 }
 
 // advance raises h.maxT to the newest timestamp in recs and returns it.
-func (h *History) advance(recs []Record) int64 {
+func (h *History) advance(recs []series.Record) int64 {
 	newest := recs[0].T
 	for i := 1; i < len(recs); i++ {
 		newest = max(newest, recs[i].T)
@@ -290,8 +289,8 @@ func (h *History) advance(recs []Record) int64 {
 }
 
 // append appends the output samples of r. p.mu is held.
-func (p *histPartition) append(r *Record, h *History) {
-	m := r.slots()
+func (p *histPartition) append(r *series.Record, h *History) {
+	m := r.Slots()
 	in, over := p.input(r.Series, !r.Stale, h)
 	if over {
 		p.overLimit += int64(bits.OnesCount16(m))
@@ -299,10 +298,10 @@ func (p *histPartition) append(r *Record, h *History) {
 	if in == nil {
 		return // a stale record for a series never seen, or over the limit
 	}
-	if bands := m & bandSlots; bands != 0 {
+	if bands := m & series.BandSlots; bands != 0 {
 		d := in.dets[r.Detector]
 		if d == nil && !r.Stale {
-			d = new([NumOutputs]histSeries)
+			d = new([series.NumOutputs]histSeries)
 			in.dets[r.Detector] = d
 		}
 		if d != nil {
@@ -312,7 +311,7 @@ func (p *histPartition) append(r *Record, h *History) {
 			}
 		}
 	}
-	if drv := m >> OutDriver; drv != 0 {
+	if drv := m >> series.OutDriver; drv != 0 {
 		d := in.drivers
 		if d == nil && !r.Stale {
 			d = new([detectors.NumKinds]histSeries)
@@ -321,14 +320,14 @@ func (p *histPartition) append(r *Record, h *History) {
 		if d != nil {
 			for ; drv != 0; drv &= drv - 1 {
 				k := bits.TrailingZeros16(drv)
-				p.appendOutput(&d[k], r, OutDriver+k)
+				p.appendOutput(&d[k], r, series.OutDriver+k)
 			}
 		}
 	}
 }
 
 // appendOutput appends output o of r to s: a stale marker only if s exists.
-func (p *histPartition) appendOutput(s *histSeries, r *Record, o int) {
+func (p *histPartition) appendOutput(s *histSeries, r *series.Record, o int) {
 	v := r.Value(o)
 	if r.Stale {
 		if s.app == nil {
@@ -342,7 +341,7 @@ func (p *histPartition) appendOutput(s *histSeries, r *Record, o int) {
 // input returns the input series with si's labels, creating it if create
 // and h holds fewer than its maximum; over reports that it was not created
 // because of the maximum.
-func (p *histPartition) input(si *SeriesInfo, create bool, h *History) (_ *histInput, over bool) {
+func (p *histPartition) input(si *series.Info, create bool, h *History) (_ *histInput, over bool) {
 	first := p.series[si.Hash]
 	for in := first; in != nil; in = in.next {
 		if in.info == si || in.info.Labels == si.Labels {
@@ -539,7 +538,7 @@ func (h *History) query(ms []*labels.Matcher, mint, maxt int64) []histMatch {
 					continue
 				}
 				det, o := histOutput(int(bit))
-				lbls = AppendOutputLabels(lbls[:0], c.in.info, names.Name(o), det)
+				lbls = series.AppendOutputLabels(lbls[:0], c.in.info, names.Name(o), det)
 				if matchLabels(ms, lbls) {
 					sel = append(sel, histSelected{in: c.in, bit: int(bit), labels: slices.Clone(lbls)})
 				}
@@ -571,7 +570,7 @@ type histSelected struct {
 // outputMask returns a bit per output series kind (see histBits) whose
 // __name__ and detector labels satisfy the matchers on those two labels: a
 // query for anomaly_score never builds the labels of the other outputs.
-func outputMask(ms []*labels.Matcher, names *Names) uint32 {
+func outputMask(ms []*labels.Matcher, names *series.Names) uint32 {
 	var mask uint32
 	for b := range histBits {
 		det, o := histOutput(b)

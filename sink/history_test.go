@@ -18,6 +18,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 const testStep = 15_000 // ms between records, a 15 s scrape interval
@@ -25,18 +26,18 @@ const testStep = 15_000 // ms between records, a 15 s scrape interval
 // newTestHistory returns a History with testNames and its registry.
 func newTestHistory(retention time.Duration) (*History, *selfmon.Registry) {
 	reg := selfmon.NewRegistry()
-	return NewHistory(retention, 1_000_000, func() Names { return testNames }, reg), reg
+	return NewHistory(retention, 1_000_000, func() series.Names { return testNames }, reg), reg
 }
 
 // histOracle is what a History should hold: every output series' samples,
 // by labelKey, built from the records by the documented rules.
 type histOracle map[string][]sample
 
-func (o histOracle) add(names Names, recs ...Record) {
+func (o histOracle) add(names series.Names, recs ...series.Record) {
 	for _, r := range recs {
-		for m := r.slots(); m != 0; m &= m - 1 {
+		for m := r.Slots(); m != 0; m &= m - 1 {
 			out := bits.TrailingZeros16(m)
-			lbls := AppendOutputLabels(nil, r.Series, names.Name(out), r.detectorOf(out))
+			lbls := series.AppendOutputLabels(nil, r.Series, names.Name(out), r.DetectorOf(out))
 			k := labelKey(lbls)
 			v := r.Value(out)
 			if r.Stale {
@@ -132,22 +133,22 @@ func compareOracle(t *testing.T, got, want histOracle) {
 
 // walkRecord advances the random walk *prev and returns a record around it:
 // a score and a band like a detector's, deterministic for a seeded rng.
-func walkRecord(rng *rand.Rand, s *SeriesInfo, ts int64, det detectors.Kind, prev *float64) Record {
+func walkRecord(rng *rand.Rand, s *series.Info, ts int64, det detectors.Kind, prev *float64) series.Record {
 	*prev += rng.NormFloat64()
 	v := *prev
-	return Record{Series: s, T: ts, Detector: det, Score: math.Abs(rng.NormFloat64()), Expected: v, Lower: v - 3, Upper: v + 3}
+	return series.Record{Series: s, T: ts, Detector: det, Score: math.Abs(rng.NormFloat64()), Expected: v, Lower: v - 3, Upper: v + 3}
 }
 
 // metricValue returns the value of the self metric line that starts with
 // series (name and labels as written, e.g. `x_total{code="200"}`).
-func metricValue(t *testing.T, reg *selfmon.Registry, series string) float64 {
+func metricValue(t *testing.T, reg *selfmon.Registry, infos string) float64 {
 	t.Helper()
 	var b strings.Builder
 	if err := reg.WriteText(&b); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(b.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
+		if v, ok := strings.CutPrefix(line, infos+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatalf("%s: %v", line, err)
@@ -155,7 +156,7 @@ func metricValue(t *testing.T, reg *selfmon.Registry, series string) float64 {
 			return f
 		}
 	}
-	t.Fatalf("%s not in self metrics:\n%s", series, b.String())
+	t.Fatalf("%s not in self metrics:\n%s", infos, b.String())
 	return 0
 }
 
@@ -190,7 +191,7 @@ func TestHistoryAppendQuery(t *testing.T) {
 	const base = 1_700_000_000_000
 	for i := range 300 {
 		ts := int64(base + i*testStep)
-		recs := []Record{walkRecord(rng, a, ts, detectors.KindCombined, &va), walkRecord(rng, b, ts, detectors.KindCombined, &vb)}
+		recs := []series.Record{walkRecord(rng, a, ts, detectors.KindCombined, &va), walkRecord(rng, b, ts, detectors.KindCombined, &vb)}
 		if i < 10 { // warm-up: the score only
 			for j := range recs {
 				recs[j].Warmup, recs[j].Score = true, 0
@@ -203,7 +204,7 @@ func TestHistoryAppendQuery(t *testing.T) {
 	got, order := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	compareOracle(t, got, oracle)
 	if len(order) != 12 {
-		t.Errorf("%d series, want 12 (2 inputs × combined + 1 × ewma, × 4 outputs)", len(order))
+		t.Errorf("%d infos, want 12 (2 inputs × combined + 1 × ewma, × 4 outputs)", len(order))
 	}
 	// 300 samples a series: chunks of 120, 120 and a head of 60.
 	var lsets [][]prompb.Label
@@ -251,9 +252,9 @@ func TestHistoryRetention(t *testing.T) {
 	const n = 3 * 240 // 3 h at 15 s
 	for i := range n {
 		ts := int64(i * testStep)
-		recs := mkRecords([]*SeriesInfo{live}, ts)
+		recs := mkRecords([]*series.Info{live}, ts)
 		if i < 100 { // gone stops after 25 min
-			recs = append(recs, mkRecords([]*SeriesInfo{gone}, ts)...)
+			recs = append(recs, mkRecords([]*series.Info{gone}, ts)...)
 		}
 		h.Append(recs)
 		oracle.add(testNames, recs...)
@@ -297,10 +298,10 @@ func TestHistoryRetention(t *testing.T) {
 		t.Errorf("anomalyd_history_bytes = %g, want %d", v, size)
 	}
 	// A series that comes back after eviction starts anew.
-	h.Append(mkRecords([]*SeriesInfo{gone}, newest+testStep))
+	h.Append(mkRecords([]*series.Info{gone}, newest+testStep))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64, labels.MustNewMatcher(labels.MatchEqual, "metric", "gone"))
 	if len(got) != 4 {
-		t.Errorf("returning series: %d output series, want 4: %v", len(got), got)
+		t.Errorf("returning series: %d output infos, want 4: %v", len(got), got)
 	}
 	for k, ss := range got {
 		if len(ss) != 1 || ss[0].T != newest+testStep {
@@ -312,14 +313,14 @@ func TestHistoryRetention(t *testing.T) {
 func TestHistoryOutOfOrder(t *testing.T) {
 	h, reg := newTestHistory(time.Hour)
 	s := mkSeries("__name__", "x")
-	h.Append(mkRecords([]*SeriesInfo{s}, 2000))
-	h.Append(mkRecords([]*SeriesInfo{s}, 1000)) // older
-	h.Append(mkRecords([]*SeriesInfo{s}, 2000)) // duplicate
-	h.Append(mkRecords([]*SeriesInfo{s}, 3000))
+	h.Append(mkRecords([]*series.Info{s}, 2000))
+	h.Append(mkRecords([]*series.Info{s}, 1000)) // older
+	h.Append(mkRecords([]*series.Info{s}, 2000)) // duplicate
+	h.Append(mkRecords([]*series.Info{s}, 3000))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	want := histOracle{}
-	want.add(testNames, mkRecords([]*SeriesInfo{s}, 2000)...)
-	want.add(testNames, mkRecords([]*SeriesInfo{s}, 3000)...)
+	want.add(testNames, mkRecords([]*series.Info{s}, 2000)...)
+	want.add(testNames, mkRecords([]*series.Info{s}, 3000)...)
 	compareOracle(t, got, want)
 	if v := metricValue(t, reg, "anomalyd_history_samples_out_of_order_total"); v != 8 {
 		t.Errorf("anomalyd_history_samples_out_of_order_total = %g, want 8", v)
@@ -333,7 +334,7 @@ func TestHistoryStale(t *testing.T) {
 	full := mkSeries("__name__", "full")
 	warm := mkSeries("__name__", "warm")
 	never := mkSeries("__name__", "never")
-	recs := []Record{
+	recs := []series.Record{
 		{Series: full, T: 1000, Detector: detectors.KindCombined, Score: 1, Expected: 2, Lower: 1, Upper: 3},
 		{Series: warm, T: 1000, Detector: detectors.KindCombined, Warmup: true},
 		{Series: full, T: 2000, Detector: detectors.KindCombined, Stale: true},
@@ -346,7 +347,7 @@ func TestHistoryStale(t *testing.T) {
 	want.add(testNames, recs...)
 	compareOracle(t, got, want)
 	if len(got) != 5 {
-		t.Errorf("%d series, want 5 (4 of full, the score of warm)", len(got))
+		t.Errorf("%d infos, want 5 (4 of full, the score of warm)", len(got))
 	}
 	for k, ss := range got {
 		if last := ss[len(ss)-1]; last.T != 2000 || math.Float64bits(last.V) != math.Float64bits(staleNaN) {
@@ -356,19 +357,19 @@ func TestHistoryStale(t *testing.T) {
 }
 
 // TestHistorySeriesIdentity: series are told apart by labels, not by hash
-// or SeriesInfo pointer.
+// or series.Info pointer.
 func TestHistorySeriesIdentity(t *testing.T) {
 	h, _ := newTestHistory(time.Hour)
 	a := mkSeries("__name__", "x", "i", "a")
 	b := mkSeries("__name__", "x", "i", "b")
 	b.Hash = a.Hash                           // a collision
-	a2 := mkSeries("__name__", "x", "i", "a") // a comes back: new SeriesInfo, same labels
-	h.Append(mkRecords([]*SeriesInfo{a, b}, 1000))
-	h.Append(mkRecords([]*SeriesInfo{a2, b}, 2000))
+	a2 := mkSeries("__name__", "x", "i", "a") // a comes back: new series.Info, same labels
+	h.Append(mkRecords([]*series.Info{a, b}, 1000))
+	h.Append(mkRecords([]*series.Info{a2, b}, 2000))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	want := histOracle{}
-	want.add(testNames, mkRecords([]*SeriesInfo{a, b}, 1000)...)
-	want.add(testNames, mkRecords([]*SeriesInfo{a2, b}, 2000)...)
+	want.add(testNames, mkRecords([]*series.Info{a, b}, 1000)...)
+	want.add(testNames, mkRecords([]*series.Info{a2, b}, 2000)...)
 	compareOracle(t, got, want)
 }
 
@@ -376,8 +377,8 @@ func TestHistorySeriesIdentity(t *testing.T) {
 // reload that renames outputs renames the history.
 func TestHistoryNamesAtQueryTime(t *testing.T) {
 	names := testNames
-	h := NewHistory(time.Hour, 1_000_000, func() Names { return names }, nil)
-	h.Append(mkRecords([]*SeriesInfo{mkSeries("__name__", "x")}, 1000))
+	h := NewHistory(time.Hour, 1_000_000, func() series.Names { return names }, nil)
+	h.Append(mkRecords([]*series.Info{mkSeries("__name__", "x")}, 1000))
 	names.Score = "renamed_score"
 	ms := h.query([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "renamed_score")}, 0, 2000)
 	if len(ms) != 1 {
@@ -389,13 +390,13 @@ func TestHistoryNamesAtQueryTime(t *testing.T) {
 // first chunk), appending allocates nothing until the next cut.
 func TestHistoryAppendNoAllocs(t *testing.T) {
 	h, _ := newTestHistory(time.Hour)
-	series := manySeries(64)
+	infos := manySeries(64)
 	ts := int64(0)
 	for range samplesPerChunk + 1 { // fill the first chunk and cut it
-		h.Append(mkRecords(series, ts))
+		h.Append(mkRecords(infos, ts))
 		ts += testStep
 	}
-	recs := mkRecords(series, ts)
+	recs := mkRecords(infos, ts)
 	if n := testing.AllocsPerRun(50, func() {
 		for i := range recs {
 			recs[i].T = ts
@@ -413,13 +414,13 @@ func TestHistoryConcurrent(t *testing.T) {
 	const shards, perShard, steps = 4, 50, 200
 	var wg sync.WaitGroup
 	for s := range shards {
-		series := make([]*SeriesInfo, perShard)
-		for i := range series {
-			series[i] = mkSeries("__name__", "m", "shard", fmt.Sprint(s), "i", fmt.Sprint(i))
+		infos := make([]*series.Info, perShard)
+		for i := range infos {
+			infos[i] = mkSeries("__name__", "m", "shard", fmt.Sprint(s), "i", fmt.Sprint(i))
 		}
 		wg.Go(func() {
 			for i := range steps {
-				h.Append(mkRecords(series, int64(i*testStep)))
+				h.Append(mkRecords(infos, int64(i*testStep)))
 			}
 		})
 	}
@@ -444,7 +445,7 @@ func TestHistoryConcurrent(t *testing.T) {
 	}
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	if len(got) != shards*perShard*4 {
-		t.Errorf("%d series, want %d", len(got), shards*perShard*4)
+		t.Errorf("%d infos, want %d", len(got), shards*perShard*4)
 	}
 	for k, ss := range got {
 		if len(ss) != steps {
@@ -455,19 +456,19 @@ func TestHistoryConcurrent(t *testing.T) {
 
 // detectorRun feeds a random walk with daily-ish noise through the default
 // detectors and returns the combined records of one input series.
-func detectorRun(s *SeriesInfo, seed uint64, n int) []Record {
+func detectorRun(s *series.Info, seed uint64, n int) []series.Record {
 	p := detectors.DefaultParams()
 	var set detectors.Set
 	set.Init(&p)
 	rng := rand.New(rand.NewPCG(seed, seed))
 	v := 100.0
-	recs := make([]Record, n)
+	recs := make([]series.Record, n)
 	for i := range recs {
 		ts := int64(1_700_000_000_000 + i*testStep)
 		v += rng.NormFloat64()
 		out := set.Update(&p, ts, v+5*rng.NormFloat64())
 		c := out.Combined
-		recs[i] = Record{Series: s, T: ts, Detector: detectors.KindCombined, Warmup: !c.Ready,
+		recs[i] = series.Record{Series: s, T: ts, Detector: detectors.KindCombined, Warmup: !c.Ready,
 			Score: c.Score, Expected: c.Expected, Lower: c.Lower, Upper: c.Upper}
 	}
 	return recs
@@ -479,16 +480,16 @@ func detectorRun(s *SeriesInfo, seed uint64, n int) []Record {
 // fails only if they are far above what the README states.
 func TestHistoryMemoryPerSeries(t *testing.T) {
 	const inputs, steps = 2000, 3 * 240 // 3 h: retention reaches its steady state
-	series := manySeries(inputs)
-	runs := make([][]Record, inputs)
-	for i, s := range series {
+	infos := manySeries(inputs)
+	runs := make([][]series.Record, inputs)
+	for i, s := range infos {
 		runs[i] = detectorRun(s, uint64(i), steps)
 	}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	h, reg := newTestHistory(time.Hour)
-	batch := make([]Record, inputs)
+	batch := make([]series.Record, inputs)
 	minBytes, maxBytes := math.Inf(1), 0.0
 	for step := range steps {
 		for i := range runs {
@@ -513,11 +514,11 @@ func TestHistoryMemoryPerSeries(t *testing.T) {
 	heap := float64(int64(after.HeapAlloc) - int64(before.HeapAlloc))
 	t.Logf("1h retention, 15 s interval, %d input series × 4 outputs, default detectors: "+
 		"%.0f samples held per output series (%.1f min); chunk bytes %.0f B per input series (%.0f to %.0f over the last hour), %.2f B/sample; "+
-		"heap %.0f B per input series, %.2f B/sample",
+		"heap %.0f B per input infos, %.2f B/sample",
 		inputs, float64(held)/inputs/4, float64(held)/inputs/4/4, chunkBytes/inputs, minBytes/inputs, maxBytes/inputs, chunkBytes/float64(held),
 		heap/inputs, heap/float64(held))
 	if heap/inputs > 32<<10 {
-		t.Errorf("heap %.0f B per input series, want under 32 KiB", heap)
+		t.Errorf("heap %.0f B per input infos, want under 32 KiB", heap)
 	}
 }
 
@@ -548,13 +549,13 @@ func BenchmarkHistoryAppend(b *testing.B) {
 // held ones expire, new ones are kept again.
 func TestHistoryMaxSeries(t *testing.T) {
 	reg := selfmon.NewRegistry()
-	h := NewHistory(time.Hour, 2, func() Names { return testNames }, reg)
+	h := NewHistory(time.Hour, 2, func() series.Names { return testNames }, reg)
 	a, b, c := mkSeries("__name__", "a"), mkSeries("__name__", "b"), mkSeries("__name__", "c")
-	h.Append(mkRecords([]*SeriesInfo{a, b, c}, 0))
-	h.Append(mkRecords([]*SeriesInfo{a, b, c}, testStep))
+	h.Append(mkRecords([]*series.Info{a, b, c}, 0))
+	h.Append(mkRecords([]*series.Info{a, b, c}, testStep))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	if len(got) != 8 {
-		t.Fatalf("%d output series, want the 8 of a and b: %v", len(got), got)
+		t.Fatalf("%d output infos, want the 8 of a and b: %v", len(got), got)
 	}
 	for k := range got {
 		if strings.Contains(k, `"c"`) {
@@ -570,7 +571,7 @@ func TestHistoryMaxSeries(t *testing.T) {
 	// a and b stop; after the retention has passed (and a sweep of every
 	// partition), c is kept.
 	for i := range 2 * historyPartitions {
-		h.Append(mkRecords([]*SeriesInfo{c}, time.Hour.Milliseconds()+int64(i+2)*testStep))
+		h.Append(mkRecords([]*series.Info{c}, time.Hour.Milliseconds()+int64(i+2)*testStep))
 	}
 	got, _ = queryAll(t, h, math.MinInt64, math.MaxInt64)
 	if len(got) != 4 {

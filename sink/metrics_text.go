@@ -12,15 +12,16 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // SnapshotSource gives the latest output of every series: one immutable
 // slice per shard (window.Shards implements it).
 type SnapshotSource interface {
-	Snapshots(dst [][]Record) [][]Record
+	Snapshots(dst [][]series.Record) [][]series.Record
 }
 
-var outputHelp = [NumOutputs + 1]string{
+var outputHelp = [series.NumOutputs + 1]string{
 	"Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous.",
 	"Value the detector expected for the input series.",
 	"Lower edge of the expected band.",
@@ -31,7 +32,7 @@ var outputHelp = [NumOutputs + 1]string{
 // MetricsHandler serves /metrics: the latest value of every output series,
 // then anomalyd's own metrics. It streams straight from the shard snapshots,
 // so a scrape of a million series holds no more than a write buffer.
-func MetricsHandler(names func() Names, src SnapshotSource, reg *selfmon.Registry) http.Handler {
+func MetricsHandler(names func() series.Names, src SnapshotSource, reg *selfmon.Registry) http.Handler {
 	var pool sync.Pool
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -57,11 +58,11 @@ func MetricsHandler(names func() Names, src SnapshotSource, reg *selfmon.Registr
 // family after the other (the format wants a family's lines together): the
 // four outputs, then the driver series if any record has them.
 // Timestamps are left out: Prometheus scrapes them as of the scrape.
-func WriteScores(w *bufio.Writer, names *Names, snaps [][]Record) error {
+func WriteScores(w *bufio.Writer, names *series.Names, snaps [][]series.Record) error {
 	var lbls []prompb.Label
 	var drivers uint16 // the driver series seen: none skips their family
-	for fam := range NumOutputs + 1 {
-		if fam == OutDriver && drivers == 0 {
+	for fam := range series.NumOutputs + 1 {
+		if fam == series.OutDriver && drivers == 0 {
 			break
 		}
 		name := names.Name(fam)
@@ -69,12 +70,12 @@ func WriteScores(w *bufio.Writer, names *Names, snaps [][]Record) error {
 		for _, snap := range snaps {
 			for i := range snap {
 				r := &snap[i]
-				m := r.slots()
-				drivers |= m &^ bandSlots
-				if fam < OutDriver {
+				m := r.Slots()
+				drivers |= m &^ series.BandSlots
+				if fam < series.OutDriver {
 					m &= 1 << fam
 				} else {
-					m &^= bandSlots
+					m &^= series.BandSlots
 				}
 				for ; m != 0; m &= m - 1 {
 					if !header {
@@ -88,7 +89,7 @@ func WriteScores(w *bufio.Writer, names *Names, snaps [][]Record) error {
 						w.WriteString(" gauge\n")
 					}
 					o := bits.TrailingZeros16(m)
-					lbls = AppendOutputLabels(lbls[:0], r.Series, name, r.detectorOf(o))
+					lbls = series.AppendOutputLabels(lbls[:0], r.Series, name, r.DetectorOf(o))
 					if err := writeSample(w, lbls, name, r.Value(o)); err != nil {
 						return err
 					}

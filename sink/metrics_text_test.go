@@ -9,13 +9,14 @@ import (
 	"testing"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 func TestWriteScores(t *testing.T) {
-	names := Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper"}
-	a := &SeriesInfo{Labels: "__name__\xffhttp_requests_total\xffjob\xffapi\xffmetric\xffm\xffquantile\xff0.5\xff", Name: "http_requests_total"}
-	b := &SeriesInfo{Labels: "__name__\xffweird\xffmy.label\xffa\"b\\c\nd\xff", Name: "weird"}
-	snaps := [][]Record{
+	names := series.Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper"}
+	a := &series.Info{Labels: "__name__\xffhttp_requests_total\xffjob\xffapi\xffmetric\xffm\xffquantile\xff0.5\xff", Name: "http_requests_total"}
+	b := &series.Info{Labels: "__name__\xffweird\xffmy.label\xffa\"b\\c\nd\xff", Name: "weird"}
+	snaps := [][]series.Record{
 		{{Series: a, T: 1, Detector: detectors.KindCombined, Score: 1.5, Expected: 10, Lower: 8, Upper: 12}},
 		{{Series: b, T: 1, Detector: detectors.KindEWMA, Warmup: true}},
 	}
@@ -50,16 +51,16 @@ anomaly_upper{detector="combined",exported_metric="m",exported_quantile="0.5",jo
 // BenchmarkWriteScores writes 1M series' outputs (4M lines), as a scrape of a
 // fully loaded anomalyd does.
 func BenchmarkWriteScores(b *testing.B) {
-	names := Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper"}
+	names := series.Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper"}
 	const n = 1_000_000
-	infos := make([]SeriesInfo, n)
-	recs := make([]Record, n)
+	infos := make([]series.Info, n)
+	recs := make([]series.Record, n)
 	for i := range infos {
 		infos[i].Labels = fmt.Sprintf("__name__\xffnode_cpu_seconds_total\xffcpu\xff%d\xffinstance\xffnode-%04d.example.internal:9100\xffjob\xffnode\xffmode\xffuser\xff", i%64, i/64)
 		infos[i].Name = "node_cpu_seconds_total"
-		recs[i] = Record{Series: &infos[i], Detector: detectors.KindCombined, Score: 0.5, Expected: 1234.5, Lower: 1000, Upper: 1500}
+		recs[i] = series.Record{Series: &infos[i], Detector: detectors.KindCombined, Score: 0.5, Expected: 1234.5, Lower: 1000, Upper: 1500}
 	}
-	snaps := [][]Record{recs}
+	snaps := [][]series.Record{recs}
 	w := bufio.NewWriterSize(io.Discard, 64<<10)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -73,8 +74,8 @@ func BenchmarkWriteScores(b *testing.B) {
 // An input that already has exported_metric must not produce two labels of
 // that name: Prometheus would reject the whole scrape.
 func TestOutputLabelsNeverRepeat(t *testing.T) {
-	s := &SeriesInfo{Labels: "__name__\xffm\xffexported_exported_metric\xffz\xffexported_metric\xffy\xffmetric\xffx\xff", Name: "m"}
-	got := AppendOutputLabels(nil, s, "anomaly_score", detectors.KindCombined)
+	s := &series.Info{Labels: "__name__\xffm\xffexported_exported_metric\xffz\xffexported_metric\xffy\xffmetric\xffx\xff", Name: "m"}
+	got := series.AppendOutputLabels(nil, s, "anomaly_score", detectors.KindCombined)
 	seen := map[string]string{}
 	for i, l := range got {
 		if _, dup := seen[l.Name]; dup {

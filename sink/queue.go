@@ -11,13 +11,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // samplesOf is the number of output samples record r becomes: the score
 // alone during warm-up, otherwise all four outputs and its driver series
-// (stale markers included). See Record.slots.
-func samplesOf(r *Record) int64 {
-	return int64(bits.OnesCount16(r.slots()))
+// (stale markers included). See series.Record.Slots.
+func samplesOf(r *series.Record) int64 {
+	return int64(bits.OnesCount16(r.Slots()))
 }
 
 // queue is one send queue. Appenders copy records into buf under mu; the
@@ -32,7 +33,7 @@ func samplesOf(r *Record) int64 {
 type queue struct {
 	mu      sync.Mutex
 	closed  bool
-	buf     []Record
+	buf     []series.Record
 	pending atomic.Int64
 	// notify wakes the sender when pending reaches a full batch. Size 1: one
 	// pending wake-up is enough, the sender takes everything queued.
@@ -44,7 +45,7 @@ func newQueue() *queue { return &queue{notify: make(chan struct{}, 1)} }
 
 // push appends the records of recs that belong to queue qi of n. It returns
 // the samples dropped because the queue was full and because it was closed.
-func (q *queue) push(recs []Record, qi, n uint64, capacity, batch int64) (full, shutdown int64) {
+func (q *queue) push(recs []series.Record, qi, n uint64, capacity, batch int64) (full, shutdown int64) {
 	q.mu.Lock()
 	p0 := q.pending.Load()
 	p := p0
@@ -99,7 +100,7 @@ func (q *queue) drain() int64 {
 }
 
 // swap gives the queue the emptied slice empty and returns what was queued.
-func (q *queue) swap(empty []Record) []Record {
+func (q *queue) swap(empty []series.Record) []series.Record {
 	q.mu.Lock()
 	full := q.buf
 	q.buf = empty
@@ -114,9 +115,9 @@ type sender struct {
 	q  *queue
 	qi int
 
-	local  []Record // swapped out of q.buf; local[li:] still to batch
+	local  []series.Record // swapped out of q.buf; local[li:] still to batch
 	li     int
-	batch  []Record
+	batch  []series.Record
 	batchN int64 // output samples in batch
 
 	enc   encoder

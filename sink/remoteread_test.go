@@ -23,6 +23,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 const readBase = 1_700_000_000_000 // first record time of readFixture
@@ -32,26 +33,26 @@ const readBase = 1_700_000_000_000 // first record time of readFixture
 func readFixture(t testing.TB) (*History, histOracle) {
 	t.Helper()
 	h, _ := newTestHistory(time.Hour)
-	series := []*SeriesInfo{
+	infos := []*series.Info{
 		mkSeries("__name__", "cpu", "job", "api", "instance", "a"),
 		mkSeries("__name__", "cpu", "job", "api", "instance", "b"),
 		mkSeries("__name__", "mem", "metric", "clash"), // no job label
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	oracle := histOracle{}
-	walk := make([]float64, len(series))
+	walk := make([]float64, len(infos))
 	for i := range 300 {
 		ts := int64(readBase + i*testStep)
-		var recs []Record
-		for j, s := range series {
+		var recs []series.Record
+		for j, s := range infos {
 			r := walkRecord(rng, s, ts, detectors.KindCombined, &walk[j])
 			r.Warmup = i < 10
 			if j == 2 && i == 299 {
-				r = Record{Series: s, T: ts, Detector: detectors.KindCombined, Stale: true}
+				r = series.Record{Series: s, T: ts, Detector: detectors.KindCombined, Stale: true}
 			}
 			recs = append(recs, r)
 		}
-		recs = append(recs, walkRecord(rng, series[0], ts, detectors.KindZScore, &walk[0]))
+		recs = append(recs, walkRecord(rng, infos[0], ts, detectors.KindZScore, &walk[0]))
 		h.Append(recs)
 		oracle.add(testNames, recs...)
 	}
@@ -238,7 +239,7 @@ func streamedOracles(t *testing.T, frames []frame, queries []*prompb.Query) []hi
 		}
 		last = qi
 		if len(f.resp.ChunkedSeries) != 1 {
-			t.Fatalf("frame %d: %d series, want 1", i, len(f.resp.ChunkedSeries))
+			t.Fatalf("frame %d: %d infos, want 1", i, len(f.resp.ChunkedSeries))
 		}
 		cs := f.resp.ChunkedSeries[0]
 		k := labelKey(cs.Labels)
@@ -341,7 +342,7 @@ func TestReadRoundTrip(t *testing.T) {
 	}
 }
 
-// TestReadLabels: labels are exactly AppendOutputLabels' (the input's
+// TestReadLabels: labels are exactly series.AppendOutputLabels' (the input's
 // metric label renamed, metric and detector added).
 func TestReadLabels(t *testing.T) {
 	hist, _ := readFixture(t)
@@ -390,7 +391,7 @@ func TestReadMatchers(t *testing.T) {
 			req := &prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(math.MinInt64, math.MaxInt64, tc.ms...)}}
 			got := resultOracle(t, decodeSamplesResponse(t, postRead(handler, encodeRead(t, req), nil)).Results[0])
 			if len(got) != tc.want {
-				t.Errorf("%d series, want %d: %v", len(got), tc.want, keys(got))
+				t.Errorf("%d infos, want %d: %v", len(got), tc.want, keys(got))
 			}
 			compareOracle(t, got, oracle.match(toMatchersT(t, tc.ms)...))
 		})
@@ -428,7 +429,7 @@ func TestReadRange(t *testing.T) {
 				got := readOne(t, handler, pbQuery(tc.mint, tc.maxt, score), accepted)
 				if tc.name == "huge" {
 					if len(got) != 4 {
-						t.Errorf("%d series, want 4", len(got))
+						t.Errorf("%d infos, want 4", len(got))
 					}
 					return
 				}
@@ -445,7 +446,7 @@ func TestReadRange(t *testing.T) {
 					}
 				}
 				if tc.want != nil && len(got) != 4 {
-					t.Errorf("%d series, want 4", len(got))
+					t.Errorf("%d infos, want 4", len(got))
 				}
 			})
 		}
@@ -462,7 +463,7 @@ func TestReadStaleMarkers(t *testing.T) {
 	for _, accepted := range [][]prompb.ReadRequest_ResponseType{samplesOnly, streamedPref} {
 		got := readOne(t, handler, q, accepted)
 		if len(got) != 4 {
-			t.Errorf("%v: %d series, want 4", accepted[0], len(got))
+			t.Errorf("%v: %d infos, want 4", accepted[0], len(got))
 		}
 		for k, ss := range got {
 			if len(ss) != 1 || math.Float64bits(ss[0].V) != math.Float64bits(staleNaN) {

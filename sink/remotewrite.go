@@ -13,6 +13,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Version is sent in the User-Agent header (anomalyd/<Version>). main sets
@@ -27,17 +28,11 @@ const (
 	protoMsgRW2 = "io.prometheus.write.v2.Request"
 )
 
-// Interface checks.
-var (
-	_ Appender = (*RemoteWriter)(nil)
-	_ Appender = (*Fanout)(nil)
-)
-
 // RemoteWriter sends records to one Prometheus-compatible store with the
 // remote-write protocol. It implements Appender.
 //
 // Records are spread over a fixed number of send queues
-// (queue_config.max_shards) by SeriesInfo.Hash, so the samples of one series
+// (queue_config.max_shards) by series.Info.Hash, so the samples of one series
 // always go through the same queue and reach the store in timestamp order.
 // Each queue is bounded in output samples (queue_config.capacity); Append
 // drops and counts what does not fit instead of blocking. One goroutine per
@@ -49,7 +44,7 @@ type RemoteWriter struct {
 	name   string // the remote label value
 	url    string
 	logger *zap.Logger
-	names  Names
+	names  series.Names
 
 	client     *http.Client
 	header     http.Header // cfg.Headers and the auth header, set on every request
@@ -86,14 +81,14 @@ type RemoteWriter struct {
 // hold the families once only: for several stores on one registry use
 // NewFanout. cfg must be validated with defaults applied; files it names
 // (password_file, credentials_file, TLS files) are read now.
-func NewRemoteWriter(cfg *config.RemoteWriteConfig, names Names, reg *selfmon.Registry, logger *zap.Logger) (*RemoteWriter, error) {
+func NewRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, reg *selfmon.Registry, logger *zap.Logger) (*RemoteWriter, error) {
 	if reg == nil {
 		reg = selfmon.NewRegistry()
 	}
 	return newRemoteWriter(cfg, names, newSinkMetrics(reg), logger)
 }
 
-func newRemoteWriter(cfg *config.RemoteWriteConfig, names Names, sm *sinkMetrics, logger *zap.Logger) (*RemoteWriter, error) {
+func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sinkMetrics, logger *zap.Logger) (*RemoteWriter, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -111,8 +106,8 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names Names, sm *sinkMetrics
 		return nil, fmt.Errorf("remote_write %q: queue_config.max_shards must be > 0, got %d", name, qc.MaxShards)
 	case qc.MaxSamplesPerSend <= 0:
 		return nil, fmt.Errorf("remote_write %q: queue_config.max_samples_per_send must be > 0, got %d", name, qc.MaxSamplesPerSend)
-	case qc.Capacity < numSlots: // the most samples one record becomes
-		return nil, fmt.Errorf("remote_write %q: queue_config.capacity must be >= %d samples, got %d", name, numSlots, qc.Capacity)
+	case qc.Capacity < series.NumSlots: // the most samples one record becomes
+		return nil, fmt.Errorf("remote_write %q: queue_config.capacity must be >= %d samples, got %d", name, series.NumSlots, qc.Capacity)
 	case qc.BatchSendDeadline <= 0:
 		return nil, fmt.Errorf("remote_write %q: queue_config.batch_send_deadline must be > 0, got %v", name, qc.BatchSendDeadline)
 	case qc.MinBackoff <= 0 || qc.MaxBackoff < qc.MinBackoff:
@@ -200,7 +195,7 @@ func (w *RemoteWriter) Start() {
 // network: it takes each queue's lock for as long as it copies records, and
 // drops (and counts) the records that do not fit in a full queue or arrive
 // after Stop. recs is not kept.
-func (w *RemoteWriter) Append(recs []Record) {
+func (w *RemoteWriter) Append(recs []series.Record) {
 	if len(recs) == 0 {
 		return
 	}
@@ -282,7 +277,7 @@ type Fanout struct {
 // NewFanout builds one RemoteWriter per config, sharing one set of
 // anomalyd_sink_* families in reg (nil: a private registry). Remote names
 // (name, or host/path of url) must be unique.
-func NewFanout(cfgs []*config.RemoteWriteConfig, names Names, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
+func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
 	f := &Fanout{}
 	if len(cfgs) == 0 {
 		return f, nil
@@ -318,7 +313,7 @@ func (f *Fanout) Start() {
 }
 
 // Append appends recs to every writer; it does not keep recs.
-func (f *Fanout) Append(recs []Record) {
+func (f *Fanout) Append(recs []series.Record) {
 	for _, w := range f.writers {
 		w.Append(recs)
 	}

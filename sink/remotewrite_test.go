@@ -25,6 +25,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 func stopWithin(w interface{ Stop(context.Context) }, d time.Duration) {
@@ -42,7 +43,7 @@ func TestRemoteWriterWire(t *testing.T) {
 	plainNaN := math.Float64frombits(0x7ff8000000000001)
 	a := mkSeries("__name__", "http_requests", "job", "api", "instance", "x:1")
 	b := mkSeries("__name__", "cpu", "metric", "m0", "detector", "d0", "zone", "eu")
-	recs := []Record{
+	recs := []series.Record{
 		{Series: a, T: 1000, Detector: detectors.KindEWMA, Score: 0.5, Expected: 10, Lower: 8, Upper: 12},
 		{Series: b, T: 1000, Detector: detectors.KindCombined, Warmup: true},
 		{Series: a, T: 2000, Detector: detectors.KindEWMA, Score: 1.5, Expected: 11, Lower: 9, Upper: 13},
@@ -94,7 +95,7 @@ func TestRemoteWriterWire(t *testing.T) {
 				t.Fatalf("got %d requests, want 1", rc.n)
 			}
 			if got := rc.tsCount[0]; got != len(want) {
-				t.Errorf("got %d TimeSeries, want %d (one per output series)", got, len(want))
+				t.Errorf("got %d TimeSeries, want %d (one per output infos)", got, len(want))
 			}
 			for k, ws := range want {
 				if got := rc.series[k]; !sameSamples(got, ws) {
@@ -156,15 +157,15 @@ func TestRemoteWriterRetry(t *testing.T) {
 		cfg.QueueConfig.MaxBackoff = model.Duration(200 * time.Millisecond)
 		w, logs := newTestWriter(t, cfg, rc)
 		w.Start()
-		series := manySeries(50)
+		infos := manySeries(50)
 		const times = 20
 		for i := range times {
-			w.Append(mkRecords(series, int64(1000*(i+1))))
+			w.Append(mkRecords(infos, int64(1000*(i+1))))
 			time.Sleep(500 * time.Millisecond)
 		}
 		stopWithin(w, time.Minute)
 
-		total := int64(len(series) * times * NumOutputs)
+		total := int64(len(infos) * times * series.NumOutputs)
 		if got := rc.checkOrder(t); int64(got) != total {
 			t.Errorf("receiver has %d samples, want %d", got, total)
 		}
@@ -369,14 +370,14 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 		cfg.QueueConfig.MaxShards = 1
 		cfg.QueueConfig.Capacity = 100
 		w, logs := newTestWriter(t, cfg, nil)
-		series := manySeries(30)
-		w.Append(mkRecords(series, 1000)) // 120 samples: 25 records fit
+		infos := manySeries(30)
+		w.Append(mkRecords(infos, 1000)) // 120 samples: 25 records fit
 		if got := counterValue(w.m.droppedFull); got != 20 {
 			t.Errorf("dropped %d want 20", got)
 		}
-		w.Append([]Record{{Series: series[0], T: 2000, Warmup: true}}) // 1 sample, no room
+		w.Append([]series.Record{{Series: infos[0], T: 2000, Warmup: true}}) // 1 sample, no room
 		for i := range 1000 {
-			w.Append(mkRecords(series, int64(3000+i)))
+			w.Append(mkRecords(infos, int64(3000+i)))
 		}
 		q := w.queues[0]
 		if q.pending.Load() != 100 || len(q.buf) != 25 || cap(q.buf) > 2*25 {
@@ -402,7 +403,7 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 		if got := counterValue(w.m.droppedShutdown); got != 100 {
 			t.Errorf("dropped at shutdown %d want 100", got)
 		}
-		w.Append(mkRecords(series[:1], 9999))
+		w.Append(mkRecords(infos[:1], 9999))
 		if got := counterValue(w.m.droppedShutdown); got != 104 {
 			t.Errorf("append after Stop: dropped at shutdown %d want 104", got)
 		}
@@ -421,13 +422,13 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 			cfg.QueueConfig.MaxSamplesPerSend = 100
 			w, _ := newTestWriter(t, cfg, rc)
 			w.Start()
-			series := manySeries(200)
+			infos := manySeries(200)
 			start := time.Now()
 			var wg sync.WaitGroup
 			for g := range 4 {
 				wg.Go(func() {
 					for i := range 50 {
-						w.Append(mkRecords(series[g*50:(g+1)*50], int64(1000+i)))
+						w.Append(mkRecords(infos[g*50:(g+1)*50], int64(1000+i)))
 					}
 				})
 			}
@@ -443,7 +444,7 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 				}
 				pending += p
 			}
-			total := int64(200 * 50 * NumOutputs)
+			total := int64(200 * 50 * series.NumOutputs)
 			if got := counterValue(w.m.droppedFull); got != total-pending {
 				t.Errorf("dropped %d, want %d - %d pending", got, total, pending)
 			}
@@ -486,14 +487,14 @@ func TestRemoteWriterRW2Fallback(t *testing.T) {
 				cfg.QueueConfig.MaxShards = 2
 				w, logs := newTestWriter(t, cfg, rc)
 				w.Start()
-				series := manySeries(20)
+				infos := manySeries(20)
 				for i := range 5 {
-					w.Append(mkRecords(series, int64(1000*(i+1))))
+					w.Append(mkRecords(infos, int64(1000*(i+1))))
 					time.Sleep(6 * time.Second)
 				}
 				stopWithin(w, time.Minute)
 
-				total := int64(20 * 5 * NumOutputs)
+				total := int64(20 * 5 * series.NumOutputs)
 				if got := rc.checkOrder(t); int64(got) != total {
 					t.Errorf("receiver has %d samples want %d", got, total)
 				}
@@ -623,9 +624,9 @@ func TestRemoteWriterStop(t *testing.T) {
 		cfg.QueueConfig.MaxSamplesPerSend = 100
 		w, _ := newTestWriter(t, cfg, nil)
 		w.Start()
-		series := manySeries(100)
+		infos := manySeries(100)
 		for i := range 10 {
-			w.Append(mkRecords(series, int64(1000+i)))
+			w.Append(mkRecords(infos, int64(1000+i)))
 		}
 		stopWithin(w, 10*time.Second)
 		if got := rc.checkOrder(t); got != 4000 {

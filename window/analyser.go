@@ -9,7 +9,7 @@ import (
 // detectors) without a shard: the backtest uses it so that its scores are
 // the server's. Not safe for concurrent use.
 type Analyser struct {
-	se     series
+	se     seriesState
 	params *detectors.Params
 	st     localStats
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Driver sets: bit 1<<k per detector k.
@@ -31,10 +31,10 @@ func loadConfig(t *testing.T, src string) *config.Config {
 
 // driverValues returns the values of r's driver series, by detector, and
 // how many it has.
-func driverValues(r *sink.Record) (v [detectors.NumKinds]float64, n int) {
+func driverValues(r *series.Record) (v [detectors.NumKinds]float64, n int) {
 	for k := range detectors.NumKinds {
 		if r.DriverSet&(1<<k) != 0 {
-			v[k] = r.Value(sink.OutDriver + int(k))
+			v[k] = r.Value(series.OutDriver + int(k))
 			n++
 		} else {
 			v[k] = math.NaN()

@@ -9,8 +9,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // BenchmarkSeriesMemory reports the live heap per tracked series with the
@@ -66,4 +66,4 @@ func BenchmarkSeriesMemory(b *testing.B) {
 
 type discard struct{}
 
-func (discard) Append([]sink.Record) {}
+func (discard) Append([]series.Record) {}

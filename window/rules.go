@@ -7,7 +7,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Rules are the compiled series-selection rules of one config: the
@@ -27,7 +27,7 @@ type rule struct {
 	// ignore rule before every configured rule), counted apart from the
 	// series a configured rule ignores.
 	excluded bool
-	// drivers is the sink.Record.DriverSet of the rule's series: a bit
+	// drivers is the series.Record.DriverSet of the rule's series: a bit
 	// 1<<k per detector k enabled in params with output.driver, else 0.
 	drivers uint8
 	// enabled has a bit 1<<k per detector k enabled in params: the
@@ -78,7 +78,7 @@ func driverSet(p *detectors.Params, on bool) uint8 {
 // label set labels (the implicit default matches everything).
 func (rs *Rules) match(labels string) int {
 	get := func(name string) string {
-		for n, v, rest := sink.NextLabel(labels); n != ""; n, v, rest = sink.NextLabel(rest) {
+		for n, v, rest := series.NextLabel(labels); n != ""; n, v, rest = series.NextLabel(rest) {
 			if n == name {
 				return v
 			}

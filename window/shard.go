@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Series flags.
@@ -55,8 +55,8 @@ type lastOut struct {
 }
 
 // series is the state of one analysed series, owned by its shard goroutine.
-type series struct {
-	info  *sink.SeriesInfo
+type seriesState struct {
+	info  *series.Info
 	next  uint32 // slot+1 of the next series with the same hash, 0 = none
 	rule  uint16 // index into the shard's Rules
 	flags uint8
@@ -71,20 +71,20 @@ type series struct {
 
 // slab holds series in fixed-size chunks that never move: growing it
 // never copies existing series (at a million series a doubling slice would
-// copy hundreds of MiB while the shard stalls), and *series stay valid.
+// copy hundreds of MiB while the shard stalls), and *seriesState stay valid.
 type slab struct {
-	chunks []*[slabChunk]series
+	chunks []*[slabChunk]seriesState
 	n      uint32 // slots handed out
 }
 
 const slabChunk = 1024
 
-func (sl *slab) at(i uint32) *series { return &sl.chunks[i/slabChunk][i%slabChunk] }
+func (sl *slab) at(i uint32) *seriesState { return &sl.chunks[i/slabChunk][i%slabChunk] }
 
 // grow hands out the next slot.
 func (sl *slab) grow() uint32 {
 	if sl.n%slabChunk == 0 && int(sl.n/slabChunk) == len(sl.chunks) {
-		sl.chunks = append(sl.chunks, new([slabChunk]series))
+		sl.chunks = append(sl.chunks, new([slabChunk]seriesState))
 	}
 	sl.n++
 	return sl.n - 1
@@ -135,7 +135,7 @@ type shard struct {
 	free   []uint32
 	rules  *Rules
 	ignore *fastcache.Cache // canonical labels of series a rule ignores
-	out    []sink.Record
+	out    []series.Record
 	local  localStats
 	dirty  bool
 	snap   atomic.Pointer[snapshot]
@@ -318,8 +318,8 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 	}
 	se := s.slots.at(slot)
 	ring := se.det // keep the ring memory of an evicted series for reuse
-	*se = series{
-		info: &sink.SeriesInfo{
+	*se = seriesState{
+		info: &series.Info{
 			Labels: labels,
 			Name:   labels[bs.NameStart-bs.KeyStart : bs.NameEnd-bs.KeyStart],
 			Hash:   bs.Hash,
@@ -362,7 +362,7 @@ const (
 // duplicates, then non-finite values, then counters to rates, then the
 // detectors. It is the whole per-sample logic, shared by the shards and by
 // Analyser (the backtest), and touches nothing but se and st.
-func (se *series) observe(p *detectors.Params, t int64, v float64, st *localStats) (outcome, detectors.Output) {
+func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats) (outcome, detectors.Output) {
 	if value.IsStaleNaN(v) {
 		if se.flags&flagSeen != 0 && t < se.lastT {
 			st.outOfOrder++
@@ -430,7 +430,7 @@ func (se *series) observe(p *detectors.Params, t int64, v float64, st *localStat
 // the last one and reports whether the trial ended with the series
 // analysed as a rate of change: trialSamples samples none of which fell,
 // at least trialRises of which rose. A fall ends the trial at once.
-func (se *series) judgeTrial(v float64) bool {
+func (se *seriesState) judgeTrial(v float64) bool {
 	if v < se.lastV {
 		se.trial = trialOver
 		return false
@@ -444,7 +444,7 @@ func (se *series) judgeTrial(v float64) bool {
 }
 
 // sample handles one sample of series se and emits what it produced.
-func (s *shard) sample(se *series, t int64, v float64) {
+func (s *shard) sample(se *seriesState, t int64, v float64) {
 	ru := &s.rules.rules[se.rule]
 	res, o := se.observe(ru.params, t, v, &s.local)
 	switch res {
@@ -484,7 +484,7 @@ func (l *lastOut) replace(cur lastOut) {
 // snapshotRecord returns l as the record of detector k for a /metrics
 // snapshot, its score the highest since the previous snapshot, and marks
 // it shown.
-func (l *lastOut) snapshotRecord(info *sink.SeriesInfo, k detectors.Kind, drivers uint8) sink.Record {
+func (l *lastOut) snapshotRecord(info *series.Info, k detectors.Kind, drivers uint8) series.Record {
 	r := l.record(info, k, drivers)
 	r.Score = max(r.Score, float64(l.peak))
 	l.shown, l.peak = true, 0
@@ -492,17 +492,17 @@ func (l *lastOut) snapshotRecord(info *sink.SeriesInfo, k detectors.Kind, driver
 }
 
 // record returns l as the record of detector k, with the driver series in
-// drivers (0 for a single detector; sink.Record.DriverSet).
-func (l *lastOut) record(info *sink.SeriesInfo, k detectors.Kind, drivers uint8) sink.Record {
-	return sink.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup, Driver: l.driver, DriverSet: drivers,
+// drivers (0 for a single detector; series.Record.DriverSet).
+func (l *lastOut) record(info *series.Info, k detectors.Kind, drivers uint8) series.Record {
+	return series.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup, Driver: l.driver, DriverSet: drivers,
 		Score: l.score, Expected: l.expected, Lower: l.lower, Upper: l.upper}
 }
 
 // emitStale emits stale markers at t for every output series of se under
 // rule ru, the driver series included.
-func (s *shard) emitStale(se *series, t int64, ru *rule) {
+func (s *shard) emitStale(se *seriesState, t int64, ru *rule) {
 	se.last = lastOut{shown: true} // a revived series holds no score from before
-	s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: ru.drivers})
+	s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: ru.drivers})
 	if se.per != nil {
 		s.stalePer(se, t, ru.enabled)
 	}
@@ -510,10 +510,10 @@ func (s *shard) emitStale(se *series, t int64, ru *rule) {
 
 // stalePer emits stale markers at t for se's per-detector series of the
 // detectors in kinds and forgets their outputs.
-func (s *shard) stalePer(se *series, t int64, kinds uint8) {
+func (s *shard) stalePer(se *seriesState, t int64, kinds uint8) {
 	for k := range detectors.NumKinds {
 		if kinds&(1<<k) != 0 {
-			s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.Kind(k), Stale: true})
+			s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.Kind(k), Stale: true})
 			se.per[k] = lastOut{shown: true}
 		}
 	}
@@ -572,7 +572,7 @@ func (s *shard) remove(i uint32, t int64, ru *rule) {
 	}
 	det := se.det
 	det.Reset()
-	*se = series{det: det}
+	*se = seriesState{det: det}
 	s.free = append(s.free, i)
 	s.set.active.Add(-1)
 	s.stats.active.Add(-1)
@@ -592,7 +592,7 @@ func (s *shard) flushOut() {
 // It is never modified after it is stored, so readers need no lock.
 type snapshot struct {
 	at   time.Time
-	recs []sink.Record
+	recs []series.Record
 }
 
 // publish makes the latest outputs visible to readers; a combined score is
@@ -610,7 +610,7 @@ func (s *shard) publish(now time.Time) {
 	if old != nil {
 		n = len(old.recs)
 	}
-	recs := make([]sink.Record, 0, n)
+	recs := make([]series.Record, 0, n)
 	for i := range s.slots.n {
 		se := s.slots.at(i)
 		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput {
@@ -652,7 +652,7 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		live := se.flags&(flagStale|flagHasOutput) == flagHasOutput
 		t := max(nowMs, se.lastT+1)
 		if gone := oldRule.drivers &^ newRule.drivers; gone != 0 && live {
-			s.out = append(s.out, sink.Record{Series: se.info, T: t, Detector: detectors.KindCombined,
+			s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined,
 				Stale: true, OnlyDrivers: true, DriverSet: gone})
 		}
 		if se.per != nil && live {

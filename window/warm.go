@@ -44,7 +44,7 @@ func (o *WarmupOptions) enabled() bool { return o.Warmer != nil }
 // Warmer may keep it as long as it likes and call Deliver from any
 // goroutine.
 type WarmRequest struct {
-	// Labels is the canonical label set (sink.SeriesInfo.Labels); it is
+	// Labels is the canonical label set (series.Info.Labels); it is
 	// immutable and shared with the series.
 	Labels string
 	// Start and End bound the history in milliseconds, inclusive: End is
@@ -106,7 +106,7 @@ const (
 
 // startWarming asks the Warmer for the history of the new series se, whose
 // first live sample is at firstT. If the Warmer refuses, se stays cold.
-func (s *shard) startWarming(slot uint32, se *series, firstT, nowMs int64) {
+func (s *shard) startWarming(slot uint32, se *seriesState, firstT, nowMs int64) {
 	o := &s.set.opts.Warmup
 	s.warmSeq++
 	end := firstT - 1
@@ -124,7 +124,7 @@ func (s *shard) startWarming(slot uint32, se *series, firstT, nowMs int64) {
 
 // hold keeps the live samples of a warming series until its history comes,
 // or gives up waiting (deadline passed, buffer full) and processes them.
-func (s *shard) hold(slot uint32, se *series, samples []Sample, nowMs int64) {
+func (s *shard) hold(slot uint32, se *seriesState, samples []Sample, nowMs int64) {
 	w := s.warming[slot]
 	if nowMs >= w.deadline {
 		s.finishWarming(slot, se, w, nil)
@@ -169,7 +169,7 @@ func (s *shard) onWarmed(r warmReply) {
 // the outputs), then replays the held live samples through the normal path,
 // which emits their outputs. History at or after the first held sample is
 // dropped: the live samples are the truth there.
-func (s *shard) finishWarming(slot uint32, se *series, w *warmState, history []Sample) {
+func (s *shard) finishWarming(slot uint32, se *seriesState, w *warmState, history []Sample) {
 	delete(s.warming, slot)
 	se.flags &^= flagWarming
 	s.stats.warming.Add(-1)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // fakeWarmer records requests; the test answers them.
@@ -78,7 +78,7 @@ func seasonal(start int64, n int, counter bool) []Sample {
 
 // reference runs history (before the first live sample) and live through an
 // Analyser: what a warmed series must emit for its live samples.
-func reference(t *testing.T, counter bool, history, live []Sample) []sink.Record {
+func reference(t *testing.T, counter bool, history, live []Sample) []series.Record {
 	p, _ := CompileRules(config.Default()).ParamsFor(string(key("__name__", "w")))
 	a := NewAnalyser(p, counter)
 	for _, h := range history {
@@ -86,18 +86,18 @@ func reference(t *testing.T, counter bool, history, live []Sample) []sink.Record
 			a.Observe(h.T, h.V)
 		}
 	}
-	var out []sink.Record
+	var out []series.Record
 	for _, s := range live {
 		if o, ok := a.Observe(s.T, s.V); ok {
 			c := o.Combined
-			out = append(out, sink.Record{T: s.T, Detector: detectors.KindCombined, Warmup: !c.Ready,
+			out = append(out, series.Record{T: s.T, Detector: detectors.KindCombined, Warmup: !c.Ready,
 				Score: c.Score, Expected: c.Expected, Lower: c.Lower, Upper: c.Upper})
 		}
 	}
 	return out
 }
 
-func sameRecords(t *testing.T, got, want []sink.Record) {
+func sameRecords(t *testing.T, got, want []series.Record) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d records, want %d", len(got), len(want))
@@ -197,7 +197,7 @@ func (e *env) stats() warmStats {
 }
 
 // Cold series are what a series without warm-up emits.
-func coldReference(t *testing.T, live []Sample) []sink.Record {
+func coldReference(t *testing.T, live []Sample) []series.Record {
 	return reference(t, false, nil, live)
 }
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Options configure the shards (from config.WindowConfig and OutputConfig).
@@ -54,6 +54,14 @@ func OptionsFromConfig(cfg *config.Config) Options {
 	return o
 }
 
+// Appender receives the records the shards emit (the sink: remote-write
+// queues, score history). Append is called by several shard goroutines at
+// once, must not block for long and must not keep recs after it returns
+// (copy what it needs).
+type Appender interface {
+	Append(recs []series.Record)
+}
+
 // Errors Enqueue returns; both mean "503, try again".
 var (
 	ErrQueueFull = errors.New("shard queue is full")
@@ -64,7 +72,7 @@ var (
 // Hash % N, whose goroutine alone touches its state.
 type Shards struct {
 	opts   Options
-	out    sink.Appender
+	out    Appender
 	shards []*shard
 	done   []chan struct{}
 	active atomic.Int64 // series tracked, all shards (for max_series)
@@ -77,7 +85,7 @@ type Shards struct {
 }
 
 // New builds the shards; Start runs them.
-func New(opts Options, rules *Rules, out sink.Appender, reg *selfmon.Registry) *Shards {
+func New(opts Options, rules *Rules, out Appender, reg *selfmon.Registry) *Shards {
 	// Enough free batches for every queue slot plus one being filled and one
 	// being processed per shard.
 	s := &Shards{opts: opts, out: out, free: make(chan *Batch, opts.Shards*(opts.QueueSize+2))}
@@ -188,7 +196,7 @@ func (s *Shards) onShard(i int, f func()) bool {
 // first, so a scrape sees outputs at most publish_interval old while a
 // scrape storm costs at most one O(series) copy per interval. The slices
 // are immutable: readers may keep them as long as they like.
-func (s *Shards) Snapshots(dst [][]sink.Record) [][]sink.Record {
+func (s *Shards) Snapshots(dst [][]series.Record) [][]series.Record {
 	now := time.Now()
 	for i, sh := range s.shards {
 		if p := sh.snap.Load(); p == nil || now.Sub(p.at) >= s.opts.PublishInterval {

@@ -14,14 +14,14 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
-	"github.com/anomalyd/anomalyd/sink/sinktest"
+	"github.com/anomalyd/anomalyd/window/series"
+	"github.com/anomalyd/anomalyd/window/windowtest"
 )
 
 type env struct {
 	s   *Shards
-	rec *sinktest.Recorder
+	rec *windowtest.Recorder
 	reg *selfmon.Registry
 }
 
@@ -31,7 +31,7 @@ func newEnv(t *testing.T, cfg *config.Config, mod func(*Options)) *env {
 	if mod != nil {
 		mod(&opts)
 	}
-	rec := &sinktest.Recorder{}
+	rec := &windowtest.Recorder{}
 	reg := selfmon.NewRegistry()
 	s := New(opts, CompileRules(cfg), rec, reg)
 	s.Start()
@@ -193,8 +193,8 @@ func TestStaleMarkerEndsSeries(t *testing.T) {
 	}
 }
 
-func (e *env) snapshot() []sink.Record {
-	var out []sink.Record
+func (e *env) snapshot() []series.Record {
+	var out []series.Record
 	for _, s := range e.s.Snapshots(nil) {
 		out = append(out, s...)
 	}
@@ -319,7 +319,7 @@ rules:
 	for _, name := range []string{"all", "no_hw"} {
 		e.send(t, false, ramp(t0, 2, 1000, func(int) float64 { return 1 }), "__name__", name)
 	}
-	kinds := func(recs []sink.Record, stale bool) map[string]uint8 {
+	kinds := func(recs []series.Record, stale bool) map[string]uint8 {
 		got := map[string]uint8{}
 		for _, r := range recs {
 			if r.Stale != stale {
@@ -409,7 +409,7 @@ rules:
 func TestStopLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	opts := Options{Shards: 4, QueueSize: 4, MaxSeries: 10, SeriesTTL: time.Minute, PublishInterval: time.Second}
-	s := New(opts, CompileRules(config.Default()), &sinktest.Recorder{}, selfmon.NewRegistry())
+	s := New(opts, CompileRules(config.Default()), &windowtest.Recorder{}, selfmon.NewRegistry())
 	s.Start()
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // server wires ingest → window → sink and owns their lifecycle.
@@ -34,7 +35,7 @@ type server struct {
 
 	mu     sync.Mutex // serialises reload and shutdown
 	cfg    *config.Config
-	names  atomic.Pointer[sink.Names]
+	names  atomic.Pointer[series.Names]
 	out    *swapAppender
 	fanout *sink.Fanout
 	shards *window.Shards
@@ -64,7 +65,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	}
 	s.fanout = fan
 	if cfg.History.Enabled() {
-		s.history = sink.NewHistory(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, func() sink.Names { return *s.names.Load() }, s.reg)
+		s.history = sink.NewHistory(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, func() series.Names { return *s.names.Load() }, s.reg)
 	}
 	s.out = &swapAppender{}
 	s.out.a.Store(&appenderBox{s.outputs(fan)})
@@ -86,7 +87,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	if s.history != nil {
 		mux.Handle("/api/v1/read", sink.NewReadHandler(s.history, &cfg.History, s.reg, logger))
 	}
-	mux.Handle("/metrics", sink.MetricsHandler(func() sink.Names { return *s.names.Load() }, s.shards, s.reg))
+	mux.Handle("/metrics", sink.MetricsHandler(func() series.Names { return *s.names.Load() }, s.shards, s.reg))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
 	})
@@ -139,9 +140,9 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	return s, nil
 }
 
-func namesOf(cfg *config.Config) sink.Names {
+func namesOf(cfg *config.Config) series.Names {
 	o := &cfg.Output
-	return sink.Names{Score: o.ScoreName, Expected: o.ExpectedName, Lower: o.LowerName, Upper: o.UpperName, Driver: o.DriverName}
+	return series.Names{Score: o.ScoreName, Expected: o.ExpectedName, Lower: o.LowerName, Upper: o.UpperName, Driver: o.DriverName}
 }
 
 func ingestOptions(cfg *config.Config) ingest.Options {
@@ -241,11 +242,11 @@ func (s *server) shutdown(ctx context.Context) error {
 // running shards.
 type swapAppender struct{ a atomic.Pointer[appenderBox] }
 
-type appenderBox struct{ sink.Appender }
+type appenderBox struct{ window.Appender }
 
 // outputs is where the shards' records go: the remote-write fanout, and the
 // history when it is kept.
-func (s *server) outputs(fan *sink.Fanout) sink.Appender {
+func (s *server) outputs(fan *sink.Fanout) window.Appender {
 	if s.history == nil {
 		return fan
 	}
@@ -253,15 +254,15 @@ func (s *server) outputs(fan *sink.Fanout) sink.Appender {
 }
 
 // teeAppender hands every batch of records to each appender in turn.
-type teeAppender []sink.Appender
+type teeAppender []window.Appender
 
-func (t teeAppender) Append(recs []sink.Record) {
+func (t teeAppender) Append(recs []series.Record) {
 	for _, a := range t {
 		a.Append(recs)
 	}
 }
 
-func (s *swapAppender) Append(recs []sink.Record) { s.a.Load().Append(recs) }
+func (s *swapAppender) Append(recs []series.Record) { s.a.Load().Append(recs) }
 
 func (s *server) registerProcessMetrics() {
 	reg := s.reg

@@ -15,15 +15,15 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // Query asks for the samples of one series in [Start, End] (milliseconds,
 // inclusive, as remote read's own ranges).
 type Query struct {
 	// Labels is the canonical label set (name 0xff value 0xff …, sorted,
-	// empty values dropped, __name__ included), as sink.SeriesInfo.Labels.
+	// empty values dropped, __name__ included), as series.Info.Labels.
 	Labels     string
 	Start, End int64
 }
@@ -194,7 +194,7 @@ func encodeRequest(qs []Query) ([]byte, error) {
 	}
 	for i := range qs {
 		q := &prompb.Query{StartTimestampMs: qs[i].Start, EndTimestampMs: qs[i].End}
-		for n, v, rest := sink.NextLabel(qs[i].Labels); n != ""; n, v, rest = sink.NextLabel(rest) {
+		for n, v, rest := series.NextLabel(qs[i].Labels); n != ""; n, v, rest = series.NextLabel(rest) {
 			q.Matchers = append(q.Matchers, &prompb.LabelMatcher{Type: prompb.LabelMatcher_EQ, Name: n, Value: v})
 		}
 		if len(q.Matchers) == 0 {

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -108,7 +108,7 @@ func appendChunk(dst []window.Sample, c *prompb.Chunk, mint, maxt int64) ([]wind
 	return dst, it.Err()
 }
 
-// appendKey appends the canonical form of ls (sink.SeriesInfo.Labels:
+// appendKey appends the canonical form of ls (series.Info.Labels:
 // sorted by name, empty values dropped) to dst.
 func appendKey(dst []byte, ls []prompb.Label) []byte {
 	if !slices.IsSortedFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) }) {
@@ -119,9 +119,9 @@ func appendKey(dst []byte, ls []prompb.Label) []byte {
 			continue
 		}
 		dst = append(dst, l.Name...)
-		dst = append(dst, sink.LabelSep)
+		dst = append(dst, series.LabelSep)
 		dst = append(dst, l.Value...)
-		dst = append(dst, sink.LabelSep)
+		dst = append(dst, series.LabelSep)
 	}
 	return dst
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // lbls builds a canonical label set from sorted name/value pairs.
@@ -26,14 +26,14 @@ func lbls(pairs ...string) string {
 	var b []byte
 	for _, p := range pairs {
 		b = append(b, p...)
-		b = append(b, sink.LabelSep)
+		b = append(b, series.LabelSep)
 	}
 	return string(b)
 }
 
 func toProm(key string) []prompb.Label {
 	var out []prompb.Label
-	for n, v, rest := sink.NextLabel(key); n != ""; n, v, rest = sink.NextLabel(rest) {
+	for n, v, rest := series.NextLabel(key); n != ""; n, v, rest = series.NextLabel(rest) {
 		out = append(out, prompb.Label{Name: n, Value: v})
 	}
 	return out
@@ -92,7 +92,7 @@ func (f *fakeProm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k := range f.series {
 		keys = append(keys, k)
 	}
-	series := f.series
+	all := f.series
 	f.mu.Unlock()
 	if fault != nil && fault(n, w) {
 		return
@@ -101,7 +101,7 @@ func (f *fakeProm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	matches := func(q *prompb.Query, key string) bool {
 		for _, m := range q.Matchers {
 			found := false
-			for n, v, rest := sink.NextLabel(key); n != ""; n, v, rest = sink.NextLabel(rest) {
+			for n, v, rest := series.NextLabel(key); n != ""; n, v, rest = series.NextLabel(rest) {
 				found = found || (n == m.Name && v == m.Value)
 			}
 			if m.Type != prompb.LabelMatcher_EQ || !found {
@@ -120,7 +120,7 @@ func (f *fakeProm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					continue
 				}
 				ts := &prompb.TimeSeries{Labels: toProm(k)}
-				for _, s := range series[k] {
+				for _, s := range all[k] {
 					if s.T >= q.StartTimestampMs && s.T <= q.EndTimestampMs {
 						ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: s.T, Value: s.V})
 					}
@@ -142,7 +142,7 @@ func (f *fakeProm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			var chunks []prompb.Chunk
-			for _, c := range xorChunks(series[k], chunkSamples) {
+			for _, c := range xorChunks(all[k], chunkSamples) {
 				if c.MaxTimeMs >= q.StartTimestampMs && c.MinTimeMs <= q.EndTimestampMs {
 					chunks = append(chunks, c)
 				}

@@ -20,8 +20,8 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
-	"github.com/anomalyd/anomalyd/sink/sinktest"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/windowtest"
 )
 
 // warmEnv is a Warmer reading from a fake Prometheus for real shards.
@@ -29,7 +29,7 @@ type warmEnv struct {
 	prom   *fakeProm
 	w      *Warmer
 	shards *window.Shards
-	rec    *sinktest.Recorder
+	rec    *windowtest.Recorder
 	reg    *selfmon.Registry
 }
 
@@ -50,7 +50,7 @@ func newWarmEnv(t *testing.T, mod func(*config.WarmupConfig)) *warmEnv {
 		t.Fatal(err)
 	}
 	w.minBackoff = time.Millisecond
-	rec := &sinktest.Recorder{}
+	rec := &windowtest.Recorder{}
 	opts := window.Options{Shards: 2, QueueSize: 16, MaxSeries: 1000, SeriesTTL: time.Hour, PublishInterval: time.Nanosecond,
 		Warmup: window.WarmupOptions{Warmer: w, Lookback: 25 * time.Hour, MaxBuffered: cfg.MaxBufferedSamples, Timeout: time.Minute}}
 	shards := window.New(opts, window.CompileRules(config.Default()), rec, reg)

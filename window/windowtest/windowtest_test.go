@@ -1,4 +1,4 @@
-package sinktest
+package windowtest
 
 import (
 	"maps"
@@ -6,16 +6,16 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 func TestRecorder(t *testing.T) {
-	a := &sink.SeriesInfo{Labels: "\xff__name__\xffa", Name: "a"}
-	b := &sink.SeriesInfo{Labels: "\xff__name__\xffb", Name: "b"}
+	a := &series.Info{Labels: "\xff__name__\xffa", Name: "a"}
+	b := &series.Info{Labels: "\xff__name__\xffb", Name: "b"}
 	var r Recorder
 	var wg sync.WaitGroup
 	for i := range 4 {
-		wg.Go(func() { r.Append([]sink.Record{{Series: a, T: int64(i)}, {Series: b, T: int64(i)}}) })
+		wg.Go(func() { r.Append([]series.Record{{Series: a, T: int64(i)}, {Series: b, T: int64(i)}}) })
 	}
 	wg.Wait()
 	if got := len(r.Of("a")); got != 4 {
@@ -26,7 +26,7 @@ func TestRecorder(t *testing.T) {
 	}
 	recs := r.Records()
 	recs[0].T = -1
-	if slices.ContainsFunc(r.Records(), func(x sink.Record) bool { return x.T == -1 }) {
+	if slices.ContainsFunc(r.Records(), func(x series.Record) bool { return x.T == -1 }) {
 		t.Fatal("Records() shares its slice with the recorder")
 	}
 	if got := len(r.Take()); got != 8 {

@@ -1,31 +1,78 @@
-package sink
+// Package series is the series model every stage shares: the canonical
+// label key that identifies an input series (built by ingest, owned by the
+// shards), the Info a shard keeps for it, the Record a shard emits for each
+// sample, and the output series a record becomes (names, labels, values).
+//
+// The canonical key is the label set sorted by name, empty values dropped,
+// each label written as name 0xff value 0xff: exactly the bytes Prometheus's
+// labels.StableHash hashes, so Hash(key) equals labels.StableHash of the same
+// labels (pinned by a test) and a series keeps its shard and send queue
+// across versions.
+package series
 
 import (
+	"bytes"
 	"strings"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/anomalyd/anomalyd/detectors"
 )
 
-// LabelSep separates names and values in SeriesInfo.Labels. 0xff never
+// LabelSep separates names and values in a canonical key. 0xff never
 // occurs in valid UTF-8, so it cannot appear inside a name or a value.
 const LabelSep = '\xff'
 
-// SeriesInfo is the identity of one input series. It is created once, when
-// a shard first sees the series, and never modified afterwards, so records
+// AppendLabel appends one label to the canonical key dst. Labels must be
+// appended sorted by name, and empty values left out.
+func AppendLabel[S ~string | ~[]byte](dst []byte, name, value S) []byte {
+	dst = append(dst, name...)
+	dst = append(dst, LabelSep)
+	dst = append(dst, value...)
+	return append(dst, LabelSep)
+}
+
+// Hash returns the hash of a canonical key: xxhash64, equal to
+// labels.StableHash of the same labels. It picks the shard that owns the
+// series and its send queue, so it must never change.
+func Hash(key []byte) uint64 { return xxhash.Sum64(key) }
+
+// NameSpan returns the offsets of the __name__ value in a canonical key
+// (0, 0 without one).
+func NameSpan(key []byte) (start, end uint32) {
+	for i := 0; i < len(key); {
+		n := bytes.IndexByte(key[i:], LabelSep)
+		if n < 0 {
+			break
+		}
+		vs := i + n + 1
+		m := bytes.IndexByte(key[vs:], LabelSep)
+		if m < 0 {
+			break
+		}
+		if string(key[i:i+n]) == "__name__" {
+			return uint32(vs), uint32(vs + m)
+		}
+		i = vs + m + 1
+	}
+	return 0, 0
+}
+
+// Info is the identity of one input series. It is created once, when a
+// shard first sees the series, and never modified afterwards, so records
 // and snapshots may share it between goroutines freely.
-type SeriesInfo struct {
-	// Labels is the canonical label set: name 0xff value 0xff …, sorted by
-	// name, empty values dropped, __name__ included.
+type Info struct {
+	// Labels is the canonical key as a string: name 0xff value 0xff …,
+	// sorted by name, empty values dropped, __name__ included.
 	Labels string
 	// Name is the value of __name__ (a substring of Labels).
 	Name string
-	// Hash is xxhash64 of Labels; it picks the shard and the send queue.
+	// Hash is Hash(Labels); it picks the shard and the send queue.
 	Hash uint64
 }
 
-// NextLabel splits the first label off a canonical label string:
+// NextLabel splits the first label off a canonical key:
 // for name, value, rest := NextLabel(s); name != ""; name, value, rest = NextLabel(rest) {…}
 func NextLabel(s string) (name, value, rest string) {
 	i := strings.IndexByte(s, LabelSep)
@@ -43,9 +90,10 @@ func NextLabel(s string) (name, value, rest string) {
 // Record is the outcome of one input sample for one detector: the four
 // output values at the input sample's timestamp and, on a combined record
 // with DriverSet, the driver series. Records are values; the slices that
-// carry them are owned by the caller of Appender.Append.
+// carry them are owned by whoever hands them on, and a receiver copies
+// what it keeps.
 type Record struct {
-	Series   *SeriesInfo
+	Series   *Info
 	T        int64 // milliseconds, the input sample's timestamp
 	Detector detectors.Kind
 	// Stale: the input series ended (stale marker or eviction); every output
@@ -72,13 +120,6 @@ type Record struct {
 	Score, Expected, Lower, Upper float64
 }
 
-// Appender receives records from the shards. Append is called by several
-// shard goroutines at once, must not block for long and must not keep recs
-// after it returns (copy what it needs).
-type Appender interface {
-	Append(recs []Record)
-}
-
 // Names are the output series names (config.OutputConfig).
 type Names struct {
 	Score, Expected, Lower, Upper string
@@ -98,10 +139,10 @@ const (
 
 	// OutDriver is the output of the first driver series.
 	OutDriver = NumOutputs
-	// numSlots counts every output a record can have.
-	numSlots = OutDriver + int(detectors.NumKinds)
-	// bandSlots are the bits of OutScore to OutUpper in Record.slots.
-	bandSlots = 1<<NumOutputs - 1
+	// NumSlots counts every output a record can have.
+	NumSlots = OutDriver + int(detectors.NumKinds)
+	// BandSlots are the bits of OutScore to OutUpper in Record.Slots.
+	BandSlots = 1<<NumOutputs - 1
 )
 
 // Name returns the series name of output o.
@@ -139,26 +180,26 @@ func (r *Record) Value(o int) float64 {
 	return 0
 }
 
-// detectorOf returns the detector label value of output o of r.
-func (r *Record) detectorOf(o int) detectors.Kind {
+// DetectorOf returns the detector label value of output o of r.
+func (r *Record) DetectorOf(o int) detectors.Kind {
 	if o < OutDriver {
 		return r.Detector
 	}
 	return detectors.Kind(o - OutDriver)
 }
 
-// slots returns the outputs r becomes, bit 1<<o for output o: the score
+// Slots returns the outputs r becomes, bit 1<<o for output o: the score
 // alone during warm-up; otherwise the score, the band and the driver
 // series in DriverSet (stale markers included); with OnlyDrivers the
 // driver series in DriverSet alone.
-func (r *Record) slots() uint16 {
+func (r *Record) Slots() uint16 {
 	switch {
 	case r.OnlyDrivers:
 		return uint16(r.DriverSet) << OutDriver
 	case r.Warmup && !r.Stale:
 		return 1 << OutScore
 	}
-	return bandSlots | uint16(r.DriverSet)<<OutDriver
+	return BandSlots | uint16(r.DriverSet)<<OutDriver
 }
 
 // AppendOutputLabels appends the labels of output series `name` for
@@ -169,7 +210,7 @@ func (r *Record) slots() uint16 {
 // honor_labels: false), and so are le and quantile, which mean histogram
 // buckets and summary quantiles while every output series is a gauge. The label strings alias s.Labels; nothing is allocated
 // when dst has room.
-func AppendOutputLabels(dst []prompb.Label, s *SeriesInfo, name string, det detectors.Kind) []prompb.Label {
+func AppendOutputLabels(dst []prompb.Label, s *Info, name string, det detectors.Kind) []prompb.Label {
 	start := len(dst)
 	dst = append(dst, prompb.Label{Name: "__name__", Value: name})
 	for n, v, rest := NextLabel(s.Labels); n != ""; n, v, rest = NextLabel(rest) {

@@ -1,39 +1,37 @@
-// Package sinktest has test helpers for packages that hand records to a
-// sink: a recorder standing in for the remote-write queue and /metrics, as
-// net/http/httptest stands in for a client or server.
-package sinktest
+// Package windowtest has test helpers for packages that feed the shards or
+// read what they emit: a recorder standing in for the sink (the window's
+// Appender), as net/http/httptest stands in for a client or server.
+package windowtest
 
 import (
 	"sync"
 
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
-// Recorder is a sink.Appender that keeps every record appended to it. It
+// Recorder is a window.Appender that keeps every record appended to it. It
 // is safe for concurrent use; the zero value is ready.
 type Recorder struct {
 	mu   sync.Mutex
-	recs []sink.Record
+	recs []series.Record
 }
 
-var _ sink.Appender = (*Recorder)(nil)
-
 // Append keeps recs.
-func (r *Recorder) Append(recs []sink.Record) {
+func (r *Recorder) Append(recs []series.Record) {
 	r.mu.Lock()
 	r.recs = append(r.recs, recs...)
 	r.mu.Unlock()
 }
 
 // Records returns a copy of the records kept so far.
-func (r *Recorder) Records() []sink.Record {
+func (r *Recorder) Records() []series.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]sink.Record(nil), r.recs...)
+	return append([]series.Record(nil), r.recs...)
 }
 
 // Take returns the records kept so far and forgets them.
-func (r *Recorder) Take() []sink.Record {
+func (r *Recorder) Take() []series.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.recs
@@ -43,10 +41,10 @@ func (r *Recorder) Take() []sink.Record {
 
 // Of returns the records kept so far of the series whose metric name is
 // name.
-func (r *Recorder) Of(name string) []sink.Record {
+func (r *Recorder) Of(name string) []series.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []sink.Record
+	var out []series.Record
 	for _, rec := range r.recs {
 		if rec.Series.Name == name {
 			out = append(out, rec)
