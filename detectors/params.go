@@ -31,7 +31,47 @@ func (k Kind) String() string {
 	return fmt.Sprintf("detector(%d)", uint8(k))
 }
 
-// Params are the settings of the four detectors for one group of series.
+// ParseKind returns the Kind whose String is s (a `detector` label value or
+// a --detector flag), and false for any other s.
+func ParseKind(s string) (Kind, bool) {
+	for k := range Kind(len(kindNames)) {
+		if kindNames[k] == s {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// Enabled reports whether p runs detector k. KindCombined always runs: it
+// is made of the enabled ones.
+func (p *Params) Enabled(k Kind) bool {
+	switch k {
+	case KindEWMA:
+		return p.EWMA.Enabled
+	case KindZScore:
+		return p.ZScore.Enabled
+	case KindHoltWinters:
+		return p.HoltWinters.Enabled
+	case KindSlope:
+		return p.Slope.Enabled
+	case KindEntropy:
+		return p.Entropy.Enabled
+	}
+	return k == KindCombined
+}
+
+// EnabledSet returns a bit 1<<k for each single detector k that p runs.
+func (p *Params) EnabledSet() uint8 {
+	var m uint8
+	for k := range NumKinds {
+		if p.Enabled(k) {
+			m |= 1 << k
+		}
+	}
+	return m
+}
+
+// Params are the settings of the five detectors for one group of series.
 // The zero value is not usable: start from DefaultParams and call Validate.
 // Params are read-only once validated and may be shared between goroutines.
 type Params struct {

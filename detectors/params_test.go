@@ -81,3 +81,34 @@ func TestKindString(t *testing.T) {
 	f(KindCombined, "combined")
 	f(9, "detector(9)")
 }
+
+// TestParseKind: every Kind's label value parses back to it; nothing else
+// parses.
+func TestParseKind(t *testing.T) {
+	for k := range KindCombined + 1 {
+		if got, ok := ParseKind(k.String()); !ok || got != k {
+			t.Errorf("ParseKind(%q) = %v, %v; want %v", k.String(), got, ok, k)
+		}
+	}
+	for _, s := range []string{"", "EWMA", "holt_winters", "detector(7)", "combined "} {
+		if k, ok := ParseKind(s); ok {
+			t.Errorf("ParseKind(%q) = %v; want not ok", s, k)
+		}
+	}
+}
+
+// TestEnabledSet: the set follows each detector's enabled key, and
+// combined is always enabled.
+func TestEnabledSet(t *testing.T) {
+	p := DefaultParams()
+	if got := p.EnabledSet(); got != 1<<NumKinds-1 {
+		t.Errorf("defaults: EnabledSet %05b, want all %d", got, NumKinds)
+	}
+	p.ZScore.Enabled, p.Entropy.Enabled = false, false
+	if got, want := p.EnabledSet(), uint8(1<<KindEWMA|1<<KindHoltWinters|1<<KindSlope); got != want {
+		t.Errorf("zscore and entropy off: EnabledSet %05b, want %05b", got, want)
+	}
+	if !p.Enabled(KindCombined) || p.Enabled(KindZScore) || !p.Enabled(KindSlope) || p.Enabled(KindCombined+1) {
+		t.Errorf("Enabled disagrees with the params")
+	}
+}

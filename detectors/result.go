@@ -167,17 +167,10 @@ func combine(out *Output, p *Params, slopeOut bool) {
 // firstEnabled returns the first enabled detector in Kind order (KindEWMA
 // if none is, which Validate forbids).
 func firstEnabled(p *Params) Kind {
-	switch {
-	case p.EWMA.Enabled:
-		return KindEWMA
-	case p.ZScore.Enabled:
-		return KindZScore
-	case p.HoltWinters.Enabled:
-		return KindHoltWinters
-	case p.Slope.Enabled:
-		return KindSlope
-	case p.Entropy.Enabled:
-		return KindEntropy
+	for k := range NumKinds {
+		if p.Enabled(k) {
+			return k
+		}
 	}
 	return KindEWMA
 }

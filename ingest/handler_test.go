@@ -362,12 +362,3 @@ func TestUTF8Labels(t *testing.T) {
 		}
 	}
 }
-
-func TestIsCounterName(t *testing.T) {
-	for name, want := range map[string]bool{"x_total": true, "x_count": true, "x_sum": true,
-		"backtest_value": false, "x_bucket": false, "total": false, "x_total_bytes": false} {
-		if got := IsCounterName(name); got != want {
-			t.Errorf("IsCounterName(%q) = %v, want %v", name, got, want)
-		}
-	}
-}

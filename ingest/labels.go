@@ -106,27 +106,10 @@ func isCounter(name []byte, metricType uint8, types map[string]uint8) bool {
 	if metricType == metricTypeCounter {
 		return true
 	}
-	for _, suf := range counterSuffixes {
-		if bytes.HasSuffix(name, []byte(suf)) {
-			return true
-		}
+	if series.IsCounterName(name) {
+		return true
 	}
 	return len(types) > 0 && types[string(name)] == metricTypeCounter
-}
-
-// counterSuffixes end the names of counters (and of histograms' and
-// summaries' _count and _sum).
-var counterSuffixes = [...]string{"_total", "_count", "_sum"}
-
-// IsCounterName reports whether a metric name ends as counters' names do:
-// the half of the counter rule that needs no metadata. The backtest uses it.
-func IsCounterName(name string) bool {
-	for _, suf := range counterSuffixes {
-		if strings.HasSuffix(name, suf) {
-			return true
-		}
-	}
-	return false
 }
 
 // learnMetadata records RW1 metadata types, copying the map only when

@@ -54,24 +54,12 @@ func CompileRules(cfg *config.Config) *Rules {
 	return rs
 }
 
-// driverSet returns a bit 1<<k per detector k enabled in p if on, else 0.
+// driverSet returns p.EnabledSet() if on, else 0.
 func driverSet(p *detectors.Params, on bool) uint8 {
 	if !on {
 		return 0
 	}
-	var m uint8
-	for k, enabled := range [detectors.NumKinds]bool{
-		detectors.KindEWMA:        p.EWMA.Enabled,
-		detectors.KindZScore:      p.ZScore.Enabled,
-		detectors.KindHoltWinters: p.HoltWinters.Enabled,
-		detectors.KindSlope:       p.Slope.Enabled,
-		detectors.KindEntropy:     p.Entropy.Enabled,
-	} {
-		if enabled {
-			m |= 1 << k
-		}
-	}
-	return m
+	return p.EnabledSet()
 }
 
 // match returns the index of the first rule that selects the canonical

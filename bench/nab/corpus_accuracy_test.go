@@ -8,12 +8,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/anomalyd/anomalyd/window/backtest"
 )
 
 // nabDir is the NAB v1.1 corpus: shared/ beside the repository (where
@@ -143,6 +147,33 @@ func TestScoreboardMatchesREADME(t *testing.T) {
 	for k, p := range got {
 		if q := publishedScoreboard[k]; p.Detector != q.Detector || p.Scores != q.Scores {
 			t.Errorf("row %d: README %v %v, publishedScoreboard %v %v", k, p.Detector, p.Scores, q.Detector, q.Scores)
+		}
+	}
+}
+
+// TestAccuracyNABCombined backtests the default detectors (combined) over
+// the NAB corpus with the server's own code and scores the result: a
+// change that costs NAB points on any profile fails here. The floors are
+// the figures `make bench-nab` gives for this tree (docs/accuracy.md);
+// raise them when the score rises.
+func TestAccuracyNABCombined(t *testing.T) {
+	needNAB(t)
+	data, labels := filepath.Join(nabDir, "data"), filepath.Join(nabDir, "labels", "combined_windows.json")
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := backtest.Main([]string{"--input", data, "--output", out, "--detector", "combined"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("backtest: exit %d: %s", code, stderr.String())
+	}
+	rep, err := score(data, labels, []detectorSpec{{name: "combined", dir: out}}, nil, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	floors := [3]float64{65.68, 59.54, 69.65} // standard, reward_low_FP_rate, reward_low_FN_rate
+	for k, p := range rep.Detectors[0].Profiles {
+		got := math.Round(p.Normalised*100) / 100
+		t.Logf("%s: %.2f (%d/%d windows, %d FP rows)", p.Profile, p.Normalised, p.Totals.WindowsDetected, p.Totals.Windows, p.Totals.FPRows)
+		if got < floors[k] {
+			t.Errorf("%s: NAB %.2f, below %.2f", p.Profile, got, floors[k])
 		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/window/backtest"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -38,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkCommand(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "backtest" {
-		return backtestCommand(args[1:], stdout, stderr)
+		return backtest.Main(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("anomalyd", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -59,6 +59,23 @@ func NameSpan(key []byte) (start, end uint32) {
 	return 0, 0
 }
 
+// counterSuffixes end the names of counters (and of histograms' and
+// summaries' _count and _sum).
+var counterSuffixes = [...]string{"_total", "_count", "_sum"}
+
+// IsCounterName reports whether a metric name ends as counters' names do:
+// the half of ingest's counter rule that needs no metadata (the other half
+// is the remote-write metadata's type). The backtest uses it alone.
+func IsCounterName[S ~string | ~[]byte](name S) bool {
+	for _, suf := range counterSuffixes {
+		// No allocation: a conversion compared at once is not copied.
+		if len(name) >= len(suf) && string(name[len(name)-len(suf):]) == suf {
+			return true
+		}
+	}
+	return false
+}
+
 // Info is the identity of one input series. It is created once, when a
 // shard first sees the series, and never modified afterwards, so records
 // and snapshots may share it between goroutines freely.

@@ -65,3 +65,19 @@ func TestNameSpanWithoutName(t *testing.T) {
 		}
 	}
 }
+
+func TestIsCounterName(t *testing.T) {
+	for name, want := range map[string]bool{"x_total": true, "x_count": true, "x_sum": true,
+		"backtest_value": false, "x_bucket": false, "total": false, "x_total_bytes": false} {
+		if got := IsCounterName(name); got != want {
+			t.Errorf("IsCounterName(%q) = %v, want %v", name, got, want)
+		}
+		if got := IsCounterName([]byte(name)); got != want {
+			t.Errorf("IsCounterName([]byte(%q)) = %v, want %v", name, got, want)
+		}
+	}
+	b := []byte("node_network_receive_bytes_total")
+	if n := testing.AllocsPerRun(100, func() { IsCounterName(b) }); n != 0 {
+		t.Errorf("IsCounterName([]byte) allocates %v times", n)
+	}
+}

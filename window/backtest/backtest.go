@@ -1,4 +1,8 @@
-package main
+// Package backtest is `anomalyd backtest`: it scores CSV files offline with
+// exactly the server's per-series code (window.Analyser: ordering,
+// duplicates, counter rates, the detectors, the config's rules) and writes
+// one scored CSV per input file. bench/nab scores its output.
+package backtest
 
 import (
 	"bufio"
@@ -18,9 +22,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/ingest"
 	"github.com/anomalyd/anomalyd/window"
+	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // defaultBacktestMetric is the __name__ of a backtested series: a gauge
@@ -56,20 +61,20 @@ the config disables the chosen detector for a file (with a warning).
 Flags:
 `
 
-// backtestCommand is `anomalyd backtest`: it runs every input file through
+// Main is `anomalyd backtest` with its arguments: it runs every input file through
 // a window.Analyser, the per-sample logic of a shard, and writes the scores.
 // What the server does around that logic does not apply: ingest limits
 // (ingest.max_future, label limits) and window.series_ttl eviction, which
 // go by the wall clock, so a gap in a file never restarts warm-up.
 // Exit codes: 0 ok, 1 a failed file or a bad flag value, 2 usage error.
-func backtestCommand(args []string, stdout, stderr io.Writer) int {
+func Main(args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("anomalyd backtest", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	var (
 		input      = fset.String("input", "", "CSV file or folder of CSV files to score (required).")
 		output     = fset.String("output", "", "Folder for the scored CSV files, created if missing (required).")
 		configFile = fset.String("config.file", "", "Configuration file (YAML) whose detectors and rules apply. Empty: built-in defaults.")
-		detector   = fset.String("detector", detectors.KindCombined.String(), "Detector whose score is written: ewma, zscore, holtwinters, slope or combined.")
+		detector   = fset.String("detector", detectors.KindCombined.String(), "Detector whose score is written: ewma, zscore, holtwinters, slope, entropy or combined.")
 		metricName = fset.String("metric-name", defaultBacktestMetric, "__name__ of every series; a name ending in _total, _count or _sum is analysed as a counter (per-second rate).")
 	)
 	fset.Usage = func() {
@@ -90,9 +95,9 @@ func backtestCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "anomalyd backtest: --input and --output are required")
 		return 2
 	}
-	kind, ok := parseKind(*detector)
+	kind, ok := detectors.ParseKind(*detector)
 	if !ok {
-		fmt.Fprintf(stderr, "anomalyd backtest: unknown --detector %q: want ewma, zscore, holtwinters, slope or combined\n", *detector)
+		fmt.Fprintf(stderr, "anomalyd backtest: unknown --detector %q: want ewma, zscore, holtwinters, slope, entropy or combined\n", *detector)
 		return 1
 	}
 	if !validMetricName(*metricName) {
@@ -113,7 +118,7 @@ func backtestCommand(args []string, stdout, stderr io.Writer) int {
 	bt := &backtest{
 		rules:   window.CompileRules(cfg),
 		name:    *metricName,
-		counter: ingest.IsCounterName(*metricName),
+		counter: series.IsCounterName(*metricName),
 		kind:    kind,
 	}
 	results := bt.run(jobs, runtime.GOMAXPROCS(0))
@@ -137,17 +142,15 @@ func backtestCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// parseKind maps a --detector value to its Kind.
-func parseKind(s string) (detectors.Kind, bool) {
-	for k := detectors.KindEWMA; k <= detectors.KindCombined; k++ {
-		if k.String() == s {
-			return k, true
-		}
+// loadConfig reads the config file, or returns the built-in defaults when
+// there is none, as the server does.
+func loadConfig(file string) (*config.Config, error) {
+	if file == "" {
+		return config.Default(), nil
 	}
-	return 0, false
+	return config.LoadFile(file)
 }
 
-// validMetricName reports whether s is a classic Prometheus metric name.
 func validMetricName(s string) bool {
 	if s == "" {
 		return false
@@ -269,7 +272,7 @@ func (bt *backtest) file(j *backtestJob) (res backtestResult) {
 	switch {
 	case ignored:
 		// Like the server, which drops the series: every score is 0.
-	case !enabled(p, bt.kind):
+	case !p.Enabled(bt.kind):
 		res.warning = fmt.Sprintf("%s: detector %s is disabled for {file=%q}: its scores are 0", j.in, bt.kind, j.rel)
 	default:
 		an = window.NewAnalyser(p, bt.counter)
@@ -301,23 +304,6 @@ func (bt *backtest) file(j *backtestJob) (res backtestResult) {
 		os.Remove(j.out)
 	}
 	return res
-}
-
-// enabled reports whether p runs detector k (combined always runs).
-func enabled(p *detectors.Params, k detectors.Kind) bool {
-	switch k {
-	case detectors.KindEWMA:
-		return p.EWMA.Enabled
-	case detectors.KindZScore:
-		return p.ZScore.Enabled
-	case detectors.KindHoltWinters:
-		return p.HoltWinters.Enabled
-	case detectors.KindSlope:
-		return p.Slope.Enabled
-	case detectors.KindEntropy:
-		return p.Entropy.Enabled
-	}
-	return true
 }
 
 // score reads a timestamp,value CSV from r and writes the scored CSV to w,

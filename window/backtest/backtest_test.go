@@ -1,4 +1,4 @@
-package main
+package backtest
 
 import (
 	"bufio"
@@ -19,13 +19,13 @@ import (
 	"github.com/anomalyd/anomalyd/window"
 )
 
-const corpus = "testdata/backtest/corpus"
+const corpus = "testdata/corpus"
 
-// backtestRun runs `anomalyd backtest args...` through run, as main does.
+// backtestRun runs `anomalyd backtest args...` through Main, as main does.
 func backtestRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(append([]string{"backtest"}, args...), &out, &errOut)
+	code = Main(args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -278,7 +278,7 @@ func TestBacktestDetectors(t *testing.T) {
 
 func TestBacktestIgnoreRule(t *testing.T) {
 	plain := backtestOK(t, corpus)
-	out := backtestOK(t, corpus, "--config.file", "testdata/backtest/ignore.yml")
+	out := backtestOK(t, corpus, "--config.file", "testdata/ignore.yml")
 	for i, s := range scores(t, filepath.Join(out, "flat.csv")) {
 		if s != 0 {
 			t.Fatalf("ignored flat.csv row %d: score %g, want 0", i+1, s)
@@ -411,7 +411,7 @@ func TestBacktestErrors(t *testing.T) {
 		{name: "no csv files", files: map[string]string{"a.txt": ok},
 			code: 1, want: "anomalyd backtest: no *.csv files under --input "},
 		{name: "unknown detector", files: map[string]string{"a.csv": ok}, args: []string{"--detector", "median"},
-			code: 1, want: `anomalyd backtest: unknown --detector "median": want ewma, zscore, holtwinters, slope or combined`},
+			code: 1, want: `anomalyd backtest: unknown --detector "median": want ewma, zscore, holtwinters, slope, entropy or combined`},
 		{name: "invalid metric name", files: map[string]string{"a.csv": ok}, args: []string{"--metric-name", "1x"},
 			code: 1, want: `anomalyd backtest: invalid --metric-name "1x"`},
 		{name: "bad config", files: map[string]string{"a.csv": ok}, args: []string{"--config.file", badConfig},
@@ -521,7 +521,7 @@ func TestBacktestDisabledDetector(t *testing.T) {
 	}
 	out := t.TempDir()
 	code, _, stderr := backtestRun(t, "--input", filepath.Join(corpus, "step.csv"), "--output", out, "--config.file", cfg, "--detector", "slope")
-	if code != 0 || !strings.Contains(stderr, `warning: testdata/backtest/corpus/step.csv: detector slope is disabled for {file="step.csv"}: its scores are 0`) {
+	if code != 0 || !strings.Contains(stderr, `warning: testdata/corpus/step.csv: detector slope is disabled for {file="step.csv"}: its scores are 0`) {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 	if s := scores(t, filepath.Join(out, "step.csv")); slices.Max(s) != 0 {
