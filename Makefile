@@ -2,7 +2,14 @@
 GO       ?= go
 BIN      := bin/anomalyd
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null)
+# One version source: github.com/prometheus/common/version, as every
+# Prometheus component; anomalyd_build_info, --version and the User-Agent read it.
+VERSION_PKG := github.com/prometheus/common/version
+LDFLAGS  := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) -X $(VERSION_PKG).Branch=$(BRANCH) \
+	-X $(VERSION_PKG).BuildUser=$(shell id -un 2>/dev/null)@$(shell hostname 2>/dev/null) \
+	-X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 FUZZTIME ?= 15s
 BENCH_ADDR ?= 127.0.0.1:19800
 FLOOR_ADDR ?= 127.0.0.1:19801

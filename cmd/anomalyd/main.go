@@ -23,12 +23,24 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/prometheus/common/version"
+
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/window/backtest"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+func init() {
+	// One version for --version, the log, anomalyd_build_info and every
+	// User-Agent: github.com/prometheus/common/version's, which make build
+	// sets with -ldflags; a plain go build or go install falls back to the
+	// module version Go stamps into the binary.
+	if version.Version == "" {
+		version.Version = "dev"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			version.Version = bi.Main.Version
+		}
+	}
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -66,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "anomalyd %s\n", version)
+		fmt.Fprintln(stdout, version.Print("anomalyd"))
 		return 0
 	}
 	// Most of anomalyd's heap is long-lived series state and ingest barely
@@ -105,7 +117,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.serve(ln) }()
-	logger.Info("anomalyd started", zap.String("version", version), zap.String("address", ln.Addr().String()),
+	logger.Info("anomalyd started", zap.String("version", version.Version), zap.String("revision", version.GetRevision()), zap.String("address", ln.Addr().String()),
 		zap.String("config_file", *configFile), zap.Int("shards", srv.shards.N()), zap.Int("remote_writes", len(cfg.RemoteWrite)))
 	for {
 		select {

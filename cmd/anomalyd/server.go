@@ -18,6 +18,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prometheus/common/version"
+
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/ingest"
 	"github.com/anomalyd/anomalyd/ingest/remoteread"
@@ -71,7 +73,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	s.out.a.Store(&appenderBox{s.outputs(fan)})
 	wopts := window.OptionsFromConfig(cfg) // warm-up lookback: cfg.Warmup.LookbackFor(cfg)
 	if cfg.Warmup.Enabled() {
-		w, err := remoteread.NewWarmer(&cfg.Warmup, "anomalyd/"+version, s.reg, logger)
+		w, err := remoteread.NewWarmer(&cfg.Warmup, version.ComponentUserAgent("anomalyd"), s.reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +123,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version)
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version.Version)
 	})
 	s.http = &http.Server{
 		Handler:           mux,
@@ -270,7 +272,8 @@ func (s *server) registerProcessMetrics() {
 	s.reloadOK.Set(1)
 	s.reloadSuccess = reg.NewGauge("anomalyd_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.")
 	s.reloadSuccess.Set(float64(time.Now().Unix()))
-	reg.NewGaugeVec("anomalyd_build_info", "Build information.", "version", "goversion").With(version, runtime.Version()).Set(1)
+	reg.NewGaugeVec("anomalyd_build_info", "Build information.", "version", "revision", "branch", "goversion").
+		With(version.Version, version.GetRevision(), version.Branch, runtime.Version()).Set(1)
 	start := float64(time.Now().UnixNano()) / 1e9
 	reg.NewGaugeFunc("anomalyd_process_start_time_seconds", "Start time of the process since the Unix epoch.", func() float64 { return start })
 	reg.NewCounterFunc("anomalyd_process_cpu_seconds_total", "User and system CPU time spent.", func() float64 {

@@ -3,17 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/prompb"
 	"go.uber.org/zap"
 
@@ -87,6 +91,36 @@ func TestManagementEndpoints(t *testing.T) {
 	}
 	if code, _ := httpDo(t, http.MethodGet, url+"/-/reload", nil); code != 405 {
 		t.Errorf("GET /-/reload: got %d, want 405", code)
+	}
+}
+
+// TestOneVersion: /metrics build info and the warm-up's User-Agent carry
+// the same version as --version (github.com/prometheus/common/version).
+func TestOneVersion(t *testing.T) {
+	uas := make(chan string, 16)
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case uas <- r.UserAgent():
+		default:
+		}
+		http.Error(w, "no history here", http.StatusBadRequest)
+	}))
+	defer prom.Close()
+	_, url, _ := startServer(t, "warmup: {remote_read: {url: "+prom.URL+"/api/v1/read}}\n")
+	_, body := httpDo(t, http.MethodGet, url+"/metrics", nil)
+	want := fmt.Sprintf(`anomalyd_build_info{version=%q,revision=%q,branch=%q,goversion=%q} 1`,
+		version.Version, version.GetRevision(), version.Branch, runtime.Version())
+	if !strings.Contains(body, want+"\n") {
+		t.Errorf("/metrics lacks %s:\n%s", want, firstLines(body, 5))
+	}
+	writeGauge(t, url, "g", time.Now().UnixMilli(), 1)
+	select {
+	case ua := <-uas:
+		if ua != version.ComponentUserAgent("anomalyd") {
+			t.Errorf("warm-up User-Agent %q, want %q", ua, version.ComponentUserAgent("anomalyd"))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no warm-up request reached the remote-read endpoint in 10 s")
 	}
 }
 
@@ -198,7 +232,7 @@ func TestCheckConfig(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "anomalyd ") {
+	if code := run([]string{"--version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "anomalyd, version "+version.Version+" ") {
 		t.Fatalf("--version: exit %d, %q", code, out.String())
 	}
 	if code := run([]string{"--log.level=loud"}, &out, &errOut); code != 2 {
