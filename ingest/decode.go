@@ -41,8 +41,8 @@ type metadata struct {
 
 // request is one decoded remote-write request. Every span aliases buf, so
 // nothing decoded may outlive the request: callers copy what they keep.
-// A request is reused through getRequest/putRequest; it is not safe for
-// concurrent use.
+// A request is part of a reqState, reused through Handler.getState and
+// putState; it is not safe for concurrent use.
 type request struct {
 	buf      []byte
 	labels   []labelRef

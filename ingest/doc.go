@@ -12,8 +12,9 @@
 //     building prompb structs: gogo's Unmarshal allocates a string per label
 //     and costs several times more CPU. Tests and fuzz targets check that
 //     both read the same thing.
-//   - The canonical key (name 0xff value 0xff …, sorted, empty values
-//     dropped) is built once per series and hashed with xxhash; it is copied
+//   - The canonical key (window/series: name 0xff value 0xff …, sorted,
+//     empty values dropped) is built once per series and hashed with
+//     series.Hash (Prometheus's labels.StableHash of the same labels); it is copied
 //     into a per-shard Batch, the only copy out of the request buffer, which
 //     is reused for the next request as soon as this one returns.
 //   - Hand-off never blocks: a full shard queue answers 503 (with

@@ -9,8 +9,15 @@
 // NaN and ±Inf are counted and not analysed; counters become per-second
 // rates (a decrease is a reset: the new value is the increase), and so
 // do gauges whose first 63 samples only grew (a fall is then a negative
-// rate; see trialSamples); the value goes to the detectors and the outputs
-// to the sink.
+// rate; see trialSamples); the value goes to the detectors and the
+// records (window/series) to the Appender the shards were given, which is
+// the sink. window never imports the sink: it defines Appender, the one
+// method it needs, and the series model lives below both in window/series.
+//
+// Subpackages: series (the series model: canonical label key, Info,
+// Record, output series), backtest (`anomalyd backtest`: the per-series
+// path of a shard run over CSV files), windowtest (a recording Appender
+// for tests).
 //
 // Trade-offs:
 //   - Series live in fixed-size chunks (slab) that never move, so growing to
@@ -18,13 +25,13 @@
 //   - Readers (/metrics) get an immutable snapshot per shard, built when a
 //     reader asks and at most once per publish_interval: the O(series) copy
 //     is paid per scrape, not per sample.
-//   - Series a rule ignores are remembered in a fastcache (bounded, no GC
+//   - Series a rule ignores, or the exclude list selects, are remembered in a fastcache (bounded, no GC
 //     cost) so their samples cost one lookup.
 //   - Idle series are found by a scan every TTL/15; a series is evicted at
 //     most ~7% after its TTL.
 //   - A reload re-matches every series against the new rules once; series
 //     whose rule resolves to identical detector settings keep their state.
-//   - The driver series (output.driver, issue 4) ride on the combined
+//   - The driver series (output.driver) ride on the combined
 //     record: each compiled rule holds the set of detectors it enables (0
 //     when the option is off), and the record carries that set and
 //     detectors.Output.Driver in two bytes of its padding. No extra records,
