@@ -4,7 +4,7 @@
 // A shard keeps one Set per series and calls Set.Update once per input
 // sample; Params are per rule, validated once at config load, shared
 // read-only by every series and every shard. Update is O(1), allocates
-// nothing and calls the four detectors directly (no interface); the
+// nothing and calls the five detectors directly (no interface); the
 // Detector interface and New exist for the registry and tests. A Set is
 // owned by one goroutine.
 //
@@ -66,8 +66,8 @@
 // detector. The first CalibWarmup = 100 Ready samples report the raw score
 // and seed m and s² (plain mean and variance); after that each sample
 // weighs CalibAlpha = 0.001, so an incident is not learnt as normal within
-// a few samples (with a 1/k weight it was, and a step on a constant series
-// stayed above 1 for 1 to 9 samples instead of 13).
+// a few samples (with a weight of 1/k, ~1/100 right after warm-up, it
+// would be).
 // Every raw score is learnt, anomalous or not, so a kind of burst that
 // recurs stops alarming and a level shift is one alert, not hours of them.
 //
@@ -78,15 +78,15 @@
 // drives instead. Combined is the driver's Result and Output.Driver names
 // it, except that Slope drives only while its raw score is above 1: the
 // line must have moved more than slope.k residual deviations across the
-// window, not just more than usual for the series (+1.3 NAB points; on NAB's
-// art_noisy the highest combined score fell from 0.87 to 0.49). The
-// minimum asks all level detectors to agree: one noisy detector
-// cannot raise an alarm alone, and a daily swing that Holt-Winters expects
-// does not alarm although EWMA and ZScore, which know no season, see it
-// as a jump (on NAB's artificialNoAnomaly files the median fired on every
-// daily step, the minimum stays ≤ 0.85). The slope term catches slow
-// drifts that level detectors adapt to, and holds the score up while a
-// step crosses its window.
+// window, not just more than usual for the series: on pure noise the
+// line tilts by chance, and a tilt that is unusual for the series can
+// still be inside the slope's own band. The minimum asks all level
+// detectors to agree: one noisy detector cannot raise an alarm alone, and
+// a daily swing that Holt-Winters expects does not alarm although EWMA and
+// ZScore, which know no season, see it as a jump (a median of the three
+// would follow those two and fire on every daily step). The slope term
+// catches slow drifts that level detectors adapt to, and holds the score
+// up while a step crosses its window.
 //
 // # Guarantees
 //
@@ -132,25 +132,28 @@
 //     when the window is long next to the season (30 samples at 5 min cover
 //     2.5 h of a daily curve and the raw slope then fires on most
 //     anomaly-free samples); at 15 s it spans 7.5 min and rarely does. The
-//     calibration absorbs such routine drifts (raw, Slope scored 0.55 on
-//     NAB and dragged Combined down; calibrated, 7.3), but the slope term
-//     still costs Combined ~1.5 NAB points: it is kept for drifts and for
-//     steps, which it holds above 1 while they cross its window (a raw
-//     step in mid-window scores ≈ 6/K, 1.4 measured with K = 4).
+//     calibration absorbs such routine drifts, since a slope that fires on
+//     most samples of a series is normal for that series, but the slope
+//     term still raises alarms of its own that the level detectors would
+//     not, not all of them wanted: it is kept for drifts and for steps,
+//     which it holds above 1 while they cross its window (a raw step in
+//     mid-window scores ≈ 6/K).
 //   - The calibration learns what is normal from the series itself, so a
 //     lasting drift or a new kind of burst becomes normal within its
 //     memory of ~1000 samples; one huge score raises s and makes the next
 //     few hundred samples need a larger error to alarm. An incident inside
 //     the first CalibWarmup samples seeds m and s² with its own scores (a
-//     step at sample ~100 of a constant series stays above 1 for 5
-//     samples, elsewhere for 11 to 14). Winsorising the
-//     calibration's input at its band edge prevented that but cost 14 NAB
-//     points (an alarm is wanted once, not for every sample of an incident).
+//     step right at the end of warm-up stays above 1 for fewer samples
+//     than one later on). Winsorising the calibration's input at its band
+//     edge would prevent that, but then an incident is learnt far more
+//     slowly and keeps alarming sample after sample; an alarm is wanted
+//     once, not for every sample of an incident.
 //   - The slow mean absolute error is winsorised at the band (one spike of
 //     height h would otherwise floor the band at h/100 for hundreds of
 //     samples); the EWMA's and the ZScore's own mean and σ are not, so a
-//     level shift still becomes normal within ~1/α samples (winsorising the
-//     EWMA itself took it from 26 to 9 NAB points).
+//     level shift still becomes normal within ~1/α samples (winsorised,
+//     the mean would creep towards a new level by at most α band
+//     half-widths a sample and the shift would keep alarming long after).
 //   - Feed rates, not counters: a monotonic counter is a sustained drift.
 //
 // # Defaults
@@ -183,30 +186,28 @@
 //   - holt_winters.k 4: Brutlag's δ (he suggests 2 to 3) applied to a mean
 //     absolute deviation, which is ≈ 0.8σ for Gaussian noise, so ≈ 3.2σ.
 //   - slope.k 4: the fitted line must move more than 4 residual deviations
-//     across the window; a spike moves it ≈ 0.27 band widths, a real drift
-//     several.
+//     across the window; a spike moves it ≈ 0.27 band half-widths, a real
+//     drift several.
 //   - entropy.record_k 1: a new extreme more than one noise σ beyond the
-//     old one; Gaussian noise's own records exceed it by a fraction of σ
-//     (NAB 60.3 → 64.7, no synthetic noise series alarms more; 0.75 σ
-//     scored 66.1 but 4 of 60 noise series alarmed).
+//     old one; Gaussian noise's own records exceed it by a fraction of σ,
+//     so noise alone does not trip the rule, while a smaller margin starts
+//     to let noise records through.
 //   - calibration.enabled true: raw scores are not comparable between
-//     series (on NAB, with the same defaults for every file, calibration
-//     took every detector up: Holt-Winters 35.8 → 42.9, Combined 23.8 →
-//     40.5 with every other change in place).
+//     series, and one set of defaults has to serve every series, so each
+//     detector is judged against its own recent raw scores.
 //   - calibration.k 5: ln(1 + z) must lie 5 of its own recent standard
 //     deviations above its mean, a tail rare enough that noise-only series
-//     (NAB's artificialNoAnomaly) stay ≤ 0.85 while a step on a constant
-//     series scores ≈ 55. Higher k quiets real metrics (README, Real
-//     metrics: 257 → 171 alerts at k 10, NAB −0.05) but from k 6 the
-//     +25 anomaly on an irregularly sampled daily sine is missed
-//     (TestSeasonal).
+//     stay below 1 while a step on a constant series scores ≈ 55. Higher k
+//     quiets real metrics but from k 6 the +25 anomaly on an irregularly
+//     sampled daily sine is missed (TestSeasonal).
 //   - SlowAlpha 0.01 (constant): the σ floor remembers ~100 samples, ten
 //     times the EWMA, so a few quiet or quantised samples cannot shrink a
 //     band below the noise the series usually has.
 //   - CalibAlpha 0.001 (constant): the calibration remembers ~1000 samples
 //     (4 h at 15 s, 3.5 days at 5 min), enough to hold many ordinary bursts;
-//     NAB scored 32.9 / 36.1 / 39.0 / 40.7 for 100 / 300 / 1000 / 3000 with
-//     the combined score alone calibrated, so ~1000 is past the knee.
+//     a shorter memory forgets a series' rarer bursts and alarms on them
+//     again, a longer one gains little more and is slower to accept a
+//     lasting change.
 //   - CalibMinSpread 0.05 (constant): after raw scores of exactly 0 (a
 //     constant series) a raw z ≈ 0.28 is needed to alarm, not rounding noise.
 //   - CalibWarmup 100 (constant): s from 100 samples is within ~7%

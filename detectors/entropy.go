@@ -25,9 +25,10 @@ import (
 // spike into an empty part of the range, is always new. When the range
 // grows, each regime's mass is spread onto the new bins in proportion to
 // their overlap with the old ones, so a window and the regimes stay
-// comparable; without this the streaming version lost 16 NAB points
-// against a range fixed in advance from the whole file, as NAB's detector
-// has it.
+// comparable. NAB's detector fixes the range in advance from the whole
+// file; a streaming detector cannot, so its range grows, and without the
+// spreading every growth would leave the regimes' masses in bins that now
+// cover other values.
 //
 // Score = D/T below 1 for a window that matches a regime. A new regime is
 // this detector's alarm, scored 2·D/T (≥ 2, D capped at 10·T) so that it
@@ -42,7 +43,7 @@ import (
 //     see ewmaState.noise) alarms at once, scored 2·excess/(RecordK·σ) up to
 //     2·entropyMaxScore, even if its bin has mass: a new high just above
 //     a peak the series reaches every day lands in the top bin, where
-//     every regime has mass (60.3 → 64.7 NAB points);
+//     every regime has mass;
 //   - a window that is merely unlike every regime (D finite) is a
 //     candidate: it scores 0.9 and becomes a regime, and it alarms only if
 //     the window Window/2 values later is very unlike (p = 0.0001) every
@@ -50,10 +51,10 @@ import (
 //     values later, which shares no value with it, is still unlike them
 //     at p = 0.001. A real change of distribution persists; a chance clump
 //     of noise is over by then. Without this check a series of pure noise
-//     alarmed once every few thousand samples (on 30 synthetic noise
-//     series and NAB's art_noisy: 0 alarms with it, every series without
-//     it) at a cost of 1.5 NAB points (3.7 with the one-window check
-//     alone).
+//     would alarm once every few thousand samples; with it, noise alarms
+//     only on a new extreme (TestEntropyNoiseQuiet). The price is a later
+//     alarm on a real change, which is why a very unlike window confirms
+//     it after half a window rather than a whole one.
 //
 // Echoes: for Window−1 values after an alarm the ring still holds the
 // value that alarmed (at the slow scale, for Window means after an alarm
@@ -61,20 +62,21 @@ import (
 // incident: only a value in a bin no remembered regime has mass in alarms
 // again. A window that every regime lacks a bin of only because it mixes
 // the alarmed value with a value in a known bin scores 0.9, and neither a
-// record nor a candidate confirmed in that time alarms. On Gaussian noise
-// with one 8σ spike, 4 of 20 series alarmed again 1–8 values later without
-// this; after a level shift of 2–20σ there were 2.4–3.7 alarms a series
-// on average when only such windows were held back, 1.35–1.55 now
-// (TestEntropyEcho); NAB 64.71 → 65.68 points.
+// record nor a candidate confirmed in that time alarms. Without this, one
+// spike on Gaussian noise can alarm again a few values later, and a level
+// shift, one incident, raises several alarms; holding back only the
+// windows new by combination is not enough, as records and confirmations
+// inside the echo add alarms of their own (TestEntropyEcho).
 //
 // Slow scale (SlowScale > 0): the means of SlowScale consecutive values
 // form a second ring of Window means with SlowRegimes regimes of their
-// own, over the range the means have spanned (sharing the single values'
-// range, which spikes widen, cost 5.7 NAB points in development), judged the same way on
-// the sample that completes a mean; the detector's score is the higher of
-// the two scales. A level shift of a fraction of the noise or a change
-// over hours hardly moves 16 single values' histogram but moves that of
-// 16 means, whose spread is √SlowScale times narrower (3.7 NAB points).
+// own, over the range the means have spanned (not the single values'
+// range, which one spike widens until the means all fall in a bin or
+// two), judged the same way on the sample that completes a mean; the
+// detector's score is the higher of the two scales. A level shift of a
+// fraction of the noise or a change over hours hardly moves 16 single
+// values' histogram but moves that of 16 means, whose spread is
+// √SlowScale times narrower.
 // Two differences, both because means of noise set new records now and
 // then (a mean beyond every earlier one lands in a bin no regime has):
 // every new regime of the slow scale is a candidate to be confirmed (an
@@ -153,9 +155,9 @@ var lnTab = func() (t [MaxEntropyWindow*MaxEntropyBins + 256*MaxEntropyBins]floa
 // least mass a regime holds (1), so a value there still weighs heavily in
 // D, but finite, so that the window is a candidate to be confirmed rather
 // than an alarm at once. Means of noise set new records now and then (a
-// mean beyond every earlier one, in a bin no regime has: on 3 of 30
-// synthetic Gaussian and quantised Gaussian noise series of 4000 samples); a lasting change keeps
-// filling such bins and is confirmed half a window later.
+// mean beyond every earlier one, in a bin no regime has: a stationary
+// series sets about ln n upper records in n values); a lasting change
+// keeps filling such bins and is confirmed half a window later.
 const entropyEmptyMass = 0.1
 
 var lnEmptyMass = math.Log(entropyEmptyMass)
@@ -165,8 +167,8 @@ const entropyMaxScore = 10
 
 // EntropyWarmup is how many samples Entropy needs before it is Ready, if
 // Warmup is shorter: while the range grows and the first regimes form,
-// nearly every window is new, and an early confirmation fired on flat
-// noise at sample 69 (TestDriftCalibrated). Like CalibWarmup, 100 samples.
+// nearly every window is new, and an early confirmation can fire on flat
+// noise (TestDriftCalibrated). Like CalibWarmup, 100 samples.
 const EntropyWarmup = 100
 
 // entropyReady reports whether Entropy, having seen n samples before the
@@ -178,9 +180,9 @@ func entropyReady(n uint32, p *Params) bool {
 // entropySlowReady reports whether the slow scale, having seen n samples
 // before the current one, is past its warm-up: like the fast scale it
 // needs EntropyWarmup values of its own, SlowScale·EntropyWarmup samples
-// (800 by default). Ready after 32 or 64 means instead, it alarmed 4 and
-// 3 times on the noise of the unit tests (TestEntropyNoiseQuiet, TestStep,
-// TestDriftCalibrated) while its first regimes formed.
+// (800 by default). Ready after 32 or 64 means instead, it alarms on the
+// noise of the unit tests (TestEntropyNoiseQuiet, TestStep,
+// TestDriftCalibrated) while its first regimes form.
 func entropySlowReady(n uint32, p *Params) bool {
 	return ready(n, max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale))
 }

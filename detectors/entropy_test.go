@@ -112,7 +112,7 @@ func TestEntropyLevelShift(t *testing.T) {
 // and the window after it is ordinary noise again. Bounded noise never
 // alarms; Gaussian noise alarms only, and rarely, on a new extreme that
 // lands in a bin no remembered regime has (+4σ). Heavy-tailed noise is not
-// covered: its tail values land in such bins far more often (README).
+// covered: its tail values land in such bins far more often.
 func TestEntropyNoiseQuiet(t *testing.T) {
 	p := entropyParams()
 	shapes := []struct {
@@ -389,7 +389,7 @@ func TestEntropyEcho(t *testing.T) {
 		}
 	}
 	// A level shift is one incident: at most 2 alarms a series on average
-	// in the 1500 values after it (2.4–3.7 when the echo held back only
+	// in the 1500 values after it (more when the echo held back only
 	// windows new by combination, not records and confirmations), and
 	// every series alarms.
 	for _, shift := range []float64{2, 3, 5, 20} {

@@ -30,10 +30,10 @@ import (
 // at a centre is exactly the formula above). Why: with piecewise-constant
 // slots, a fast level (α = 0.1 per 15 s sample) follows the data inside a
 // slot and every slot boundary becomes a step in ŷ as large as the
-// seasonal change over one slot — a 24 h sine of amplitude 50 in 24 slots
-// scored up to 3.6 on anomaly-free data; interpolated, 0.9. With several
-// samples per slot, γ applies per sample, so c and d follow the last ~1/γ
-// samples near each centre.
+// seasonal change over one slot — up to 2·sin(π/B) of a sine's amplitude
+// (a quarter of it in 24 slots) — and alarms on anomaly-free data. With
+// several samples per slot, γ applies per sample, so c and d follow the
+// last ~1/γ samples near each centre.
 //
 // Start-up, the classical Holt-Winters initialisation from the first
 // season (level = its mean, c[i] = slot mean − level, b = 0) done online:
@@ -55,9 +55,9 @@ import (
 //
 // Without priming, a level that follows the data during the first season
 // absorbs the seasonal shape, c learns only the level's lag, and with
-// α = γ = 0.1 it takes about two weeks to converge (measured: a 24 h sine
-// sampled every 5 min still scored > 1 on day 3). With S = 0 there are no slots:
-// the model is Holt's linear trend and the band uses `dev`.
+// α = γ = 0.1 it takes many seasons to converge, alarming on anomaly-free
+// data meanwhile. With S = 0 there are no slots: the model is Holt's
+// linear trend and the band uses `dev`.
 //
 // c and d live outside the struct as []float32 slices of length B (in
 // Set's one allocation, or in HoltWinters' fixed arrays): float32 halves

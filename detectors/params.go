@@ -191,12 +191,13 @@ func DefaultParams() Params {
 			Season: model.Duration(24 * time.Hour), SeasonBuckets: 24, K: 4,
 		},
 		Slope: SlopeParams{Enabled: true, K: 4},
-		// On NAB it lifts combined from 40 to 57 points; its confirmation
-		// keeps pure noise from alarming (see entropyState).
+		// It alarms on its own when the distribution changes in a way the
+		// level detectors adapt to or do not see; its confirmation keeps
+		// pure noise from alarming (see entropyState).
 		// 16 values in 6 bins against 16 remembered regimes; the slow
 		// scale does the same with 16 means of 8 values against 8, for
-		// changes too small or too slow for 16 single values (57 → 60).
-		// A new extreme beyond the range by more than 1σ alarms (60.3 → 64.7).
+		// changes too small or too slow for 16 single values.
+		// A new extreme beyond the range by more than 1σ alarms.
 		Entropy: EntropyParams{Enabled: true, Window: 16, Bins: 6, Regimes: 16, SlowScale: 8, SlowRegimes: 8, RecordK: 1},
 		// 5 standard deviations of ln(1 + raw score): see doc.go.
 		Calibration: CalibrationParams{Enabled: true, K: 5},

@@ -209,10 +209,12 @@ func slowMAD(m, ae, lim float64, k uint32) float64 {
 // expm1(m + K·s) raw half-widths from Expected. The logarithm keeps one
 // huge raw score (e.g. a constant series that moves: z up to MaxScore)
 // from dominating m and s² for good. Every raw score, anomalous or not, is
-// learnt: a burst that recurs becomes normal (winsorising it cost 14 NAB
-// points). Until CalibWarmup raw scores have been seen the raw score and
-// band are reported unchanged, and m and s² are their plain mean and
-// variance; from then on each new raw score weighs CalibAlpha.
+// learnt: a burst that recurs becomes normal, and an incident alarms once,
+// not on every one of its samples as it would if its scores were
+// winsorised before they are learnt. Until CalibWarmup raw scores have
+// been seen the raw score and band are reported unchanged, and m and s²
+// are their plain mean and variance; from then on each new raw score
+// weighs CalibAlpha.
 const (
 	// CalibAlpha is the weight of the newest raw score in m and s²: a
 	// memory of ~1000 samples (4 h at 15 s, 3.5 days at 5 min), long

@@ -5,7 +5,7 @@ import (
 	"unsafe"
 )
 
-// Set is the complete detector state of one series: the four detectors and
+// Set is the complete detector state of one series: the five detectors and
 // the ring buffer that ZScore and Slope share. The zero value is not
 // usable: call Init. A Set holds no pointers besides its one allocation,
 // buf, so its fields and buf are all there is to serialise. A copy by
