@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Warm-up (issue 5): a series new to this process would start with empty
+// Warm-up: a series new to this process would start with empty
 // detectors and score nothing useful for a day (the Holt-Winters season).
 // With a Warmer, a new series is first "warming": its live samples are held
 // in a small buffer while the Warmer reads its history (from Prometheus's

@@ -1,5 +1,5 @@
 // Package remoteread warms up the detectors of new series from Prometheus's
-// history (issue 5): a restarted anomalyd, or one that receives series after
+// history: a restarted anomalyd, or one that receives series after
 // re-sharding, would otherwise start every series cold and score nothing
 // useful until a Holt-Winters season (a day) has passed.
 //

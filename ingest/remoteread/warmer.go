@@ -19,7 +19,8 @@ import (
 // Retry policy for a request that failed in a way that may pass (network,
 // 5xx, 429, a broken stream): up to maxAttempts attempts, backoff doubling
 // from minBackoff, with jitter. With the defaults the waits add up to at most
-// 1.5·(1+2+4+8) s ≈ 23 s, within the one-minute bound of issue 5; each series'
+// 1.5·(1+2+4+8) s ≈ 23 s, well inside the two remote_timeouts (2m by default)
+// a new series waits for its history; each series'
 // deadline (window.WarmupOptions.Timeout) cuts it shorter.
 const (
 	defaultMinBackoff  = time.Second
