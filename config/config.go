@@ -107,7 +107,7 @@ var (
 		ExpectedName: "anomaly_expected",
 		LowerName:    "anomaly_lower",
 		UpperName:    "anomaly_upper",
-		PerDetector:  false, // only detector="combined": 4 output series per input series, not 4 × 5
+		PerDetector:  false, // only detector="combined": 4 output series per input series, not 4 × 6
 		// false: the driver series add one output series per input series
 		// and enabled detector (4 + 4 with the default detectors), and most
 		// users look at the score alone.
@@ -125,7 +125,7 @@ var (
 	// DefaultQueueConfig sizes the send queues of one remote_write entry.
 	DefaultQueueConfig = QueueConfig{
 		// 100 000 output samples per queue. One input sample gives 4 output
-		// samples (score, expected, lower, upper; × 5 with per_detector; + 1
+		// samples (score, expected, lower, upper; × 6 with per_detector; + 1
 		// per enabled detector with driver), so
 		// a queue holds 25 000 input samples: a 30 s store outage at
 		// 25 000 / 30 s ≈ 833 input samples/s per queue, e.g. ~800 series at

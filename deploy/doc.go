@@ -16,18 +16,18 @@
 //
 // The tests run promtool (Debian package prometheus) on every file and check
 // that the dashboard only queries series anomalyd documents. They fail, and do
-// not skip, when promtool is missing. The end-to-end test in cmd/anomalyd runs
-// the alert rules against real Prometheus servers.
+// not skip, when promtool is missing. The end-to-end tests in cmd/anomalyd/e2e
+// run prometheus.yml and the rule files as shipped against a real Prometheus.
 //
 // Trade-offs: the alerts use the combined detector only (per-detector series
 // exist only with output.per_detector and would alert several times for one
 // anomaly). Most alarms are one-sample blips, which NAB counts as anomalies and
 // an operator calls noise: AnomalyDetected reports every alarm (info), and
 // AnomalySustained only those whose change lasted 30 s, at the cost of that
-// delay: on real metrics 9 to 17 times rarer at 1 s samples, 3.8 times at 15 s
-// (README, Real metrics). It misses a service's faults (slow dependency,
-// errors, lost traffic on RED metrics, make bench-faults): the combined band
+// delay and of faults that do not move the expected value out of its old
+// band, such as a service's faults on RED metrics: the combined band
 // alternates between detectors and its 5-minute extreme is the widest one.
+// docs/accuracy.md has the measured rates (make bench-faults).
 // The dashboard's first row
 // needs the input series and the output series in the same store.
 package deploy

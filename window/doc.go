@@ -42,6 +42,7 @@
 //     history, which the shard then feeds to the detectors without emitting
 //     it, before replaying the held samples. The state of warming series
 //     sits in a per-shard map, so other series pay one flag bit. Feeding
-//     history costs the shard ~0.3 µs a sample (BenchmarkSetUpdate): 1.7 ms
-//     for 25 h at 15 s; the Warmer's rate limit bounds the total.
+//     history costs the shard what scoring does (go test ./detectors
+//     -bench SetUpdate) per history sample; the Warmer's rate limit
+//     (warmup.max_series_per_second) bounds the total.
 package window

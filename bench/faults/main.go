@@ -5,7 +5,7 @@
 // metrics (see shop); a real Prometheus scrapes both (and itself, a
 // service with request counters and latencies) every -scrape-interval and
 // remote-writes everything to anomalyd, which remote-writes its scores
-// back to that Prometheus, as in README's "Send it your metrics". After
+// back to that Prometheus, as README's "Send it your metrics" says. After
 // -quiet of nothing, stress-ng loads the CPU, memory, disk, loopback
 // network and the scheduler in turn, then the service slows down, fails
 // and loses traffic, each for -fault-duration with -gap between starts. Then the scores are read

@@ -14,7 +14,7 @@ const scoreboardSource = "NAB dataset README.md, \"Published scoreboard\": numen
 	"switch from hill-climbing to the exhaustive threshold sweep this scorer does)"
 
 // publishedScoreboard is copied from the table of the dataset README
-// (/work/shared/datasets/nab/README.md); TestScoreboardMatchesREADME checks
+// (shared/datasets/nab/README.md beside the repository); TestScoreboardMatchesREADME checks
 // it against the file when the file is there.
 var publishedScoreboard = []Published{
 	{"perfect", [3]float64{100.0, 100.0, 100.0}, "final_results.json"},
