@@ -1089,6 +1089,53 @@ func e2eAlerts(base string) ([]e2eAlert, error) {
 	return data.Alerts, err
 }
 
+// e2eLabelNames lists every label name Prometheus has stored.
+func e2eLabelNames(base string) ([]string, error) {
+	var names []string
+	err := e2eAPI(base, "/api/v1/labels", nil, &names)
+	return names, err
+}
+
+// e2eSeriesSince lists the label sets of the series that match selector
+// and had samples since start: also the series that are gone by now.
+func e2eSeriesSince(base, selector string, start time.Time) ([]map[string]string, error) {
+	var series []map[string]string
+	params := url.Values{"match[]": {selector}, "start": {strconv.FormatInt(start.Unix(), 10)}}
+	err := e2eAPI(base, "/api/v1/series", params, &series)
+	return series, err
+}
+
+// e2eRule is a rule of /api/v1/rules with its latest evaluation.
+type e2eRule struct {
+	Group          string    `json:"-"`
+	Name           string    `json:"name"`
+	Query          string    `json:"query"`
+	Type           string    `json:"type"` // alerting or recording
+	Health         string    `json:"health"`
+	LastError      string    `json:"lastError"`
+	LastEvaluation time.Time `json:"lastEvaluation"`
+}
+
+func e2eRules(base string) ([]e2eRule, error) {
+	var data struct {
+		Groups []struct {
+			Name  string    `json:"name"`
+			Rules []e2eRule `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := e2eAPI(base, "/api/v1/rules", nil, &data); err != nil {
+		return nil, err
+	}
+	var rules []e2eRule
+	for _, g := range data.Groups {
+		for _, r := range g.Rules {
+			r.Group = g.Name
+			rules = append(rules, r)
+		}
+	}
+	return rules, nil
+}
+
 func e2eEqualLabels(got, want map[string]string) bool {
 	if len(got) != len(want) {
 		return false
