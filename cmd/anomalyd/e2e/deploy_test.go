@@ -183,11 +183,11 @@ func deployRunSetup(t *testing.T, relabel bool) {
 	var (
 		ruleErrs     = map[string]*deployReport{} // by rule and error
 		rulesSeen    = map[string]bool{}
-		fedBack      deployReport // anomalyd /metrics: output series of fed-back input
-		nested       deployReport // label names exported_exported_…
-		noInput      deployReport // AnomalydNoInput active after input flowed
-		inputSince   time.Time    // anomalyd had received samples
-		firstAlarm   time.Time    // AnomalyDetected firing for a stepped series
+		fedBack      = deployReport{unit: "lines"}  // anomalyd /metrics: output series of fed-back input
+		nested       = deployReport{unit: "lines"}  // label names exported_exported_…
+		noInput      = deployReport{unit: "alerts"} // AnomalydNoInput active after input flowed
+		inputSince   time.Time                      // anomalyd had received samples
+		firstAlarm   time.Time                      // AnomalyDetected firing for a stepped series
 		stepped      time.Time
 		noInputQuery string
 		polls        int
@@ -223,7 +223,7 @@ func deployRunSetup(t *testing.T, relabel bool) {
 			}
 			k := fmt.Sprintf("%s/%s: health %q: %s", r.Group, r.Name, r.Health, r.LastError)
 			if ruleErrs[k] == nil {
-				ruleErrs[k] = &deployReport{}
+				ruleErrs[k] = &deployReport{unit: "errors"}
 			}
 			ruleErrs[k].add(now.Sub(runStart), "")
 		}
@@ -334,8 +334,8 @@ func deployRunSetup(t *testing.T, relabel bool) {
 				}
 				return true
 			}) {
-				t.Errorf("AnomalyDetected never fired for %s{%s}, which stepped by %g %s into the run: no ALERTS series with %s; it fired for %q",
-					s.name, s.labels, s.step, stepped.Sub(runStart).Round(time.Second), e2eFormat(want), slices.Sorted(maps.Keys(byMetric)))
+				t.Errorf("AnomalyDetected never fired for %s{%s}, which stepped by %g %s into the run: no ALERTS series with %s; it fired for %d metric names: %s",
+					s.name, s.labels, s.step, stepped.Sub(runStart).Round(time.Second), e2eFormat(want), len(byMetric), deployFirst(slices.Sorted(maps.Keys(byMetric))))
 			}
 		}
 		// The two series of deployCollidingMetric differ only in alertname
@@ -378,10 +378,14 @@ func deployRunSetup(t *testing.T, relabel bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var bad []string
 		for _, n := range names {
 			if strings.HasPrefix(n, "exported_exported_") {
-				t.Errorf("Prometheus has the label name %s", n)
+				bad = append(bad, n)
 			}
+		}
+		if len(bad) > 0 {
+			t.Errorf("Prometheus has %d label names exported_exported_…: %s", len(bad), deployFirst(bad))
 		}
 		// Not vacuous: the exporter's labels metric and detector came back
 		// renamed once.
@@ -446,6 +450,14 @@ func deployIsOutput(name string) bool {
 	return strings.HasPrefix(name, "anomaly_")
 }
 
+// deployFirst quotes the first deployMaxReports strings of ss.
+func deployFirst(ss []string) string {
+	if len(ss) > deployMaxReports {
+		return fmt.Sprintf("%q…", ss[:deployMaxReports])
+	}
+	return fmt.Sprintf("%q", ss)
+}
+
 // deployScalar runs a query that returns one series and returns its value.
 func deployScalar(t *testing.T, base, expr string) float64 {
 	t.Helper()
@@ -459,17 +471,23 @@ func deployScalar(t *testing.T, base, expr string) float64 {
 	return res[0].Points[0].V
 }
 
-// deployReport counts violations of one kind and keeps the first few.
+// deployReport counts violations of one kind, seen by the polls, and keeps
+// the first few.
 type deployReport struct {
-	n        int
-	first    time.Duration // since the run started
-	examples []string
+	unit        string        // what a violation is, for String
+	n, polls    int           // violations, polls that saw one
+	first, last time.Duration // of the polls that saw one, since the run started
+	examples    []string
 }
 
 func (r *deployReport) add(at time.Duration, example string) {
 	if r.n == 0 {
 		r.first = at
 	}
+	if r.n == 0 || at != r.last {
+		r.polls++
+	}
+	r.last = at
 	r.n++
 	if example != "" && len(r.examples) < deployMaxReports && !slices.Contains(r.examples, example) {
 		r.examples = append(r.examples, example)
@@ -477,7 +495,7 @@ func (r *deployReport) add(at time.Duration, example string) {
 }
 
 func (r *deployReport) String() string {
-	s := fmt.Sprintf("%d times, first %s into the run", r.n, r.first.Round(time.Second))
+	s := fmt.Sprintf("%d %s at %d polls from %s to %s into the run", r.n, r.unit, r.polls, r.first.Round(time.Second), r.last.Round(time.Second))
 	if len(r.examples) > 0 {
 		s += ", e.g.:\n  " + strings.Join(r.examples, "\n  ")
 	}
