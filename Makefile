@@ -70,7 +70,7 @@ fuzz:
 
 ## bench-warmup: warm-up throughput from a real Prometheus (1000 series × 1 day at 60 s)
 bench-warmup:
-	$(GO) test -count=1 ./cmd/anomalyd -run '^$$' -bench '^BenchmarkWarmupThroughput$$' -benchtime 1x -v
+	$(GO) test -count=1 ./cmd/anomalyd/e2e -run '^$$' -bench '^BenchmarkWarmupThroughput$$' -benchtime 1x -v
 
 ## bench-ingest: the ingest-path micro-benchmark (100k series, 2000 samples a request)
 bench-ingest:

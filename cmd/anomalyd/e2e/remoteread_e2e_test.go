@@ -1,16 +1,15 @@
 //go:build linux
 
-// Remote read of the score history, in process and end to end:
+// Remote read of the score history, end to end:
 //
 //	test ─remote_write─▶ anomalyd (history) ◀─remote_read, read_recent─ Prometheus ◀─query_range─ test
 //
-// TestRemoteReadWiring runs the server in process: /api/v1/read is served
-// when history.retention > 0 (the default), 404 otherwise, and a reload
-// keeps the history. TestRemoteReadE2E runs the anomalyd binary and
-// Debian's Prometheus on 127.0.0.1 (helpers from e2e_test.go) and checks
-// that what Prometheus answers for the score series is what anomalyd
-// computed, and that bad reads get a 4xx without hurting the server.
-package main
+// TestRemoteReadE2E runs the anomalyd binary and Debian's Prometheus on
+// 127.0.0.1 (helpers from e2e_test.go) and checks that what Prometheus
+// answers for the score series is what anomalyd computed, and that bad
+// reads get a 4xx without hurting the server. The in-process wiring test
+// (TestRemoteReadWiring) stays in package main beside the server.
+package e2e
 
 import (
 	"encoding/binary"
@@ -19,7 +18,6 @@ import (
 	"math"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,7 +40,7 @@ func rrRead(t *testing.T, base string, req *prompb.ReadRequest) (int, *prompb.Re
 // rrPost posts body to /api/v1/read; a 200 is decoded as SAMPLES.
 func rrPost(t *testing.T, base string, body []byte) (int, *prompb.ReadResponse, string) {
 	t.Helper()
-	code, text := httpDo(t, http.MethodPost, base+"/api/v1/read", body)
+	code, text := e2eDo(t, http.MethodPost, base+"/api/v1/read", body)
 	if code != http.StatusOK {
 		return code, nil, text
 	}
@@ -72,47 +70,6 @@ func rrLabels(ls []prompb.Label) string {
 		m[l.Name] = l.Value
 	}
 	return e2eFormat(m)
-}
-
-func TestRemoteReadWiring(t *testing.T) {
-	t.Run("on by default, kept across reloads", func(t *testing.T) {
-		srv, base, file := startServer(t, "output: {score_name: anomaly_score}\n")
-		t0 := time.Now().Add(-time.Minute).UnixMilli()
-		vals := make([]float64, 20)
-		for i := range vals {
-			vals[i] = float64(10 + i%3)
-		}
-		writeGauge(t, base, "rr_gauge", t0, vals...)
-		srv.shards.Sync()
-		code, resp, body := rrRead(t, base, rrQuery(t0, t0+60_000, "metric", "rr_gauge", "__name__", "anomaly_score"))
-		if code != 200 || len(resp.Results) != 1 || len(resp.Results[0].Timeseries) != 1 {
-			t.Fatalf("read: %d %s %v, want one series", code, body, resp)
-		}
-		if n := len(resp.Results[0].Timeseries[0].Samples); n != 20 {
-			t.Fatalf("read: %d samples, want 20", n)
-		}
-		if _, idx := httpDo(t, http.MethodGet, base+"/", nil); !strings.Contains(idx, "/api/v1/read") {
-			t.Errorf("index does not list /api/v1/read:\n%s", idx)
-		}
-
-		// Renamed outputs: the history answers under the new name, whole.
-		os.WriteFile(file, []byte("output: {score_name: renamed_score}\nhistory: {retention: 2h}\n"), 0o644)
-		if code, body := httpDo(t, http.MethodPost, base+"/-/reload", nil); code != 200 {
-			t.Fatalf("reload: %d %s", code, body)
-		}
-		writeGauge(t, base, "rr_gauge", t0+20_000, 11)
-		srv.shards.Sync()
-		_, resp, _ = rrRead(t, base, rrQuery(t0, t0+60_000, "metric", "rr_gauge", "__name__", "renamed_score"))
-		if len(resp.Results[0].Timeseries) != 1 || len(resp.Results[0].Timeseries[0].Samples) != 21 {
-			t.Fatalf("after reload: %v, want renamed_score with 21 samples", resp.Results[0])
-		}
-	})
-	t.Run("off with retention 0s", func(t *testing.T) {
-		_, base, _ := startServer(t, "history: {retention: 0s}\n")
-		if code, _, body := rrRead(t, base, rrQuery(0, 1, "__name__", "anomaly_score")); code != 404 {
-			t.Errorf("read with the history off: %d %s, want 404", code, body)
-		}
-	})
 }
 
 // rrPoint is one point of a range query.
@@ -215,7 +172,7 @@ remote_read:
 		ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: t0 + int64(i)*1000, Value: v})
 	}
 	raw, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{ts}}).Marshal()
-	if code, body := httpDo(t, http.MethodPost, env.dURL+"/api/v1/write", snappy.Encode(nil, raw)); code != 204 {
+	if code, body := e2eDo(t, http.MethodPost, env.dURL+"/api/v1/write", snappy.Encode(nil, raw)); code != 204 {
 		t.Fatalf("remote write to anomalyd: %d %s", code, body)
 	}
 	tEnd := t0 + (n-1)*1000

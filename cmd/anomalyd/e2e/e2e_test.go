@@ -15,11 +15,14 @@
 //
 // Everything listens on 127.0.0.1 on free ports and lives in t.TempDir().
 // Each process logs to a file there; a failure prints the last lines of each.
-// Set E2E_ANOMALYD_BINARY to test a prebuilt anomalyd instead of building one.
+// The anomalyd binary is built once per test binary, from the repository
+// this file is in (whatever the working directory); set E2E_ANOMALYD_BINARY
+// to test a prebuilt anomalyd instead.
 //
-// Identifiers here start with e2e: this file shares package main with the
-// server.
-package main
+// This file also holds the helpers of the package's other tests (free ports,
+// processes, readiness, the Prometheus HTTP API, the text format); their
+// identifiers start with e2e.
+package e2e
 
 import (
 	"bufio"
@@ -36,10 +39,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -59,6 +64,15 @@ const (
 // few dozen of A's own series, one classic histogram among them. A's whole
 // self-scrape (about 1000 series) would only slow the 2-core machine down.
 const e2eForwarded = `up|scrape_duration_seconds|scrape_samples_scraped|e2e_.+|go_goroutines|go_memstats_heap_.+|process_.+|prometheus_http_requests_total|prometheus_http_request_duration_seconds_.+|prometheus_tsdb_head_.+`
+
+// TestMain removes the anomalyd binary built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if e2eBuild.dir != "" {
+		os.RemoveAll(e2eBuild.dir)
+	}
+	os.Exit(code)
+}
 
 func TestE2E(t *testing.T) {
 	env := e2eSetup(t)
@@ -87,7 +101,7 @@ func e2eNewEnv(t testing.TB) *e2eEnv {
 	env := &e2eEnv{dir: t.TempDir()}
 	env.prometheus = e2eLookPath(t, "prometheus")
 	env.promtool = e2eLookPath(t, "promtool")
-	env.anomalydBin = e2eBuildAnomalyd(t, env.dir)
+	env.anomalydBin = e2eAnomalyd(t)
 	t.Cleanup(func() { env.cleanup(t) })
 	return env
 }
@@ -101,7 +115,7 @@ func e2eSetup(t *testing.T) *e2eEnv {
 
 	// B: the store, with deploy/'s alerts as they are.
 	bDir := env.mkdir(t, "prometheus-b")
-	rules, err := os.ReadFile(filepath.Join("..", "..", "deploy", "prometheus", "anomalyd-alerts.yml"))
+	rules, err := os.ReadFile(filepath.Join(e2eRepoRoot(t), "deploy", "prometheus", "anomalyd-alerts.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,9 +679,21 @@ func e2eLookPath(t testing.TB, name string) string {
 	return p
 }
 
-// e2eBuildAnomalyd builds this package's binary into dir, or returns
-// $E2E_ANOMALYD_BINARY.
-func e2eBuildAnomalyd(t testing.TB, dir string) string {
+// e2eModule is the module of the repository under test.
+const e2eModule = "github.com/anomalyd/anomalyd"
+
+// e2eBuild is the anomalyd binary shared by every test of the test binary,
+// built on first use.
+var e2eBuild struct {
+	once      sync.Once
+	dir, path string // dir is removed by TestMain
+	err       error
+}
+
+// e2eAnomalyd returns the anomalyd binary: $E2E_ANOMALYD_BINARY, or
+// e2eModule/cmd/anomalyd built once per test binary in the repository's
+// root, so the working directory does not matter.
+func e2eAnomalyd(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("E2E_ANOMALYD_BINARY"); p != "" {
 		abs, err := filepath.Abs(p)
@@ -676,18 +702,77 @@ func e2eBuildAnomalyd(t testing.TB, dir string) string {
 		}
 		return abs
 	}
-	goBin, err := exec.LookPath("go") // go test puts its own GOROOT/bin first on PATH
+	b := &e2eBuild
+	b.once.Do(func() {
+		root, err := e2eFindRepoRoot()
+		if err != nil {
+			b.err = err
+			return
+		}
+		goBin, err := exec.LookPath("go") // go test puts its own GOROOT/bin first on PATH
+		if err != nil {
+			b.err = fmt.Errorf("cannot build anomalyd: %w", err)
+			return
+		}
+		if b.dir, err = os.MkdirTemp("", "anomalyd-e2e-"); err != nil {
+			b.err = err
+			return
+		}
+		out := filepath.Join(b.dir, "anomalyd")
+		start := time.Now()
+		cmd := exec.Command(goBin, "build", "-o", out, e2eModule+"/cmd/anomalyd")
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build anomalyd in %s: %w\n%s", root, err, o)
+			return
+		}
+		b.path = out
+		t.Logf("built anomalyd in %s", time.Since(start).Round(time.Millisecond))
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// e2eRepoRoot returns the repository's root directory (where go.mod is).
+func e2eRepoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := e2eFindRepoRoot()
 	if err != nil {
-		t.Fatalf("cannot build anomalyd: %v", err)
+		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "bin", "anomalyd")
-	start := time.Now()
-	cmd := exec.Command(goBin, "build", "-o", out, "github.com/anomalyd/anomalyd/cmd/anomalyd")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build anomalyd: %v\n%s", err, b)
+	return root
+}
+
+// e2eFindRepoRoot looks for the go.mod of e2eModule above this source file
+// (its path is compiled in unless -trimpath), then above the working
+// directory.
+func e2eFindRepoRoot() (string, error) {
+	var starts []string
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		starts = append(starts, filepath.Dir(file))
 	}
-	t.Logf("built anomalyd in %s", time.Since(start).Round(time.Millisecond))
-	return out
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	for _, dir := range starts {
+		for {
+			if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+				for _, l := range strings.Split(string(b), "\n") {
+					if f := strings.Fields(l); len(f) == 2 && f[0] == "module" && f[1] == e2eModule {
+						return dir, nil
+					}
+				}
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", fmt.Errorf("no go.mod of module %s above %q", e2eModule, starts)
 }
 
 // e2eProc is one child process logging to a file.
@@ -846,6 +931,30 @@ func (e e2eFatalError) Unwrap() error { return e.error }
 
 var e2eClient = &http.Client{Timeout: 5 * time.Second}
 
+// e2eDo sends a request with a snappy-compressed protobuf body (nil: none)
+// and returns the status code and the body of the answer.
+func e2eDo(t testing.TB, method, u string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Content-Encoding", "snappy")
+	}
+	resp, err := e2eClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
 // e2eGet returns the body of a 200 answer.
 func e2eGet(u string) ([]byte, error) {
 	resp, err := e2eClient.Get(u)
@@ -978,6 +1087,53 @@ func e2eAlerts(base string) ([]e2eAlert, error) {
 	}
 	err := e2eAPI(base, "/api/v1/alerts", nil, &data)
 	return data.Alerts, err
+}
+
+// e2eLabelNames lists every label name Prometheus has stored.
+func e2eLabelNames(base string) ([]string, error) {
+	var names []string
+	err := e2eAPI(base, "/api/v1/labels", nil, &names)
+	return names, err
+}
+
+// e2eSeriesSince lists the label sets of the series that match selector
+// and had samples since start: also the series that are gone by now.
+func e2eSeriesSince(base, selector string, start time.Time) ([]map[string]string, error) {
+	var series []map[string]string
+	params := url.Values{"match[]": {selector}, "start": {strconv.FormatInt(start.Unix(), 10)}}
+	err := e2eAPI(base, "/api/v1/series", params, &series)
+	return series, err
+}
+
+// e2eRule is a rule of /api/v1/rules with its latest evaluation.
+type e2eRule struct {
+	Group          string    `json:"-"`
+	Name           string    `json:"name"`
+	Query          string    `json:"query"`
+	Type           string    `json:"type"` // alerting or recording
+	Health         string    `json:"health"`
+	LastError      string    `json:"lastError"`
+	LastEvaluation time.Time `json:"lastEvaluation"`
+}
+
+func e2eRules(base string) ([]e2eRule, error) {
+	var data struct {
+		Groups []struct {
+			Name  string    `json:"name"`
+			Rules []e2eRule `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := e2eAPI(base, "/api/v1/rules", nil, &data); err != nil {
+		return nil, err
+	}
+	var rules []e2eRule
+	for _, g := range data.Groups {
+		for _, r := range g.Rules {
+			r.Group = g.Name
+			rules = append(rules, r)
+		}
+	}
+	return rules, nil
 }
 
 func e2eEqualLabels(got, want map[string]string) bool {

@@ -16,8 +16,8 @@
 // BenchmarkWarmupThroughput (make bench-warmup) measures how fast warm-up
 // reads 1000 series × 1 day from the same Prometheus.
 //
-// Identifiers start with wu: this file shares package main with the server.
-package main
+// Its identifiers start with wu; the shared helpers are in e2e_test.go.
+package e2e
 
 import (
 	"bytes"
