@@ -213,6 +213,43 @@ func DefaultExclude(o *OutputConfig) []string {
 	return append(slices.Clone(DefaultExcludeProducts), own)
 }
 
+// Warnings are what is valid but probably a mistake in c, one sentence
+// each, naming the key: anomalyd logs them at start and on reload, and
+// `anomalyd check config` prints them.
+func (c *Config) Warnings() []string {
+	var ws []string
+	var missed []string
+	for _, name := range []string{c.Output.ScoreName, c.Output.ExpectedName, c.Output.LowerName, c.Output.UpperName, c.Output.DriverName} {
+		if !c.Excluded(func(l string) string {
+			if l == labels.MetricName {
+				return name
+			}
+			return ""
+		}) {
+			missed = append(missed, name)
+		}
+	}
+	if len(missed) > 0 {
+		ws = append(ws, fmt.Sprintf("exclude does not select the output series %s: a Prometheus that scrapes anomalyd and remote-writes to it without dropping them (write_relabel_configs) feeds anomalyd its own scores, whose labels then nest (exported_exported_metric); a list in the file replaces the default exclude list, so repeat its entries", strings.Join(missed, ", ")))
+	}
+	return ws
+}
+
+// Excluded reports whether the exclude list selects the series whose label
+// values get returns ("" for an absent label, as in Prometheus).
+func (c *Config) Excluded(get func(name string) string) bool {
+sel:
+	for _, ms := range c.ExcludeMatchers {
+		for _, m := range ms {
+			if !m.Matches(get(m.Name)) {
+				continue sel
+			}
+		}
+		return true
+	}
+	return false
+}
+
 // Load parses and validates the YAML configuration s. Unknown keys are
 // errors. Keys left out, or left empty (`ingest:` with nothing under it), take
 // their defaults. An empty document gives Default().

@@ -192,7 +192,7 @@ func TestDefault(t *testing.T) {
 // file's own list (even an empty one) replaces it.
 func TestExclude(t *testing.T) {
 	excluded := func(c *Config, name string, extra ...string) bool {
-		get := func(n string) string {
+		return c.Excluded(func(n string) string {
 			if n == "__name__" {
 				return name
 			}
@@ -202,17 +202,7 @@ func TestExclude(t *testing.T) {
 				}
 			}
 			return ""
-		}
-	sel:
-		for _, ms := range c.ExcludeMatchers {
-			for _, m := range ms {
-				if !m.Matches(get(m.Name)) {
-					continue sel
-				}
-			}
-			return true
-		}
-		return false
+		})
 	}
 	for _, tc := range []struct {
 		src      string
@@ -248,6 +238,22 @@ func TestExclude(t *testing.T) {
 	}
 	if !excluded(c, "up", "job", "prometheus") || excluded(c, "up", "job", "node") {
 		t.Errorf("exclude: [{job=\"prometheus\"}] does not select by job")
+	}
+	if ws := Default().Warnings(); len(ws) != 0 {
+		t.Errorf("Default().Warnings() = %q; want none", ws)
+	}
+	for src, want := range map[string]string{
+		"exclude: []\n": "anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, anomaly_driver",
+		"exclude: ['{__name__=~\"anomaly_(score|expected)\"}']\n":            "anomaly_lower, anomaly_upper, anomaly_driver",
+		"output: {upper_name: u}\nexclude: ['{__name__=~\"anomaly_.*\"}']\n": "u",
+	} {
+		c, err := Load([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws := c.Warnings(); len(ws) != 1 || !strings.Contains(ws[0], "exclude does not select the output series "+want+":") {
+			t.Errorf("Load(%q).Warnings() = %q; want one naming %s", src, ws, want)
+		}
 	}
 	if _, err := Load([]byte("exclude: ['{__name__=~\"(\"}']\n")); err == nil || !strings.Contains(err.Error(), "exclude[0]") {
 		t.Errorf("bad exclude selector: err %v; want one naming exclude[0]", err)

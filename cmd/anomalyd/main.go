@@ -99,6 +99,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot load configuration", zap.Error(err))
 		return 1
 	}
+	for _, w := range cfg.Warnings() {
+		logger.Warn("configuration may be a mistake", zap.String("config_file", *configFile), zap.String("warning", w))
+	}
 	ln, err := net.Listen("tcp", *listenAddr)
 	if err != nil {
 		logger.Error("cannot listen", zap.String("address", *listenAddr), zap.Error(err))
@@ -169,6 +172,9 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		fmt.Fprintf(stdout, "  SUCCESS: %d rules, %d remote_write targets\n", len(cfg.Rules), len(cfg.RemoteWrite))
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stdout, "  WARNING: %s\n", w)
+		}
 	}
 	return code
 }

@@ -228,6 +228,18 @@ func TestCheckConfig(t *testing.T) {
 	if !strings.Contains(errOut.String(), "window.max_series must be positive, got 0") {
 		t.Fatalf("stderr %q lacks the validation error", errOut.String())
 	}
+	if strings.Contains(out.String(), "WARNING") {
+		t.Errorf("a config with the default exclude list got a warning:\n%s", out.String())
+	}
+
+	// Valid but a likely mistake: success, with the warning.
+	risky := filepath.Join(dir, "risky.yml")
+	os.WriteFile(risky, []byte("exclude: ['{__name__=\"ALERTS\"}']\n"), 0o644)
+	out.Reset()
+	if code := run([]string{"check", "config", risky}, &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), "  WARNING: exclude does not select the output series anomaly_score,") {
+		t.Fatalf("risky config: exit %d, stdout %q; want 0 and the exclude warning", code, out.String())
+	}
 }
 
 func TestFlags(t *testing.T) {
