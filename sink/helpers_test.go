@@ -26,6 +26,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -44,7 +45,7 @@ func testConfig(url string) *config.RemoteWriteConfig {
 			MinBackoff:        model.Duration(30 * time.Millisecond),
 			MaxBackoff:        model.Duration(5 * time.Second),
 		},
-		ProtobufMessage: protoMsgRW1,
+		ProtobufMessage: wire.MessageWriteV1,
 	}
 }
 
@@ -170,7 +171,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.Errorf("bad Content-Type %q: %v", r.Header.Get("Content-Type"), err)
 	}
 	proto := "rw1"
-	if params["proto"] == protoMsgRW2 {
+	if params["proto"] == wire.MessageWriteV2 {
 		proto = "rw2"
 	}
 	body, err := io.ReadAll(r.Body)
@@ -260,7 +261,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			add(ls, ss)
 		}
 		rc.tsCount = append(rc.tsCount, len(req.Timeseries))
-		w.Header().Set(hdrSamplesWritten, strconv.Itoa(written))
+		w.Header().Set(wire.HeaderSamplesWritten, strconv.Itoa(written))
 		w.Header().Set("X-Prometheus-Remote-Write-Histograms-Written", "0")
 		w.Header().Set("X-Prometheus-Remote-Write-Exemplars-Written", "0")
 		w.WriteHeader(code)

@@ -1,11 +1,11 @@
 package sink
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -23,6 +23,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -193,32 +194,22 @@ type frame struct {
 // Prometheus's ChunkedReader does.
 func readFrames(t *testing.T, body []byte) []frame {
 	t.Helper()
-	table := crc32.MakeTable(crc32.Castagnoli)
-	r := bytes.NewReader(body)
+	fr := wire.NewFrameReader(bufio.NewReader(bytes.NewReader(body)), math.MaxUint64, nil)
 	var frames []frame
-	for r.Len() > 0 {
-		n, err := binary.ReadUvarint(r)
+	for {
+		data, err := fr.Next()
+		if err == io.EOF {
+			return frames
+		}
 		if err != nil {
-			t.Fatalf("frame %d: length: %v", len(frames), err)
+			t.Fatalf("frame %d: %v", len(frames), err)
 		}
-		var crc [4]byte
-		if _, err := io.ReadFull(r, crc[:]); err != nil {
-			t.Fatalf("frame %d: CRC: %v", len(frames), err)
-		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(r, data); err != nil {
-			t.Fatalf("frame %d: data of %d bytes: %v", len(frames), n, err)
-		}
-		if got, want := crc32.Checksum(data, table), binary.BigEndian.Uint32(crc[:]); got != want {
-			t.Fatalf("frame %d: CRC-32C %#x, header says %#x", len(frames), got, want)
-		}
-		f := frame{size: int(n)}
+		f := frame{size: len(data)}
 		if err := f.resp.Unmarshal(data); err != nil {
 			t.Fatalf("frame %d: %v", len(frames), err)
 		}
 		frames = append(frames, f)
 	}
-	return frames
 }
 
 // streamedOracles decodes frames into one oracle per query, trimmed to each

@@ -13,6 +13,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -20,13 +21,6 @@ import (
 // it, or the build does with
 // -ldflags "-X github.com/anomalyd/anomalyd/sink.Version=1.2.3".
 var Version = "dev"
-
-// Protocol names accepted in remote_write.protobuf_message (the same strings
-// as config.RemoteWriteProtoMsgV1 and V2).
-const (
-	protoMsgRW1 = "prometheus.WriteRequest"
-	protoMsgRW2 = "io.prometheus.write.v2.Request"
-)
 
 // RemoteWriter sends records to one Prometheus-compatible store with the
 // remote-write protocol. It implements Appender.
@@ -117,11 +111,11 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sink
 	}
 	var rw2 bool
 	switch cfg.ProtobufMessage {
-	case "", protoMsgRW1:
-	case protoMsgRW2:
+	case "", wire.MessageWriteV1:
+	case wire.MessageWriteV2:
 		rw2 = true
 	default:
-		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, protoMsgRW1, protoMsgRW2)
+		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, wire.MessageWriteV1, wire.MessageWriteV2)
 	}
 	client, err := cfg.NewClient(qc.MaxShards)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -72,8 +73,8 @@ func TestRemoteWriterWire(t *testing.T) {
 	for _, tc := range []struct {
 		proto, contentType, version string
 	}{
-		{protoMsgRW1, "application/x-protobuf", "0.1.0"},
-		{protoMsgRW2, "application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0"},
+		{wire.MessageWriteV1, "application/x-protobuf", "0.1.0"},
+		{wire.MessageWriteV2, "application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0"},
 	} {
 		t.Run(tc.proto, func(t *testing.T) {
 			rc := newReceiver(t)
@@ -119,7 +120,7 @@ func TestRemoteWriterWire(t *testing.T) {
 					t.Errorf("header %s: got %q want %q", name, got, v)
 				}
 			}
-			if tc.proto == protoMsgRW2 {
+			if tc.proto == wire.MessageWriteV2 {
 				for _, m := range rc.meta {
 					if m != writev2.Metadata_METRIC_TYPE_GAUGE {
 						t.Errorf("RW2 metadata type %v, want GAUGE", m)
@@ -483,7 +484,7 @@ func TestRemoteWriterRW2Fallback(t *testing.T) {
 				rc := newReceiver(t)
 				tc.setup(rc)
 				cfg := testConfig("http://store.test/write")
-				cfg.ProtobufMessage = protoMsgRW2
+				cfg.ProtobufMessage = wire.MessageWriteV2
 				cfg.QueueConfig.MaxShards = 2
 				w, logs := newTestWriter(t, cfg, rc)
 				w.Start()
@@ -708,7 +709,7 @@ func TestFanout(t *testing.T) {
 	cfgA, cfgB := testConfig(srvA.URL), testConfig(srvB.URL)
 	cfgA.Name = "a"
 	cfgB.Name = ""
-	cfgB.ProtobufMessage = protoMsgRW2
+	cfgB.ProtobufMessage = wire.MessageWriteV2
 	reg := selfmon.NewRegistry()
 	f, err := NewFanout([]*config.RemoteWriteConfig{cfgA, cfgB}, testNames, reg, zap.NewNop())
 	if err != nil {
@@ -815,10 +816,10 @@ func TestRemoteWriterRW2Rejected(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rc := newReceiver(t)
 		rc.respond = func(int, *http.Request) (int, map[string]string, string) {
-			return http.StatusBadRequest, map[string]string{hdrSamplesWritten: "3"}, "out of bounds"
+			return http.StatusBadRequest, map[string]string{wire.HeaderSamplesWritten: "3"}, "out of bounds"
 		}
 		cfg := testConfig("http://store.test/write")
-		cfg.ProtobufMessage = protoMsgRW2
+		cfg.ProtobufMessage = wire.MessageWriteV2
 		w, _ := newTestWriter(t, cfg, rc)
 		w.Start()
 		w.Append(mkRecords(manySeries(1), 1000))
