@@ -50,7 +50,7 @@ func (w *RemoteWriter) store(body []byte, rw2 bool, attempt int) (res storeResul
 		req.Header.Set(wire.HeaderWriteVersion, wire.WriteVersion1)
 	}
 	req.Header.Set("Content-Encoding", wire.EncodingSnappy)
-	req.Header.Set("User-Agent", "anomalyd/"+Version)
+	req.Header.Set("User-Agent", w.userAgent)
 	if attempt > 0 {
 		req.Header.Set(wire.HeaderRetryAttempt, strconv.Itoa(attempt))
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/common/version"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
@@ -16,11 +17,6 @@ import (
 	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
-
-// Version is sent in the User-Agent header (anomalyd/<Version>). main sets
-// it, or the build does with
-// -ldflags "-X github.com/anomalyd/anomalyd/sink.Version=1.2.3".
-var Version = "dev"
 
 // RemoteWriter sends records to one Prometheus-compatible store with the
 // remote-write protocol. It implements Appender.
@@ -42,6 +38,7 @@ type RemoteWriter struct {
 
 	client     *http.Client
 	header     http.Header // cfg.Headers and the auth header, set on every request
+	userAgent  string      // version.ComponentUserAgent, read once: main sets version.Version before
 	timeout    time.Duration
 	rw2        bool        // protobuf_message asks for RW2
 	rw1Only    atomic.Bool // RW2 was refused by the store: RW1 from now on
@@ -133,6 +130,7 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sink
 		names:      names,
 		client:     client,
 		header:     header,
+		userAgent:  version.ComponentUserAgent("anomalyd"),
 		timeout:    time.Duration(cfg.RemoteTimeout),
 		rw2:        rw2,
 		retry429:   qc.RetryOnRateLimit,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/model/value"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"go.uber.org/zap"
@@ -112,7 +113,7 @@ func TestRemoteWriterWire(t *testing.T) {
 			for name, v := range map[string]string{
 				"Content-Type":                      tc.contentType,
 				"Content-Encoding":                  "snappy",
-				"User-Agent":                        "anomalyd/" + Version,
+				"User-Agent":                        version.ComponentUserAgent("anomalyd"),
 				"X-Prometheus-Remote-Write-Version": tc.version,
 				"Retry-Attempt":                     "",
 			} {
