@@ -21,7 +21,9 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/ingest"
 	"github.com/anomalyd/anomalyd/ingest/remoteread"
-	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/history"
+	"github.com/anomalyd/anomalyd/sink/metrics"
+	"github.com/anomalyd/anomalyd/sink/remotewrite"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/series"
@@ -37,7 +39,7 @@ type server struct {
 	cfg    *config.Config
 	names  atomic.Pointer[series.Names]
 	out    *swapAppender
-	fanout *sink.Fanout
+	fanout *remotewrite.Fanout
 	shards *window.Shards
 	ingest *ingest.Handler
 	http   *http.Server
@@ -45,7 +47,7 @@ type server struct {
 
 	// history keeps recent output samples for /api/v1/read; nil when
 	// history.retention is 0. Reloads keep it.
-	history *sink.History
+	history *history.History
 
 	// warmer reads the history of new series from Prometheus
 	// (warmup.remote_read); nil when warm-up is off.
@@ -59,13 +61,13 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	s := &server{logger: logger, configFile: configFile, reg: selfmon.NewRegistry(), cfg: cfg}
 	names := namesOf(cfg)
 	s.names.Store(&names)
-	fan, err := sink.NewFanout(cfg.RemoteWrite, names, s.reg, logger)
+	fan, err := remotewrite.NewFanout(cfg.RemoteWrite, names, s.reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("cannot set up remote_write: %w", err)
 	}
 	s.fanout = fan
 	if cfg.History.Enabled() {
-		s.history = sink.NewHistory(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, func() series.Names { return *s.names.Load() }, s.reg)
+		s.history = history.New(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, func() series.Names { return *s.names.Load() }, s.reg)
 	}
 	s.out = &swapAppender{}
 	s.out.a.Store(&appenderBox{s.outputs(fan)})
@@ -85,9 +87,9 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/write", s.ingest)
 	if s.history != nil {
-		mux.Handle("/api/v1/read", sink.NewReadHandler(s.history, &cfg.History, s.reg, logger))
+		mux.Handle("/api/v1/read", history.NewReadHandler(s.history, &cfg.History, s.reg, logger))
 	}
-	mux.Handle("/metrics", sink.MetricsHandler(func() series.Names { return *s.names.Load() }, s.shards, s.reg))
+	mux.Handle("/metrics", metrics.Handler(func() series.Names { return *s.names.Load() }, s.shards, s.reg))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
 	})
@@ -195,7 +197,7 @@ func (s *server) reload() (err error) {
 	// Compare values, not String(): String hides secrets, and a changed
 	// password must rebuild the clients.
 	if !reflect.DeepEqual(s.cfg.RemoteWrite, cfg.RemoteWrite) || cfg.Output != s.cfg.Output {
-		newFan, err := sink.NewFanout(cfg.RemoteWrite, namesOf(cfg), s.reg, s.logger)
+		newFan, err := remotewrite.NewFanout(cfg.RemoteWrite, namesOf(cfg), s.reg, s.logger)
 		if err != nil {
 			return fmt.Errorf("cannot set up remote_write: %w", err)
 		}
@@ -246,7 +248,7 @@ type appenderBox struct{ window.Appender }
 
 // outputs is where the shards' records go: the remote-write fanout, and the
 // history when it is kept.
-func (s *server) outputs(fan *sink.Fanout) window.Appender {
+func (s *server) outputs(fan *remotewrite.Fanout) window.Appender {
 	if s.history == nil {
 		return fan
 	}

@@ -1,4 +1,4 @@
-package sink
+package remotewrite
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 )
 
 // RemoteWriter sends records to one Prometheus-compatible store with the
-// remote-write protocol. It implements Appender.
+// remote-write protocol. It implements window.Appender.
 //
 // Records are spread over a fixed number of send queues
 // (queue_config.max_shards) by series.Info.Hash, so the samples of one series
