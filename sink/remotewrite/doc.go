@@ -3,7 +3,7 @@
 // with output.driver anomaly_driver) to Prometheus-compatible stores.
 //
 // The shards' records reach a Fanout over one RemoteWriter per
-// remote_write entry. The model is Prometheus storage/remote
+// remote_write entry (sink.Outputs hands them over). The model is Prometheus storage/remote
 // (queue_manager.go + client.go), cut down to what anomalyd needs and
 // without its ~100 modules of dependencies:
 //
