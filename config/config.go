@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink/wire"
 )
 
 // Rule actions.
@@ -27,8 +28,8 @@ const (
 
 // Remote-write protobuf messages, spelt as in Prometheus's protobuf_message.
 const (
-	RemoteWriteProtoMsgV1 = "prometheus.WriteRequest"        // remote write 1.0 (default)
-	RemoteWriteProtoMsgV2 = "io.prometheus.write.v2.Request" // remote write 2.0
+	RemoteWriteProtoMsgV1 = wire.MessageWriteV1 // remote write 1.0 (default)
+	RemoteWriteProtoMsgV2 = wire.MessageWriteV2 // remote write 2.0
 )
 
 // secretPlaceholder replaces secrets in Config.String, as in Prometheus.

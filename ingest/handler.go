@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 )
 
@@ -33,10 +34,10 @@ type Options struct {
 	MaxFuture           time.Duration
 }
 
-// Content types of the two protocol versions.
+// The proto= of the two protocol versions' Content-Type.
 const (
-	protoV1 = "prometheus.WriteRequest"
-	protoV2 = "io.prometheus.write.v2.Request"
+	protoV1 = wire.MessageWriteV1
+	protoV2 = wire.MessageWriteV2
 )
 
 // Handler serves POST /api/v1/write. It is safe for concurrent use.
@@ -124,8 +125,8 @@ func parseContentType(ct string) (string, error) {
 	if err != nil {
 		return "", errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: %v", ct, err)
 	}
-	if mt != "application/x-protobuf" {
-		return "", errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want application/x-protobuf", ct)
+	if mt != wire.ContentTypeProtobuf {
+		return "", errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want "+wire.ContentTypeProtobuf, ct)
 	}
 	switch p := params["proto"]; p {
 	case "", protoV1:
@@ -182,9 +183,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if proto == protoV2 {
 		hd := w.Header()
-		hd.Set("X-Prometheus-Remote-Write-Samples-Written", strconv.Itoa(res.written))
-		hd.Set("X-Prometheus-Remote-Write-Histograms-Written", "0")
-		hd.Set("X-Prometheus-Remote-Write-Exemplars-Written", "0")
+		hd.Set(wire.HeaderSamplesWritten, strconv.Itoa(res.written))
+		hd.Set(wire.HeaderHistogramsWritten, "0")
+		hd.Set(wire.HeaderExemplarsWritten, "0")
 	}
 	if err != nil {
 		msg := err.Error()
@@ -216,7 +217,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 	if err != nil {
 		return "", res, err
 	}
-	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, wire.EncodingSnappy) {
 		return proto, res, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: only snappy is supported", enc)
 	}
 	if h.closing.Load() {

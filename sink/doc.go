@@ -1,86 +1,43 @@
-// Package sink is everything outbound: the remote-write client that sends
-// the output series (anomaly_score, anomaly_expected, anomaly_lower,
-// anomaly_upper, and with output.driver anomaly_driver) to
-// Prometheus-compatible stores, the /metrics writer and the remote-read
-// history.
+// Package sink is everything outbound. This package is the output fan-out,
+// Outputs: the window.Appender the shards hand their records to, which
+// passes every batch to the remote writers and the score history, owns the
+// current output names, and swaps the remote writers under the running
+// shards when a reload changes remote_write or output. The jobs themselves
+// are one package each:
 //
-// # Remote write
+//   - sink/remotewrite: the remote-write client that sends the output series
+//     (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, and
+//     with output.driver anomaly_driver) to Prometheus-compatible stores:
+//     per-series send queues, batching, retries, RW1 and RW2.
+//   - sink/history: the in-memory score history and its remote-read server
+//     (POST /api/v1/read).
+//   - sink/metrics: the /metrics writer, straight from the shard snapshots.
+//   - sink/wire: the remote-protocol wire facts both ingest and sink need
+//     (message names, content types, headers, the streamed frame format).
+//   - sink/selfmon: the registry of anomalyd's own metrics.
 //
-// Shards hand records to an Appender (a Fanout over one RemoteWriter per
-// remote_write entry). The model is Prometheus storage/remote
-// (queue_manager.go + client.go), cut down to what anomalyd needs and
-// without its ~100 modules of dependencies:
-//
-//	shards ──Append──▶ queue[hash % max_shards] ──sender goroutine──▶ encode ──POST──▶ store
-//	                   (bounded, in samples)       (batch, retry)      (RW1|RW2, snappy)
-//
-// One record becomes 4 output samples (score, expected, lower, upper), 1
-// during warm-up (score only), or 4 stale markers (value.StaleNaN) when the
-// input series ends. A combined record with output.driver adds one sample
-// (or stale marker) per enabled detector: the driver series, a state set
-// carried in the record itself (series.Record.Driver and DriverSet, two bytes in
-// its padding) rather than in records of its own. Labels: see
-// series.AppendOutputLabels.
+// remotewrite, history and metrics do not import each other: each turns the
+// same records (series.Record) into output series by the same rules
+// (series.AppendOutputLabels, series.Record.Slots), and this package's tests
+// check that they agree.
 //
 // Trade-offs, and why:
 //
-//   - A fixed number of queues (queue_config.max_shards), chosen by
-//     series.Info.Hash. Prometheus reshards dynamically; that moves series
-//     between queues and can reorder them in flight, and a store rejects
-//     out-of-order samples. Our output rate is known (input rate × 4) and
-//     steady, so a fixed count set in the config is enough.
-//   - Bounded queues counted in output samples; a full queue drops the NEW
-//     records (anomalyd_sink_samples_dropped_total{reason="queue_full"}).
-//     Shards must never block on a slow store: blocking them would stall
-//     ingestion and make every sender's Prometheus queue grow. Dropping the
-//     newest rather than the oldest keeps what is already batched in order
-//     and avoids touching the sender's data. Memory per queue is at most
-//     about 2 × capacity records (two slices swapped between Append and the
-//     sender), 56 bytes each, in the worst case of warm-up records.
-//   - Append takes one short lock per queue and copies records in (one
-//     pass over the records per queue: max_shards is small). The sender
-//     swaps the whole slice out under the same lock, so neither side holds
-//     it for long and neither allocates in steady state.
-//   - A batch that fails with a network error, a timeout, a 5xx or (only with
-//     retry_on_http_429) a 429 is retried as is, for ever, until it is taken
-//     or Stop's deadline ends: per-series order is kept and nothing is
-//     duplicated except by the store's own partial writes. Backoff doubles
-//     from min_backoff to max_backoff, plus up to 25 % jitter; Retry-After
-//     (seconds or HTTP-date) replaces it when present and is not capped. While
-//     a queue retries, its new records pile up and then drop: back-pressure
-//     ends in counted drops, never in unbounded memory.
-//   - Other 4xx (and 3xx: redirects are not followed, since a POST turned
-//     into a GET would lose the batch) drop the batch, count it in
-//     anomalyd_sink_samples_failed_total and log the status and the first
-//     line of the body (≤ 1 KiB). Retrying data the store called invalid
-//     would block the queue for ever.
-//   - RW1 (prometheus.WriteRequest) by default: every store accepts it. RW2
-//     (io.prometheus.write.v2.Request) is smaller (symbol table: 66 KiB vs
-//     234 KiB of protobuf, 16 vs 23 KiB after snappy, for a 2000-sample
-//     batch) but experimental. A store
-//     that answers 415, or a 2xx without
-//     X-Prometheus-Remote-Write-Samples-Written (it read the body as an
-//     empty RW1 request), switches the writer to RW1 for good, logged once;
-//     the same batch is sent again as RW1. On any RW2 answer the Written
-//     header decides how much counts as sent.
-//   - Encoding reuses the request structs, label slices, symbol table and
-//     byte buffers of its sender goroutine: after warm-up a batch encodes
-//     with zero allocations. Label strings alias the immutable
-//     series.Info.Labels. Samples of one output series in a batch share one
-//     TimeSeries, in arrival order.
-//   - Credentials and TLS files are read once, at start; rotating them needs
-//     a restart (Prometheus re-reads them per request).
-//   - Stop stops accepting (later records count as reason="shutdown"),
-//     flushes at once — still retrying — until its context ends, then aborts
-//     in-flight requests and counts what is left as reason="shutdown". Every
-//     accepted sample therefore ends in exactly one of sent, failed or
-//     dropped{reason="shutdown"}.
-//
-// Metrics (label remote = remote_write name, or host/path of the URL):
-// anomalyd_sink_samples_{sent,failed,retried}_total,
-// anomalyd_sink_samples_dropped_total{reason}, anomalyd_sink_requests_total{code},
-// anomalyd_sink_request_duration_seconds, anomalyd_sink_queue_samples and
-// anomalyd_sink_queue_capacity_samples (both summed over the queues). The
-// families are registered once per selfmon.Registry (NewFanout) and shared
-// by the writers.
+//   - Append is one atomic pointer load and an interface call per batch, no
+//     lock: the shards call it for every batch they score, and a reload,
+//     which is rare, pays instead (it builds the new writers before the swap
+//     and stops the old ones after it).
+//   - A reload rebuilds every remote writer when remote_write or output
+//     changed, not only the entries that changed: each writer holds the
+//     output names it encodes with, and reloads are rare. The old writers
+//     flush for at most 10 s while the new ones already take and send the
+//     records, so the shards never wait for a reload; what the old ones
+//     still hold then is counted as dropped{reason="shutdown"}. The price:
+//     a series whose output name did not change may reach a store out of
+//     order across the swap (the old writer's last batch after the new
+//     writer's first), and a store without out-of-order ingestion rejects
+//     those samples.
+//   - The history lives for the whole process: reloads keep it, so a
+//     history setting needs a restart. It is keyed without the output
+//     names, so a rename applies to everything it holds.
 package sink

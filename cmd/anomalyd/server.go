@@ -26,7 +26,6 @@ import (
 	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
-	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // server wires ingest → window → sink and owns their lifecycle.
@@ -37,17 +36,11 @@ type server struct {
 
 	mu     sync.Mutex // serialises reload and shutdown
 	cfg    *config.Config
-	names  atomic.Pointer[series.Names]
-	out    *swapAppender
-	fanout *sink.Fanout
+	out    *sink.Outputs // remote write and the history; the shards' Appender
 	shards *window.Shards
 	ingest *ingest.Handler
 	http   *http.Server
 	ready  atomic.Bool
-
-	// history keeps recent output samples for /api/v1/read; nil when
-	// history.retention is 0. Reloads keep it.
-	history *sink.History
 
 	// warmer reads the history of new series from Prometheus
 	// (warmup.remote_read); nil when warm-up is off.
@@ -59,18 +52,11 @@ type server struct {
 
 func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*server, error) {
 	s := &server{logger: logger, configFile: configFile, reg: selfmon.NewRegistry(), cfg: cfg}
-	names := namesOf(cfg)
-	s.names.Store(&names)
-	fan, err := sink.NewFanout(cfg.RemoteWrite, names, s.reg, logger)
+	out, err := sink.NewOutputs(cfg, s.reg, logger)
 	if err != nil {
-		return nil, fmt.Errorf("cannot set up remote_write: %w", err)
+		return nil, err
 	}
-	s.fanout = fan
-	if cfg.History.Enabled() {
-		s.history = sink.NewHistory(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, func() series.Names { return *s.names.Load() }, s.reg)
-	}
-	s.out = &swapAppender{}
-	s.out.a.Store(&appenderBox{s.outputs(fan)})
+	s.out = out
 	wopts := window.OptionsFromConfig(cfg) // warm-up lookback: cfg.Warmup.LookbackFor(cfg)
 	if cfg.Warmup.Enabled() {
 		w, err := remoteread.NewWarmer(&cfg.Warmup, version.ComponentUserAgent("anomalyd"), s.reg, logger)
@@ -86,10 +72,10 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/write", s.ingest)
-	if s.history != nil {
-		mux.Handle("/api/v1/read", sink.NewReadHandler(s.history, &cfg.History, s.reg, logger))
+	if h := s.out.ReadHandler(); h != nil {
+		mux.Handle("/api/v1/read", h)
 	}
-	mux.Handle("/metrics", sink.MetricsHandler(func() series.Names { return *s.names.Load() }, s.shards, s.reg))
+	mux.Handle("/metrics", s.out.MetricsHandler(s.shards))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
 	})
@@ -133,18 +119,13 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		ReadTimeout: time.Minute,
 		IdleTimeout: 5 * time.Minute,
 	}
-	fan.Start()
+	s.out.Start()
 	if s.warmer != nil {
 		s.warmer.Start()
 	}
 	s.shards.Start()
 	s.ready.Store(true)
 	return s, nil
-}
-
-func namesOf(cfg *config.Config) series.Names {
-	o := &cfg.Output
-	return series.Names{Score: o.ScoreName, Expected: o.ExpectedName, Lower: o.LowerName, Upper: o.UpperName, Driver: o.DriverName}
 }
 
 func ingestOptions(cfg *config.Config) ingest.Options {
@@ -186,28 +167,9 @@ func (s *server) reload() (err error) {
 	if !reflect.DeepEqual(cfg.Warmup, s.cfg.Warmup) {
 		s.logger.Warn("warmup settings changed; they take effect after a restart")
 	}
-	if cfg.History != s.cfg.History {
-		s.logger.Warn("history settings changed; they take effect after a restart (the history is kept across reloads)")
-	}
 	s.ingest.SetOptions(ingestOptions(cfg))
-	if cfg.Output != s.cfg.Output {
-		names := namesOf(cfg)
-		s.names.Store(&names)
-	}
-	// Compare values, not String(): String hides secrets, and a changed
-	// password must rebuild the clients.
-	if !reflect.DeepEqual(s.cfg.RemoteWrite, cfg.RemoteWrite) || cfg.Output != s.cfg.Output {
-		newFan, err := sink.NewFanout(cfg.RemoteWrite, namesOf(cfg), s.reg, s.logger)
-		if err != nil {
-			return fmt.Errorf("cannot set up remote_write: %w", err)
-		}
-		newFan.Start()
-		old := s.fanout
-		s.out.a.Store(&appenderBox{s.outputs(newFan)})
-		s.fanout = newFan
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		old.Stop(ctx)
-		cancel()
+	if err := s.out.Reload(cfg); err != nil {
+		return err
 	}
 	s.shards.ApplyRules(window.CompileRules(cfg), cfg.Output.PerDetector)
 	s.cfg = cfg
@@ -236,35 +198,9 @@ func (s *server) shutdown(ctx context.Context) error {
 	if err := s.shards.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	s.fanout.Stop(ctx)
+	s.out.Stop(ctx)
 	return errors.Join(errs...)
 }
-
-// swapAppender lets a reload replace the remote-write fanout under the
-// running shards.
-type swapAppender struct{ a atomic.Pointer[appenderBox] }
-
-type appenderBox struct{ window.Appender }
-
-// outputs is where the shards' records go: the remote-write fanout, and the
-// history when it is kept.
-func (s *server) outputs(fan *sink.Fanout) window.Appender {
-	if s.history == nil {
-		return fan
-	}
-	return teeAppender{fan, s.history}
-}
-
-// teeAppender hands every batch of records to each appender in turn.
-type teeAppender []window.Appender
-
-func (t teeAppender) Append(recs []series.Record) {
-	for _, a := range t {
-		a.Append(recs)
-	}
-}
-
-func (s *swapAppender) Append(recs []series.Record) { s.a.Load().Append(recs) }
 
 func (s *server) registerProcessMetrics() {
 	reg := s.reg

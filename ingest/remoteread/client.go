@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -120,13 +121,6 @@ func retryable(err error) bool {
 	return !errors.As(err, &pe) && !errors.Is(err, errTooLarge)
 }
 
-// Content types of the two response types.
-const (
-	contentTypeSamples  = "application/x-protobuf"
-	contentTypeStreamed = "application/x-streamed-protobuf"
-	protoChunked        = "prometheus.ChunkedReadResponse"
-)
-
 // read is Read with the warmer's accounting: res counts decoded bytes
 // against the response limit and the budget shared by requests in flight.
 func (c *Client) read(ctx context.Context, qs []Query, res *reservation) ([][]window.Sample, ReadStats, error) {
@@ -145,11 +139,11 @@ func (c *Client) read(ctx context.Context, qs []Query, res *reservation) ([][]wi
 	for k, v := range c.headers {
 		req.Header[k] = v
 	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Accept-Encoding", "snappy")
-	req.Header.Set("Content-Type", contentTypeSamples)
+	req.Header.Set("Content-Encoding", wire.EncodingSnappy)
+	req.Header.Set("Accept-Encoding", wire.EncodingSnappy)
+	req.Header.Set("Content-Type", wire.ContentTypeProtobuf)
 	req.Header.Set("User-Agent", c.userAgent)
-	req.Header.Set("X-Prometheus-Remote-Read-Version", "0.1.0")
+	req.Header.Set(wire.HeaderReadVersion, wire.ReadVersion)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, st, fmt.Errorf("cannot send remote-read request: %w", err)
@@ -168,18 +162,18 @@ func (c *Client) read(ctx context.Context, qs []Query, res *reservation) ([][]wi
 	switch {
 	case err != nil:
 		return nil, st, permanentError{fmt.Errorf("remote read answered with Content-Type %q: %w", resp.Header.Get("Content-Type"), err)}
-	case mt == contentTypeStreamed && params["proto"] == protoChunked:
+	case mt == wire.ContentTypeStreamed && params["proto"] == wire.MessageChunkedReadResponse:
 		st.Streamed = true
 		out := make([][]window.Sample, len(qs))
 		err = decodeStreamed(resp.Body, qs, out, res, c.maxFrame, &st)
 		return out, st, err
-	case mt == contentTypeSamples:
+	case mt == wire.ContentTypeProtobuf:
 		out := make([][]window.Sample, len(qs))
 		err = decodeSamples(resp.Body, qs, out, res, &st)
 		return out, st, err
 	default:
 		return nil, st, permanentError{fmt.Errorf("remote read answered with Content-Type %q; want %s or %s; proto=%s (is warmup.remote_read.url a Prometheus /api/v1/read?)",
-			resp.Header.Get("Content-Type"), contentTypeSamples, contentTypeStreamed, protoChunked)}
+			resp.Header.Get("Content-Type"), wire.ContentTypeProtobuf, wire.ContentTypeStreamed, wire.MessageChunkedReadResponse)}
 	}
 }
 
@@ -279,18 +273,24 @@ func decodeSamples(body io.Reader, qs []Query, out [][]window.Sample, res *reser
 // Each frame holds a ChunkedReadResponse with (part of) one series and the
 // index of the query it answers; a series may span several frames.
 func decodeStreamed(body io.Reader, qs []Query, out [][]window.Sample, res *reservation, maxFrame uint64, st *ReadStats) error {
-	fr := frameReader{r: bufio.NewReaderSize(body, 32<<10), limit: maxFrame, res: res}
+	// Each frame's length is charged to res before its buffer is allocated.
+	fr := wire.NewFrameReader(bufio.NewReaderSize(body, 32<<10), maxFrame, func(size uint64) error { return res.take(int64(size)) })
 	var (
 		key  []byte
 		resp prompb.ChunkedReadResponse
 	)
 	for {
-		data, err := fr.next()
+		data, err := fr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("cannot read streamed remote-read response after %d bytes: %w", st.Bytes, err)
+			err = fmt.Errorf("cannot read streamed remote-read response after %d bytes: %w", st.Bytes, err)
+			var tooLong *wire.FrameSizeError
+			if errors.As(err, &tooLong) {
+				err = permanentError{err} // the same response has the same frame
+			}
+			return err
 		}
 		st.Bytes += int64(len(data))
 		resp.Reset()

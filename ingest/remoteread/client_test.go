@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 )
 
@@ -129,11 +130,11 @@ func TestStreamedFramesMergeSortAndDedup(t *testing.T) {
 			// A frame for another query in between.
 			resp := prompb.ChunkedReadResponse{QueryIndex: 1, ChunkedSeries: []*prompb.ChunkedSeries{{Labels: toProm(lbls("__name__", "y")), Chunks: xorChunks(s[:5], 100)}}}
 			b, _ := resp.Marshal()
-			body = appendFrame(body, b)
+			body = wire.AppendFrame(body, b)
 		}
 		resp := prompb.ChunkedReadResponse{QueryIndex: qi, ChunkedSeries: []*prompb.ChunkedSeries{{Labels: toProm(key), Chunks: []prompb.Chunk{c}}}}
 		b, _ := resp.Marshal()
-		body = appendFrame(body, b)
+		body = wire.AppendFrame(body, b)
 	}
 	qs := []Query{{Labels: key, Start: t0, End: t0 + 1e9}, {Labels: lbls("__name__", "y"), Start: t0 + 2000, End: t0 + 3000}}
 	out := make([][]window.Sample, 2)
@@ -184,7 +185,7 @@ func TestReadErrors(t *testing.T) {
 		{name: "query_index out of range", corrupt: func([]byte) []byte {
 			resp := prompb.ChunkedReadResponse{QueryIndex: 7}
 			b, _ := resp.Marshal()
-			return appendFrame(nil, b)
+			return wire.AppendFrame(nil, b)
 		}, wantErr: "query_index 7 for 1 queries", retryable: true},
 		{name: "snappy header claims 1 GiB", fault: func(_ int64, w http.ResponseWriter) bool {
 			w.Header().Set("Content-Type", "application/x-protobuf")

@@ -1,11 +1,7 @@
 package remoteread
 
 import (
-	"bufio"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"slices"
 	"strings"
 
@@ -15,61 +11,6 @@ import (
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/series"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// frameReader reads the frames of a STREAMED_XOR_CHUNKS response:
-// uvarint(len) ‖ big-endian CRC32-Castagnoli(data) ‖ data (Prometheus's
-// storage/remote/chunked.go). Each frame's length is charged to res before
-// its buffer is allocated.
-type frameReader struct {
-	r     *bufio.Reader
-	buf   []byte
-	limit uint64
-	res   *reservation
-}
-
-// next returns the next frame's data, valid until the next call, or io.EOF
-// when the stream ends between two frames. A stream that ends inside a frame
-// is io.ErrUnexpectedEOF: Prometheus aborts the connection on a mid-stream
-// error, so a short frame is a failure, not the end.
-func (f *frameReader) next() ([]byte, error) {
-	size, err := binary.ReadUvarint(f.r)
-	if err == io.EOF {
-		return nil, io.EOF
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cannot read frame length: %w", err)
-	}
-	if size > f.limit {
-		return nil, permanentError{fmt.Errorf("frame of %d bytes exceeds the limit of %d bytes", size, f.limit)}
-	}
-	if err := f.res.take(int64(size)); err != nil {
-		return nil, fmt.Errorf("frame of %d bytes: %w", size, err)
-	}
-	var sum [4]byte
-	if _, err := io.ReadFull(f.r, sum[:]); err != nil {
-		return nil, fmt.Errorf("cannot read frame checksum: %w", unexpectedEOF(err))
-	}
-	if uint64(cap(f.buf)) < size {
-		f.buf = make([]byte, size)
-	}
-	f.buf = f.buf[:size]
-	if _, err := io.ReadFull(f.r, f.buf); err != nil {
-		return nil, fmt.Errorf("cannot read frame of %d bytes: %w", size, unexpectedEOF(err))
-	}
-	if got, want := crc32.Checksum(f.buf, castagnoli), binary.BigEndian.Uint32(sum[:]); got != want {
-		return nil, fmt.Errorf("corrupted frame of %d bytes: CRC32 %08x, header says %08x", size, got, want)
-	}
-	return f.buf, nil
-}
-
-func unexpectedEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
 
 // appendChunk appends the float samples of c within [mint, maxt] to dst.
 // Histogram chunks are skipped: anomalyd analyses float samples only.

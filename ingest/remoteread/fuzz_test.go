@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 )
 
@@ -52,7 +53,7 @@ func FuzzDecodeStreamed(f *testing.F) {
 	resp2 := prompb.ChunkedReadResponse{QueryIndex: 1, ChunkedSeries: []*prompb.ChunkedSeries{
 		{Labels: toProm(fuzzQueries[1].Labels), Chunks: xorChunks(fuzzSeries()[:3], 120)}}}
 	payload2, _ := resp2.Marshal()
-	body := appendFrame(appendFrame(nil, payload), payload2)
+	body := wire.AppendFrame(wire.AppendFrame(nil, payload), payload2)
 	f.Add(payload, true)
 	f.Add(payload2, true)
 	f.Add(body, false)
@@ -62,7 +63,7 @@ func FuzzDecodeStreamed(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, false) // huge length
 	f.Fuzz(func(t *testing.T, data []byte, frame bool) {
 		if frame {
-			data = appendFrame(nil, data)
+			data = wire.AppendFrame(nil, data)
 		}
 		out := make([][]window.Sample, len(fuzzQueries))
 		err := decodeStreamed(bytes.NewReader(data), fuzzQueries, out, &reservation{limit: 4 << 20}, 1<<20, &ReadStats{})

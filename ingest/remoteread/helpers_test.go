@@ -1,8 +1,6 @@
 package remoteread
 
 import (
-	"encoding/binary"
-	"hash/crc32"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/anomalyd/anomalyd/config"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -153,7 +152,7 @@ func (f *fakeProm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			resp := prompb.ChunkedReadResponse{QueryIndex: int64(qi),
 				ChunkedSeries: []*prompb.ChunkedSeries{{Labels: toProm(k), Chunks: chunks}}}
 			b, _ := resp.Marshal()
-			frame := appendFrame(nil, b)
+			frame := wire.AppendFrame(nil, b)
 			if corrupt != nil {
 				frame = corrupt(frame)
 			}
@@ -180,13 +179,6 @@ func xorChunks(s []window.Sample, n int) []prompb.Chunk {
 			Type: prompb.Chunk_XOR, Data: slices.Clone(c.Bytes())})
 	}
 	return out
-}
-
-// appendFrame appends one frame of a streamed response.
-func appendFrame(dst, data []byte) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(data)))
-	dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(data, castagnoli))
-	return append(dst, data...)
 }
 
 func steps(t0 int64, n int, step int64, f func(i int) float64) []window.Sample {

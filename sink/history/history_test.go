@@ -1,9 +1,8 @@
-package sink
+package history
 
 import (
 	"fmt"
 	"math"
-	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
@@ -14,93 +13,30 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
-const testStep = 15_000 // ms between records, a 15 s scrape interval
-
-// newTestHistory returns a History with testNames and its registry.
+// newTestHistory returns a History with sinktest.Names and its registry.
 func newTestHistory(retention time.Duration) (*History, *selfmon.Registry) {
 	reg := selfmon.NewRegistry()
-	return NewHistory(retention, 1_000_000, func() series.Names { return testNames }, reg), reg
-}
-
-// histOracle is what a History should hold: every output series' samples,
-// by labelKey, built from the records by the documented rules.
-type histOracle map[string][]sample
-
-func (o histOracle) add(names series.Names, recs ...series.Record) {
-	for _, r := range recs {
-		for m := r.Slots(); m != 0; m &= m - 1 {
-			out := bits.TrailingZeros16(m)
-			lbls := series.AppendOutputLabels(nil, r.Series, names.Name(out), r.DetectorOf(out))
-			k := labelKey(lbls)
-			v := r.Value(out)
-			if r.Stale {
-				if len(o[k]) == 0 {
-					continue // no series to end
-				}
-				v = staleNaN
-			}
-			if n := len(o[k]); n > 0 && o[k][n-1].T >= r.T {
-				continue // out of order
-			}
-			o[k] = append(o[k], sample{r.T, v})
-		}
-	}
-}
-
-// in returns the oracle restricted to [mint, maxt], series without samples
-// left out.
-func (o histOracle) in(mint, maxt int64) histOracle {
-	out := histOracle{}
-	for k, ss := range o {
-		for _, s := range ss {
-			if s.T >= mint && s.T <= maxt {
-				out[k] = append(out[k], s)
-			}
-		}
-	}
-	return out
-}
-
-// decodeChunk decodes an XOR chunk with chunkenc.
-func decodeChunk(t *testing.T, b []byte) []sample {
-	t.Helper()
-	c, err := chunkenc.FromData(chunkenc.EncXOR, b)
-	if err != nil {
-		t.Fatalf("chunk: %v", err)
-	}
-	var out []sample
-	it := c.Iterator(nil)
-	for it.Next() == chunkenc.ValFloat {
-		ts, v := it.At()
-		out = append(out, sample{ts, v})
-	}
-	if err := it.Err(); err != nil {
-		t.Fatalf("chunk: %v", err)
-	}
-	if len(out) != c.NumSamples() {
-		t.Fatalf("chunk decodes to %d samples, header says %d", len(out), c.NumSamples())
-	}
-	return out
+	return New(retention, 1_000_000, func() series.Names { return sinktest.Names }, reg), reg
 }
 
 // queryAll returns what h.query returns for ms over [mint, maxt], chunks
 // decoded and trimmed to the range, checking chunk times on the way.
-func queryAll(t *testing.T, h *History, mint, maxt int64, ms ...*labels.Matcher) (histOracle, []string) {
+func queryAll(t *testing.T, h *History, mint, maxt int64, ms ...*labels.Matcher) (sinktest.Oracle, []string) {
 	t.Helper()
-	got := histOracle{}
+	got := sinktest.Oracle{}
 	var order []string
 	for _, m := range h.query(ms, mint, maxt) {
-		k := labelKey(m.labels)
+		k := sinktest.LabelKey(m.labels)
 		order = append(order, k)
 		for _, c := range m.chunks {
-			ss := decodeChunk(t, c.b)
+			ss := sinktest.DecodeChunk(t, c.b)
 			if ss[0].T != c.minT || ss[len(ss)-1].T != c.maxT {
 				t.Errorf("%s: chunk says [%d, %d], holds [%d, %d]", k, c.minT, c.maxT, ss[0].T, ss[len(ss)-1].T)
 			}
@@ -115,20 +51,6 @@ func queryAll(t *testing.T, h *History, mint, maxt int64, ms ...*labels.Matcher)
 		}
 	}
 	return got, order
-}
-
-func compareOracle(t *testing.T, got, want histOracle) {
-	t.Helper()
-	for k, w := range want {
-		if !sameSamples(got[k], w) {
-			t.Errorf("series %s:\n got %v\nwant %v", k, got[k], w)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("unexpected series %s: %v", k, got[k])
-		}
-	}
 }
 
 // walkRecord advances the random walk *prev and returns a record around it:
@@ -160,37 +82,19 @@ func metricValue(t *testing.T, reg *selfmon.Registry, infos string) float64 {
 	return 0
 }
 
-// checkSorted fails unless lsets is sorted as Prometheus's labels.Compare
-// sorts label sets.
-func checkSorted(t *testing.T, lsets [][]prompb.Label) {
-	t.Helper()
-	toLabels := func(ls []prompb.Label) labels.Labels {
-		b := labels.NewScratchBuilder(len(ls))
-		for _, l := range ls {
-			b.Add(l.Name, l.Value)
-		}
-		return b.Labels()
-	}
-	for i := 1; i < len(lsets); i++ {
-		if labels.Compare(toLabels(lsets[i-1]), toLabels(lsets[i])) >= 0 {
-			t.Errorf("series not sorted: %s before %s", labelKey(lsets[i-1]), labelKey(lsets[i]))
-		}
-	}
-}
-
 // chunkSamples is the sample count in an XOR chunk's header.
 func chunkSamples(b []byte) int { return int(b[0])<<8 | int(b[1]) }
 
 func TestHistoryAppendQuery(t *testing.T) {
 	h, reg := newTestHistory(time.Hour)
-	a := mkSeries("__name__", "cpu", "job", "a")
-	b := mkSeries("__name__", "mem", "job", "b", "metric", "clash")
+	a := sinktest.Info("__name__", "cpu", "job", "a")
+	b := sinktest.Info("__name__", "mem", "job", "b", "metric", "clash")
 	rng := rand.New(rand.NewPCG(1, 2))
-	oracle := histOracle{}
+	oracle := sinktest.Oracle{}
 	var va, vb float64
 	const base = 1_700_000_000_000
 	for i := range 300 {
-		ts := int64(base + i*testStep)
+		ts := int64(base + i*sinktest.Step)
 		recs := []series.Record{walkRecord(rng, a, ts, detectors.KindCombined, &va), walkRecord(rng, b, ts, detectors.KindCombined, &vb)}
 		if i < 10 { // warm-up: the score only
 			for j := range recs {
@@ -199,10 +103,10 @@ func TestHistoryAppendQuery(t *testing.T) {
 		}
 		recs = append(recs, walkRecord(rng, a, ts, detectors.KindEWMA, &va)) // per_detector on for a
 		h.Append(recs)
-		oracle.add(testNames, recs...)
+		oracle.Add(sinktest.Names, recs...)
 	}
 	got, order := queryAll(t, h, math.MinInt64, math.MaxInt64)
-	compareOracle(t, got, oracle)
+	sinktest.CompareOracles(t, got, oracle)
 	if len(order) != 12 {
 		t.Errorf("%d infos, want 12 (2 inputs × combined + 1 × ewma, × 4 outputs)", len(order))
 	}
@@ -212,15 +116,15 @@ func TestHistoryAppendQuery(t *testing.T) {
 		lsets = append(lsets, m.labels)
 		var sizes []int
 		for _, c := range m.chunks {
-			sizes = append(sizes, len(decodeChunk(t, c.b)))
+			sizes = append(sizes, len(sinktest.DecodeChunk(t, c.b)))
 		}
 		want := []int{120, 120, 60}
 		// Sorted, so __name__ comes first; warm-up records (combined only) have no band.
-		if m.labels[0].Value != "anomaly_score" && strings.Contains(labelKey(m.labels), "detector=combined") {
+		if m.labels[0].Value != "anomaly_score" && strings.Contains(sinktest.LabelKey(m.labels), "detector=combined") {
 			want = []int{120, 120, 50}
 		}
 		if fmt.Sprint(sizes) != fmt.Sprint(want) {
-			t.Errorf("%s: chunk sizes %v, want %v", labelKey(m.labels), sizes, want)
+			t.Errorf("%s: chunk sizes %v, want %v", sinktest.LabelKey(m.labels), sizes, want)
 		}
 	}
 	if v := metricValue(t, reg, "anomalyd_history_series"); v != 12 {
@@ -229,7 +133,7 @@ func TestHistoryAppendQuery(t *testing.T) {
 	if v := metricValue(t, reg, "anomalyd_history_samples_appended_total"); v != 3*300*4-2*10*3 {
 		t.Errorf("anomalyd_history_samples_appended_total = %g, want %d", v, 3*300*4-2*10*3)
 	}
-	checkSorted(t, lsets)
+	sinktest.CheckSorted(t, lsets)
 	size := 0
 	for _, m := range h.query(nil, math.MinInt64, math.MaxInt64) {
 		for _, c := range m.chunks {
@@ -246,20 +150,20 @@ func TestHistoryAppendQuery(t *testing.T) {
 // without chunks is dropped; the gauges follow.
 func TestHistoryRetention(t *testing.T) {
 	h, reg := newTestHistory(time.Hour)
-	live := mkSeries("__name__", "live")
-	gone := mkSeries("__name__", "gone")
-	oracle := histOracle{}
+	live := sinktest.Info("__name__", "live")
+	gone := sinktest.Info("__name__", "gone")
+	oracle := sinktest.Oracle{}
 	const n = 3 * 240 // 3 h at 15 s
 	for i := range n {
-		ts := int64(i * testStep)
-		recs := mkRecords([]*series.Info{live}, ts)
+		ts := int64(i * sinktest.Step)
+		recs := sinktest.Records([]*series.Info{live}, ts)
 		if i < 100 { // gone stops after 25 min
-			recs = append(recs, mkRecords([]*series.Info{gone}, ts)...)
+			recs = append(recs, sinktest.Records([]*series.Info{gone}, ts)...)
 		}
 		h.Append(recs)
-		oracle.add(testNames, recs...)
+		oracle.Add(sinktest.Names, recs...)
 	}
-	newest := int64((n - 1) * testStep)
+	newest := int64((n - 1) * sinktest.Step)
 	cutoff := newest - time.Hour.Milliseconds()
 	ms := h.query(nil, math.MinInt64, math.MaxInt64)
 	if len(ms) != 4 {
@@ -268,20 +172,20 @@ func TestHistoryRetention(t *testing.T) {
 	for _, m := range ms {
 		first := m.chunks[0]
 		if first.maxT < cutoff {
-			t.Errorf("%s: chunk [%d, %d] kept, older than the cutoff %d", labelKey(m.labels), first.minT, first.maxT, cutoff)
+			t.Errorf("%s: chunk [%d, %d] kept, older than the cutoff %d", sinktest.LabelKey(m.labels), first.minT, first.maxT, cutoff)
 		}
 		// Chunks are 120 samples = 30 min: the oldest kept starts at most
 		// a chunk plus a sweep interval (1h/16) before the cutoff.
-		if slack := int64(120*testStep) + time.Hour.Milliseconds()/sweepFraction; first.minT < cutoff-slack {
-			t.Errorf("%s: oldest chunk starts at %d, more than %d ms before the cutoff %d", labelKey(m.labels), first.minT, slack, cutoff)
+		if slack := int64(120*sinktest.Step) + time.Hour.Milliseconds()/sweepFraction; first.minT < cutoff-slack {
+			t.Errorf("%s: oldest chunk starts at %d, more than %d ms before the cutoff %d", sinktest.LabelKey(m.labels), first.minT, slack, cutoff)
 		}
 		// What is kept is exact: the oracle's samples from the first kept one on.
-		var kept []sample
+		var kept []sinktest.Sample
 		for _, c := range m.chunks {
-			kept = append(kept, decodeChunk(t, c.b)...)
+			kept = append(kept, sinktest.DecodeChunk(t, c.b)...)
 		}
-		k := labelKey(m.labels)
-		if want := oracle.in(first.minT, math.MaxInt64)[k]; !sameSamples(kept, want) {
+		k := sinktest.LabelKey(m.labels)
+		if want := oracle.In(first.minT, math.MaxInt64)[k]; !sinktest.SameSamples(kept, want) {
 			t.Errorf("%s: kept %d samples, want the %d from %d on", k, len(kept), len(want), first.minT)
 		}
 	}
@@ -298,30 +202,30 @@ func TestHistoryRetention(t *testing.T) {
 		t.Errorf("anomalyd_history_bytes = %g, want %d", v, size)
 	}
 	// A series that comes back after eviction starts anew.
-	h.Append(mkRecords([]*series.Info{gone}, newest+testStep))
+	h.Append(sinktest.Records([]*series.Info{gone}, newest+sinktest.Step))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64, labels.MustNewMatcher(labels.MatchEqual, "metric", "gone"))
 	if len(got) != 4 {
 		t.Errorf("returning series: %d output infos, want 4: %v", len(got), got)
 	}
 	for k, ss := range got {
-		if len(ss) != 1 || ss[0].T != newest+testStep {
-			t.Errorf("returning series %s: %v, want one sample at %d", k, ss, newest+testStep)
+		if len(ss) != 1 || ss[0].T != newest+sinktest.Step {
+			t.Errorf("returning series %s: %v, want one sample at %d", k, ss, newest+sinktest.Step)
 		}
 	}
 }
 
 func TestHistoryOutOfOrder(t *testing.T) {
 	h, reg := newTestHistory(time.Hour)
-	s := mkSeries("__name__", "x")
-	h.Append(mkRecords([]*series.Info{s}, 2000))
-	h.Append(mkRecords([]*series.Info{s}, 1000)) // older
-	h.Append(mkRecords([]*series.Info{s}, 2000)) // duplicate
-	h.Append(mkRecords([]*series.Info{s}, 3000))
+	s := sinktest.Info("__name__", "x")
+	h.Append(sinktest.Records([]*series.Info{s}, 2000))
+	h.Append(sinktest.Records([]*series.Info{s}, 1000)) // older
+	h.Append(sinktest.Records([]*series.Info{s}, 2000)) // duplicate
+	h.Append(sinktest.Records([]*series.Info{s}, 3000))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
-	want := histOracle{}
-	want.add(testNames, mkRecords([]*series.Info{s}, 2000)...)
-	want.add(testNames, mkRecords([]*series.Info{s}, 3000)...)
-	compareOracle(t, got, want)
+	want := sinktest.Oracle{}
+	want.Add(sinktest.Names, sinktest.Records([]*series.Info{s}, 2000)...)
+	want.Add(sinktest.Names, sinktest.Records([]*series.Info{s}, 3000)...)
+	sinktest.CompareOracles(t, got, want)
 	if v := metricValue(t, reg, "anomalyd_history_samples_out_of_order_total"); v != 8 {
 		t.Errorf("anomalyd_history_samples_out_of_order_total = %g, want 8", v)
 	}
@@ -331,9 +235,9 @@ func TestHistoryOutOfOrder(t *testing.T) {
 // StaleNaN (bit-exact); it creates none.
 func TestHistoryStale(t *testing.T) {
 	h, _ := newTestHistory(time.Hour)
-	full := mkSeries("__name__", "full")
-	warm := mkSeries("__name__", "warm")
-	never := mkSeries("__name__", "never")
+	full := sinktest.Info("__name__", "full")
+	warm := sinktest.Info("__name__", "warm")
+	never := sinktest.Info("__name__", "never")
 	recs := []series.Record{
 		{Series: full, T: 1000, Detector: detectors.KindCombined, Score: 1, Expected: 2, Lower: 1, Upper: 3},
 		{Series: warm, T: 1000, Detector: detectors.KindCombined, Warmup: true},
@@ -343,9 +247,9 @@ func TestHistoryStale(t *testing.T) {
 	}
 	h.Append(recs)
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
-	want := histOracle{}
-	want.add(testNames, recs...)
-	compareOracle(t, got, want)
+	want := sinktest.Oracle{}
+	want.Add(sinktest.Names, recs...)
+	sinktest.CompareOracles(t, got, want)
 	if len(got) != 5 {
 		t.Errorf("%d infos, want 5 (4 of full, the score of warm)", len(got))
 	}
@@ -360,25 +264,25 @@ func TestHistoryStale(t *testing.T) {
 // or series.Info pointer.
 func TestHistorySeriesIdentity(t *testing.T) {
 	h, _ := newTestHistory(time.Hour)
-	a := mkSeries("__name__", "x", "i", "a")
-	b := mkSeries("__name__", "x", "i", "b")
-	b.Hash = a.Hash                           // a collision
-	a2 := mkSeries("__name__", "x", "i", "a") // a comes back: new series.Info, same labels
-	h.Append(mkRecords([]*series.Info{a, b}, 1000))
-	h.Append(mkRecords([]*series.Info{a2, b}, 2000))
+	a := sinktest.Info("__name__", "x", "i", "a")
+	b := sinktest.Info("__name__", "x", "i", "b")
+	b.Hash = a.Hash                                // a collision
+	a2 := sinktest.Info("__name__", "x", "i", "a") // a comes back: new series.Info, same labels
+	h.Append(sinktest.Records([]*series.Info{a, b}, 1000))
+	h.Append(sinktest.Records([]*series.Info{a2, b}, 2000))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
-	want := histOracle{}
-	want.add(testNames, mkRecords([]*series.Info{a, b}, 1000)...)
-	want.add(testNames, mkRecords([]*series.Info{a2, b}, 2000)...)
-	compareOracle(t, got, want)
+	want := sinktest.Oracle{}
+	want.Add(sinktest.Names, sinktest.Records([]*series.Info{a, b}, 1000)...)
+	want.Add(sinktest.Names, sinktest.Records([]*series.Info{a2, b}, 2000)...)
+	sinktest.CompareOracles(t, got, want)
 }
 
 // TestHistoryNamesAtQueryTime: output names are read when queried, so a
 // reload that renames outputs renames the history.
 func TestHistoryNamesAtQueryTime(t *testing.T) {
-	names := testNames
-	h := NewHistory(time.Hour, 1_000_000, func() series.Names { return names }, nil)
-	h.Append(mkRecords([]*series.Info{mkSeries("__name__", "x")}, 1000))
+	names := sinktest.Names
+	h := New(time.Hour, 1_000_000, func() series.Names { return names }, nil)
+	h.Append(sinktest.Records([]*series.Info{sinktest.Info("__name__", "x")}, 1000))
 	names.Score = "renamed_score"
 	ms := h.query([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "renamed_score")}, 0, 2000)
 	if len(ms) != 1 {
@@ -390,19 +294,19 @@ func TestHistoryNamesAtQueryTime(t *testing.T) {
 // first chunk), appending allocates nothing until the next cut.
 func TestHistoryAppendNoAllocs(t *testing.T) {
 	h, _ := newTestHistory(time.Hour)
-	infos := manySeries(64)
+	infos := sinktest.Infos(64)
 	ts := int64(0)
 	for range samplesPerChunk + 1 { // fill the first chunk and cut it
-		h.Append(mkRecords(infos, ts))
-		ts += testStep
+		h.Append(sinktest.Records(infos, ts))
+		ts += sinktest.Step
 	}
-	recs := mkRecords(infos, ts)
+	recs := sinktest.Records(infos, ts)
 	if n := testing.AllocsPerRun(50, func() {
 		for i := range recs {
 			recs[i].T = ts
 		}
 		h.Append(recs)
-		ts += testStep
+		ts += sinktest.Step
 	}); n != 0 {
 		t.Errorf("%v allocations per Append of %d records, want 0", n, len(recs))
 	}
@@ -416,11 +320,11 @@ func TestHistoryConcurrent(t *testing.T) {
 	for s := range shards {
 		infos := make([]*series.Info, perShard)
 		for i := range infos {
-			infos[i] = mkSeries("__name__", "m", "shard", fmt.Sprint(s), "i", fmt.Sprint(i))
+			infos[i] = sinktest.Info("__name__", "m", "shard", fmt.Sprint(s), "i", fmt.Sprint(i))
 		}
 		wg.Go(func() {
 			for i := range steps {
-				h.Append(mkRecords(infos, int64(i*testStep)))
+				h.Append(sinktest.Records(infos, int64(i*sinktest.Step)))
 			}
 		})
 	}
@@ -432,7 +336,7 @@ func TestHistoryConcurrent(t *testing.T) {
 		for range 20 {
 			for _, s := range h.query([]*labels.Matcher{m}, math.MinInt64, math.MaxInt64) {
 				for _, c := range s.chunks {
-					decodeChunk(t, c.b)
+					sinktest.DecodeChunk(t, c.b)
 				}
 			}
 			queries++
@@ -464,7 +368,7 @@ func detectorRun(s *series.Info, seed uint64, n int) []series.Record {
 	v := 100.0
 	recs := make([]series.Record, n)
 	for i := range recs {
-		ts := int64(1_700_000_000_000 + i*testStep)
+		ts := int64(1_700_000_000_000 + i*sinktest.Step)
 		v += rng.NormFloat64()
 		out := set.Update(&p, ts, v+5*rng.NormFloat64())
 		c := out.Combined
@@ -480,7 +384,7 @@ func detectorRun(s *series.Info, seed uint64, n int) []series.Record {
 // fails only if they are far above what the README states.
 func TestHistoryMemoryPerSeries(t *testing.T) {
 	const inputs, steps = 2000, 3 * 240 // 3 h: retention reaches its steady state
-	infos := manySeries(inputs)
+	infos := sinktest.Infos(inputs)
 	runs := make([][]series.Record, inputs)
 	for i, s := range infos {
 		runs[i] = detectorRun(s, uint64(i), steps)
@@ -525,13 +429,13 @@ func TestHistoryMemoryPerSeries(t *testing.T) {
 // BenchmarkHistoryAppend: one Append of 250 combined records (one input
 // series each), as a shard hands them over; ns/op ÷ 250 = ns per record.
 func BenchmarkHistoryAppend(b *testing.B) {
-	batch := benchBatch()[:250]
+	batch := sinktest.BenchBatch()[:250]
 	h, _ := newTestHistory(time.Hour)
 	ts := batch[0].T
 	rng := rand.New(rand.NewPCG(1, 1))
 	b.ReportAllocs()
 	for b.Loop() {
-		ts += testStep
+		ts += sinktest.Step
 		for i := range batch {
 			r := &batch[i]
 			r.T = ts
@@ -549,10 +453,10 @@ func BenchmarkHistoryAppend(b *testing.B) {
 // held ones expire, new ones are kept again.
 func TestHistoryMaxSeries(t *testing.T) {
 	reg := selfmon.NewRegistry()
-	h := NewHistory(time.Hour, 2, func() series.Names { return testNames }, reg)
-	a, b, c := mkSeries("__name__", "a"), mkSeries("__name__", "b"), mkSeries("__name__", "c")
-	h.Append(mkRecords([]*series.Info{a, b, c}, 0))
-	h.Append(mkRecords([]*series.Info{a, b, c}, testStep))
+	h := New(time.Hour, 2, func() series.Names { return sinktest.Names }, reg)
+	a, b, c := sinktest.Info("__name__", "a"), sinktest.Info("__name__", "b"), sinktest.Info("__name__", "c")
+	h.Append(sinktest.Records([]*series.Info{a, b, c}, 0))
+	h.Append(sinktest.Records([]*series.Info{a, b, c}, sinktest.Step))
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	if len(got) != 8 {
 		t.Fatalf("%d output infos, want the 8 of a and b: %v", len(got), got)
@@ -571,7 +475,7 @@ func TestHistoryMaxSeries(t *testing.T) {
 	// a and b stop; after the retention has passed (and a sweep of every
 	// partition), c is kept.
 	for i := range 2 * historyPartitions {
-		h.Append(mkRecords([]*series.Info{c}, time.Hour.Milliseconds()+int64(i+2)*testStep))
+		h.Append(sinktest.Records([]*series.Info{c}, time.Hour.Milliseconds()+int64(i+2)*sinktest.Step))
 	}
 	got, _ = queryAll(t, h, math.MinInt64, math.MaxInt64)
 	if len(got) != 4 {

@@ -1,11 +1,9 @@
-package sink
+package history
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math/bits"
 	"mime"
@@ -23,17 +21,8 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 )
-
-// Content types of remote-read responses.
-const (
-	contentTypeSamples  = "application/x-protobuf"
-	contentTypeStreamed = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
-)
-
-// castagnoli is the CRC-32 table of streamed frames. Built at init, as
-// Prometheus does, so no first request races to build it.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ReadHandler serves POST /api/v1/read, Prometheus's remote-read protocol,
 // from a History: a Prometheus with `remote_read: [{url: …/api/v1/read,
@@ -210,14 +199,14 @@ func checkReadHeaders(hd http.Header) error {
 		if err != nil {
 			return readErrorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: %w", ct, err)
 		}
-		if mt != "application/x-protobuf" {
-			return readErrorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want application/x-protobuf", ct)
+		if mt != wire.ContentTypeProtobuf {
+			return readErrorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want "+wire.ContentTypeProtobuf, ct)
 		}
-		if p := params["proto"]; p != "" && p != "prometheus.ReadRequest" {
-			return readErrorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: proto must be prometheus.ReadRequest", ct)
+		if p := params["proto"]; p != "" && p != wire.MessageReadRequest {
+			return readErrorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: proto must be "+wire.MessageReadRequest, ct)
 		}
 	}
-	if enc := strings.TrimSpace(hd.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "snappy") {
+	if enc := strings.TrimSpace(hd.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, wire.EncodingSnappy) {
 		return readErrorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: only snappy is supported", enc)
 	}
 	return nil
@@ -331,8 +320,8 @@ func (h *ReadHandler) serveSamples(w http.ResponseWriter, r *http.Request, queri
 	if err != nil {
 		return readErrorf(http.StatusInternalServerError, "cannot marshal ReadResponse: %w", err)
 	}
-	w.Header().Set("Content-Type", contentTypeSamples)
-	w.Header().Set("Content-Encoding", "snappy")
+	w.Header().Set("Content-Type", wire.ContentTypeProtobuf)
+	w.Header().Set("Content-Encoding", wire.EncodingSnappy)
 	w.Write(snappy.Encode(nil, raw)) // an error means the client went away
 	return nil
 }
@@ -366,8 +355,9 @@ func (d *chunkDecoder) appendSamples(dst []prompb.Sample, b []byte, mint, maxt i
 // the client trims samples outside it. Any failure once writing has begun
 // aborts the connection.
 func (h *ReadHandler) serveStreamed(w http.ResponseWriter, r *http.Request, queries []readQuery) {
-	w.Header().Set("Content-Type", contentTypeStreamed)
-	fw := frameWriter{w: bufio.NewWriterSize(w, 64<<10), maxFrame: h.maxFrame}
+	w.Header().Set("Content-Type", wire.ContentTypeChunkedRead)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	fw := frameWriter{w: wire.NewFrameWriter(bw), maxFrame: h.maxFrame}
 	for i, q := range queries {
 		if r.Context().Err() != nil {
 			panic(http.ErrAbortHandler) // the client went away
@@ -381,16 +371,16 @@ func (h *ReadHandler) serveStreamed(w http.ResponseWriter, r *http.Request, quer
 			}
 		}
 	}
-	if err := fw.w.Flush(); err != nil {
+	if err := bw.Flush(); err != nil {
 		h.logger.Debug("remote read stream aborted", zap.Error(err))
 		panic(http.ErrAbortHandler)
 	}
 }
 
-// frameWriter writes ChunkedReadResponse frames as Prometheus's
-// ChunkedWriter does: uvarint(len(data)) ‖ big-endian CRC-32C(data) ‖ data.
+// frameWriter writes a series as ChunkedReadResponse frames (wire's frame
+// format), packing its chunks into frames of at most maxFrame bytes.
 type frameWriter struct {
-	w        *bufio.Writer
+	w        *wire.FrameWriter
 	maxFrame int
 	buf      []byte // marshalled frame, reused
 	chunks   []prompb.Chunk
@@ -449,14 +439,7 @@ func (f *frameWriter) writeFrame(resp *prompb.ChunkedReadResponse) error {
 	if _, err := resp.MarshalToSizedBuffer(f.buf); err != nil {
 		return fmt.Errorf("cannot marshal ChunkedReadResponse: %w", err)
 	}
-	var hdr [binary.MaxVarintLen64 + 4]byte
-	k := binary.PutUvarint(hdr[:], uint64(n))
-	binary.BigEndian.PutUint32(hdr[k:], crc32.Checksum(f.buf, castagnoli))
-	if _, err := f.w.Write(hdr[:k+4]); err != nil {
-		return err
-	}
-	_, err := f.w.Write(f.buf)
-	return err
+	return f.w.WriteFrame(f.buf)
 }
 
 // formatLabels formats labels as {a="b", …} for messages.

@@ -1,4 +1,4 @@
-package sink
+package metrics
 
 import (
 	"bufio"
@@ -29,10 +29,10 @@ var outputHelp = [series.NumOutputs + 1]string{
 	"Detector that drove the combined score (a state set): 1 for it, 0 for the other enabled detectors.",
 }
 
-// MetricsHandler serves /metrics: the latest value of every output series,
+// Handler serves /metrics: the latest value of every output series,
 // then anomalyd's own metrics. It streams straight from the shard snapshots,
 // so a scrape of a million series holds no more than a write buffer.
-func MetricsHandler(names func() series.Names, src SnapshotSource, reg *selfmon.Registry) http.Handler {
+func Handler(names func() series.Names, src SnapshotSource, reg *selfmon.Registry) http.Handler {
 	var pool sync.Pool
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -1,4 +1,4 @@
-package sink
+package remotewrite
 
 import (
 	"math/bits"

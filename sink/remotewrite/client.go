@@ -1,4 +1,4 @@
-package sink
+package remotewrite
 
 import (
 	"bytes"
@@ -8,19 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/anomalyd/anomalyd/sink/wire"
 )
 
-// Remote-write HTTP header names and values (remote_write_spec.md,
-// remote_write_spec_2_0.md).
 const (
-	hdrVersion        = "X-Prometheus-Remote-Write-Version"
-	hdrSamplesWritten = "X-Prometheus-Remote-Write-Samples-Written"
-	hdrRetryAttempt   = "Retry-Attempt"
-	versionRW1        = "0.1.0"
-	versionRW2        = "2.0.0"
-	contentTypeRW1    = "application/x-protobuf"
-	contentTypeRW2    = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
-
 	// maxErrBody is how much of an error response is read and logged.
 	maxErrBody = 1 << 10
 	// maxDrain is how much of a response body is read so that the
@@ -51,16 +43,16 @@ func (w *RemoteWriter) store(body []byte, rw2 bool, attempt int) (res storeResul
 		req.Header[k] = v
 	}
 	if rw2 {
-		req.Header.Set("Content-Type", contentTypeRW2)
-		req.Header.Set(hdrVersion, versionRW2)
+		req.Header.Set("Content-Type", wire.ContentTypeWriteV2)
+		req.Header.Set(wire.HeaderWriteVersion, wire.WriteVersion2)
 	} else {
-		req.Header.Set("Content-Type", contentTypeRW1)
-		req.Header.Set(hdrVersion, versionRW1)
+		req.Header.Set("Content-Type", wire.ContentTypeProtobuf)
+		req.Header.Set(wire.HeaderWriteVersion, wire.WriteVersion1)
 	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("User-Agent", "anomalyd/"+Version)
+	req.Header.Set("Content-Encoding", wire.EncodingSnappy)
+	req.Header.Set("User-Agent", w.userAgent)
 	if attempt > 0 {
-		req.Header.Set(hdrRetryAttempt, strconv.Itoa(attempt))
+		req.Header.Set(wire.HeaderRetryAttempt, strconv.Itoa(attempt))
 	}
 
 	start := time.Now()
@@ -71,7 +63,7 @@ func (w *RemoteWriter) store(body []byte, rw2 bool, attempt int) (res storeResul
 	}
 	defer resp.Body.Close()
 	res.code = resp.StatusCode
-	if v := resp.Header.Get(hdrSamplesWritten); v != "" {
+	if v := resp.Header.Get(wire.HeaderSamplesWritten); v != "" {
 		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n >= 0 {
 			res.written, res.hasWritten = n, true
 		}

@@ -1,4 +1,4 @@
-package sink
+package history
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
@@ -44,9 +45,12 @@ const (
 	sweepFraction = 16
 )
 
+// staleNaN is the stale marker value; compare it by bits, never with ==.
+var staleNaN = math.Float64frombits(value.StaleNaN)
+
 // History keeps the recent output samples of every output series in memory
 // and answers remote-read queries over them (ReadHandler). It implements
-// Appender: the shards' records go to it as they go to remote write.
+// window.Appender: the shards' records go to it as they go to remote write.
 //
 // Each output series (input series × detector × output, and the driver
 // series of a combined record) is a list of Gorilla XOR chunks
@@ -178,14 +182,14 @@ type histChunk struct {
 	minT, maxT int64
 }
 
-// NewHistory returns an empty history keeping retention of output samples
+// New returns an empty history keeping retention of output samples
 // for at most maxSeries input series (the first seen; others are counted
 // and not kept until some expire). names is called by queries for the
 // current output names. It registers the anomalyd_history_* families in reg
 // (nil: a private registry).
-func NewHistory(retention time.Duration, maxSeries int, names func() series.Names, reg *selfmon.Registry) *History {
+func New(retention time.Duration, maxSeries int, names func() series.Names, reg *selfmon.Registry) *History {
 	if retention < time.Millisecond || maxSeries < 1 {
-		panic(fmt.Sprintf("BUG: sink: NewHistory with retention %s, max series %d", retention, maxSeries))
+		panic(fmt.Sprintf("BUG: history: New with retention %s, max series %d", retention, maxSeries))
 	}
 	if reg == nil {
 		reg = selfmon.NewRegistry()
@@ -400,7 +404,7 @@ func (p *histPartition) cut(s *histSeries, t int64) {
 func headAppender(c *chunkenc.XORChunk) chunkenc.Appender {
 	app, err := c.Appender()
 	if err != nil {
-		panic("BUG: sink: appender of an empty XOR chunk: " + err.Error())
+		panic("BUG: history: appender of an empty XOR chunk: " + err.Error())
 	}
 	return app
 }

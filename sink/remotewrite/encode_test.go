@@ -1,7 +1,6 @@
-package sink
+package remotewrite
 
 import (
-	"fmt"
 	"math"
 	"testing"
 
@@ -9,33 +8,15 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
-// benchBatch is one full default batch: 500 records × 4 outputs = 2000
-// samples over 250 input series (two timestamps each), realistic labels.
-func benchBatch() []series.Record {
-	infos := make([]*series.Info, 250)
-	for i := range infos {
-		infos[i] = mkSeries("__name__", "node_network_receive_bytes_total", "job", "node-exporter",
-			"instance", fmt.Sprintf("node-%03d.eu-west-1.example.com:9100", i), "device", "eth0", "cluster", "prod-eu")
-	}
-	batch := make([]series.Record, 0, 500)
-	for t := int64(0); t < 2; t++ {
-		for i, s := range infos {
-			v := float64(i) * 1.5e6
-			batch = append(batch, series.Record{Series: s, T: 1_700_000_000_000 + t*15_000, Detector: detectors.KindCombined,
-				Score: 0.25 * float64(i%13), Expected: v, Lower: v * 0.9, Upper: v * 1.1})
-		}
-	}
-	return batch
-}
-
 func BenchmarkRemoteWriterEncode(b *testing.B) {
-	batch := benchBatch()
+	batch := sinktest.BenchBatch()
 	for _, proto := range []string{"rw1", "rw2"} {
 		b.Run(proto, func(b *testing.B) {
-			e := newEncoder(&testNames)
+			e := newEncoder(&sinktest.Names)
 			e.encode(batch, proto == "rw2") // grow the buffers; b.Loop resets the counters
 			var size int
 			b.ReportAllocs()
@@ -57,14 +38,14 @@ func BenchmarkRemoteWriterEncode(b *testing.B) {
 // with or without per-detector driver series.
 func TestEncodeNoAllocs(t *testing.T) {
 	for _, drivers := range []bool{false, true} {
-		batch := benchBatch()
+		batch := sinktest.BenchBatch()
 		if drivers {
 			for i := range batch {
-				batch[i].Driver, batch[i].DriverSet = detectors.Kind(i%int(detectors.NumKinds)), drvAll
+				batch[i].Driver, batch[i].DriverSet = detectors.Kind(i%int(detectors.NumKinds)), sinktest.DrvAll
 			}
 		}
 		for _, rw2 := range []bool{false, true} {
-			e := newEncoder(&testNames)
+			e := newEncoder(&sinktest.Names)
 			if _, err := e.encode(batch, rw2); err != nil {
 				t.Fatal(err)
 			}
@@ -79,9 +60,9 @@ func TestEncodeNoAllocs(t *testing.T) {
 // one series split by other series, a smaller batch after a larger one so
 // reused structs must be truncated) and compares them with the records.
 func TestEncodeRoundTrip(t *testing.T) {
-	a := mkSeries("__name__", "up", "job", "a")
-	b := mkSeries("__name__", "up", "job", "b", "AZ", "eu") // sorts before __name__
-	big := benchBatch()
+	a := sinktest.Info("__name__", "up", "job", "a")
+	b := sinktest.Info("__name__", "up", "job", "b", "AZ", "eu") // sorts before __name__
+	big := sinktest.BenchBatch()
 	small := []series.Record{
 		{Series: a, T: 1, Detector: detectors.KindEWMA, Score: 1, Expected: 2, Lower: 3, Upper: 4},
 		{Series: b, T: 1, Detector: detectors.KindEWMA, Warmup: true, Score: 0},
@@ -89,18 +70,18 @@ func TestEncodeRoundTrip(t *testing.T) {
 		{Series: b, T: 2, Detector: detectors.KindEWMA, Score: 5, Expected: 6, Lower: 7, Upper: 8},
 	}
 	stale := math.Float64frombits(0x7ff0000000000002)
-	want := map[string][]sample{
-		"__name__=anomaly_score,detector=ewma,job=a,metric=up":          {{1, 1}, {2, stale}},
-		"__name__=anomaly_expected,detector=ewma,job=a,metric=up":       {{1, 2}, {2, stale}},
-		"__name__=anomaly_lower,detector=ewma,job=a,metric=up":          {{1, 3}, {2, stale}},
-		"__name__=anomaly_upper,detector=ewma,job=a,metric=up":          {{1, 4}, {2, stale}},
-		"AZ=eu,__name__=anomaly_score,detector=ewma,job=b,metric=up":    {{1, 0}, {2, 5}},
-		"AZ=eu,__name__=anomaly_expected,detector=ewma,job=b,metric=up": {{2, 6}},
-		"AZ=eu,__name__=anomaly_lower,detector=ewma,job=b,metric=up":    {{2, 7}},
-		"AZ=eu,__name__=anomaly_upper,detector=ewma,job=b,metric=up":    {{2, 8}},
+	want := map[string][]sinktest.Sample{
+		"__name__=anomaly_score,detector=ewma,job=a,metric=up":          {{T: 1, V: 1}, {T: 2, V: stale}},
+		"__name__=anomaly_expected,detector=ewma,job=a,metric=up":       {{T: 1, V: 2}, {T: 2, V: stale}},
+		"__name__=anomaly_lower,detector=ewma,job=a,metric=up":          {{T: 1, V: 3}, {T: 2, V: stale}},
+		"__name__=anomaly_upper,detector=ewma,job=a,metric=up":          {{T: 1, V: 4}, {T: 2, V: stale}},
+		"AZ=eu,__name__=anomaly_score,detector=ewma,job=b,metric=up":    {{T: 1, V: 0}, {T: 2, V: 5}},
+		"AZ=eu,__name__=anomaly_expected,detector=ewma,job=b,metric=up": {{T: 2, V: 6}},
+		"AZ=eu,__name__=anomaly_lower,detector=ewma,job=b,metric=up":    {{T: 2, V: 7}},
+		"AZ=eu,__name__=anomaly_upper,detector=ewma,job=b,metric=up":    {{T: 2, V: 8}},
 	}
 	for _, rw2 := range []bool{false, true} {
-		e := newEncoder(&testNames)
+		e := newEncoder(&sinktest.Names)
 		e.encode(big, rw2)
 		out, err := e.encode(small, rw2)
 		if err != nil {
@@ -124,7 +105,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 			t.Errorf("rw2=%v: %d infos, want %d: %v", rw2, len(got), len(want), got)
 		}
 		for k, ws := range want {
-			if !sameSamples(got[k], ws) {
+			if !sinktest.SameSamples(got[k], ws) {
 				t.Errorf("rw2=%v: %s: got %v want %v", rw2, k, got[k], ws)
 			}
 		}

@@ -1,4 +1,4 @@
-package sink
+package metrics
 
 import (
 	"bufio"
@@ -69,26 +69,6 @@ func BenchmarkWriteScores(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(4*n), "ns/line")
-}
-
-// An input that already has exported_metric must not produce two labels of
-// that name: Prometheus would reject the whole scrape.
-func TestOutputLabelsNeverRepeat(t *testing.T) {
-	s := &series.Info{Labels: "__name__\xffm\xffexported_exported_metric\xffz\xffexported_metric\xffy\xffmetric\xffx\xff", Name: "m"}
-	got := series.AppendOutputLabels(nil, s, "anomaly_score", detectors.KindCombined)
-	seen := map[string]string{}
-	for i, l := range got {
-		if _, dup := seen[l.Name]; dup {
-			t.Fatalf("label %q repeats in %v", l.Name, got)
-		}
-		seen[l.Name] = l.Value
-		if i > 0 && got[i-1].Name > l.Name {
-			t.Fatalf("labels not sorted: %v", got)
-		}
-	}
-	if seen["exported_exported_exported_metric"] != "x" || seen["exported_metric"] != "y" || seen["metric"] != "m" {
-		t.Fatalf("got %v", got)
-	}
 }
 
 func TestEscapedLabelNamesDoNotCollide(t *testing.T) {

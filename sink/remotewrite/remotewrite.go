@@ -1,4 +1,4 @@
-package sink
+package remotewrite
 
 import (
 	"context"
@@ -9,27 +9,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/common/version"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
-// Version is sent in the User-Agent header (anomalyd/<Version>). main sets
-// it, or the build does with
-// -ldflags "-X github.com/anomalyd/anomalyd/sink.Version=1.2.3".
-var Version = "dev"
-
-// Protocol names accepted in remote_write.protobuf_message (the same strings
-// as config.RemoteWriteProtoMsgV1 and V2).
-const (
-	protoMsgRW1 = "prometheus.WriteRequest"
-	protoMsgRW2 = "io.prometheus.write.v2.Request"
-)
-
 // RemoteWriter sends records to one Prometheus-compatible store with the
-// remote-write protocol. It implements Appender.
+// remote-write protocol. It implements window.Appender.
 //
 // Records are spread over a fixed number of send queues
 // (queue_config.max_shards) by series.Info.Hash, so the samples of one series
@@ -48,6 +38,7 @@ type RemoteWriter struct {
 
 	client     *http.Client
 	header     http.Header // cfg.Headers and the auth header, set on every request
+	userAgent  string      // version.ComponentUserAgent, read once: main sets version.Version before
 	timeout    time.Duration
 	rw2        bool        // protobuf_message asks for RW2
 	rw1Only    atomic.Bool // RW2 was refused by the store: RW1 from now on
@@ -117,11 +108,11 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sink
 	}
 	var rw2 bool
 	switch cfg.ProtobufMessage {
-	case "", protoMsgRW1:
-	case protoMsgRW2:
+	case "", wire.MessageWriteV1:
+	case wire.MessageWriteV2:
 		rw2 = true
 	default:
-		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, protoMsgRW1, protoMsgRW2)
+		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, wire.MessageWriteV1, wire.MessageWriteV2)
 	}
 	client, err := cfg.NewClient(qc.MaxShards)
 	if err != nil {
@@ -139,6 +130,7 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sink
 		names:      names,
 		client:     client,
 		header:     header,
+		userAgent:  version.ComponentUserAgent("anomalyd"),
 		timeout:    time.Duration(cfg.RemoteTimeout),
 		rw2:        rw2,
 		retry429:   qc.RetryOnRateLimit,

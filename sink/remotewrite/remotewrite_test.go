@@ -1,4 +1,4 @@
-package sink
+package remotewrite
 
 import (
 	"bytes"
@@ -18,13 +18,16 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/model/value"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -41,8 +44,8 @@ func stopWithin(w interface{ Stop(context.Context) }, d time.Duration) {
 func TestRemoteWriterWire(t *testing.T) {
 	stale := math.Float64frombits(value.StaleNaN)
 	plainNaN := math.Float64frombits(0x7ff8000000000001)
-	a := mkSeries("__name__", "http_requests", "job", "api", "instance", "x:1")
-	b := mkSeries("__name__", "cpu", "metric", "m0", "detector", "d0", "zone", "eu")
+	a := sinktest.Info("__name__", "http_requests", "job", "api", "instance", "x:1")
+	b := sinktest.Info("__name__", "cpu", "metric", "m0", "detector", "d0", "zone", "eu")
 	recs := []series.Record{
 		{Series: a, T: 1000, Detector: detectors.KindEWMA, Score: 0.5, Expected: 10, Lower: 8, Upper: 12},
 		{Series: b, T: 1000, Detector: detectors.KindCombined, Warmup: true},
@@ -55,28 +58,28 @@ func TestRemoteWriterWire(t *testing.T) {
 	key := func(name, rest string) string { return "__name__=" + name + "," + rest }
 	ewma := strings.Replace(aL, "%s", "ewma", 1)
 	zs := strings.Replace(aL, "%s", "zscore", 1)
-	want := map[string][]sample{
-		key("anomaly_score", ewma):    {{1000, 0.5}, {2000, 1.5}},
-		key("anomaly_expected", ewma): {{1000, 10}, {2000, 11}},
-		key("anomaly_lower", ewma):    {{1000, 8}, {2000, 9}},
-		key("anomaly_upper", ewma):    {{1000, 12}, {2000, 13}},
-		key("anomaly_score", zs):      {{2000, plainNaN}},
-		key("anomaly_expected", zs):   {{2000, math.Inf(1)}},
-		key("anomaly_lower", zs):      {{2000, math.Inf(-1)}},
-		key("anomaly_upper", zs):      {{2000, -0.25}},
-		key("anomaly_score", bL):      {{1000, 0}, {2000, stale}},
-		key("anomaly_expected", bL):   {{2000, stale}},
-		key("anomaly_lower", bL):      {{2000, stale}},
-		key("anomaly_upper", bL):      {{2000, stale}},
+	want := map[string][]sinktest.Sample{
+		key("anomaly_score", ewma):    {{T: 1000, V: 0.5}, {T: 2000, V: 1.5}},
+		key("anomaly_expected", ewma): {{T: 1000, V: 10}, {T: 2000, V: 11}},
+		key("anomaly_lower", ewma):    {{T: 1000, V: 8}, {T: 2000, V: 9}},
+		key("anomaly_upper", ewma):    {{T: 1000, V: 12}, {T: 2000, V: 13}},
+		key("anomaly_score", zs):      {{T: 2000, V: plainNaN}},
+		key("anomaly_expected", zs):   {{T: 2000, V: math.Inf(1)}},
+		key("anomaly_lower", zs):      {{T: 2000, V: math.Inf(-1)}},
+		key("anomaly_upper", zs):      {{T: 2000, V: -0.25}},
+		key("anomaly_score", bL):      {{T: 1000, V: 0}, {T: 2000, V: stale}},
+		key("anomaly_expected", bL):   {{T: 2000, V: stale}},
+		key("anomaly_lower", bL):      {{T: 2000, V: stale}},
+		key("anomaly_upper", bL):      {{T: 2000, V: stale}},
 	}
 	for _, tc := range []struct {
 		proto, contentType, version string
 	}{
-		{protoMsgRW1, "application/x-protobuf", "0.1.0"},
-		{protoMsgRW2, "application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0"},
+		{wire.MessageWriteV1, "application/x-protobuf", "0.1.0"},
+		{wire.MessageWriteV2, "application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0"},
 	} {
 		t.Run(tc.proto, func(t *testing.T) {
-			rc := newReceiver(t)
+			rc := sinktest.NewReceiver(t)
 			srv := httptest.NewServer(rc)
 			defer srv.Close()
 			cfg := testConfig(srv.URL)
@@ -88,30 +91,30 @@ func TestRemoteWriterWire(t *testing.T) {
 			w.Append(recs[:2])
 			w.Append(recs[2:])
 			stopWithin(w, 10*time.Second)
-			rc.mu.Lock()
-			defer rc.mu.Unlock()
+			rc.Mu.Lock()
+			defer rc.Mu.Unlock()
 
-			if rc.n != 1 {
-				t.Fatalf("got %d requests, want 1", rc.n)
+			if rc.N != 1 {
+				t.Fatalf("got %d requests, want 1", rc.N)
 			}
-			if got := rc.tsCount[0]; got != len(want) {
+			if got := rc.TSCount[0]; got != len(want) {
 				t.Errorf("got %d TimeSeries, want %d (one per output infos)", got, len(want))
 			}
 			for k, ws := range want {
-				if got := rc.series[k]; !sameSamples(got, ws) {
+				if got := rc.Series[k]; !sinktest.SameSamples(got, ws) {
 					t.Errorf("series %s:\n got  %v\n want %v", k, got, ws)
 				}
 			}
-			for k := range rc.series {
+			for k := range rc.Series {
 				if _, ok := want[k]; !ok {
 					t.Errorf("unexpected series %s", k)
 				}
 			}
-			h := rc.headers[0]
+			h := rc.Headers[0]
 			for name, v := range map[string]string{
 				"Content-Type":                      tc.contentType,
 				"Content-Encoding":                  "snappy",
-				"User-Agent":                        "anomalyd/" + Version,
+				"User-Agent":                        version.ComponentUserAgent("anomalyd"),
 				"X-Prometheus-Remote-Write-Version": tc.version,
 				"Retry-Attempt":                     "",
 			} {
@@ -119,8 +122,8 @@ func TestRemoteWriterWire(t *testing.T) {
 					t.Errorf("header %s: got %q want %q", name, got, v)
 				}
 			}
-			if tc.proto == protoMsgRW2 {
-				for _, m := range rc.meta {
+			if tc.proto == wire.MessageWriteV2 {
+				for _, m := range rc.Meta {
 					if m != writev2.Metadata_METRIC_TYPE_GAUGE {
 						t.Errorf("RW2 metadata type %v, want GAUGE", m)
 					}
@@ -138,8 +141,8 @@ func TestRemoteWriterWire(t *testing.T) {
 // timestamp order, and retries carry Retry-Attempt.
 func TestRemoteWriterRetry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rc := newReceiver(t)
-		rc.respond = func(n int, r *http.Request) (int, map[string]string, string) {
+		rc := sinktest.NewReceiver(t)
+		rc.Respond = func(n int, r *http.Request) (int, map[string]string, string) {
 			switch {
 			case n == 1:
 				return codeTransportError, nil, ""
@@ -157,19 +160,19 @@ func TestRemoteWriterRetry(t *testing.T) {
 		cfg.QueueConfig.MaxBackoff = model.Duration(200 * time.Millisecond)
 		w, logs := newTestWriter(t, cfg, rc)
 		w.Start()
-		infos := manySeries(50)
+		infos := sinktest.Infos(50)
 		const times = 20
 		for i := range times {
-			w.Append(mkRecords(infos, int64(1000*(i+1))))
+			w.Append(sinktest.Records(infos, int64(1000*(i+1))))
 			time.Sleep(500 * time.Millisecond)
 		}
 		stopWithin(w, time.Minute)
 
 		total := int64(len(infos) * times * series.NumOutputs)
-		if got := rc.checkOrder(t); int64(got) != total {
+		if got := rc.CheckOrder(t); int64(got) != total {
 			t.Errorf("receiver has %d samples, want %d", got, total)
 		}
-		for k, ss := range rc.series {
+		for k, ss := range rc.Series {
 			if len(ss) != times {
 				t.Errorf("series %s: %d samples, want %d", k, len(ss), times)
 			}
@@ -181,7 +184,7 @@ func TestRemoteWriterRetry(t *testing.T) {
 			t.Errorf("retried %v failed %v dropped %v/%v", w.m.retried.Value(), w.m.failed.Value(), w.m.droppedFull.Value(), w.m.droppedShutdown.Value())
 		}
 		retries := 0
-		for _, h := range rc.headers {
+		for _, h := range rc.Headers {
 			if h.Get("Retry-Attempt") != "" {
 				retries++
 			}
@@ -199,8 +202,8 @@ func TestRemoteWriterRetry(t *testing.T) {
 // from min_backoff, capped at max_backoff, restarting for the next batch.
 func TestRemoteWriterBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rc := newReceiver(t)
-		rc.respond = func(n int, _ *http.Request) (int, map[string]string, string) {
+		rc := sinktest.NewReceiver(t)
+		rc.Respond = func(n int, _ *http.Request) (int, map[string]string, string) {
 			if n < 6 || (n >= 7 && n < 9) {
 				return http.StatusInternalServerError, nil, ""
 			}
@@ -211,21 +214,21 @@ func TestRemoteWriterBackoff(t *testing.T) {
 		cfg.QueueConfig.MaxBackoff = model.Duration(200 * time.Millisecond)
 		w, _ := newTestWriter(t, cfg, rc)
 		w.Start()
-		w.Append(mkRecords(manySeries(1), 1000))
+		w.Append(sinktest.Records(sinktest.Infos(1), 1000))
 		time.Sleep(10 * time.Second)
-		w.Append(mkRecords(manySeries(1), 2000))
+		w.Append(sinktest.Records(sinktest.Infos(1), 2000))
 		stopWithin(w, time.Minute)
 
 		var gaps []time.Duration
-		for i := 1; i < len(rc.times); i++ {
-			gaps = append(gaps, rc.times[i].Sub(rc.times[i-1]))
+		for i := 1; i < len(rc.Times); i++ {
+			gaps = append(gaps, rc.Times[i].Sub(rc.Times[i-1]))
 		}
 		want := []time.Duration{30, 60, 120, 200, 200, 200}
 		for i := range want {
 			want[i] *= time.Millisecond
 		}
 		if len(gaps) < 9 {
-			t.Fatalf("got %d requests, want 10", len(rc.times))
+			t.Fatalf("got %d requests, want 10", len(rc.Times))
 		}
 		for i, d := range want {
 			if gaps[i] != d {
@@ -235,7 +238,7 @@ func TestRemoteWriterBackoff(t *testing.T) {
 		if gaps[7] != 30*time.Millisecond || gaps[8] != 60*time.Millisecond {
 			t.Errorf("backoff did not restart at min_backoff for the next batch: %v", gaps[7:])
 		}
-		for i, h := range rc.headers {
+		for i, h := range rc.Headers {
 			want := ""
 			switch {
 			case i >= 1 && i <= 6:
@@ -254,8 +257,8 @@ func TestRemoteWriterBackoff(t *testing.T) {
 // replaces the backoff.
 func TestRemoteWriterRetryAfter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rc := newReceiver(t)
-		rc.respond = func(n int, _ *http.Request) (int, map[string]string, string) {
+		rc := sinktest.NewReceiver(t)
+		rc.Respond = func(n int, _ *http.Request) (int, map[string]string, string) {
 			switch n {
 			case 0:
 				return http.StatusServiceUnavailable, map[string]string{"Retry-After": "7"}, ""
@@ -272,21 +275,21 @@ func TestRemoteWriterRetryAfter(t *testing.T) {
 		cfg.QueueConfig.RetryOnRateLimit = true
 		w, _ := newTestWriter(t, cfg, rc)
 		w.Start()
-		w.Append(mkRecords(manySeries(3), 1000))
+		w.Append(sinktest.Records(sinktest.Infos(3), 1000))
 		stopWithin(w, time.Minute)
 
-		if len(rc.times) != 4 {
-			t.Fatalf("got %d requests, want 4", len(rc.times))
+		if len(rc.Times) != 4 {
+			t.Fatalf("got %d requests, want 4", len(rc.Times))
 		}
-		if d := rc.times[1].Sub(rc.times[0]); d != 7*time.Second {
+		if d := rc.Times[1].Sub(rc.Times[0]); d != 7*time.Second {
 			t.Errorf("Retry-After: 7 waited %v", d)
 		}
 		// An HTTP-date has whole seconds: the wait is in (3s, 4s].
-		if d := rc.times[2].Sub(rc.times[1]); d <= 3*time.Second || d > 4*time.Second {
+		if d := rc.Times[2].Sub(rc.Times[1]); d <= 3*time.Second || d > 4*time.Second {
 			t.Errorf("Retry-After: <date 4s ahead> waited %v", d)
 		}
 		// Backoff went on doubling under the Retry-After waits: 30ms, 60ms, now 120ms.
-		if d := rc.times[3].Sub(rc.times[2]); d != 120*time.Millisecond {
+		if d := rc.Times[3].Sub(rc.Times[2]); d != 120*time.Millisecond {
 			t.Errorf("unparsable Retry-After waited %v, want the backoff 120ms", d)
 		}
 		if got := counterValue(w.m.sent); got != 12 {
@@ -319,8 +322,8 @@ func TestRemoteWriterRejected(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				rc := newReceiver(t)
-				rc.respond = func(n int, _ *http.Request) (int, map[string]string, string) {
+				rc := sinktest.NewReceiver(t)
+				rc.Respond = func(n int, _ *http.Request) (int, map[string]string, string) {
 					if n == 0 {
 						return tc.code, map[string]string{"Location": "http://elsewhere.test/"}, tc.body
 					}
@@ -330,12 +333,12 @@ func TestRemoteWriterRejected(t *testing.T) {
 				cfg.QueueConfig.RetryOnRateLimit = tc.retry429
 				w, logs := newTestWriter(t, cfg, rc)
 				w.Start()
-				w.Append(mkRecords(manySeries(1), 1000))
+				w.Append(sinktest.Records(sinktest.Infos(1), 1000))
 				time.Sleep(time.Minute) // any retry would have happened
 				stopWithin(w, time.Minute)
 
-				if rc.n != tc.wantReqs {
-					t.Errorf("%d requests, want %d", rc.n, tc.wantReqs)
+				if rc.N != tc.wantReqs {
+					t.Errorf("%d requests, want %d", rc.N, tc.wantReqs)
 				}
 				if got := counterValue(w.m.sent); got != tc.sent {
 					t.Errorf("sent %d want %d", got, tc.sent)
@@ -370,14 +373,14 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 		cfg.QueueConfig.MaxShards = 1
 		cfg.QueueConfig.Capacity = 100
 		w, logs := newTestWriter(t, cfg, nil)
-		infos := manySeries(30)
-		w.Append(mkRecords(infos, 1000)) // 120 samples: 25 records fit
+		infos := sinktest.Infos(30)
+		w.Append(sinktest.Records(infos, 1000)) // 120 samples: 25 records fit
 		if got := counterValue(w.m.droppedFull); got != 20 {
 			t.Errorf("dropped %d want 20", got)
 		}
 		w.Append([]series.Record{{Series: infos[0], T: 2000, Warmup: true}}) // 1 sample, no room
 		for i := range 1000 {
-			w.Append(mkRecords(infos, int64(3000+i)))
+			w.Append(sinktest.Records(infos, int64(3000+i)))
 		}
 		q := w.queues[0]
 		if q.pending.Load() != 100 || len(q.buf) != 25 || cap(q.buf) > 2*25 {
@@ -403,7 +406,7 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 		if got := counterValue(w.m.droppedShutdown); got != 100 {
 			t.Errorf("dropped at shutdown %d want 100", got)
 		}
-		w.Append(mkRecords(infos[:1], 9999))
+		w.Append(sinktest.Records(infos[:1], 9999))
 		if got := counterValue(w.m.droppedShutdown); got != 104 {
 			t.Errorf("append after Stop: dropped at shutdown %d want 104", got)
 		}
@@ -411,8 +414,8 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 
 	t.Run("store stuck, concurrent appenders", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			rc := newReceiver(t)
-			rc.respond = func(_ int, r *http.Request) (int, map[string]string, string) {
+			rc := sinktest.NewReceiver(t)
+			rc.Respond = func(_ int, r *http.Request) (int, map[string]string, string) {
 				<-r.Context().Done() // never answers
 				return 503, nil, ""
 			}
@@ -422,13 +425,13 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 			cfg.QueueConfig.MaxSamplesPerSend = 100
 			w, _ := newTestWriter(t, cfg, rc)
 			w.Start()
-			infos := manySeries(200)
+			infos := sinktest.Infos(200)
 			start := time.Now()
 			var wg sync.WaitGroup
 			for g := range 4 {
 				wg.Go(func() {
 					for i := range 50 {
-						w.Append(mkRecords(infos[g*50:(g+1)*50], int64(1000+i)))
+						w.Append(sinktest.Records(infos[g*50:(g+1)*50], int64(1000+i)))
 					}
 				})
 			}
@@ -465,37 +468,37 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 func TestRemoteWriterRW2Fallback(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		setup   func(rc *receiver)
+		setup   func(rc *sinktest.Receiver)
 		wantMsg string
 	}{
-		{"415", func(rc *receiver) {
-			rc.respond = func(_ int, r *http.Request) (int, map[string]string, string) {
+		{"415", func(rc *sinktest.Receiver) {
+			rc.Respond = func(_ int, r *http.Request) (int, map[string]string, string) {
 				if strings.Contains(r.Header.Get("Content-Type"), "v2") {
 					return http.StatusUnsupportedMediaType, nil, "unsupported proto"
 				}
 				return http.StatusNoContent, nil, ""
 			}
 		}, "415"},
-		{"2xx without written header", func(rc *receiver) { rc.knowsRW1Only = true }, "without X-Prometheus-Remote-Write-Samples-Written"},
+		{"2xx without written header", func(rc *sinktest.Receiver) { rc.KnowsRW1Only = true }, "without X-Prometheus-Remote-Write-Samples-Written"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				rc := newReceiver(t)
+				rc := sinktest.NewReceiver(t)
 				tc.setup(rc)
 				cfg := testConfig("http://store.test/write")
-				cfg.ProtobufMessage = protoMsgRW2
+				cfg.ProtobufMessage = wire.MessageWriteV2
 				cfg.QueueConfig.MaxShards = 2
 				w, logs := newTestWriter(t, cfg, rc)
 				w.Start()
-				infos := manySeries(20)
+				infos := sinktest.Infos(20)
 				for i := range 5 {
-					w.Append(mkRecords(infos, int64(1000*(i+1))))
+					w.Append(sinktest.Records(infos, int64(1000*(i+1))))
 					time.Sleep(6 * time.Second)
 				}
 				stopWithin(w, time.Minute)
 
 				total := int64(20 * 5 * series.NumOutputs)
-				if got := rc.checkOrder(t); int64(got) != total {
+				if got := rc.CheckOrder(t); int64(got) != total {
 					t.Errorf("receiver has %d samples want %d", got, total)
 				}
 				if got := counterValue(w.m.sent); got != total {
@@ -507,16 +510,16 @@ func TestRemoteWriterRW2Fallback(t *testing.T) {
 				// The first round (both queues at the same instant) may send
 				// RW2 once per queue; everything later is RW1.
 				rw2 := 0
-				for i, p := range rc.protos {
+				for i, p := range rc.Protos {
 					if p == "rw2" {
 						rw2++
-						if rc.times[i].After(rc.times[0]) {
-							t.Errorf("request %d is RW2 after the fallback (%v)", i, rc.protos)
+						if rc.Times[i].After(rc.Times[0]) {
+							t.Errorf("request %d is RW2 after the fallback (%v)", i, rc.Protos)
 						}
 					}
 				}
 				if rw2 == 0 || rw2 > 2 {
-					t.Errorf("%d RW2 requests (%v), want 1 or 2 (one per queue at most)", rw2, rc.protos)
+					t.Errorf("%d RW2 requests (%v), want 1 or 2 (one per queue at most)", rw2, rc.Protos)
 				}
 				fb := logs.FilterMessageSnippet("falling back to remote-write 1.0").All()
 				if len(fb) != 1 || !strings.Contains(fb[0].Message, tc.wantMsg) {
@@ -563,7 +566,7 @@ func TestRemoteWriterAuth(t *testing.T) {
 		}, "Authorization", "Bearer abc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rc := newReceiver(t)
+			rc := sinktest.NewReceiver(t)
 			var srv *httptest.Server
 			if tc.tls {
 				srv = httptest.NewTLSServer(rc)
@@ -580,14 +583,14 @@ func TestRemoteWriterAuth(t *testing.T) {
 			}
 			w, logs := newTestWriter(t, cfg, nil)
 			w.Start()
-			w.Append(mkRecords(manySeries(1), 1000))
+			w.Append(sinktest.Records(sinktest.Infos(1), 1000))
 			stopWithin(w, 10*time.Second)
-			if rc.requests() != 1 {
-				t.Fatalf("%d requests, want 1; logs %v", rc.requests(), logs.All())
+			if rc.Requests() != 1 {
+				t.Fatalf("%d requests, want 1; logs %v", rc.Requests(), logs.All())
 			}
-			rc.mu.Lock()
-			defer rc.mu.Unlock()
-			if got := rc.headers[0].Get(tc.header); got != tc.want {
+			rc.Mu.Lock()
+			defer rc.Mu.Unlock()
+			if got := rc.Headers[0].Get(tc.header); got != tc.want {
 				t.Errorf("%s: got %q want %q", tc.header, got, tc.want)
 			}
 			if got := counterValue(w.m.sent); got != 4 {
@@ -615,7 +618,7 @@ func waitGoroutines(t *testing.T, n int) {
 // up when the context ends. No goroutine is left behind.
 func TestRemoteWriterStop(t *testing.T) {
 	t.Run("flushes", func(t *testing.T) {
-		rc := newReceiver(t)
+		rc := sinktest.NewReceiver(t)
 		srv := httptest.NewServer(rc)
 		defer srv.Close()
 		before := runtime.NumGoroutine()
@@ -624,12 +627,12 @@ func TestRemoteWriterStop(t *testing.T) {
 		cfg.QueueConfig.MaxSamplesPerSend = 100
 		w, _ := newTestWriter(t, cfg, nil)
 		w.Start()
-		infos := manySeries(100)
+		infos := sinktest.Infos(100)
 		for i := range 10 {
-			w.Append(mkRecords(infos, int64(1000+i)))
+			w.Append(sinktest.Records(infos, int64(1000+i)))
 		}
 		stopWithin(w, 10*time.Second)
-		if got := rc.checkOrder(t); got != 4000 {
+		if got := rc.CheckOrder(t); got != 4000 {
 			t.Errorf("received %d samples want 4000", got)
 		}
 		if got := counterValue(w.m.sent); got != 4000 {
@@ -639,7 +642,7 @@ func TestRemoteWriterStop(t *testing.T) {
 	})
 
 	t.Run("context already done", func(t *testing.T) {
-		rc := newReceiver(t)
+		rc := sinktest.NewReceiver(t)
 		srv := httptest.NewServer(rc)
 		defer srv.Close()
 		before := runtime.NumGoroutine()
@@ -647,12 +650,12 @@ func TestRemoteWriterStop(t *testing.T) {
 		cfg.QueueConfig.BatchSendDeadline = model.Duration(time.Hour)
 		w, _ := newTestWriter(t, cfg, nil)
 		w.Start()
-		w.Append(mkRecords(manySeries(100), 1000))
+		w.Append(sinktest.Records(sinktest.Infos(100), 1000))
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		w.Stop(ctx)
-		if rc.requests() != 0 || counterValue(w.m.sent) != 0 {
-			t.Errorf("%d requests, %v sent; want none", rc.requests(), w.m.sent.Value())
+		if rc.Requests() != 0 || counterValue(w.m.sent) != 0 {
+			t.Errorf("%d requests, %v sent; want none", rc.Requests(), w.m.sent.Value())
 		}
 		if got := counterValue(w.m.droppedShutdown); got != 400 {
 			t.Errorf("dropped at shutdown %d want 400", got)
@@ -666,11 +669,11 @@ func TestRemoteWriterStop(t *testing.T) {
 
 	t.Run("dead store", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			rc := newReceiver(t)
-			rc.respond = func(int, *http.Request) (int, map[string]string, string) { return 503, nil, "" }
+			rc := sinktest.NewReceiver(t)
+			rc.Respond = func(int, *http.Request) (int, map[string]string, string) { return 503, nil, "" }
 			w, _ := newTestWriter(t, testConfig("http://store.test/write"), rc)
 			w.Start()
-			w.Append(mkRecords(manySeries(100), 1000))
+			w.Append(sinktest.Records(sinktest.Infos(100), 1000))
 			time.Sleep(6 * time.Second)
 			start := time.Now()
 			stopWithin(w, 10*time.Second)
@@ -689,7 +692,7 @@ func TestRemoteWriterStop(t *testing.T) {
 
 	t.Run("before start", func(t *testing.T) {
 		w, _ := newTestWriter(t, testConfig("http://store.test/write"), nil)
-		w.Append(mkRecords(manySeries(10), 1000))
+		w.Append(sinktest.Records(sinktest.Infos(10), 1000))
 		stopWithin(w, time.Second)
 		w.Start() // no-op after Stop
 		if got := counterValue(w.m.droppedShutdown); got != 40 {
@@ -701,23 +704,23 @@ func TestRemoteWriterStop(t *testing.T) {
 // TestFanout: every store gets every record; the metric families are shared
 // with one child per remote; zero stores is a no-op; names must be unique.
 func TestFanout(t *testing.T) {
-	rcA, rcB := newReceiver(t), newReceiver(t)
+	rcA, rcB := sinktest.NewReceiver(t), sinktest.NewReceiver(t)
 	srvA, srvB := httptest.NewServer(rcA), httptest.NewServer(rcB)
 	defer srvA.Close()
 	defer srvB.Close()
 	cfgA, cfgB := testConfig(srvA.URL), testConfig(srvB.URL)
 	cfgA.Name = "a"
 	cfgB.Name = ""
-	cfgB.ProtobufMessage = protoMsgRW2
+	cfgB.ProtobufMessage = wire.MessageWriteV2
 	reg := selfmon.NewRegistry()
-	f, err := NewFanout([]*config.RemoteWriteConfig{cfgA, cfgB}, testNames, reg, zap.NewNop())
+	f, err := NewFanout([]*config.RemoteWriteConfig{cfgA, cfgB}, sinktest.Names, reg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Start()
-	f.Append(mkRecords(manySeries(10), 1000))
+	f.Append(sinktest.Records(sinktest.Infos(10), 1000))
 	stopWithin(f, 10*time.Second)
-	if a, b := rcA.checkOrder(t), rcB.checkOrder(t); a != 40 || b != 40 {
+	if a, b := rcA.CheckOrder(t), rcB.CheckOrder(t); a != 40 || b != 40 {
 		t.Errorf("stores got %d and %d samples, want 40 each", a, b)
 	}
 	var buf bytes.Buffer
@@ -736,15 +739,15 @@ func TestFanout(t *testing.T) {
 		}
 	}
 
-	empty, err := NewFanout(nil, testNames, nil, nil)
+	empty, err := NewFanout(nil, sinktest.Names, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	empty.Start()
-	empty.Append(mkRecords(manySeries(1), 1))
+	empty.Append(sinktest.Records(sinktest.Infos(1), 1))
 	stopWithin(empty, time.Second)
 
-	_, err = NewFanout([]*config.RemoteWriteConfig{testConfig("http://x/a"), testConfig("http://y/b")}, testNames, nil, nil)
+	_, err = NewFanout([]*config.RemoteWriteConfig{testConfig("http://x/a"), testConfig("http://y/b")}, sinktest.Names, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), `same name "test"`) {
 		t.Errorf("duplicate names: got error %v", err)
 	}
@@ -755,7 +758,7 @@ func TestNewRemoteWriterErrors(t *testing.T) {
 		t.Helper()
 		cfg := testConfig("http://store.test/write")
 		mod(cfg)
-		_, err := NewRemoteWriter(cfg, testNames, nil, nil)
+		_, err := NewRemoteWriter(cfg, sinktest.Names, nil, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got error %v, want one containing %q", err, want)
 		}
@@ -813,15 +816,15 @@ func TestFirstLine(t *testing.T) {
 // it wrote part of it: the written part counts as sent, the rest as failed.
 func TestRemoteWriterRW2Rejected(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rc := newReceiver(t)
-		rc.respond = func(int, *http.Request) (int, map[string]string, string) {
-			return http.StatusBadRequest, map[string]string{hdrSamplesWritten: "3"}, "out of bounds"
+		rc := sinktest.NewReceiver(t)
+		rc.Respond = func(int, *http.Request) (int, map[string]string, string) {
+			return http.StatusBadRequest, map[string]string{wire.HeaderSamplesWritten: "3"}, "out of bounds"
 		}
 		cfg := testConfig("http://store.test/write")
-		cfg.ProtobufMessage = protoMsgRW2
+		cfg.ProtobufMessage = wire.MessageWriteV2
 		w, _ := newTestWriter(t, cfg, rc)
 		w.Start()
-		w.Append(mkRecords(manySeries(1), 1000))
+		w.Append(sinktest.Records(sinktest.Infos(1), 1000))
 		stopWithin(w, time.Minute)
 		if s, f := counterValue(w.m.sent), counterValue(w.m.failed); s != 3 || f != 1 {
 			t.Errorf("sent %d failed %d, want 3 and 1", s, f)
@@ -832,7 +835,7 @@ func TestRemoteWriterRW2Rejected(t *testing.T) {
 // TestAppendNoAllocs: once the queues have grown, Append allocates nothing.
 func TestAppendNoAllocs(t *testing.T) {
 	w, _ := newTestWriter(t, testConfig("http://store.test/write"), nil)
-	recs := mkRecords(manySeries(100), 1)
+	recs := sinktest.Records(sinktest.Infos(100), 1)
 	cycle := func() {
 		w.Append(recs)
 		for _, q := range w.queues {

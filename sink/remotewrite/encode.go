@@ -1,4 +1,4 @@
-package sink
+package remotewrite
 
 import (
 	"fmt"
@@ -122,7 +122,7 @@ func (e *encoder) encode(batch []series.Record, rw2 bool) ([]byte, error) {
 	// MarshalToSizedBuffer writes backwards from the end of the buffer.
 	pb := e.raw[len(e.raw)-n:]
 	if n != len(e.raw) {
-		panic(fmt.Sprintf("BUG: sink: marshalled %d bytes, Size said %d", n, len(e.raw)))
+		panic(fmt.Sprintf("BUG: remotewrite: marshalled %d bytes, Size said %d", n, len(e.raw)))
 	}
 	e.comp = grow(e.comp, snappy.MaxEncodedLen(n))
 	return snappy.Encode(e.comp, pb), nil

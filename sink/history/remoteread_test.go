@@ -1,11 +1,10 @@
-package sink
+package history
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -30,19 +30,19 @@ const readBase = 1_700_000_000_000 // first record time of readFixture
 
 // readFixture is a History of 3 input series × 300 records at 15 s (warm-up
 // first, one with per-detector records, one ending stale) and its oracle.
-func readFixture(t testing.TB) (*History, histOracle) {
+func readFixture(t testing.TB) (*History, sinktest.Oracle) {
 	t.Helper()
 	h, _ := newTestHistory(time.Hour)
 	infos := []*series.Info{
-		mkSeries("__name__", "cpu", "job", "api", "instance", "a"),
-		mkSeries("__name__", "cpu", "job", "api", "instance", "b"),
-		mkSeries("__name__", "mem", "metric", "clash"), // no job label
+		sinktest.Info("__name__", "cpu", "job", "api", "instance", "a"),
+		sinktest.Info("__name__", "cpu", "job", "api", "instance", "b"),
+		sinktest.Info("__name__", "mem", "metric", "clash"), // no job label
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
-	oracle := histOracle{}
+	oracle := sinktest.Oracle{}
 	walk := make([]float64, len(infos))
 	for i := range 300 {
-		ts := int64(readBase + i*testStep)
+		ts := int64(readBase + i*sinktest.Step)
 		var recs []series.Record
 		for j, s := range infos {
 			r := walkRecord(rng, s, ts, detectors.KindCombined, &walk[j])
@@ -54,7 +54,7 @@ func readFixture(t testing.TB) (*History, histOracle) {
 		}
 		recs = append(recs, walkRecord(rng, infos[0], ts, detectors.KindZScore, &walk[0]))
 		h.Append(recs)
-		oracle.add(testNames, recs...)
+		oracle.Add(sinktest.Names, recs...)
 	}
 	return h, oracle
 }
@@ -69,9 +69,9 @@ func parseKey(k string) []prompb.Label {
 	return ls
 }
 
-// match keeps the series that match every matcher.
-func (o histOracle) match(ms ...*labels.Matcher) histOracle {
-	out := histOracle{}
+// matchOracle keeps the series of o that match every matcher.
+func matchOracle(o sinktest.Oracle, ms ...*labels.Matcher) sinktest.Oracle {
+	out := sinktest.Oracle{}
 	for k, ss := range o {
 		if matchLabels(ms, parseKey(k)) {
 			out[k] = ss
@@ -89,39 +89,6 @@ func newTestReadHandler(h *History, mod func(c *config.HistoryConfig)) (*ReadHan
 	return NewReadHandler(h, &cfg, reg, nil), reg
 }
 
-func encodeRead(t testing.TB, req *prompb.ReadRequest) []byte {
-	t.Helper()
-	raw, err := req.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return snappy.Encode(nil, raw)
-}
-
-func postRead(h http.Handler, body []byte, header map[string]string) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(http.MethodPost, "/api/v1/read", bytes.NewReader(body))
-	r.Header.Set("Content-Type", "application/x-protobuf")
-	r.Header.Set("Content-Encoding", "snappy")
-	for k, v := range header {
-		if v == "" {
-			r.Header.Del(k)
-		} else {
-			r.Header.Set(k, v)
-		}
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r)
-	return rec
-}
-
-func pbMatcher(t prompb.LabelMatcher_Type, name, value string) *prompb.LabelMatcher {
-	return &prompb.LabelMatcher{Type: t, Name: name, Value: value}
-}
-
-func pbQuery(mint, maxt int64, ms ...*prompb.LabelMatcher) *prompb.Query {
-	return &prompb.Query{StartTimestampMs: mint, EndTimestampMs: maxt, Matchers: ms}
-}
-
 // toMatchersT compiles matchers for the oracle.
 func toMatchersT(t *testing.T, pbs []*prompb.LabelMatcher) []*labels.Matcher {
 	t.Helper()
@@ -132,153 +99,17 @@ func toMatchersT(t *testing.T, pbs []*prompb.LabelMatcher) []*labels.Matcher {
 	return ms
 }
 
-// decodeSamplesResponse checks a SAMPLES response's headers and decodes it.
-func decodeSamplesResponse(t *testing.T, rec *httptest.ResponseRecorder) *prompb.ReadResponse {
-	t.Helper()
-	if rec.Code != http.StatusOK {
-		t.Fatalf("status %d: %s", rec.Code, rec.Body)
-	}
-	if ct, ce := rec.Header().Get("Content-Type"), rec.Header().Get("Content-Encoding"); ct != "application/x-protobuf" || ce != "snappy" {
-		t.Fatalf("Content-Type %q, Content-Encoding %q: want application/x-protobuf, snappy", ct, ce)
-	}
-	raw, err := snappy.Decode(nil, rec.Body.Bytes())
-	if err != nil {
-		t.Fatalf("response is not a snappy block: %v", err)
-	}
-	var resp prompb.ReadResponse
-	if err := resp.Unmarshal(raw); err != nil {
-		t.Fatalf("cannot unmarshal ReadResponse: %v", err)
-	}
-	return &resp
-}
-
 // readOne posts a read request of the one query q to h, accepting the
 // response types in accepted, and returns what came back (samples or
 // streamed chunks) as an oracle.
-func readOne(t *testing.T, h http.Handler, q *prompb.Query, accepted []prompb.ReadRequest_ResponseType) histOracle {
+func readOne(t *testing.T, h http.Handler, q *prompb.Query, accepted []prompb.ReadRequest_ResponseType) sinktest.Oracle {
 	t.Helper()
-	rec := postRead(h, encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: accepted}), nil)
+	rec := sinktest.PostRead(h, sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: accepted}), nil)
 	if accepted[0] == prompb.ReadRequest_SAMPLES {
-		return resultOracle(t, decodeSamplesResponse(t, rec).Results[0])
+		return sinktest.ResultOracle(t, sinktest.DecodeSamplesResponse(t, rec).Results[0])
 	}
-	return streamedOracles(t, readFrames(t, rec.Body.Bytes()), []*prompb.Query{q})[0]
+	return sinktest.StreamedOracles(t, sinktest.ReadFrames(t, rec.Body.Bytes()), []*prompb.Query{q})[0]
 }
-
-// resultOracle turns a QueryResult into an oracle, checking sorted series.
-func resultOracle(t *testing.T, res *prompb.QueryResult) histOracle {
-	t.Helper()
-	o := histOracle{}
-	var lsets [][]prompb.Label
-	for _, ts := range res.Timeseries {
-		lsets = append(lsets, ts.Labels)
-		k := labelKey(ts.Labels)
-		if _, dup := o[k]; dup {
-			t.Errorf("series %s twice", k)
-		}
-		for _, s := range ts.Samples {
-			o[k] = append(o[k], sample{s.Timestamp, s.Value})
-		}
-	}
-	checkSorted(t, lsets)
-	return o
-}
-
-// frame is one decoded STREAMED_XOR_CHUNKS frame.
-type frame struct {
-	size int // bytes of data (without the length and CRC)
-	resp prompb.ChunkedReadResponse
-}
-
-// readFrames splits a streamed body into frames, checking each CRC-32C, as
-// Prometheus's ChunkedReader does.
-func readFrames(t *testing.T, body []byte) []frame {
-	t.Helper()
-	table := crc32.MakeTable(crc32.Castagnoli)
-	r := bytes.NewReader(body)
-	var frames []frame
-	for r.Len() > 0 {
-		n, err := binary.ReadUvarint(r)
-		if err != nil {
-			t.Fatalf("frame %d: length: %v", len(frames), err)
-		}
-		var crc [4]byte
-		if _, err := io.ReadFull(r, crc[:]); err != nil {
-			t.Fatalf("frame %d: CRC: %v", len(frames), err)
-		}
-		data := make([]byte, n)
-		if _, err := io.ReadFull(r, data); err != nil {
-			t.Fatalf("frame %d: data of %d bytes: %v", len(frames), n, err)
-		}
-		if got, want := crc32.Checksum(data, table), binary.BigEndian.Uint32(crc[:]); got != want {
-			t.Fatalf("frame %d: CRC-32C %#x, header says %#x", len(frames), got, want)
-		}
-		f := frame{size: int(n)}
-		if err := f.resp.Unmarshal(data); err != nil {
-			t.Fatalf("frame %d: %v", len(frames), err)
-		}
-		frames = append(frames, f)
-	}
-	return frames
-}
-
-// streamedOracles decodes frames into one oracle per query, trimmed to each
-// query's range; it checks one series a frame, query order, series sorted
-// within a query and a series' frames adjacent.
-func streamedOracles(t *testing.T, frames []frame, queries []*prompb.Query) []histOracle {
-	t.Helper()
-	out := make([]histOracle, len(queries))
-	for i := range out {
-		out[i] = histOracle{}
-	}
-	lsets := make([][][]prompb.Label, len(queries))
-	last := int64(-1)
-	for i, f := range frames {
-		qi := f.resp.QueryIndex
-		if qi < last || qi >= int64(len(queries)) {
-			t.Fatalf("frame %d: query index %d after %d (of %d queries)", i, qi, last, len(queries))
-		}
-		last = qi
-		if len(f.resp.ChunkedSeries) != 1 {
-			t.Fatalf("frame %d: %d infos, want 1", i, len(f.resp.ChunkedSeries))
-		}
-		cs := f.resp.ChunkedSeries[0]
-		k := labelKey(cs.Labels)
-		ls := lsets[qi]
-		if n := len(ls); n == 0 || labelKey(ls[n-1]) != k {
-			if _, seen := out[qi][k]; seen {
-				t.Errorf("query %d: frames of %s not adjacent", qi, k)
-			}
-			lsets[qi] = append(ls, cs.Labels)
-		}
-		q := queries[qi]
-		for _, c := range cs.Chunks {
-			if c.Type != prompb.Chunk_XOR {
-				t.Fatalf("%s: chunk type %v", k, c.Type)
-			}
-			if c.MaxTimeMs < q.StartTimestampMs || c.MinTimeMs > q.EndTimestampMs {
-				t.Errorf("%s: chunk [%d, %d] outside [%d, %d]", k, c.MinTimeMs, c.MaxTimeMs, q.StartTimestampMs, q.EndTimestampMs)
-			}
-			ss := decodeChunk(t, c.Data)
-			if ss[0].T != c.MinTimeMs || ss[len(ss)-1].T != c.MaxTimeMs {
-				t.Errorf("%s: chunk says [%d, %d], holds [%d, %d]", k, c.MinTimeMs, c.MaxTimeMs, ss[0].T, ss[len(ss)-1].T)
-			}
-			for _, s := range ss {
-				if s.T >= q.StartTimestampMs && s.T <= q.EndTimestampMs {
-					out[qi][k] = append(out[qi][k], s)
-				}
-			}
-		}
-	}
-	for _, ls := range lsets {
-		checkSorted(t, ls)
-	}
-	return out
-}
-
-var (
-	samplesOnly  = []prompb.ReadRequest_ResponseType{prompb.ReadRequest_SAMPLES}
-	streamedPref = []prompb.ReadRequest_ResponseType{prompb.ReadRequest_STREAMED_XOR_CHUNKS, prompb.ReadRequest_SAMPLES}
-)
 
 // TestReadRoundTrip: both response types return what was appended, for
 // several queries, ranges inclusive, series sorted, labels as remote write
@@ -287,14 +118,14 @@ func TestReadRoundTrip(t *testing.T) {
 	hist, oracle := readFixture(t)
 	handler, reg := newTestReadHandler(hist, nil)
 	queries := []*prompb.Query{
-		pbQuery(math.MinInt64, math.MaxInt64, pbMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score")),
-		pbQuery(readBase+50*testStep, readBase+200*testStep,
-			pbMatcher(prompb.LabelMatcher_RE, "metric", "cpu|mem"), pbMatcher(prompb.LabelMatcher_EQ, "detector", "combined")),
-		pbQuery(readBase, readBase+299*testStep, pbMatcher(prompb.LabelMatcher_NEQ, "detector", "combined")),
+		sinktest.PBQuery(math.MinInt64, math.MaxInt64, sinktest.PBMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score")),
+		sinktest.PBQuery(readBase+50*sinktest.Step, readBase+200*sinktest.Step,
+			sinktest.PBMatcher(prompb.LabelMatcher_RE, "metric", "cpu|mem"), sinktest.PBMatcher(prompb.LabelMatcher_EQ, "detector", "combined")),
+		sinktest.PBQuery(readBase, readBase+299*sinktest.Step, sinktest.PBMatcher(prompb.LabelMatcher_NEQ, "detector", "combined")),
 	}
-	want := make([]histOracle, len(queries))
+	want := make([]sinktest.Oracle, len(queries))
 	for i, q := range queries {
-		want[i] = oracle.in(q.StartTimestampMs, q.EndTimestampMs).match(toMatchersT(t, q.Matchers)...)
+		want[i] = matchOracle(oracle.In(q.StartTimestampMs, q.EndTimestampMs), toMatchersT(t, q.Matchers)...)
 		if len(want[i]) == 0 {
 			t.Fatalf("query %d selects nothing; fix the test", i)
 		}
@@ -305,13 +136,13 @@ func TestReadRoundTrip(t *testing.T) {
 		streamed bool
 	}{
 		{"samples by default", nil, false},
-		{"samples", samplesOnly, false},
-		{"streamed first", streamedPref, true},
+		{"samples", sinktest.SamplesOnly, false},
+		{"streamed first", sinktest.StreamedPref, true},
 		{"unknown type skipped", []prompb.ReadRequest_ResponseType{7, prompb.ReadRequest_STREAMED_XOR_CHUNKS}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := postRead(handler, encodeRead(t, &prompb.ReadRequest{Queries: queries, AcceptedResponseTypes: tc.accepted}), nil)
-			var got []histOracle
+			rec := sinktest.PostRead(handler, sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: queries, AcceptedResponseTypes: tc.accepted}), nil)
+			var got []sinktest.Oracle
 			if tc.streamed {
 				if rec.Code != http.StatusOK {
 					t.Fatalf("status %d: %s", rec.Code, rec.Body)
@@ -319,18 +150,18 @@ func TestReadRoundTrip(t *testing.T) {
 				if ct := rec.Header().Get("Content-Type"); ct != "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse" {
 					t.Fatalf("Content-Type %q", ct)
 				}
-				got = streamedOracles(t, readFrames(t, rec.Body.Bytes()), queries)
+				got = sinktest.StreamedOracles(t, sinktest.ReadFrames(t, rec.Body.Bytes()), queries)
 			} else {
-				resp := decodeSamplesResponse(t, rec)
+				resp := sinktest.DecodeSamplesResponse(t, rec)
 				if len(resp.Results) != len(queries) {
 					t.Fatalf("%d results for %d queries", len(resp.Results), len(queries))
 				}
 				for _, res := range resp.Results {
-					got = append(got, resultOracle(t, res))
+					got = append(got, sinktest.ResultOracle(t, res))
 				}
 			}
 			for i := range queries {
-				compareOracle(t, got[i], want[i])
+				sinktest.CompareOracles(t, got[i], want[i])
 			}
 		})
 	}
@@ -347,11 +178,11 @@ func TestReadRoundTrip(t *testing.T) {
 func TestReadLabels(t *testing.T) {
 	hist, _ := readFixture(t)
 	handler, _ := newTestReadHandler(hist, nil)
-	q := pbQuery(readBase, readBase, pbMatcher(prompb.LabelMatcher_EQ, "metric", "mem"), pbMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))
-	resp := decodeSamplesResponse(t, postRead(handler, encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}}), nil))
+	q := sinktest.PBQuery(readBase, readBase, sinktest.PBMatcher(prompb.LabelMatcher_EQ, "metric", "mem"), sinktest.PBMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))
+	resp := sinktest.DecodeSamplesResponse(t, sinktest.PostRead(handler, sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}}), nil))
 	ts := resp.Results[0].Timeseries
 	want := "__name__=anomaly_score,detector=combined,exported_metric=clash,metric=mem"
-	if len(ts) != 1 || labelKey(ts[0].Labels) != want {
+	if len(ts) != 1 || sinktest.LabelKey(ts[0].Labels) != want {
 		t.Fatalf("got %v, want one series %s", resp.Results[0], want)
 	}
 }
@@ -372,33 +203,33 @@ func TestReadMatchers(t *testing.T) {
 		ms   []*prompb.LabelMatcher
 		want int // output series
 	}{
-		{"name equal", []*prompb.LabelMatcher{pbMatcher(EQ, "__name__", "anomaly_score")}, 4},
-		{"regex anchored", []*prompb.LabelMatcher{pbMatcher(RE, "__name__", "anomaly_sc")}, 0},
-		{"regex anchored at the start", []*prompb.LabelMatcher{pbMatcher(RE, "__name__", "score")}, 0},
-		{"regex", []*prompb.LabelMatcher{pbMatcher(RE, "__name__", "anomaly_sc.*")}, 4},
-		{"regex alternatives", []*prompb.LabelMatcher{pbMatcher(RE, "__name__", "anomaly_(lower|upper)")}, 8},
-		{"not equal", []*prompb.LabelMatcher{pbMatcher(NEQ, "detector", "combined")}, 4},
-		{"not regex", []*prompb.LabelMatcher{pbMatcher(NRE, "instance", "a")}, 8},
-		{"not regex anchored", []*prompb.LabelMatcher{pbMatcher(NRE, "instance", "a|")}, 4},
-		{"not regex on metric", []*prompb.LabelMatcher{pbMatcher(NRE, "metric", "c.*")}, 4},
-		{"absent label is empty", []*prompb.LabelMatcher{pbMatcher(EQ, "job", "")}, 4},
-		{"absent label not empty", []*prompb.LabelMatcher{pbMatcher(RE, "job", ".+")}, 12},
-		{"several", []*prompb.LabelMatcher{pbMatcher(EQ, "metric", "cpu"), pbMatcher(EQ, "instance", "a"), pbMatcher(EQ, "detector", "zscore")}, 4},
+		{"name equal", []*prompb.LabelMatcher{sinktest.PBMatcher(EQ, "__name__", "anomaly_score")}, 4},
+		{"regex anchored", []*prompb.LabelMatcher{sinktest.PBMatcher(RE, "__name__", "anomaly_sc")}, 0},
+		{"regex anchored at the start", []*prompb.LabelMatcher{sinktest.PBMatcher(RE, "__name__", "score")}, 0},
+		{"regex", []*prompb.LabelMatcher{sinktest.PBMatcher(RE, "__name__", "anomaly_sc.*")}, 4},
+		{"regex alternatives", []*prompb.LabelMatcher{sinktest.PBMatcher(RE, "__name__", "anomaly_(lower|upper)")}, 8},
+		{"not equal", []*prompb.LabelMatcher{sinktest.PBMatcher(NEQ, "detector", "combined")}, 4},
+		{"not regex", []*prompb.LabelMatcher{sinktest.PBMatcher(NRE, "instance", "a")}, 8},
+		{"not regex anchored", []*prompb.LabelMatcher{sinktest.PBMatcher(NRE, "instance", "a|")}, 4},
+		{"not regex on metric", []*prompb.LabelMatcher{sinktest.PBMatcher(NRE, "metric", "c.*")}, 4},
+		{"absent label is empty", []*prompb.LabelMatcher{sinktest.PBMatcher(EQ, "job", "")}, 4},
+		{"absent label not empty", []*prompb.LabelMatcher{sinktest.PBMatcher(RE, "job", ".+")}, 12},
+		{"several", []*prompb.LabelMatcher{sinktest.PBMatcher(EQ, "metric", "cpu"), sinktest.PBMatcher(EQ, "instance", "a"), sinktest.PBMatcher(EQ, "detector", "zscore")}, 4},
 		{"no matchers", nil, 16},
-		{"none", []*prompb.LabelMatcher{pbMatcher(EQ, "__name__", "nope")}, 0},
+		{"none", []*prompb.LabelMatcher{sinktest.PBMatcher(EQ, "__name__", "nope")}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req := &prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(math.MinInt64, math.MaxInt64, tc.ms...)}}
-			got := resultOracle(t, decodeSamplesResponse(t, postRead(handler, encodeRead(t, req), nil)).Results[0])
+			req := &prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(math.MinInt64, math.MaxInt64, tc.ms...)}}
+			got := sinktest.ResultOracle(t, sinktest.DecodeSamplesResponse(t, sinktest.PostRead(handler, sinktest.EncodeRead(t, req), nil)).Results[0])
 			if len(got) != tc.want {
 				t.Errorf("%d infos, want %d: %v", len(got), tc.want, keys(got))
 			}
-			compareOracle(t, got, oracle.match(toMatchersT(t, tc.ms)...))
+			sinktest.CompareOracles(t, got, matchOracle(oracle, toMatchersT(t, tc.ms)...))
 		})
 	}
 }
 
-func keys(o histOracle) []string {
+func keys(o sinktest.Oracle) []string {
 	var ks []string
 	for k := range o {
 		ks = append(ks, k)
@@ -411,8 +242,8 @@ func keys(o histOracle) []string {
 func TestReadRange(t *testing.T) {
 	hist, _ := readFixture(t)
 	handler, _ := newTestReadHandler(hist, nil)
-	score := pbMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score")
-	t5, t6 := int64(readBase+5*testStep), int64(readBase+6*testStep)
+	score := sinktest.PBMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score")
+	t5, t6 := int64(readBase+5*sinktest.Step), int64(readBase+6*sinktest.Step)
 	for _, tc := range []struct {
 		name       string
 		mint, maxt int64
@@ -424,9 +255,9 @@ func TestReadRange(t *testing.T) {
 		{"end before start", t6, t5, nil},
 		{"huge", math.MinInt64, math.MaxInt64, nil},
 	} {
-		for _, accepted := range [][]prompb.ReadRequest_ResponseType{samplesOnly, streamedPref} {
+		for _, accepted := range [][]prompb.ReadRequest_ResponseType{sinktest.SamplesOnly, sinktest.StreamedPref} {
 			t.Run(tc.name+"/"+accepted[0].String(), func(t *testing.T) {
-				got := readOne(t, handler, pbQuery(tc.mint, tc.maxt, score), accepted)
+				got := readOne(t, handler, sinktest.PBQuery(tc.mint, tc.maxt, score), accepted)
 				if tc.name == "huge" {
 					if len(got) != 4 {
 						t.Errorf("%d infos, want 4", len(got))
@@ -458,9 +289,9 @@ func TestReadRange(t *testing.T) {
 func TestReadStaleMarkers(t *testing.T) {
 	hist, _ := readFixture(t)
 	handler, _ := newTestReadHandler(hist, nil)
-	last := int64(readBase + 299*testStep)
-	q := pbQuery(last, last, pbMatcher(prompb.LabelMatcher_EQ, "metric", "mem"))
-	for _, accepted := range [][]prompb.ReadRequest_ResponseType{samplesOnly, streamedPref} {
+	last := int64(readBase + 299*sinktest.Step)
+	q := sinktest.PBQuery(last, last, sinktest.PBMatcher(prompb.LabelMatcher_EQ, "metric", "mem"))
+	for _, accepted := range [][]prompb.ReadRequest_ResponseType{sinktest.SamplesOnly, sinktest.StreamedPref} {
 		got := readOne(t, handler, q, accepted)
 		if len(got) != 4 {
 			t.Errorf("%v: %d infos, want 4", accepted[0], len(got))
@@ -478,8 +309,8 @@ func TestReadStaleMarkers(t *testing.T) {
 // together they hold every chunk in order.
 func TestReadFrameSplitting(t *testing.T) {
 	hist, oracle := readFixture(t)
-	q := pbQuery(math.MinInt64, math.MaxInt64, pbMatcher(prompb.LabelMatcher_RE, "__name__", ".+"))
-	req := encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: streamedPref})
+	q := sinktest.PBQuery(math.MinInt64, math.MaxInt64, sinktest.PBMatcher(prompb.LabelMatcher_RE, "__name__", ".+"))
+	req := sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: sinktest.StreamedPref})
 	for _, tc := range []struct {
 		maxFrame      int
 		wantMoreThan1 bool // some series needs several frames
@@ -489,28 +320,28 @@ func TestReadFrameSplitting(t *testing.T) {
 		{100, true}, // smaller than any chunk: one chunk a frame
 	} {
 		handler, _ := newTestReadHandler(hist, func(c *config.HistoryConfig) { c.MaxBytesInFrame = tc.maxFrame })
-		rec := postRead(handler, req, nil)
+		rec := sinktest.PostRead(handler, req, nil)
 		if rec.Code != http.StatusOK {
 			t.Fatalf("max %d: status %d: %s", tc.maxFrame, rec.Code, rec.Body)
 		}
-		frames := readFrames(t, rec.Body.Bytes())
+		frames := sinktest.ReadFrames(t, rec.Body.Bytes())
 		perSeries := map[string]int{}
 		for i, f := range frames {
-			cs := f.resp.ChunkedSeries[0]
-			perSeries[labelKey(cs.Labels)]++
-			if f.size > tc.maxFrame && len(cs.Chunks) > 1 {
-				t.Errorf("max %d: frame %d is %d bytes with %d chunks", tc.maxFrame, i, f.size, len(cs.Chunks))
+			cs := f.Resp.ChunkedSeries[0]
+			perSeries[sinktest.LabelKey(cs.Labels)]++
+			if f.Size > tc.maxFrame && len(cs.Chunks) > 1 {
+				t.Errorf("max %d: frame %d is %d bytes with %d chunks", tc.maxFrame, i, f.Size, len(cs.Chunks))
 			}
 			if tc.maxFrame == 100 && len(cs.Chunks) != 1 {
 				t.Errorf("max %d: frame %d has %d chunks, want 1", tc.maxFrame, i, len(cs.Chunks))
 			}
 			// A frame that could have taken the next chunk must have.
-			if i+1 < len(frames) && labelKey(frames[i+1].resp.ChunkedSeries[0].Labels) == labelKey(cs.Labels) {
-				next := frames[i+1].resp.ChunkedSeries[0].Chunks[0]
-				grown := f.resp
+			if i+1 < len(frames) && sinktest.LabelKey(frames[i+1].Resp.ChunkedSeries[0].Labels) == sinktest.LabelKey(cs.Labels) {
+				next := frames[i+1].Resp.ChunkedSeries[0].Chunks[0]
+				grown := f.Resp
 				grown.ChunkedSeries = []*prompb.ChunkedSeries{{Labels: cs.Labels, Chunks: append(cs.Chunks[:len(cs.Chunks):len(cs.Chunks)], next)}}
 				if grown.Size() <= tc.maxFrame {
-					t.Errorf("max %d: frame %d (%d bytes) stops before a chunk that fits (%d bytes)", tc.maxFrame, i, f.size, grown.Size())
+					t.Errorf("max %d: frame %d (%d bytes) stops before a chunk that fits (%d bytes)", tc.maxFrame, i, f.Size, grown.Size())
 				}
 			}
 		}
@@ -521,8 +352,8 @@ func TestReadFrameSplitting(t *testing.T) {
 		if split != tc.wantMoreThan1 {
 			t.Errorf("max %d: some series split over frames: %v, want %v (%v)", tc.maxFrame, split, tc.wantMoreThan1, perSeries)
 		}
-		got := streamedOracles(t, frames, []*prompb.Query{q})[0]
-		compareOracle(t, got, oracle)
+		got := sinktest.StreamedOracles(t, frames, []*prompb.Query{q})[0]
+		sinktest.CompareOracles(t, got, oracle)
 	}
 }
 
@@ -534,8 +365,8 @@ func TestReadBadRequests(t *testing.T) {
 		c.MaxDecodedBytes = 1 << 20
 		c.MaxSamplesPerQuery = 1000
 	})
-	good := encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{
-		pbQuery(readBase, readBase+10*testStep, pbMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))}})
+	good := sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{
+		sinktest.PBQuery(readBase, readBase+10*sinktest.Step, sinktest.PBMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))}})
 	bomb := snappy.Encode(nil, make([]byte, 2<<20)) // 2 MiB of zeros: ~100 KiB compressed
 	fakeLen := binary.AppendUvarint(nil, 1<<31)     // a block header claiming 2 GiB
 	fakeLen = append(fakeLen, 0, 0, 0, 0)
@@ -545,8 +376,8 @@ func TestReadBadRequests(t *testing.T) {
 	for i := range random {
 		random[i] = byte(rng.Uint32())
 	}
-	req := func(r *prompb.ReadRequest) []byte { return encodeRead(t, r) }
-	all := pbMatcher(prompb.LabelMatcher_RE, "__name__", ".+")
+	req := func(r *prompb.ReadRequest) []byte { return sinktest.EncodeRead(t, r) }
+	all := sinktest.PBMatcher(prompb.LabelMatcher_RE, "__name__", ".+")
 	for _, tc := range []struct {
 		name    string
 		method  string
@@ -572,18 +403,18 @@ func TestReadBadRequests(t *testing.T) {
 		{name: "other proto", body: good, header: map[string]string{"Content-Type": "application/x-protobuf;proto=prometheus.WriteRequest"}, code: 415, msg: "proto"},
 		{name: "no headers", body: good, header: map[string]string{"Content-Type": "", "Content-Encoding": ""}, code: 200},
 		{name: "headers with case and spaces", body: good, header: map[string]string{"Content-Type": "Application/X-Protobuf ; proto=prometheus.ReadRequest", "Content-Encoding": "Snappy"}, code: 200},
-		{name: "unknown response type", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(0, 1, all)},
+		{name: "unknown response type", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(0, 1, all)},
 			AcceptedResponseTypes: []prompb.ReadRequest_ResponseType{5}}), code: 400, msg: "response types"},
-		{name: "invalid regex", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(0, 1, pbMatcher(prompb.LabelMatcher_RE, "x", "("))}}),
+		{name: "invalid regex", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(0, 1, sinktest.PBMatcher(prompb.LabelMatcher_RE, "x", "("))}}),
 			code: 400, msg: "query 0"},
-		{name: "invalid regex in a later query, streamed", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(0, 1, all),
-			pbQuery(0, 1, pbMatcher(prompb.LabelMatcher_NRE, "x", "[z-a]"))}, AcceptedResponseTypes: streamedPref}), code: 400, msg: "query 1"},
-		{name: "unknown matcher type", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(0, 1, pbMatcher(9, "x", "y"))}}),
+		{name: "invalid regex in a later query, streamed", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(0, 1, all),
+			sinktest.PBQuery(0, 1, sinktest.PBMatcher(prompb.LabelMatcher_NRE, "x", "[z-a]"))}, AcceptedResponseTypes: sinktest.StreamedPref}), code: 400, msg: "query 1"},
+		{name: "unknown matcher type", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(0, 1, sinktest.PBMatcher(9, "x", "y"))}}),
 			code: 400, msg: "matcher type"},
-		{name: "too many samples", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(math.MinInt64, math.MaxInt64, all)}}),
+		{name: "too many samples", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(math.MinInt64, math.MaxInt64, all)}}),
 			code: 400, msg: "history.max_samples_per_query"},
-		{name: "many samples streamed", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(math.MinInt64, math.MaxInt64, all)},
-			AcceptedResponseTypes: streamedPref}), code: 200}, // frames bound the memory, as in Prometheus
+		{name: "many samples streamed", body: req(&prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(math.MinInt64, math.MaxInt64, all)},
+			AcceptedResponseTypes: sinktest.StreamedPref}), code: 200}, // frames bound the memory, as in Prometheus
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method := tc.method
@@ -612,7 +443,7 @@ func TestReadBadRequests(t *testing.T) {
 				t.Errorf("Allow: %q, want POST", rec.Header().Get("Allow"))
 			}
 			// The handler is still good.
-			if rec := postRead(handler, good, nil); rec.Code != 200 {
+			if rec := sinktest.PostRead(handler, good, nil); rec.Code != 200 {
 				t.Errorf("next good request: status %d: %s", rec.Code, rec.Body)
 			}
 		})
@@ -628,8 +459,8 @@ func TestReadConcurrencyLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hist, _ := readFixture(t)
 		handler, _ := newTestReadHandler(hist, func(c *config.HistoryConfig) { c.MaxConcurrentReads = 1 })
-		good := encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{
-			pbQuery(readBase, readBase, pbMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))}})
+		good := sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{
+			sinktest.PBQuery(readBase, readBase, sinktest.PBMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))}})
 		serve := func(ctx context.Context, body io.Reader) (<-chan int, *httptest.ResponseRecorder) {
 			r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/api/v1/read", body)
 			rec := httptest.NewRecorder()
@@ -712,8 +543,8 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 func TestReadStreamAbort(t *testing.T) {
 	hist, _ := readFixture(t)
 	handler, reg := newTestReadHandler(hist, func(c *config.HistoryConfig) { c.MaxBytesInFrame = 200 })
-	body := encodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{pbQuery(math.MinInt64, math.MaxInt64)},
-		AcceptedResponseTypes: streamedPref})
+	body := sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{sinktest.PBQuery(math.MinInt64, math.MaxInt64)},
+		AcceptedResponseTypes: sinktest.StreamedPref})
 	r := httptest.NewRequest(http.MethodPost, "/api/v1/read", bytes.NewReader(body))
 	got := func() (v any) {
 		defer func() { v = recover() }()
@@ -738,13 +569,13 @@ func FuzzReadHandler(f *testing.F) {
 		c.MaxBytesInFrame = 512
 	})
 	for _, r := range []*prompb.ReadRequest{
-		{Queries: []*prompb.Query{pbQuery(readBase, readBase+100*testStep, pbMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))}},
-		{Queries: []*prompb.Query{pbQuery(math.MinInt64, math.MaxInt64, pbMatcher(prompb.LabelMatcher_RE, "metric", "c.*"))},
-			AcceptedResponseTypes: streamedPref},
-		{Queries: []*prompb.Query{pbQuery(1, 0), pbQuery(0, 1, pbMatcher(prompb.LabelMatcher_RE, "x", "("))}},
+		{Queries: []*prompb.Query{sinktest.PBQuery(readBase, readBase+100*sinktest.Step, sinktest.PBMatcher(prompb.LabelMatcher_EQ, "__name__", "anomaly_score"))}},
+		{Queries: []*prompb.Query{sinktest.PBQuery(math.MinInt64, math.MaxInt64, sinktest.PBMatcher(prompb.LabelMatcher_RE, "metric", "c.*"))},
+			AcceptedResponseTypes: sinktest.StreamedPref},
+		{Queries: []*prompb.Query{sinktest.PBQuery(1, 0), sinktest.PBQuery(0, 1, sinktest.PBMatcher(prompb.LabelMatcher_RE, "x", "("))}},
 		{AcceptedResponseTypes: []prompb.ReadRequest_ResponseType{3}},
 	} {
-		b := encodeRead(f, r)
+		b := sinktest.EncodeRead(f, r)
 		f.Add(b, false)
 		f.Add(b[:len(b)/2], true)
 		raw, _ := r.Marshal()
@@ -758,7 +589,7 @@ func FuzzReadHandler(f *testing.F) {
 		if noHeaders {
 			hd = map[string]string{"Content-Type": "", "Content-Encoding": ""}
 		}
-		rec := postRead(handler, body, hd)
+		rec := sinktest.PostRead(handler, body, hd)
 		if rec.Code >= 500 || rec.Code < 200 {
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
@@ -766,9 +597,9 @@ func FuzzReadHandler(f *testing.F) {
 			return
 		}
 		if strings.HasPrefix(rec.Header().Get("Content-Type"), "application/x-streamed-protobuf") {
-			readFrames(t, rec.Body.Bytes())
+			sinktest.ReadFrames(t, rec.Body.Bytes())
 		} else {
-			decodeSamplesResponse(t, rec)
+			sinktest.DecodeSamplesResponse(t, rec)
 		}
 	})
 }
