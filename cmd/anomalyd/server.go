@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -98,6 +99,16 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		}
 		fmt.Fprintln(w, "configuration reloaded")
 	})
+	// The effective configuration, defaults filled in and secrets hidden, in
+	// the shape of Prometheus's own endpoint: what a built-in default (the
+	// exclude list, the rules) is, is one request away.
+	mux.HandleFunc("/api/v1/status/config", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		text := s.cfg.String()
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]string{"yaml": text}})
+	})
 	// Go's profiler, as Prometheus serves it: for operators chasing CPU or memory.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -109,7 +120,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version.Version)
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version.Version)
 	})
 	s.http = &http.Server{
 		Handler:           mux,
@@ -166,6 +177,9 @@ func (s *server) reload() (err error) {
 	}
 	if !reflect.DeepEqual(cfg.Warmup, s.cfg.Warmup) {
 		s.logger.Warn("warmup settings changed; they take effect after a restart")
+	}
+	for _, w := range cfg.Warnings() {
+		s.logger.Warn("configuration may be a mistake", zap.String("config_file", s.configFile), zap.String("warning", w))
 	}
 	s.ingest.SetOptions(ingestOptions(cfg))
 	if err := s.out.Reload(cfg); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -121,6 +122,32 @@ func TestOneVersion(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no warm-up request reached the remote-read endpoint in 10 s")
+	}
+}
+
+// TestStatusConfig: the effective configuration, defaults included (the
+// exclude list a user may want to extend), in Prometheus's JSON shape,
+// without secrets.
+func TestStatusConfig(t *testing.T) {
+	_, url, _ := startServer(t, "remote_write: [{url: 'http://127.0.0.1:1/w', basic_auth: {username: u, password: hunter2}}]\n")
+	code, body := httpDo(t, http.MethodGet, url+"/api/v1/status/config", nil)
+	var resp struct {
+		Status string
+		Data   struct{ YAML string }
+	}
+	if err := json.Unmarshal([]byte(body), &resp); code != 200 || err != nil || resp.Status != "success" {
+		t.Fatalf("GET /api/v1/status/config: %d %v %q", code, err, body)
+	}
+	for _, want := range []string{`ALERTS|ALERTS_FOR_STATE`, `anomaly_score|anomaly_expected`, "url: http://127.0.0.1:1/w", "password: <secret>"} {
+		if !strings.Contains(resp.Data.YAML, want) {
+			t.Errorf("effective config lacks %q:\n%s", want, resp.Data.YAML)
+		}
+	}
+	if strings.Contains(body, "hunter2") {
+		t.Errorf("the effective config shows a password")
+	}
+	if _, err := config.Load([]byte(resp.Data.YAML)); err != nil {
+		t.Errorf("the effective config does not load: %v", err)
 	}
 }
 
