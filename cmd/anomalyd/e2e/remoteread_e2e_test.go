@@ -7,8 +7,8 @@
 // TestRemoteReadE2E runs the anomalyd binary and Debian's Prometheus on
 // 127.0.0.1 (helpers from e2e_test.go) and checks that what Prometheus
 // answers for the score series is what anomalyd computed, and that bad
-// reads get a 4xx without hurting the server. The in-process wiring test
-// (TestRemoteReadWiring) stays in package main beside the server.
+// reads get a 4xx without hurting the server. TestRemoteReadWiring
+// (remoteread_wiring_test.go) checks the endpoint's wiring alone.
 package e2e
 
 import (
