@@ -381,7 +381,7 @@ func detectorRun(s *series.Info, seed uint64, n int) []series.Record {
 // TestHistoryMemoryPerSeries measures the history's memory per input series
 // at the default 1h retention and a 15 s interval, with real detector
 // outputs (4 output series per input series). It logs the figures and
-// fails only if they are far above what the README states.
+// fails only if they are far above what docs/operations.md states.
 func TestHistoryMemoryPerSeries(t *testing.T) {
 	const inputs, steps = 2000, 3 * 240 // 3 h: retention reaches its steady state
 	infos := sinktest.Infos(inputs)

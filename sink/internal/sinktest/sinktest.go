@@ -220,7 +220,7 @@ func DecodeChunk(t testing.TB, b []byte) []Sample {
 
 // Driver sets: bit 1<<k per detector k.
 const (
-	DrvAll  uint8 = 1<<detectors.KindEntropy - 1 // the four detectors enabled by default
+	DrvAll  uint8 = 1<<detectors.KindEntropy - 1 // ewma, zscore, holtwinters and slope
 	DrvNoHW       = DrvAll &^ (1 << detectors.KindHoltWinters)
 )
 
