@@ -17,7 +17,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test test-accuracy lint fuzz deps demo bench bench-nab bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
+.PHONY: build run test test-accuracy lint fuzz deps demo bench bench-nab bench-incidents bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -93,6 +93,22 @@ bench-nab: build
 	  $(foreach d,$(NAB_DETECTORS) combined-no-entropy,-results $(NAB_OUT)/$(d)) \
 	  -alert 'combined:>=2' -alert 'combined:>1 for 5m' \
 	  -baseline null,random -json $(BENCH_OUT)/nab.json
+
+## bench-incidents: the incident stage on a data set with service-level incident labels
+## (jumpstarter in ../shared/datasets/jumpstarter, or JS_DIR): anomalyd backtest groups each service's
+## series and writes its incidents.csv; bench/incidents scores them (JSON in bench/results), then the
+## data set's score.py gives the per-series rules beside them: any series alarming, and 2 within 5 minutes
+JS_DIR  ?= ../shared/datasets/jumpstarter
+JS_OUT  ?= $(BENCH_OUT)/incidents/jumpstarter
+
+bench-incidents: build
+	@rm -rf "$(JS_OUT)"
+	./$(BIN) backtest --input $(JS_DIR)/data --output $(JS_OUT)
+	$(GO) run ./bench/incidents -dataset $(JS_DIR) -results $(JS_OUT) -json $(BENCH_OUT)/incidents.json
+	@echo; echo "per-series alarms, any series of a service (score.py):"
+	python3 $(JS_DIR)/score.py $(JS_OUT)
+	@echo; echo "per-series alarms, 2 series within 5 minutes (score.py --k 2 --w 5):"
+	python3 $(JS_DIR)/score.py $(JS_OUT) --k 2 --w 5
 
 ## bench-faults: the default detectors on this machine's real metrics (node_exporter, Prometheus's own
 ## and a loaded HTTP service's RED metrics, scraped every second by a real Prometheus that remote-writes

@@ -58,6 +58,13 @@ warm-up and for rows the server would not analyse (duplicate or older
 timestamps, NaN, ±Inf, a counter's first sample), and for every row when
 the config disables the chosen detector for a file (with a warning).
 
+Incidents: every folder that directly holds CSV files is one group (one
+target); its files' rows, in merged time order, go through the incident
+stage on their combined score, and OUTPUT/<same folder>/incidents.csv gets
+"timestamp,incident_score,open,series": one row per distinct timestamp of
+the group, in time order, the native incident score (>= 1 an incident),
+open 0/1, and the number of series whose evidence is live.
+
 Flags:
 `
 
@@ -137,8 +144,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anomalyd backtest: %d of %d files failed\n", failed, len(jobs))
 		return 1
 	}
-	fmt.Fprintf(stdout, "backtest: %d files, %d rows, detector %s, %.2fs, output in %s\n",
-		len(jobs), rows, kind, time.Since(start).Seconds(), *output)
+	groups, err := writeIncidents(jobs, results)
+	if err != nil {
+		fmt.Fprintf(stderr, "anomalyd backtest: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "backtest: %d files, %d rows, detector %s, %d groups with incidents.csv, %.2fs, output in %s\n",
+		len(jobs), rows, kind, groups, time.Since(start).Seconds(), *output)
 	return 0
 }
 
@@ -239,6 +251,10 @@ type backtestResult struct {
 	rows    int
 	warning string
 	err     error
+	// samples are the file's rows for the incident stage (incidents.go):
+	// time and combined score, -1 for a row that was not analysed.
+	samples []incSample
+	format  tsFormat
 }
 
 // run scores jobs with up to workers goroutines. Files are independent
@@ -293,7 +309,7 @@ func (bt *backtest) file(j *backtestJob) (res backtestResult) {
 		return res
 	}
 	w := bufio.NewWriterSize(out, 64<<10)
-	res.rows, res.err = bt.score(in, w, an)
+	res.rows, res.err = bt.score(in, w, an, &res.samples, &res.format)
 	if res.err == nil {
 		res.err = w.Flush()
 	}
@@ -311,7 +327,11 @@ func (bt *backtest) file(j *backtestJob) (res backtestResult) {
 // name the line (1-based, the header is line 1). Blank lines are skipped;
 // fields may be padded with spaces or double-quoted, and are copied to w as
 // they are.
-func (bt *backtest) score(r io.Reader, w *bufio.Writer, an *window.Analyser) (int, error) {
+//
+// Each row is also appended to samples, with the combined score the
+// incident stage reads, and the file's timestamp format is set in
+// fileFormat.
+func (bt *backtest) score(r io.Reader, w *bufio.Writer, an *window.Analyser, samples *[]incSample, fileFormat *tsFormat) (int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	var (
@@ -360,12 +380,17 @@ func (bt *backtest) score(r io.Reader, w *bufio.Writer, an *window.Analyser) (in
 			return rows, fmt.Errorf("line %d: cannot parse value %q: %w", line, vs, errors.Unwrap(err))
 		}
 		rows++
-		s := 0.0
+		s, combined := 0.0, -1.0
 		if an != nil {
 			if o, analysed := an.Observe(t, v); analysed {
 				s = score01(result(&o, bt.kind))
+				if o.Combined.Ready {
+					combined = o.Combined.Score
+				}
 			}
 		}
+		*samples = append(*samples, incSample{t: t, score: combined})
+		*fileFormat = f
 		buf = append(buf[:0], tsRaw...)
 		buf = append(buf, ',')
 		buf = append(buf, vRaw...)

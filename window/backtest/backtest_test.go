@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,8 +102,12 @@ func TestBacktestTree(t *testing.T) {
 	if got := csvFiles(t, corpus); !slices.Equal(got, want) {
 		t.Fatalf("fixture files %v, want %v", got, want)
 	}
-	if got := csvFiles(t, out); !slices.Equal(got, want) {
-		t.Fatalf("output files %v, want %v", got, want)
+	// Each folder that holds CSV files is a group with its incidents.
+	if got, wantOut := csvFiles(t, out), []string{"flat.csv", "incidents.csv", "step.csv", "sub/drift.csv", "sub/incidents.csv"}; !slices.Equal(got, wantOut) {
+		t.Fatalf("output files %v, want %v", got, wantOut)
+	}
+	if !strings.Contains(stdout, " 2 groups with incidents.csv, ") {
+		t.Errorf("summary %q does not count the 2 groups", stdout)
 	}
 	warmup := detectors.DefaultParams().Warmup
 	for _, f := range want {
@@ -319,8 +324,8 @@ func TestBacktestDeterministic(t *testing.T) {
 
 func TestBacktestSingleFile(t *testing.T) {
 	out := backtestOK(t, filepath.Join(corpus, "step.csv"))
-	if got := csvFiles(t, out); !slices.Equal(got, []string{"step.csv"}) {
-		t.Fatalf("output files %v, want [step.csv]", got)
+	if got := csvFiles(t, out); !slices.Equal(got, []string{"incidents.csv", "step.csv"}) {
+		t.Fatalf("output files %v, want [incidents.csv step.csv]", got)
 	}
 	// Same labels (file="step.csv") as in the folder run: same scores.
 	tree := backtestOK(t, corpus)
@@ -496,7 +501,9 @@ func FuzzBacktestScore(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		rows, err := bt.score(strings.NewReader(in), w, window.NewAnalyser(&p, false))
+		var samples []incSample
+		var format tsFormat
+		rows, err := bt.score(strings.NewReader(in), w, window.NewAnalyser(&p, false), &samples, &format)
 		if err != nil {
 			return
 		}
@@ -526,5 +533,65 @@ func TestBacktestDisabledDetector(t *testing.T) {
 	}
 	if s := scores(t, filepath.Join(out, "step.csv")); slices.Max(s) != 0 {
 		t.Fatalf("disabled detector: max score %g, want 0", slices.Max(s))
+	}
+}
+
+// TestBacktestIncidents: the files of one folder are one group, replayed
+// in merged time order: incidents.csv has a row per distinct timestamp, in
+// time order; a shift of most series at once opens an incident within two
+// samples, and a spike of one series in a group whose series spike now and
+// then does not.
+func TestBacktestIncidents(t *testing.T) {
+	in := t.TempDir()
+	const rows, shiftAt, spikeAt = 3000, 2500, 1500
+	for k := range 10 {
+		var b strings.Builder
+		b.WriteString("timestamp,value\n")
+		rng := rand.New(rand.NewPCG(uint64(k), 9))
+		for i := range rows {
+			v := 100 + rng.NormFloat64()
+			if rng.IntN(100) == 0 {
+				v += 3 + 3*rng.Float64() // noisy: every series spikes now and then
+			}
+			if i >= shiftAt && k < 8 {
+				v += 30 // eight of ten series shift at once
+			}
+			if i == spikeAt && k == 9 {
+				v += 6
+			}
+			// Series are scraped a few seconds apart, as a target's are.
+			fmt.Fprintf(&b, "%d,%g\n", 1_700_000_000+int64(i)*60+int64(k%3), v)
+		}
+		if err := os.WriteFile(filepath.Join(in, fmt.Sprintf("m%02d.csv", k)), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := backtestOK(t, in)
+	header, got := readRows(t, filepath.Join(out, "incidents.csv"))
+	if header != "timestamp,incident_score,open,series" {
+		t.Fatalf("header %q", header)
+	}
+	if len(got) != 3*rows {
+		t.Fatalf("%d rows, want %d: one per distinct timestamp (three per minute)", len(got), 3*rows)
+	}
+	// Only the time after the detectors' calibration warm-up (~1000
+	// samples) counts: until then a young series' records score as new
+	// extremes, which the incident stage cannot yet tell from a fault.
+	const settled = 1000
+	var opened []int
+	prevOpen, prevT := "0", int64(0)
+	for i, r := range got {
+		ts, err := strconv.ParseInt(r[0], 10, 64)
+		if err != nil || ts <= prevT {
+			t.Fatalf("row %d: timestamp %q after %d: want Unix seconds in increasing order", i, r[0], prevT)
+		}
+		prevT = ts
+		if r[2] == "1" && prevOpen == "0" && i/3 >= settled {
+			opened = append(opened, i/3)
+		}
+		prevOpen = r[2]
+	}
+	if len(opened) != 1 || opened[0] < shiftAt || opened[0] > shiftAt+2 {
+		t.Fatalf("incidents opened at samples %v; want one within two samples of the shift at %d", opened, shiftAt)
 	}
 }

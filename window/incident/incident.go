@@ -1,0 +1,354 @@
+// Package incident turns the per-series results of one group of series (one
+// target: by default the series sharing job and instance) into incidents: one
+// score for the group that says how surprising its evidence is right now,
+// given how often its own series are unusual when nothing happens.
+//
+// A sample is evidence when its combined score reaches Params.MinScore (it
+// left its expected band). Its weight is the surprise it carries for its
+// own series,
+//
+//	surprise = ln(1/(Window × rate(score)))
+//
+// where rate(score) is the share of that series' samples that scored at
+// least that high, with a memory of Params.HalfLife (a series that leaves
+// its band every hour weighs little, one that never does weighs much, and a
+// series that often reaches a score weighs little when it does again), and
+// Window × rate the chance that it does so in a window of Params.Window
+// samples (how long evidence stays live). The rates are kept per doubling
+// of the score (1-2, 2-4, … × MinScore, 64 and more); until a series has
+// shown its own, a prior stands in: evidence once in 100 samples, a score x
+// times as far out x^Params.Tail times less often. Evidence seen while an
+// incident is open is not learnt: it is not what the series does when
+// nothing happens, and learning it would hide the same fault next time.
+//
+// The group's evidence is that of its k most surprising live series: the
+// chance that k given series are all this unusual at once (Fisher's method
+// over their surprises), times C(N, k), the number of ways k of its N series
+// could have been the unusual ones; its surprise is the best over k. The
+// score divides it by ln(samples per day / Params.FalsePerDay), the
+// surprise one chance
+// incident per 1/FalsePerDay days needs, so 1 is the opening threshold
+// whatever the group's size and sampling interval: ten series moving
+// together open an incident, a few series a little outside their bands do
+// not, and one series far outside a band it rarely leaves can open one
+// alone.
+//
+// An incident opens when the score reaches 1, stays open while it does and
+// for Params.Quiet of the group's samples after, and is one incident however
+// many series join it.
+//
+// The group does work only for evidence: an ordinary sample costs nothing
+// here (the shards filter on the score), an evidence sample O(1) amortised,
+// and the score at a time O(live series). Memory is bounded by
+// Params.MaxMembers series per group, about 120 bytes each.
+//
+// Limits, for now: a young series' records (its first values beyond
+// everything it has taken, which its detectors score high until they are
+// calibrated) count as evidence like any other.
+package incident
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"time"
+)
+
+// Params configure the incident stage; DefaultParams explains each default.
+type Params struct {
+	// MinScore is the combined score from which a sample is evidence.
+	MinScore float64
+	// Window is how many of its own samples a series' evidence stays live.
+	Window int
+	// HalfLife is the memory of each series' rate of evidence.
+	HalfLife time.Duration
+	// FalsePerDay is the rate of chance incidents per group and day the
+	// opening threshold allows.
+	FalsePerDay float64
+	// Quiet is how many of the group's samples an incident stays open once
+	// the score is below 1.
+	Quiet int
+	// MaxMembers bounds the series a group remembers evidence of.
+	MaxMembers int
+	// Tail is the exponent of the score's tail: a score x times as far
+	// outside the band is taken to be x^Tail times less likely.
+	Tail float64
+}
+
+// DefaultParams are the built-in incident settings.
+func DefaultParams() Params {
+	return Params{
+		// 1: the edge of the expected band, where a detector starts to say
+		// "unusual"; below it a sample says nothing.
+		MinScore: 1,
+		// 3 samples: series of one target rarely move in the same sample
+		// (scrapes, rates over different windows), and a fault that takes
+		// longer than three samples to spread is found by its first series.
+		Window: 3,
+		// 1 day: long enough to learn how often a series leaves its band
+		// over a daily cycle, short enough to follow a change of behaviour.
+		HalfLife: 24 * time.Hour,
+		// 0.1: one chance incident per group every ten days at most,
+		// within what an on-call rotation accepts per target.
+		FalsePerDay: 0.1,
+		// 12 samples: an incident whose evidence pauses for less stays one
+		// incident (a flapping fault pages once).
+		Quiet: 12,
+		// 4096: every series of a large target (node_exporter exposes
+		// about 1,000) with room to spare, at about 100 bytes each.
+		MaxMembers: 4096,
+		// 2: a score twice as far out is a quarter as likely, a tail
+		// between a Gaussian's, under which large scores would count for
+		// much more, and none at all, under which they would not count.
+		Tail: 2,
+	}
+}
+
+// The prior of a series' rates, until its own evidence outweighs it:
+// evidence once in 100 samples, as a detector whose band is drawn at about
+// 2.5 standard deviations of its own scores gives, weighed as 100 samples
+// of the series' own.
+const (
+	priorRate    = 1.0 / 100
+	priorSamples = 100.0
+)
+
+// maxFisher bounds the series Evaluate combines: the k-th most surprising
+// of more than 64 live series adds nothing a person or the score needs, and
+// combining k series costs O(k).
+const maxFisher = 64
+
+// logPartialExp returns ln Σ_{j<k} T^j/j!, by the log-sum-exp of its terms.
+func logPartialExp(T float64, k int) float64 {
+	if T <= 0 {
+		return 0 // only j = 0 counts: T^0/0! = 1
+	}
+	lt := math.Log(T)
+	top := float64(k-1)*lt - lgamma(k) // the largest term when T ≥ k-1
+	for j := range k {
+		top = max(top, float64(j)*lt-lgamma(j+1))
+	}
+	var s float64
+	for j := range k {
+		s += math.Exp(float64(j)*lt - lgamma(j+1) - top)
+	}
+	return top + math.Log(s)
+}
+
+// lgamma returns ln Γ(n) = ln (n-1)! for 1 ≤ n ≤ maxFisher+1.
+func lgamma(n int) float64 { return lgammaTable[n] }
+
+var lgammaTable = func() (t [maxFisher + 2]float64) {
+	for n := 1; n < len(t); n++ {
+		t[n], _ = math.Lgamma(float64(n))
+	}
+	return t
+}()
+
+// Contributor is one series' share of a group's evidence.
+type Contributor struct {
+	Series   string  // the series' key (canonical labels)
+	T        int64   // milliseconds: its latest evidence sample
+	Score    float64 // its combined score then
+	Surprise float64 // the surprise that sample carried
+}
+
+// numBuckets counts the score ranges a member's rates are kept for: one
+// per doubling from MinScore, the last open-ended.
+const numBuckets = 7
+
+// member is what a group remembers of one series.
+type member struct {
+	key  string
+	dt   int64 // milliseconds between its last two samples it reported
+	last int64 // time of its latest evidence
+	// counts are the decayed numbers of evidence samples at last whose
+	// score was in [MinScore·2^b, MinScore·2^(b+1)), the last bucket
+	// open-ended.
+	counts [numBuckets]float64
+	// exposure is the decayed number of samples the series was watched
+	// for at last (time since it joined / dt, decayed like counts).
+	exposure float64
+	live     int64 // its evidence counts until this time (ms)
+	surprise float64
+	score    float64
+}
+
+// Group is the incident state of one group of series. It is not safe for
+// concurrent use: one goroutine owns it.
+type Group struct {
+	p       *Params
+	members map[string]*member
+	dt      int64         // the group's sampling interval: the latest series interval seen
+	first   int64         // time of the first sample the group saw; 0 before it
+	live    []Contributor // Evaluate's scratch space
+	// The incident, if one is open or was.
+	open      bool
+	start     int64
+	end       int64 // last time the score was >= 1
+	peak      float64
+	opened    int // incidents opened so far
+	topAtPeak []Contributor
+}
+
+// NewGroup returns the state of a new group with settings p (not copied:
+// p must not change while the group is used).
+func NewGroup(p *Params) *Group {
+	return &Group{p: p, members: map[string]*member{}}
+}
+
+// Observe records one sample of series key at t (milliseconds, > 0) with
+// combined score score, dt milliseconds after that series' previous
+// sample (0 when unknown). Samples below MinScore may be left out, except
+// that the group's first sample starts its clock: they change nothing but
+// that and the interval estimate.
+func (g *Group) Observe(key string, t, dt int64, score float64) {
+	if dt > 0 {
+		g.dt = dt
+	}
+	if g.first == 0 {
+		g.first = t
+	}
+	if score < g.p.MinScore {
+		return
+	}
+	m := g.members[key]
+	if m == nil {
+		m = g.join(key, t)
+	}
+	if dt > 0 {
+		m.dt = dt
+	} else if m.dt == 0 {
+		m.dt = g.dt
+	}
+	learn := !g.open
+	m.decay(t, g.p.HalfLife)
+	// The rate before this sample: its own evidence must not explain it.
+	x := score / g.p.MinScore
+	b := min(int(math.Log2(x)), numBuckets-1)
+	var seen float64
+	for _, c := range m.counts[b:] {
+		seen += c
+	}
+	// Within bucket b the prior's tail says how much of it lies at or
+	// above x; the series' own counts are taken whole.
+	prior := priorRate * priorSamples * math.Pow(x, -g.p.Tail)
+	r := (seen + prior) / (m.exposure + priorSamples)
+	s := max(0, math.Log(1/(float64(g.p.Window)*r)))
+	if t >= m.live || s > m.surprise {
+		m.surprise, m.score = s, score
+	}
+	if learn {
+		// Evidence while an incident is open is not what the series does
+		// when nothing happens: learning it would make the same fault
+		// less surprising when it comes back.
+		m.counts[b]++
+	}
+	m.last = t
+	m.live = t + int64(g.p.Window)*max(m.dt, 1)
+}
+
+// join adds a member, evicting the one whose evidence is oldest when the
+// group is full. A series shows its first evidence now, but the group has
+// watched it since the group's first sample: that quiet time counts in its
+// rate (a series quiet for days weighs more than one that just arrived).
+func (g *Group) join(key string, t int64) *member {
+	if len(g.members) >= g.p.MaxMembers {
+		var oldest *member
+		for _, m := range g.members {
+			if oldest == nil || m.last < oldest.last {
+				oldest = m
+			}
+		}
+		delete(g.members, oldest.key)
+	}
+	m := &member{key: key, last: min(g.first, t)}
+	g.members[key] = m
+	return m
+}
+
+// decay brings m's counts and exposure from m.last to t: all decay by half
+// every HalfLife, and the exposure gains the series' samples in between,
+// one every m.dt, each decayed from its own time (a geometric sum).
+func (m *member) decay(t int64, halfLife time.Duration) {
+	if t <= m.last || m.dt <= 0 {
+		return
+	}
+	h := float64(halfLife.Milliseconds())
+	f := math.Exp2(-float64(t-m.last) / h)
+	q := math.Exp2(-float64(m.dt) / h) // decay per sample
+	m.exposure = m.exposure*f + (1-f)/(1-q)
+	for b := range m.counts {
+		m.counts[b] *= f
+	}
+}
+
+// State is a group's incident state at one time.
+type State struct {
+	Score  float64 // ≥ 1: an incident
+	Open   bool
+	Series int // distinct series whose evidence is live
+	// Opened reports that this call opened an incident.
+	Opened bool
+}
+
+// Evaluate returns the group's state at time t (milliseconds, not before
+// an earlier call's) for a group of n series; top, when not nil, receives
+// the live contributors, most surprising first.
+func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
+	g.live = g.live[:0]
+	for _, m := range g.members {
+		if t >= m.live || t < m.last {
+			continue
+		}
+		g.live = append(g.live, Contributor{Series: m.key, T: m.last, Score: m.score, Surprise: m.surprise})
+	}
+	slices.SortFunc(g.live, func(a, b Contributor) int { return cmp.Compare(b.Surprise, a.Surprise) })
+	// The best k of the live series, most surprising first: the chance
+	// that k given series are all this unusual is that of a Gamma(k, 1)
+	// variable exceeding T, the sum of their surprises (Fisher's method:
+	// e^-T Σ_{j<k} T^j/j!), and any k of the n series could have been the
+	// ones, C(n, k) ways. Evidence is the surprise left after both.
+	var best, sum, lnChoose float64
+	n = max(n, len(g.live), 1)
+	for k, c := range g.live[:min(len(g.live), maxFisher)] {
+		sum += c.Surprise
+		lnChoose += math.Log(float64(n-k) / float64(k+1))
+		best = max(best, sum-logPartialExp(sum, k+1)-lnChoose)
+	}
+	live := len(g.live)
+	if top != nil {
+		*top = append((*top)[:0], g.live...)
+	}
+	sum = best
+	st := State{Series: live}
+	if sum > 0 {
+		st.Score = sum / g.threshold()
+	}
+	switch {
+	case st.Score >= 1:
+		if !g.open {
+			g.open, g.start, g.peak, st.Opened = true, t, 0, true
+			g.opened++
+		}
+		g.end = t
+		if st.Score > g.peak {
+			g.peak = st.Score
+			g.topAtPeak = append(g.topAtPeak[:0], g.live...)
+		}
+	case g.open && t-g.end >= int64(g.p.Quiet)*max(g.dt, 1):
+		g.open = false
+	}
+	st.Open = g.open
+	return st
+}
+
+// threshold is the surprise one chance incident per 1/FalsePerDay days
+// needs at the group's sampling interval.
+func (g *Group) threshold() float64 {
+	perDay := float64(24*time.Hour.Milliseconds()) / float64(max(g.dt, 1))
+	return math.Log(max(perDay, 1) / g.p.FalsePerDay)
+}
+
+// Opened returns how many incidents the group has opened.
+func (g *Group) Opened() int { return g.opened }

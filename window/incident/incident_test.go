@@ -1,0 +1,158 @@
+package incident
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+const step = int64(15_000) // ms: a 15 s scrape interval
+
+// run feeds a group of n series for steps samples from t0: score(i, k)
+// is series k's combined score at step i. It returns the steps at which an
+// incident opened and the peak score.
+func run(g *Group, n, steps int, t0 int64, score func(i, k int) float64) (opened []int, peak float64) {
+	for i := range steps {
+		t := t0 + int64(i)*step
+		for k := range n {
+			g.Observe(fmt.Sprintf("s%03d", k), t, step, score(i, k))
+		}
+		st := g.Evaluate(t, n, nil)
+		if st.Opened {
+			opened = append(opened, i)
+		}
+		peak = max(peak, st.Score)
+	}
+	return opened, peak
+}
+
+// noise is a score that leaves the band (≥ 1) about once in 1/p samples,
+// rarely by much: what calibrated detectors give on a quiet series.
+func noise(rng *rand.Rand, p float64) float64 {
+	if rng.Float64() < p {
+		return 1 + rng.ExpFloat64()*0.5
+	}
+	return rng.Float64() * 0.8
+}
+
+const day = int(24 * time.Hour / (15 * time.Second))
+
+// A spike of one noisy series is noise; ten series shifting together
+// are one incident, however many of them join.
+func TestSpikeVersusShift(t *testing.T) {
+	p := DefaultParams()
+	rng := rand.New(rand.NewPCG(1, 2))
+	g := NewGroup(&p)
+	const n = 20
+	opened, _ := run(g, n, 2*day, 1, func(i, k int) float64 {
+		switch {
+		case k == 3 && i == day+100:
+			return 3 // a spike: three times the band's half-width
+		}
+		return noise(rng, 1.0/500)
+	})
+	if len(opened) != 0 {
+		t.Fatalf("a quiet group of %d series with one spike opened incidents at steps %v", n, opened)
+	}
+	t1 := 1 + int64(2*day)*step
+	opened, peak := run(g, n, 200, t1, func(i, k int) float64 {
+		if k < 10 && i >= 50 && i < 80 {
+			return 2 + float64(k%3) // ten series shift together for 30 samples
+		}
+		return noise(rng, 1.0/500)
+	})
+	if len(opened) != 1 || opened[0] < 50 || opened[0] > 52 {
+		t.Fatalf("ten series shifting together at step 50 opened incidents at %v (peak %.2f); want one within 2 samples", opened, peak)
+	}
+	if g.Opened() != 1 {
+		t.Errorf("%d incidents opened in all; want the one", g.Opened())
+	}
+}
+
+// A series far outside a band it has not left for days opens an incident
+// alone; the same excursion on a series that goes that far every few
+// hours does not.
+func TestOneSeriesExtreme(t *testing.T) {
+	p := DefaultParams()
+	for _, tc := range []struct {
+		name  string
+		every int // samples between the series' excursions to 150-300, 0: none
+		want  int
+	}{{"quiet series", 0, 1}, {"series with regular excursions", 500, 0}} {
+		rng := rand.New(rand.NewPCG(3, 4))
+		g := NewGroup(&p)
+		opened, peak := run(g, 10, 3*day, 1, func(i, k int) float64 {
+			switch {
+			case k == 0 && i == 3*day-10:
+				return 200
+			case k == 0 && tc.every > 0 && i%tc.every == 7:
+				return 150 + 150*rng.Float64()
+			}
+			return noise(rng, 0)
+		})
+		// The regular series opens incidents while its excursions are new;
+		// only the last day counts.
+		var late []int
+		for _, o := range opened {
+			if o >= 2*day {
+				late = append(late, o)
+			}
+		}
+		if len(late) != tc.want {
+			t.Errorf("%s: an excursion to 200 on the third day opened incidents at %v (peak %.2f); want %d", tc.name, late, peak, tc.want)
+		}
+	}
+}
+
+// An outage that recurs opens an incident each time; between them the
+// incident closes after Quiet samples.
+func TestRecurringOutage(t *testing.T) {
+	p := DefaultParams()
+	rng := rand.New(rand.NewPCG(5, 6))
+	g := NewGroup(&p)
+	opened, _ := run(g, 8, 3*day, 1, func(i, k int) float64 {
+		for _, at := range []int{day / 2, 2 * day} {
+			if k < 4 && i >= at && i < at+20 {
+				return 4
+			}
+		}
+		return noise(rng, 1.0/1000)
+	})
+	if len(opened) != 2 || opened[0] != day/2 || opened[1] != 2*day {
+		t.Fatalf("two outages at %d and %d opened incidents at %v; want one at each start", day/2, 2*day, opened)
+	}
+}
+
+// A group of 500 quiet series does not page more often than a group of 5
+// with the same series: the threshold grows with the number of series
+// that could be unusual by chance.
+func TestLargeGroupNoMoreFalseIncidents(t *testing.T) {
+	p := DefaultParams()
+	count := func(n int) int {
+		rng := rand.New(rand.NewPCG(7, uint64(n)))
+		g := NewGroup(&p)
+		opened, _ := run(g, n, 2*day, 1, func(i, k int) float64 { return noise(rng, 1.0/300) })
+		return len(opened)
+	}
+	small, large := count(5), count(500)
+	if large > max(small, 1) {
+		t.Errorf("chance incidents over 2 days: %d with 500 series, %d with 5; want no more with 500", large, small)
+	}
+}
+
+// The group remembers at most MaxMembers series.
+func TestMaxMembers(t *testing.T) {
+	p := DefaultParams()
+	p.MaxMembers = 8
+	g := NewGroup(&p)
+	for k := range 100 {
+		g.Observe(fmt.Sprintf("s%d", k), 1+int64(k)*step, step, 2)
+	}
+	if len(g.members) != 8 {
+		t.Fatalf("%d members, want at most 8", len(g.members))
+	}
+	if _, ok := g.members["s99"]; !ok {
+		t.Fatal("the newest series was evicted; want the oldest evidence to go")
+	}
+}
