@@ -193,7 +193,9 @@ func Default() *Config {
 		Output:    DefaultOutputConfig,
 		Warmup:    DefaultWarmupConfig,
 		History:   DefaultHistoryConfig,
+		Incidents: DefaultIncidentsConfig,
 	}
+	c.Incidents.GroupBy = slices.Clone(DefaultIncidentsConfig.GroupBy)
 	r.Detectors = c.Detectors
 	if err := c.validate(); err != nil {
 		panic("BUG: invalid default config: " + err.Error())
@@ -322,6 +324,7 @@ type Config struct {
 	RemoteWrite []*RemoteWriteConfig `yaml:"remote_write"`
 	Warmup      WarmupConfig         `yaml:"warmup"`
 	History     HistoryConfig        `yaml:"history"`
+	Incidents   IncidentsConfig      `yaml:"incidents"`
 
 	// ExcludeMatchers are parsed from Exclude at load time, one list per
 	// selector.
@@ -485,7 +488,7 @@ func errLine(s string) int {
 // topLevel is a config file with every block still undecoded.
 type topLevel struct {
 	ingest, window, detectors, output lazy
-	warmup, history                   lazy
+	warmup, history, incidents        lazy
 	rules                             *[]lazy   // nil: absent or null; empty: `rules: []`
 	exclude                           *[]string // nil: absent or null; empty: `exclude: []`
 	remoteWrite                       []lazy
@@ -508,6 +511,7 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 			RemoteWrite []RemoteWriteConfig `yaml:"remote_write"`
 			Warmup      lazy                `yaml:"warmup"`
 			History     lazy                `yaml:"history"`
+			Incidents   lazy                `yaml:"incidents"`
 		}
 	)
 	var raw Config
@@ -515,7 +519,7 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 		return nil, err
 	}
 	t := &topLevel{ingest: raw.Ingest, window: raw.Window, detectors: raw.Detectors, output: raw.Output,
-		warmup: raw.Warmup, history: raw.History, exclude: raw.Exclude}
+		warmup: raw.Warmup, history: raw.History, exclude: raw.Exclude, incidents: raw.Incidents}
 	if raw.Rules != nil {
 		rules := make([]lazy, len(*raw.Rules))
 		for i, r := range *raw.Rules {
@@ -591,6 +595,9 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := st.decode("history", raw.history, &c.History); err != nil {
 		return err
 	}
+	if err := st.decode("incidents", raw.incidents, &c.Incidents); err != nil {
+		return err
+	}
 	if err := st.err(); err != nil {
 		return err
 	}
@@ -645,7 +652,10 @@ func (c *Config) validate() error {
 	if err := c.Warmup.validate(); err != nil {
 		return err
 	}
-	return c.History.validate()
+	if err := c.History.validate(); err != nil {
+		return err
+	}
+	return c.Incidents.validate()
 }
 
 // setDirectory resolves relative file names against dir.

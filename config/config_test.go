@@ -384,6 +384,10 @@ func TestFullConfig(t *testing.T) {
 			MaxSamplesPerQuery: 1000000,
 			MaxBytesInFrame:    512 << 10,
 		},
+		Incidents: IncidentsConfig{
+			GroupBy: []string{"namespace", "pod"}, MinScore: 1.5, Window: 4, HalfLife: model.Duration(12 * time.Hour),
+			FalsePerDay: 0.05, Quiet: 20, Tail: 2.5, MaxMembers: 1000, MaxGroups: 500,
+		},
 	}
 	if err := want.validate(); err != nil {
 		t.Fatalf("want is invalid: %s", err)

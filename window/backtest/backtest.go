@@ -144,7 +144,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anomalyd backtest: %d of %d files failed\n", failed, len(jobs))
 		return 1
 	}
-	groups, err := writeIncidents(jobs, results)
+	incidentParams := cfg.Incidents.Params()
+	groups, err := writeIncidents(jobs, results, &incidentParams)
 	if err != nil {
 		fmt.Fprintf(stderr, "anomalyd backtest: %v\n", err)
 		return 1

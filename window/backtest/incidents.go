@@ -33,7 +33,7 @@ type incSample struct {
 // group's first file), incident_score (the native score, ≥ 1 an incident),
 // open (0 or 1) and series (the series whose evidence is live). It
 // returns the number of groups written.
-func writeIncidents(jobs []backtestJob, results []backtestResult) (int, error) {
+func writeIncidents(jobs []backtestJob, results []backtestResult, p *incident.Params) (int, error) {
 	byDir := map[string][]int{}
 	var dirs []string
 	for i, j := range jobs {
@@ -46,9 +46,8 @@ func writeIncidents(jobs []backtestJob, results []backtestResult) (int, error) {
 		}
 		byDir[d] = append(byDir[d], i)
 	}
-	p := incident.DefaultParams()
 	for _, d := range dirs {
-		if err := writeGroup(filepath.Join(d, incidentsFile), byDir[d], results, &p); err != nil {
+		if err := writeGroup(filepath.Join(d, incidentsFile), byDir[d], results, p); err != nil {
 			return 0, err
 		}
 	}
