@@ -18,6 +18,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/wire"
+	"github.com/anomalyd/anomalyd/window/incident"
 )
 
 // Rule actions.
@@ -205,10 +206,11 @@ func Default() *Config {
 
 // DefaultExclude returns the exclude list used when a file has no `exclude`
 // key: DefaultExcludeProducts, then one selector for the output series names
-// of o (anomaly_score, anomaly_expected, …), so that scores scraped from
-// /metrics and remote-written back are never scored again.
+// of o (anomaly_score, anomaly_expected, …) and the incident series
+// (incident.Names), so that scores scraped from /metrics and
+// remote-written back are never scored again.
 func DefaultExclude(o *OutputConfig) []string {
-	names := []string{o.ScoreName, o.ExpectedName, o.LowerName, o.UpperName, o.DriverName}
+	names := append([]string{o.ScoreName, o.ExpectedName, o.LowerName, o.UpperName, o.DriverName}, incident.Names...)
 	for i, n := range names {
 		names[i] = regexp.QuoteMeta(n) // output names are metric names: QuoteMeta changes nothing
 	}
@@ -222,7 +224,7 @@ func DefaultExclude(o *OutputConfig) []string {
 func (c *Config) Warnings() []string {
 	var ws []string
 	var missed []string
-	for _, name := range []string{c.Output.ScoreName, c.Output.ExpectedName, c.Output.LowerName, c.Output.UpperName, c.Output.DriverName} {
+	for _, name := range append([]string{c.Output.ScoreName, c.Output.ExpectedName, c.Output.LowerName, c.Output.UpperName, c.Output.DriverName}, incident.Names...) {
 		if !c.Excluded(func(l string) string {
 			if l == labels.MetricName {
 				return name

@@ -166,7 +166,7 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default().RemoteWrite = %v; want none", d.RemoteWrite)
 	}
 	wantExclude := []string{`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`, `{__name__=~".*:.*"}`,
-		`{__name__=~"anomaly_score|anomaly_expected|anomaly_lower|anomaly_upper|anomaly_driver"}`}
+		`{__name__=~"anomaly_score|anomaly_expected|anomaly_lower|anomaly_upper|anomaly_driver|anomaly_incident_score|anomaly_incident_series|anomaly_incident_open|anomaly_incidents_opened_total"}`}
 	if !slices.Equal(d.Exclude, wantExclude) || len(d.ExcludeMatchers) != len(wantExclude) {
 		t.Errorf("Default().Exclude = %q (%d matcher lists); want %q", d.Exclude, len(d.ExcludeMatchers), wantExclude)
 	}
@@ -243,9 +243,9 @@ func TestExclude(t *testing.T) {
 		t.Errorf("Default().Warnings() = %q; want none", ws)
 	}
 	for src, want := range map[string]string{
-		"exclude: []\n": "anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, anomaly_driver",
-		"exclude: ['{__name__=~\"anomaly_(score|expected)\"}']\n":            "anomaly_lower, anomaly_upper, anomaly_driver",
-		"output: {upper_name: u}\nexclude: ['{__name__=~\"anomaly_.*\"}']\n": "u",
+		"exclude: []\n": "anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, anomaly_driver, anomaly_incident_score, anomaly_incident_series, anomaly_incident_open, anomaly_incidents_opened_total",
+		"exclude: ['{__name__=~\"anomaly_(score|expected|incident.*|incidents.*)\"}']\n": "anomaly_lower, anomaly_upper, anomaly_driver",
+		"output: {upper_name: u}\nexclude: ['{__name__=~\"anomaly_.*\"}']\n":             "u",
 	} {
 		c, err := Load([]byte(src))
 		if err != nil {

@@ -132,9 +132,10 @@ func (o *Outputs) ReadHandler() http.Handler {
 }
 
 // MetricsHandler returns the handler of /metrics: the latest outputs of src
-// under the current names, then the metrics of the registry.
-func (o *Outputs) MetricsHandler(src metrics.SnapshotSource) http.Handler {
-	return metrics.Handler(o.Names, src, o.reg)
+// under the current names, the incident series of inc (when not nil), then
+// the metrics of the registry.
+func (o *Outputs) MetricsHandler(src metrics.SnapshotSource, inc metrics.IncidentSource) http.Handler {
+	return metrics.Handler(o.Names, src, inc, o.reg)
 }
 
 // Start starts the remote writers. Records appended before Start wait in

@@ -29,7 +29,7 @@ func NewAnalyser(p *detectors.Params, counter bool) *Analyser {
 // the sample was not fed to the detectors (out of order, duplicate,
 // non-finite, stale marker, a counter's first sample); then o is zero.
 func (a *Analyser) Observe(t int64, v float64) (o detectors.Output, analysed bool) {
-	res, o := a.se.observe(a.params, t, v, &a.st)
+	res, o, _ := a.se.observe(a.params, t, v, &a.st)
 	return o, res == outcomeAnalysed
 }
 

@@ -65,6 +65,9 @@ type seriesState struct {
 	lastV float64 // its raw value
 	seen  int64   // wall-clock ms when a sample last arrived (for the TTL)
 	last  lastOut // latest combined output
+	// group is the series' incident group (its incidents.group_by labels,
+	// canonically, interned per shard), "" for none.
+	group string
 	per   *[detectors.NumKinds]lastOut
 	det   detectors.Set
 }
@@ -135,11 +138,15 @@ type shard struct {
 	free   []uint32
 	rules  *Rules
 	ignore *fastcache.Cache // canonical labels of series a rule ignores
-	out    []series.Record
-	local  localStats
-	dirty  bool
-	snap   atomic.Pointer[snapshot]
-	stats  shardStats
+	// groups interns the incident group keys of the shard's series, so
+	// the series of one target share one string; groupBuf builds them.
+	groups   map[string]string
+	groupBuf []byte
+	out      []series.Record
+	local    localStats
+	dirty    bool
+	snap     atomic.Pointer[snapshot]
+	stats    shardStats
 
 	// Warm-up (warm.go); warming is nil when it is off.
 	done    chan struct{} // closed when run returns
@@ -159,6 +166,7 @@ func newShard(id int, set *Shards, rules *Rules, done chan struct{}) *shard {
 		// 32 MiB per shard is the minimum fastcache size; at ~150 bytes of
 		// labels per series it remembers ~200k ignored series per shard.
 		ignore: fastcache.New(32 << 20),
+		groups: map[string]string{},
 		done:   done,
 	}
 	if set.opts.Warmup.enabled() {
@@ -334,6 +342,18 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 	if s.set.opts.PerDetector {
 		se.per = new([detectors.NumKinds]lastOut)
 	}
+	if inc := s.set.opts.Incidents; inc != nil {
+		s.groupBuf = inc.GroupOf(labels, s.groupBuf)
+		if len(s.groupBuf) > 0 {
+			g, ok := s.groups[string(s.groupBuf)]
+			if !ok {
+				g = string(s.groupBuf)
+				s.groups[g] = g
+			}
+			se.group = g
+			inc.send(incidentEvent{kind: eventJoin, group: g, t: nowMs})
+		}
+	}
 	se.det.Init(r.params)
 	s.table[bs.Hash] = slot + 1
 	s.set.active.Add(1)
@@ -361,12 +381,14 @@ const (
 // markers first (by bits, before any arithmetic), then order and
 // duplicates, then non-finite values, then counters to rates, then the
 // detectors. It is the whole per-sample logic, shared by the shards and by
-// Analyser (the backtest), and touches nothing but se and st.
-func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats) (outcome, detectors.Output) {
+// Analyser (the backtest), and touches nothing but se and st. It returns
+// the outcome, the detectors' verdict and the value they analysed (for a
+// counter or a growing gauge, its per-second rate).
+func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats) (outcome, detectors.Output, float64) {
 	if value.IsStaleNaN(v) {
 		if se.flags&flagSeen != 0 && t < se.lastT {
 			st.outOfOrder++
-			return outcomeSkipped, detectors.Output{}
+			return outcomeSkipped, detectors.Output{}, 0
 		}
 		st.staleMarkers++
 		res := outcomeSkipped
@@ -375,12 +397,12 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		}
 		se.flags = se.flags&^(flagPrimed|flagHasOutput) | flagStale | flagSeen
 		se.lastT, se.lastV = t, v
-		return res, detectors.Output{}
+		return res, detectors.Output{}, 0
 	}
 	if se.flags&flagSeen != 0 {
 		if t < se.lastT {
 			st.outOfOrder++
-			return outcomeSkipped, detectors.Output{}
+			return outcomeSkipped, detectors.Output{}, 0
 		}
 		if t == se.lastT {
 			if math.Float64bits(v) == math.Float64bits(se.lastV) {
@@ -388,7 +410,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 			} else {
 				st.conflicts++
 			}
-			return outcomeSkipped, detectors.Output{}
+			return outcomeSkipped, detectors.Output{}, 0
 		}
 	}
 	se.flags = se.flags&^flagStale | flagSeen
@@ -396,7 +418,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		st.nonFinite++
 		se.flags &^= flagPrimed
 		se.lastT, se.lastV = t, v
-		return outcomeSkipped, detectors.Output{}
+		return outcomeSkipped, detectors.Output{}, 0
 	}
 	x := v
 	if se.flags&(flagCounter|flagDeriv) == 0 && se.trial&trialSamples != trialOver &&
@@ -411,7 +433,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 			se.flags |= flagPrimed
 			se.lastT, se.lastV = t, v
 			st.primed++
-			return outcomeSkipped, detectors.Output{}
+			return outcomeSkipped, detectors.Output{}, 0
 		}
 		d := v - se.lastV
 		if d < 0 && se.flags&flagCounter != 0 { // counter reset: it restarted from 0 (Prometheus's rate does the same)
@@ -423,7 +445,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 	se.flags |= flagPrimed | flagHasOutput
 	se.lastT, se.lastV = t, v
 	st.samples++
-	return outcomeAnalysed, se.det.Update(p, t, x)
+	return outcomeAnalysed, se.det.Update(p, t, x), x
 }
 
 // judgeTrial counts v, the next sample of a gauge in its trial, against
@@ -446,7 +468,7 @@ func (se *seriesState) judgeTrial(v float64) bool {
 // sample handles one sample of series se and emits what it produced.
 func (s *shard) sample(se *seriesState, t int64, v float64) {
 	ru := &s.rules.rules[se.rule]
-	res, o := se.observe(ru.params, t, v, &s.local)
+	res, o, x := se.observe(ru.params, t, v, &s.local)
 	switch res {
 	case outcomeSkipped:
 		return
@@ -456,6 +478,13 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		return
 	}
 	s.dirty = true
+	if inc := s.set.opts.Incidents; inc != nil && se.group != "" && o.Combined.Ready && o.Combined.Score >= inc.MinScore() {
+		var dt int64
+		if se.last.t > 0 {
+			dt = t - se.last.t
+		}
+		inc.send(incidentEvent{kind: eventEvidence, group: se.group, t: t, dt: dt, detail: evidenceDetail(se.info, x, &o)})
+	}
 	cur := lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
 		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready, driver: o.Driver}
 	se.last.replace(cur)
@@ -545,6 +574,9 @@ func (s *shard) evict(now time.Time) {
 // held samples (a rule now ignores it).
 func (s *shard) remove(i uint32, t int64, ru *rule) {
 	se := s.slots.at(i)
+	if se.group != "" {
+		s.set.opts.Incidents.send(incidentEvent{kind: eventLeave, group: se.group, t: t})
+	}
 	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
 		s.emitStale(se, t, ru)
 	}

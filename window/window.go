@@ -25,6 +25,9 @@ type Options struct {
 	// Warmup reads new series' history before analysing them; off unless
 	// Warmup.Warmer is set (by cmd: window does not know where history lives).
 	Warmup WarmupOptions
+	// Incidents receives the evidence and group membership of the series;
+	// nil turns the incident stage off.
+	Incidents *Incidents
 }
 
 // OptionsFromConfig returns the Options of cfg, resolving shards = 0 to

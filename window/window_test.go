@@ -1,6 +1,7 @@
 package window
 
 import (
+	"fmt"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 	"github.com/anomalyd/anomalyd/window/windowtest"
 )
@@ -565,5 +567,49 @@ func TestGaugeTrial(t *testing.T) {
 		if got := a.se.flags&flagDeriv != 0; got != tc.want {
 			t.Errorf("%s: analysed as a rate of change: %v, want %v (trial %08b)", tc.name, got, tc.want, a.se.trial)
 		}
+	}
+}
+
+// TestIncidentStage: the shards send the evidence of a group's series to
+// the incident stage, which opens one incident when they shift together
+// and counts the group's series; a series without the group labels is in
+// no group.
+func TestIncidentStage(t *testing.T) {
+	reg := selfmon.NewRegistry()
+	inc := NewIncidents(incident.DefaultParams(), []string{"job", "instance"}, 10, reg)
+	inc.Start()
+	t.Cleanup(inc.Stop)
+	e := newEnv(t, config.Default(), func(o *Options) { o.Incidents = inc })
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n, quiet = 8, 300
+	start := time.Now().Add(-10 * time.Minute).UnixMilli()
+	for i := range quiet + 5 {
+		for k := range n {
+			v := 50 + rng.NormFloat64()
+			if i >= quiet {
+				v += 40
+			}
+			e.send(t, false, []Sample{{T: start + int64(i)*1000, V: v}}, "__name__", fmt.Sprintf("m%d", k), "instance", "a:1", "job", "node")
+		}
+	}
+	e.send(t, false, []Sample{{T: start, V: 1}}, "__name__", "loner")
+	var st *IncidentStatus
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if st = inc.Status(); len(st.Incidents) > 0 {
+			break
+		}
+	}
+	if len(st.Incidents) != 1 || len(st.Groups) != 1 {
+		t.Fatalf("status %+v; want one group with one incident", st)
+	}
+	// The data is minutes old: the incident opened at the shift and had
+	// closed, its quiet period over, by the time the stage published.
+	g, in := st.Groups[0], st.Incidents[0]
+	if g.Group != "instance\xffa:1\xffjob\xffnode\xff" || g.Opened != 1 || in.Open || in.Series < 2 || len(in.Top) < 2 ||
+		in.Start != start+quiet*1000 {
+		t.Errorf("group %+v, incident %+v; want the node group with one closed incident of several series from the shift", g, in)
+	}
+	if r := in.Top[0].Detail.Reason(); r != "new high beyond everything seen" {
+		t.Errorf("reason %q for %+v", r, in.Top[0].Detail)
 	}
 }

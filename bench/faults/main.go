@@ -255,7 +255,7 @@ remote_write:
   - url: http://%s/api/v1/write
     write_relabel_configs:
       - source_labels: [__name__]
-        regex: "anomaly_(score|expected|lower|upper|driver)"
+        regex: "ALERTS|ALERTS_FOR_STATE|.*:.*|anomaly_(score|expected|lower|upper|driver|incident_score|incident_series|incident_open|incidents_opened_total)"
         action: drop
     queue_config: {batch_send_deadline: 1s}
 `, o.scrape, o.scrape, o.nodeAddr, o.promAddr, o.shopAddr, o.anomalydAddr)), 0o644); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/anomalyd/anomalyd/ingest"
 	"github.com/anomalyd/anomalyd/ingest/remoteread"
 	"github.com/anomalyd/anomalyd/sink"
+	"github.com/anomalyd/anomalyd/sink/metrics"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
 )
@@ -39,9 +40,11 @@ type server struct {
 	cfg    *config.Config
 	out    *sink.Outputs // remote write and the history; the shards' Appender
 	shards *window.Shards
-	ingest *ingest.Handler
-	http   *http.Server
-	ready  atomic.Bool
+	// incidents is the incident stage the shards send evidence to.
+	incidents *window.Incidents
+	ingest    *ingest.Handler
+	http      *http.Server
+	ready     atomic.Bool
 
 	// warmer reads the history of new series from Prometheus
 	// (warmup.remote_read); nil when warm-up is off.
@@ -67,6 +70,8 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		s.warmer = w
 		wopts.Warmup.Warmer = w
 	}
+	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.GroupBy, cfg.Incidents.MaxGroups, s.reg)
+	wopts.Incidents = s.incidents
 	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
 	s.registerProcessMetrics()
@@ -76,7 +81,8 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	if h := s.out.ReadHandler(); h != nil {
 		mux.Handle("/api/v1/read", h)
 	}
-	mux.Handle("/metrics", s.out.MetricsHandler(s.shards))
+	mux.Handle("/metrics", s.out.MetricsHandler(s.shards, s.incidents))
+	mux.Handle("/api/v1/incidents", metrics.IncidentsHandler(s.incidents))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
 	})
@@ -120,7 +126,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version.Version)
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version.Version)
 	})
 	s.http = &http.Server{
 		Handler:           mux,
@@ -134,6 +140,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 	if s.warmer != nil {
 		s.warmer.Start()
 	}
+	s.incidents.Start()
 	s.shards.Start()
 	s.ready.Store(true)
 	return s, nil
@@ -171,6 +178,9 @@ func (s *server) reload() (err error) {
 	cfg, err := config.LoadFile(s.configFile)
 	if err != nil {
 		return err
+	}
+	if !reflect.DeepEqual(cfg.Incidents, s.cfg.Incidents) {
+		s.logger.Warn("incidents settings changed; they take effect after a restart")
 	}
 	if cfg.Window != s.cfg.Window {
 		s.logger.Warn("window settings changed; they take effect after a restart")
@@ -212,6 +222,7 @@ func (s *server) shutdown(ctx context.Context) error {
 	if err := s.shards.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	s.incidents.Stop()
 	s.out.Stop(ctx)
 	return errors.Join(errs...)
 }

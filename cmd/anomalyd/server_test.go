@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -280,4 +281,89 @@ func TestFlags(t *testing.T) {
 	if code := run([]string{"--no-such-flag"}, &out, &errOut); code != 2 {
 		t.Fatalf("unknown flag: exit %d, want 2", code)
 	}
+}
+
+// TestIncidents: ten series of one target that shift together open one
+// incident, on /api/v1/incidents with the series that explain it and on
+// /metrics as the target's incident series.
+func TestIncidents(t *testing.T) {
+	_, url, _ := startServer(t, "")
+	const n, quiet, shifted = 10, 300, 10
+	t0 := time.Now().Add(-time.Duration(quiet+shifted+5) * time.Second).UnixMilli()
+	// As a scrape delivers them: every series' sample of one time in one
+	// request.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range quiet + shifted {
+		var wr prompb.WriteRequest
+		for k := range n {
+			v := 100 + rng.NormFloat64()
+			if i >= quiet {
+				v += 60
+			}
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: fmt.Sprintf("g%02d", k)}, {Name: "job", Value: "t"}},
+				Samples: []prompb.Sample{{Timestamp: t0 + int64(i)*1000, Value: v}},
+			})
+		}
+		b, _ := wr.Marshal()
+		if code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b)); code != 204 {
+			t.Fatalf("write: %d %s", code, body)
+		}
+	}
+	var resp struct {
+		Status string
+		Data   struct {
+			Incidents []struct {
+				ID        string
+				Group     map[string]string
+				Open      bool
+				Peak      float64 `json:"peak_score"`
+				Series    int
+				TopSeries []struct {
+					Labels map[string]string
+					Score  float64
+					Reason string
+				} `json:"top_series"`
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := httpDo(t, http.MethodGet, url+"/api/v1/incidents", nil)
+		if err := json.Unmarshal([]byte(body), &resp); code != 200 || err != nil {
+			t.Fatalf("GET /api/v1/incidents: %d %v %q", code, err, body)
+		}
+		if len(resp.Data.Incidents) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(resp.Data.Incidents) != 1 {
+		t.Fatalf("incidents %+v; want one", resp.Data.Incidents)
+	}
+	inc := resp.Data.Incidents[0]
+	if !inc.Open || inc.Group["job"] != "t" || inc.Peak < 1 || inc.Series < 2 || len(inc.TopSeries) < 2 {
+		t.Errorf("incident %+v; want an open one of job t, peak >= 1, several series", inc)
+	}
+	for _, c := range inc.TopSeries {
+		if !strings.HasPrefix(c.Labels["__name__"], "g") || c.Score < 1 || c.Reason == "" {
+			t.Errorf("contributor %+v; want one of the shifted series with its score and a reason", c)
+		}
+	}
+	_, body := httpDo(t, http.MethodGet, url+"/metrics", nil)
+	for _, want := range []string{`anomaly_incident_open{job="t"} 1`, `anomaly_incidents_opened_total{job="t"} 1`} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(body, "anomaly_incident"))
+		}
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

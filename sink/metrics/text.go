@@ -32,7 +32,10 @@ var outputHelp = [series.NumOutputs + 1]string{
 // Handler serves /metrics: the latest value of every output series,
 // then anomalyd's own metrics. It streams straight from the shard snapshots,
 // so a scrape of a million series holds no more than a write buffer.
-func Handler(names func() series.Names, src SnapshotSource, reg *selfmon.Registry) http.Handler {
+//
+// With inc not nil the incident series of every group follow the output
+// series.
+func Handler(names func() series.Names, src SnapshotSource, inc IncidentSource, reg *selfmon.Registry) http.Handler {
 	var pool sync.Pool
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -46,6 +49,11 @@ func Handler(names func() series.Names, src SnapshotSource, reg *selfmon.Registr
 		n := names()
 		if err := WriteScores(bw, &n, src.Snapshots(nil)); err != nil {
 			return // the client went away
+		}
+		if inc != nil {
+			if err := WriteIncidents(bw, inc.IncidentGroups()); err != nil {
+				return
+			}
 		}
 		if err := bw.Flush(); err != nil {
 			return

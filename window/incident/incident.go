@@ -148,9 +148,10 @@ var lgammaTable = func() (t [maxFisher + 2]float64) {
 // Contributor is one series' share of a group's evidence.
 type Contributor struct {
 	Series   string  // the series' key (canonical labels)
-	T        int64   // milliseconds: its latest evidence sample
+	T        int64   // milliseconds: its most surprising live evidence sample
 	Score    float64 // its combined score then
 	Surprise float64 // the surprise that sample carried
+	Detail   Detail  // what ObserveDetail was given with it
 }
 
 // numBuckets counts the score ranges a member's rates are kept for: one
@@ -169,9 +170,12 @@ type member struct {
 	// exposure is the decayed number of samples the series was watched
 	// for at last (time since it joined / dt, decayed like counts).
 	exposure float64
+	since    int64 // start of its current run of live evidence (ms)
 	live     int64 // its evidence counts until this time (ms)
 	surprise float64
 	score    float64
+	at       int64 // time of the sample that carried surprise
+	detail   Detail
 }
 
 // Group is the incident state of one group of series. It is not safe for
@@ -203,6 +207,12 @@ func NewGroup(p *Params) *Group {
 // that the group's first sample starts its clock: they change nothing but
 // that and the interval estimate.
 func (g *Group) Observe(key string, t, dt int64, score float64) {
+	g.ObserveDetail(key, t, dt, score, Detail{})
+}
+
+// ObserveDetail is Observe, keeping d with the series' most surprising live
+// evidence to explain an incident.
+func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) {
 	if dt > 0 {
 		g.dt = dt
 	}
@@ -235,8 +245,11 @@ func (g *Group) Observe(key string, t, dt int64, score float64) {
 	prior := priorRate * priorSamples * math.Pow(x, -g.p.Tail)
 	r := (seen + prior) / (m.exposure + priorSamples)
 	s := max(0, math.Log(1/(float64(g.p.Window)*r)))
+	if t >= m.live {
+		m.since = t // a new run of evidence
+	}
 	if t >= m.live || s > m.surprise {
-		m.surprise, m.score = s, score
+		m.surprise, m.score, m.at, m.detail = s, score, t, d
 	}
 	if learn {
 		// Evidence while an incident is open is not what the series does
@@ -292,16 +305,21 @@ type State struct {
 	Opened bool
 }
 
-// Evaluate returns the group's state at time t (milliseconds, not before
-// an earlier call's) for a group of n series; top, when not nil, receives
-// the live contributors, most surprising first.
+// Evaluate returns the group's state at time t (milliseconds) for a group
+// of n series; top, when not nil, receives the live contributors, most
+// surprising first. t may be earlier than an earlier call's (series arrive
+// out of order across a group): the incident then opens at t, and closes
+// only Quiet samples after the latest time its score reached 1.
 func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
 	g.live = g.live[:0]
 	for _, m := range g.members {
-		if t >= m.live || t < m.last {
+		// Live at t: t falls in the member's run of evidence. Series of a
+		// group may arrive out of time order (senders batch per shard), so
+		// t may lie before later evidence the member has already shown.
+		if t >= m.live || t < m.since {
 			continue
 		}
-		g.live = append(g.live, Contributor{Series: m.key, T: m.last, Score: m.score, Surprise: m.surprise})
+		g.live = append(g.live, Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail})
 	}
 	slices.SortFunc(g.live, func(a, b Contributor) int { return cmp.Compare(b.Surprise, a.Surprise) })
 	// The best k of the live series, most surprising first: the chance
@@ -328,10 +346,10 @@ func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
 	switch {
 	case st.Score >= 1:
 		if !g.open {
-			g.open, g.start, g.peak, st.Opened = true, t, 0, true
+			g.open, g.start, g.end, g.peak, st.Opened = true, t, t, 0, true
 			g.opened++
 		}
-		g.end = t
+		g.end = max(g.end, t)
 		if st.Score > g.peak {
 			g.peak = st.Score
 			g.topAtPeak = append(g.topAtPeak[:0], g.live...)

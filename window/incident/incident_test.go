@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/anomalyd/anomalyd/detectors"
 )
 
 const step = int64(15_000) // ms: a 15 s scrape interval
@@ -154,5 +156,26 @@ func TestMaxMembers(t *testing.T) {
 	}
 	if _, ok := g.members["s99"]; !ok {
 		t.Fatal("the newest series was evicted; want the oldest evidence to go")
+	}
+}
+
+// TestReason: the words follow the detector that drove the score and
+// where the value lies.
+func TestReason(t *testing.T) {
+	for _, tc := range []struct {
+		d    Detail
+		want string
+	}{
+		{Detail{Driver: detectors.KindEntropy, Score: 20, Value: 9, Expected: 5}, "new high beyond everything seen"},
+		{Detail{Driver: detectors.KindEntropy, Score: 20, Value: 1, Expected: 5}, "new low beyond everything seen"},
+		{Detail{Driver: detectors.KindEntropy, Score: 3, Value: 9, Expected: 5}, "value in a range the series does not usually take (level shift)"},
+		{Detail{Driver: detectors.KindSlope, Score: 3, Value: 9, Expected: 5}, "sustained drift above the expected band"},
+		{Detail{Driver: detectors.KindHoltWinters, Score: 3, Value: 1, Expected: 5}, "seasonal deviation: below what is usual at this time"},
+		{Detail{Driver: detectors.KindZScore, Score: 3, Value: 9, Expected: 5, Lower: 4, Upper: 6}, "spike above the expected band"},
+		{Detail{Driver: detectors.KindEWMA, Score: 3, Value: 1, Expected: 5, Lower: 4, Upper: 6}, "drop below the expected band"},
+	} {
+		if got := tc.d.Reason(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.d, got, tc.want)
+		}
 	}
 }

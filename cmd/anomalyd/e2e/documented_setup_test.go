@@ -351,6 +351,29 @@ func deployRunSetup(t *testing.T, relabel bool) {
 		}
 	})
 
+	t.Run("AnomalyIncident pages for the node target", func(t *testing.T) {
+		// Six of the exporter's metrics step at once: one target, one
+		// incident, one page however many of its series alarm.
+		fired, err := e2eSeriesSince(env.aURL, `ALERTS{alertname="AnomalyIncident",alertstate="firing"}`, runStart)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var node []map[string]string
+		for _, a := range fired {
+			if a["job"] == "node" {
+				node = append(node, a)
+			}
+			t.Logf("AnomalyIncident fired for %s", e2eFormat(a))
+		}
+		if len(node) != 1 || node[0]["instance"] != expHost || node[0]["severity"] != "critical" {
+			var s []string
+			for _, a := range fired {
+				s = append(s, e2eFormat(a))
+			}
+			t.Errorf("AnomalyIncident alerts %q; want one for job=\"node\", instance=%q", s, expHost)
+		}
+	})
+
 	t.Run("no output series of a fed-back input", func(t *testing.T) {
 		if fedBack.n > 0 {
 			t.Errorf("anomalyd /metrics had output series whose metric label matches %s: %s", deployFedBack, &fedBack)

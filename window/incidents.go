@@ -1,0 +1,245 @@
+package window
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/incident"
+	"github.com/anomalyd/anomalyd/window/series"
+)
+
+// Incidents is the incident stage of the server: the shards send it the
+// evidence of their series (a combined score at or above
+// incidents.min_score) and the series joining and leaving each group; one
+// goroutine owns every group (window/incident) and publishes, once a
+// second, each group's state and the open and recent incidents. The shards
+// never wait for it: an event that finds its queue full is dropped and
+// counted (anomalyd_incidents_events_dropped_total), since blocking a shard
+// would stall ingestion for every series.
+type Incidents struct {
+	p         incident.Params
+	groupBy   []string // sorted
+	maxGroups int
+	in        chan incidentEvent
+	dropped   atomic.Uint64
+	quit      chan struct{}
+	done      chan struct{}
+	stopOnce  sync.Once
+
+	// Owned by the run goroutine.
+	groups map[string]*groupState
+	nextID uint64
+	recent []incident.Incident // closed, newest last, at most maxRecent
+
+	status atomic.Pointer[IncidentStatus]
+	opened atomic.Uint64
+	limit  atomic.Uint64 // series of groups beyond max_groups
+}
+
+// maxRecent bounds the closed incidents kept for /api/v1/incidents.
+const maxRecent = 100
+
+// IncidentStatus is what the stage published last: every group's state and
+// the open and recently closed incidents. It is immutable.
+type IncidentStatus struct {
+	Groups    []incident.GroupStatus
+	Incidents []incident.Incident // open ones first, then closed, newest first
+}
+
+type incidentEvent struct {
+	kind   uint8 // eventEvidence, eventJoin, eventLeave
+	group  string
+	t, dt  int64
+	detail incident.Detail
+}
+
+const (
+	eventEvidence = iota
+	eventJoin
+	eventLeave
+)
+
+type groupState struct {
+	key    string // canonical labels of the group
+	g      *incident.Group
+	n      int   // series in the group
+	lastT  int64 // latest data time seen
+	peak   float64
+	series int
+	open   *incident.Incident
+	top    []incident.Contributor
+}
+
+// NewIncidents returns the incident stage for groups by the label names
+// groupBy; Start runs it.
+func NewIncidents(p incident.Params, groupBy []string, maxGroups int, reg *selfmon.Registry) *Incidents {
+	gb := slices.Clone(groupBy)
+	slices.Sort(gb)
+	s := &Incidents{p: p, groupBy: gb, maxGroups: maxGroups, in: make(chan incidentEvent, 1<<16),
+		quit: make(chan struct{}), done: make(chan struct{}), groups: map[string]*groupState{}}
+	s.status.Store(&IncidentStatus{})
+	reg.NewCounterFunc("anomalyd_incidents_opened_total", "Incidents opened, all groups.", func() float64 { return float64(s.opened.Load()) })
+	reg.NewCounterFunc("anomalyd_incidents_events_dropped_total", "Evidence and membership events the incident stage's queue had no room for.",
+		func() float64 { return float64(s.dropped.Load()) })
+	reg.NewCounterFunc("anomalyd_incidents_group_limit_total", "Series not grouped because incidents.max_groups was reached.",
+		func() float64 { return float64(s.limit.Load()) })
+	reg.NewGaugeFunc("anomalyd_incidents_groups", "Groups the incident stage tracks.", func() float64 { return float64(len(s.status.Load().Groups)) })
+	return s
+}
+
+// MinScore is the combined score from which a sample is evidence.
+func (s *Incidents) MinScore() float64 { return s.p.MinScore }
+
+// GroupOf returns the group key of a series with canonical labels: its
+// group_by labels, canonically, or "" when it has none of them.
+func (s *Incidents) GroupOf(labels string, dst []byte) []byte {
+	dst = dst[:0]
+	for n, v, rest := series.NextLabel(labels); n != ""; n, v, rest = series.NextLabel(rest) {
+		if _, ok := slices.BinarySearch(s.groupBy, n); ok {
+			dst = series.AppendLabel(dst, n, v)
+		}
+	}
+	return dst
+}
+
+func (s *Incidents) send(e incidentEvent) {
+	select {
+	case s.in <- e:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+// Status returns what the stage published last.
+func (s *Incidents) Status() *IncidentStatus { return s.status.Load() }
+
+// IncidentGroups returns every group's state as published last.
+func (s *Incidents) IncidentGroups() []incident.GroupStatus { return s.status.Load().Groups }
+
+// IncidentList returns the open incidents, then the recently closed ones,
+// newest first, as published last.
+func (s *Incidents) IncidentList() []incident.Incident { return s.status.Load().Incidents }
+
+// Start runs the stage's goroutine.
+func (s *Incidents) Start() { go s.run() }
+
+// Stop ends it; events sent after Stop are dropped.
+func (s *Incidents) Stop() {
+	s.stopOnce.Do(func() { close(s.quit) })
+	<-s.done
+}
+
+func (s *Incidents) run() {
+	defer close(s.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case e := <-s.in:
+			s.handle(e)
+		case now := <-tick.C:
+			s.publish(now.UnixMilli())
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+func (s *Incidents) handle(e incidentEvent) {
+	gs := s.groups[e.group]
+	if gs == nil {
+		if e.kind != eventJoin {
+			return // a group dropped at the limit, or gone
+		}
+		if len(s.groups) >= s.maxGroups {
+			s.limit.Add(1)
+			return
+		}
+		gs = &groupState{key: e.group, g: incident.NewGroup(&s.p)}
+		s.groups[e.group] = gs
+	}
+	gs.lastT = max(gs.lastT, e.t)
+	switch e.kind {
+	case eventJoin:
+		gs.n++
+		gs.g.Observe("", e.t, 0, 0) // starts the group's clock
+	case eventLeave:
+		gs.n--
+		if gs.n <= 0 && gs.open == nil {
+			delete(s.groups, e.group)
+		}
+	case eventEvidence:
+		gs.g.ObserveDetail(e.detail.Series, e.t, e.dt, e.detail.Score, e.detail)
+		s.evaluate(gs, e.t)
+	}
+}
+
+// evaluate brings gs to time t and opens or closes its incident.
+func (s *Incidents) evaluate(gs *groupState, t int64) {
+	st := gs.g.Evaluate(t, gs.n, &gs.top)
+	gs.peak = max(gs.peak, st.Score)
+	gs.series = st.Series
+	switch {
+	case st.Opened:
+		s.nextID++
+		s.opened.Add(1)
+		gs.open = &incident.Incident{ID: s.nextID, Group: gs.key, Start: t, Open: true}
+		fallthrough
+	case st.Open && gs.open != nil:
+		inc := gs.open
+		inc.Start, inc.End = min(inc.Start, t), max(inc.End, t)
+		if st.Score >= inc.Peak {
+			inc.Peak = st.Score
+			inc.Top = inc.Top[:0]
+			for _, c := range gs.top[:min(len(gs.top), incident.MaxTop)] {
+				inc.Top = append(inc.Top, c)
+			}
+		}
+		inc.Series = max(inc.Series, st.Series)
+	case !st.Open && gs.open != nil:
+		gs.open.Open = false
+		s.recent = append(s.recent, *gs.open)
+		if len(s.recent) > maxRecent {
+			s.recent = slices.Delete(s.recent, 0, len(s.recent)-maxRecent)
+		}
+		gs.open = nil
+		if gs.n <= 0 {
+			delete(s.groups, gs.key)
+		}
+	}
+}
+
+// publish evaluates every group at the later of its data time and now, so
+// incidents close while nothing arrives, and stores the new status.
+func (s *Incidents) publish(nowMs int64) {
+	st := &IncidentStatus{Groups: make([]incident.GroupStatus, 0, len(s.groups))}
+	for _, gs := range s.groups {
+		s.evaluate(gs, max(gs.lastT, nowMs))
+		st.Groups = append(st.Groups, incident.GroupStatus{Group: gs.key, Score: gs.peak, Open: gs.open != nil,
+			Series: gs.series, Opened: gs.g.Opened()})
+		gs.peak = 0
+		if gs.open != nil {
+			inc := *gs.open
+			inc.Top = slices.Clone(inc.Top)
+			st.Incidents = append(st.Incidents, inc)
+		}
+	}
+	slices.SortFunc(st.Groups, func(a, b incident.GroupStatus) int { return strings.Compare(a.Group, b.Group) })
+	slices.SortFunc(st.Incidents, func(a, b incident.Incident) int { return int(b.ID) - int(a.ID) })
+	for i := len(s.recent) - 1; i >= 0; i-- {
+		st.Incidents = append(st.Incidents, s.recent[i])
+	}
+	s.status.Store(st)
+}
+
+// evidenceDetail is what a shard sends of an analysed sample at or above
+// min_score: x is the value the detectors analysed.
+func evidenceDetail(info *series.Info, x float64, o *detectors.Output) incident.Detail {
+	return incident.Detail{Series: info.Labels, Score: o.Combined.Score, Value: x, Expected: o.Combined.Expected,
+		Lower: o.Combined.Lower, Upper: o.Combined.Upper, Driver: o.Driver}
+}
