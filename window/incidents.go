@@ -33,6 +33,7 @@ type Incidents struct {
 
 	// Owned by the run goroutine.
 	groups map[string]*groupState
+	dirty  []*groupState // groups with pending evidence
 	nextID uint64
 	recent []incident.Incident // closed, newest last, at most maxRecent
 
@@ -73,6 +74,9 @@ type groupState struct {
 	series int
 	open   *incident.Incident
 	top    []incident.Contributor
+	// pending: evidence at pendingT is not evaluated yet (flush).
+	pending  bool
+	pendingT int64
 }
 
 // NewIncidents returns the incident stage for groups by the label names
@@ -142,7 +146,11 @@ func (s *Incidents) run() {
 		select {
 		case e := <-s.in:
 			s.handle(e)
+			if len(s.in) == 0 {
+				s.flush()
+			}
 		case now := <-tick.C:
+			s.flush()
 			s.publish(now.UnixMilli())
 		case <-s.quit:
 			return
@@ -174,9 +182,29 @@ func (s *Incidents) handle(e incidentEvent) {
 			delete(s.groups, e.group)
 		}
 	case eventEvidence:
+		// A group is evaluated once per timestamp of its evidence, not
+		// once per evidence sample: a scrape that moves many series of a
+		// target sends them all at one time.
+		if gs.pending && gs.pendingT != e.t {
+			s.evaluate(gs, gs.pendingT)
+		}
 		gs.g.ObserveDetail(e.detail.Series, e.t, e.dt, e.detail.Score, e.detail)
-		s.evaluate(gs, e.t)
+		if !gs.pending {
+			s.dirty = append(s.dirty, gs)
+		}
+		gs.pending, gs.pendingT = true, e.t
 	}
+}
+
+// flush evaluates the groups with evidence not yet evaluated.
+func (s *Incidents) flush() {
+	for _, gs := range s.dirty {
+		if gs.pending {
+			gs.pending = false
+			s.evaluate(gs, gs.pendingT)
+		}
+	}
+	s.dirty = s.dirty[:0]
 }
 
 // evaluate brings gs to time t and opens or closes its incident.
