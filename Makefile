@@ -61,7 +61,8 @@ lint:
 ## fuzz: short fuzz runs of every decoder and parser (FUZZTIME each)
 FUZZ_TARGETS := ingest:FuzzDecodeV1 ingest:FuzzDecodeV2 ingest:FuzzHandler \
 	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate window/backtest:FuzzBacktestScore \
-	sink/history:FuzzReadHandler ingest/remoteread:FuzzDecodeStreamed ingest/remoteread:FuzzDecodeSamples
+	sink/history:FuzzReadHandler ingest/remoteread:FuzzDecodeStreamed ingest/remoteread:FuzzDecodeSamples \
+	window/incident:FuzzGroup
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

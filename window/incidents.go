@@ -30,6 +30,7 @@ type Incidents struct {
 	quit      chan struct{}
 	done      chan struct{}
 	stopOnce  sync.Once
+	started   atomic.Bool
 
 	// Owned by the run goroutine.
 	groups map[string]*groupState
@@ -129,13 +130,19 @@ func (s *Incidents) IncidentGroups() []incident.GroupStatus { return s.status.Lo
 // newest first, as published last.
 func (s *Incidents) IncidentList() []incident.Incident { return s.status.Load().Incidents }
 
-// Start runs the stage's goroutine.
-func (s *Incidents) Start() { go s.run() }
+// Start runs the stage's goroutine; only the first call does.
+func (s *Incidents) Start() {
+	if s.started.CompareAndSwap(false, true) {
+		go s.run()
+	}
+}
 
-// Stop ends it; events sent after Stop are dropped.
+// Stop ends it, if it was started; events sent after Stop are dropped.
 func (s *Incidents) Stop() {
 	s.stopOnce.Do(func() { close(s.quit) })
-	<-s.done
+	if s.started.Load() {
+		<-s.done
+	}
 }
 
 func (s *Incidents) run() {

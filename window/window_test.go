@@ -613,3 +613,16 @@ func TestIncidentStage(t *testing.T) {
 		t.Errorf("reason %q for %+v", r, in.Top[0].Detail)
 	}
 }
+
+// An incident stage that never started stops at once, and Stop twice is
+// harmless (a server that failed half-way through starting).
+func TestIncidentStageStopUnstarted(t *testing.T) {
+	inc := NewIncidents(incident.DefaultParams(), []string{"job"}, 10, selfmon.NewRegistry())
+	done := make(chan struct{})
+	go func() { inc.Stop(); inc.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop of a stage that never started did not return")
+	}
+}

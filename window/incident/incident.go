@@ -219,7 +219,7 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 	if g.first == 0 {
 		g.first = t
 	}
-	if score < g.p.MinScore {
+	if !(score >= g.p.MinScore) { // NaN too
 		return
 	}
 	m := g.members[key]
@@ -235,7 +235,7 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 	m.decay(t, g.p.HalfLife)
 	// The rate before this sample: its own evidence must not explain it.
 	x := score / g.p.MinScore
-	b := min(int(math.Log2(x)), numBuckets-1)
+	b := int(min(math.Log2(x), numBuckets-1)) // in float first: +Inf is no int
 	var seen float64
 	for _, c := range m.counts[b:] {
 		seen += c
