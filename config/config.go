@@ -243,14 +243,10 @@ func (c *Config) Warnings() []string {
 // Excluded reports whether the exclude list selects the series whose label
 // values get returns ("" for an absent label, as in Prometheus).
 func (c *Config) Excluded(get func(name string) string) bool {
-sel:
 	for _, ms := range c.ExcludeMatchers {
-		for _, m := range ms {
-			if !m.Matches(get(m.Name)) {
-				continue sel
-			}
+		if MatchesAll(ms, get) {
+			return true
 		}
-		return true
 	}
 	return false
 }
@@ -766,11 +762,16 @@ func (r *Rule) validate() error {
 }
 
 // Matches reports whether every matcher of r matches the series whose label
-// values get returns; get returns "" for an absent label, as in Prometheus,
-// so `{job=""}` selects series without a job. A rule without matchers matches
-// everything. Matches may be called from several goroutines at once.
-func (r *Rule) Matches(get func(name string) string) bool {
-	for _, m := range r.Matchers {
+// values get returns (MatchesAll). Matches may be called from several
+// goroutines at once.
+func (r *Rule) Matches(get func(name string) string) bool { return MatchesAll(r.Matchers, get) }
+
+// MatchesAll reports whether every matcher of a selector ms matches the
+// series whose label values get returns; get returns "" for an absent
+// label, as in Prometheus, so `{job=""}` selects series without a job. No
+// matchers match everything.
+func MatchesAll(ms []*labels.Matcher, get func(name string) string) bool {
+	for _, m := range ms {
 		if !m.Matches(get(m.Name)) {
 			return false
 		}

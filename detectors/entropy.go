@@ -25,8 +25,8 @@ import (
 // spike into an empty part of the range, is always new. When the range
 // grows, each regime's mass is spread onto the new bins in proportion to
 // their overlap with the old ones, so a window and the regimes stay
-// comparable. NAB's detector fixes the range in advance from the whole
-// file; a streaming detector cannot, so its range grows, and without the
+// comparable. An offline detector can fix the range in advance from the
+// whole series; a streaming one cannot, so its range grows, and without the
 // spreading every growth would leave the regimes' masses in bins that now
 // cover other values.
 //

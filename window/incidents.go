@@ -182,7 +182,7 @@ func (s *Incidents) handle(e incidentEvent) {
 	switch e.kind {
 	case eventJoin:
 		gs.n++
-		gs.g.Observe("", e.t, 0, 0) // starts the group's clock
+		gs.g.Watch(e.t)
 	case eventLeave:
 		gs.n--
 		if gs.n <= 0 && gs.open == nil {
@@ -230,10 +230,7 @@ func (s *Incidents) evaluate(gs *groupState, t int64) {
 		inc.Start, inc.End = min(inc.Start, t), max(inc.End, t)
 		if st.Score >= inc.Peak {
 			inc.Peak = st.Score
-			inc.Top = inc.Top[:0]
-			for _, c := range gs.top[:min(len(gs.top), incident.MaxTop)] {
-				inc.Top = append(inc.Top, c)
-			}
+			inc.Top = append(inc.Top[:0], gs.top[:min(len(gs.top), incident.MaxTop)]...)
 		}
 		inc.Series = max(inc.Series, st.Series)
 	case !st.Open && gs.open != nil:

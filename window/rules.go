@@ -73,14 +73,10 @@ func (rs *Rules) match(labels string) int {
 		}
 		return ""
 	}
-rules:
 	for i := range rs.rules[:len(rs.rules)-1] {
-		for _, m := range rs.rules[i].matchers {
-			if !m.Matches(get(m.Name)) {
-				continue rules
-			}
+		if config.MatchesAll(rs.rules[i].matchers, get) {
+			return i
 		}
-		return i
 	}
 	return len(rs.rules) - 1
 }

@@ -32,8 +32,8 @@ const (
 // as its per-second rate of change (flagDeriv), a fall included as a
 // negative rate rather than read as a counter reset. Without this such
 // series alarm every few minutes on a quiet machine, while a gauge that
-// moves both ways (every series of NAB's corpus) fails the trial within
-// its first 63 samples and is analysed as it is.
+// moves both ways fails the trial within its first 63 samples and is
+// analysed as it is.
 const (
 	trialSamples = 63 // low 6 bits of seriesState.trial: samples judged so far
 	trialRises   = 3  // high 2 bits: rises so far, saturating

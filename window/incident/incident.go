@@ -201,11 +201,20 @@ func NewGroup(p *Params) *Group {
 	return &Group{p: p, members: map[string]*member{}}
 }
 
+// Watch starts the group's clock at t (milliseconds, > 0), if it has not
+// started: the time a series has been watched without evidence counts in
+// its rates (join). A series joining the group calls it.
+func (g *Group) Watch(t int64) {
+	if g.first == 0 {
+		g.first = t
+	}
+}
+
 // Observe records one sample of series key at t (milliseconds, > 0) with
 // combined score score, dt milliseconds after that series' previous
-// sample (0 when unknown). Samples below MinScore may be left out, except
-// that the group's first sample starts its clock: they change nothing but
-// that and the interval estimate.
+// sample (0 when unknown). Samples below MinScore may be left out: they
+// change nothing but the interval estimate and, for the group's first
+// sample, its clock (Watch).
 func (g *Group) Observe(key string, t, dt int64, score float64) {
 	g.ObserveDetail(key, t, dt, score, Detail{})
 }
@@ -216,9 +225,7 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 	if dt > 0 {
 		g.dt = dt
 	}
-	if g.first == 0 {
-		g.first = t
-	}
+	g.Watch(t)
 	if !(score >= g.p.MinScore) { // NaN too
 		return
 	}
