@@ -225,6 +225,30 @@ func entropyViews(p *EntropyParams, buf []float32) (fr []float32, fm []uint8, sr
 	return fr, fm, sr, sm
 }
 
+// record returns 1 + e for a v beyond every value the series has taken
+// before (the fast scale's range), e the excess as a multiple of the
+// range's width (0 for the first value other than a constant one's, which
+// has no width to measure by), and 0 for a v within the range, the first
+// value, and a non-finite v. A record is how a fault shows on a series
+// whose ordinary values set no band: it is rare by itself (a new value
+// beats all n before it about twice in n), and rarer the farther out it
+// lands.
+func (e *entropyState) record(v float64) float64 {
+	s := &e.fast
+	if !e.seen || !isFinite(v) {
+		return 0
+	}
+	y := v - e.ref
+	lo, hi := float64(s.lo), float64(s.hi)
+	if y >= lo && y <= hi {
+		return 0
+	}
+	if hi > lo {
+		return 1 + max(lo-y, y-hi)/(hi-lo)
+	}
+	return 1
+}
+
 // update scores the window ending with v at both scales (buf holds
 // entropySlots(p) float32s, see entropyViews; ring values are relative to
 // e.ref). A non-finite v is not learnt and scores 0, not Ready. The Result

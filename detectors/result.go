@@ -47,6 +47,14 @@ type Output struct {
 	Per [NumKinds]Result
 	// Driver is the detector whose Result became Combined (KindEWMA..KindEntropy).
 	Driver Kind
+	// Record is 1 + e when the sample lies beyond every value the series
+	// took before it, e the excess as a multiple of that range's width (0
+	// when the range had no width), and 0 within it; set while the regime
+	// detector (Entropy) is enabled and Ready.
+	Record float64
+	// Age is the number of samples the series had before this one
+	// (saturating).
+	Age uint32
 }
 
 // sigmaFloor returns σ_eff = max(sd, RelFloor·|expected|, AbsFloor). A NaN

@@ -137,8 +137,13 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
+		rec := s.ent.record(v) // against the range before v
 		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], entropyReady(s.n, p), entropySlowReady(s.n, p), v, spread)
+		if out.Per[KindEntropy].Ready {
+			out.Record = rec
+		}
 	}
+	out.Age = s.n
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
 	for k := range numCalibrated {
 		s.cal[k].apply(&out.Per[k], &p.Calibration)

@@ -268,3 +268,42 @@ func TestMisuse(t *testing.T) {
 	f("New with invalid params", "BUG: detectors: invalid params: window", func() { New(KindSlope, &bad) })
 	f("New with unknown kind", "BUG: detectors.New: unknown kind 7", func() { New(7, &p) })
 }
+
+// Output.Record: 1 + the excess in widths of the range before the sample
+// for a sample beyond every earlier value, 1 for a constant series' first
+// other value, 0 within the range and before the regime detector is
+// Ready; Age counts the samples before.
+func TestOutputRecord(t *testing.T) {
+	p := DefaultParams()
+	var set Set
+	set.Init(&p)
+	n := max(p.Warmup, EntropyWarmup) + 10
+	var o Output
+	for i := range n {
+		o = set.Update(&p, int64(i+1)*15000, float64(i%10))
+		if i < 10 && o.Record != 0 {
+			t.Fatalf("sample %d: Record %v before the detector is Ready", i, o.Record)
+		}
+	}
+	if o.Age != uint32(n-1) {
+		t.Errorf("Age %d, want %d", o.Age, n-1)
+	}
+	for _, tc := range []struct{ v, want float64 }{{5, 0}, {9, 0}, {0, 0}, {27, 3}, {-9, 1 + 9.0/27}} {
+		o = set.Update(&p, int64(n+1)*15000, tc.v)
+		n++
+		if math.Abs(o.Record-tc.want) > 1e-6 {
+			t.Errorf("value %v after the range [0, 9] (then [0, 27]): Record %v, want %v", tc.v, o.Record, tc.want)
+		}
+	}
+
+	set.Init(&p)
+	for i := range n {
+		o = set.Update(&p, int64(i+1)*15000, 7)
+	}
+	if o.Record != 0 {
+		t.Fatalf("a constant series: Record %v", o.Record)
+	}
+	if o = set.Update(&p, int64(n+1)*15000, 7.5); o.Record != 1 {
+		t.Errorf("a constant series' first other value: Record %v, want 1", o.Record)
+	}
+}

@@ -272,6 +272,5 @@ func (s *Incidents) publish(nowMs int64) {
 // evidenceDetail is what a shard sends of an analysed sample at or above
 // min_score: x is the value the detectors analysed.
 func evidenceDetail(info *series.Info, x float64, o *detectors.Output) incident.Detail {
-	return incident.Detail{Series: info.Labels, Score: o.Combined.Score, Value: x, Expected: o.Combined.Expected,
-		Lower: o.Combined.Lower, Upper: o.Combined.Upper, Driver: o.Driver}
+	return incident.DetailOf(info.Labels, x, o)
 }

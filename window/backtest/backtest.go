@@ -381,16 +381,16 @@ func (bt *backtest) score(r io.Reader, w *bufio.Writer, an *window.Analyser, sam
 			return rows, fmt.Errorf("line %d: cannot parse value %q: %w", line, vs, errors.Unwrap(err))
 		}
 		rows++
-		s, combined := 0.0, -1.0
+		s, inc := 0.0, incSample{t: t, score: -1}
 		if an != nil {
 			if o, analysed := an.Observe(t, v); analysed {
 				s = score01(result(&o, bt.kind))
 				if o.Combined.Ready {
-					combined = o.Combined.Score
+					inc.score, inc.record, inc.age = o.Combined.Score, o.Record, o.Age
 				}
 			}
 		}
-		*samples = append(*samples, incSample{t: t, score: combined})
+		*samples = append(*samples, inc)
 		*fileFormat = f
 		buf = append(buf[:0], tsRaw...)
 		buf = append(buf, ',')

@@ -21,8 +21,10 @@ const incidentsFile = "incidents.csv"
 // combined score, -1 when the row was not analysed or the detectors were
 // not ready.
 type incSample struct {
-	t     int64
-	score float64
+	t      int64
+	score  float64
+	record float64
+	age    uint32
 }
 
 // writeIncidents runs the incident stage over every group of files, the
@@ -60,6 +62,7 @@ type groupSample struct {
 	file  int
 	dt    int64 // since the file's previous row; 0 for its first
 	score float64
+	d     incident.Detail
 }
 
 func writeGroup(path string, files []int, results []backtestResult, p *incident.Params) error {
@@ -71,7 +74,8 @@ func writeGroup(path string, files []int, results []backtestResult, p *incident.
 			if k > 0 && s.t > prev {
 				dt = s.t - prev
 			}
-			all = append(all, groupSample{t: s.t, file: i, dt: dt, score: s.score})
+			all = append(all, groupSample{t: s.t, file: i, dt: dt, score: s.score,
+				d: incident.Detail{Score: s.score, Record: s.record, Age: s.age}})
 			prev = s.t
 		}
 	}
@@ -95,7 +99,7 @@ func writeGroup(path string, files []int, results []backtestResult, p *incident.
 		t := all[k].t
 		for ; k < len(all) && all[k].t == t; k++ {
 			if s := all[k]; s.score >= 0 {
-				g.Observe(keys[s.file], s.t, s.dt, s.score)
+				g.ObserveDetail(keys[s.file], s.t, s.dt, s.score, s.d)
 			}
 		}
 		st := g.Evaluate(t, len(files), nil)

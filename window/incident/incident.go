@@ -42,9 +42,16 @@
 // and the score at a time O(live series). Memory is bounded by
 // Params.MaxMembers series per group, about 120 bytes each.
 //
-// Limits, for now: a young series' records (its first values beyond
-// everything it has taken, which its detectors score high until they are
-// calibrated) count as evidence like any other.
+// A record (a value beyond every value the series has taken; see
+// detectors.Output.Record) is weighed by how rare records are rather than
+// by its score: its score measures the excess in the series' noise, which
+// on a series of bursts makes every new high look extreme, and on a young
+// series records are common. By chance about 2 of n values beat all
+// before them, so a record's rate is 2/n (n the series' age in samples),
+// or the series' own rate of records if that is higher (a growing series
+// sets one a day), and one e widths of the range beyond it (1+e)^Tail
+// times less. A first burst ten times beyond anything the series did opens
+// an incident alone; a young or bursty series' next new high does not.
 package incident
 
 import (
@@ -88,9 +95,9 @@ func DefaultParams() Params {
 		// 1 day: long enough to learn how often a series leaves its band
 		// over a daily cycle, short enough to follow a change of behaviour.
 		HalfLife: 24 * time.Hour,
-		// 0.1: one chance incident per group every ten days at most,
-		// within what an on-call rotation accepts per target.
-		FalsePerDay: 0.1,
+		// 0.2: one chance incident per group every five days at most, the
+		// rate an on-call rotation accepts per target.
+		FalsePerDay: 0.2,
 		// 12 samples: an incident whose evidence pauses for less stays one
 		// incident (a flapping fault pages once).
 		Quiet: 12,
@@ -170,8 +177,9 @@ type member struct {
 	// exposure is the decayed number of samples the series was watched
 	// for at last (time since it joined / dt, decayed like counts).
 	exposure float64
-	since    int64 // start of its current run of live evidence (ms)
-	live     int64 // its evidence counts until this time (ms)
+	records  float64 // the decayed number of its evidence samples that were records
+	since    int64   // start of its current run of live evidence (ms)
+	live     int64   // its evidence counts until this time (ms)
 	surprise float64
 	score    float64
 	at       int64 // time of the sample that carried surprise
@@ -251,6 +259,16 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 	// above x; the series' own counts are taken whole.
 	prior := priorRate * priorSamples * math.Pow(x, -g.p.Tail)
 	r := (seen + prior) / (m.exposure + priorSamples)
+	if d.Record > 0 {
+		// A record's score says how far out it is in the series' noise,
+		// which on a series of bursts is huge for any new high; what makes
+		// it rare is that it beats everything before: by chance about 2 in
+		// n samples do, or as often as this series has set records lately
+		// if more (a growing series), and one landing e range widths out
+		// (1+e)^Tail times less often.
+		chance := max(2/float64(max(d.Age, 1)), m.records/(m.exposure+priorSamples))
+		r = chance * math.Pow(d.Record, -g.p.Tail)
+	}
 	s := max(0, math.Log(1/(float64(g.p.Window)*r)))
 	if t >= m.live {
 		m.since = t // a new run of evidence
@@ -263,6 +281,9 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 		// when nothing happens: learning it would make the same fault
 		// less surprising when it comes back.
 		m.counts[b]++
+		if d.Record > 0 {
+			m.records++
+		}
 	}
 	m.last = t
 	m.live = t + int64(g.p.Window)*max(m.dt, 1)
@@ -301,6 +322,7 @@ func (m *member) decay(t int64, halfLife time.Duration) {
 	for b := range m.counts {
 		m.counts[b] *= f
 	}
+	m.records *= f
 }
 
 // State is a group's incident state at one time.

@@ -179,3 +179,52 @@ func TestReason(t *testing.T) {
 		}
 	}
 }
+
+// A record is weighed by how rare records are, not by its score: a
+// series that sets a new high about once a day (each scored far outside
+// its noise, as a burst is) opens nothing, nor does a young series' new
+// high; a burst forty range widths beyond anything the series took opens
+// an incident alone.
+func TestRecords(t *testing.T) {
+	p := DefaultParams()
+	for _, tc := range []struct {
+		name   string
+		at     int     // step of the record under test
+		record float64 // its Record: 1 + excess in range widths
+		want   int
+	}{
+		{"young series, new high 3 widths out", 100, 4, 0},
+		{"a day's new high, just beyond", 3*day - 10, 1.2, 0},
+		{"a burst 40 widths beyond", 3*day - 10, 41, 1},
+	} {
+		rng := rand.New(rand.NewPCG(9, 10))
+		g := NewGroup(&p)
+		var opened []int
+		for i := range 3 * day {
+			t0 := 1 + int64(i)*step
+			for k := range 10 {
+				score, d := noise(rng, 1.0/500), Detail{Age: uint32(i)}
+				if k == 0 && i%day == day/2 {
+					// the series' daily new high, scored 80 in its noise
+					score, d.Record = 80, 1.1
+				}
+				if k == 0 && i == tc.at {
+					score, d.Record = 80, tc.record
+				}
+				g.ObserveDetail(fmt.Sprintf("s%03d", k), t0, step, score, d)
+			}
+			if st := g.Evaluate(t0, 10, nil); st.Opened {
+				opened = append(opened, i)
+			}
+		}
+		var atRecord int
+		for _, o := range opened {
+			if o >= tc.at && o <= tc.at+2 {
+				atRecord++
+			}
+		}
+		if atRecord != tc.want || len(opened) != tc.want {
+			t.Errorf("%s: incidents opened at steps %v; want %d at step %d", tc.name, opened, tc.want, tc.at)
+		}
+	}
+}

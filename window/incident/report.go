@@ -30,6 +30,18 @@ type Detail struct {
 	Value, Expected, Lower, Upper float64
 	Score                         float64 // the combined score
 	Driver                        detectors.Kind
+	// Record is 1 + e when Value lies beyond every value the series took
+	// before, e the excess in widths of that range (0: within it), and Age
+	// the series' samples before it: see detectors.Output.
+	Record float64
+	Age    uint32
+}
+
+// DetailOf is the Detail of a sample of series (canonical labels) whose
+// analysed value x got the detectors' verdict o.
+func DetailOf(series string, x float64, o *detectors.Output) Detail {
+	return Detail{Series: series, Score: o.Combined.Score, Value: x, Expected: o.Combined.Expected,
+		Lower: o.Combined.Lower, Upper: o.Combined.Upper, Driver: o.Driver, Record: o.Record, Age: o.Age}
 }
 
 // Reason says in words why the detectors found the value unusual, from the
