@@ -40,8 +40,8 @@
 //     later is very unlike every older regime (p = 0.0001) or the one a
 //     whole window later still is (p = 0.001), because pure noise makes
 //     about one window in 300 that no regime explains and a window later
-//     is ordinary again. Ready after EntropyWarmup = 100 samples (or
-//     Warmup, if longer). A slow scale does the same with the means of
+//     is ordinary again. Ready after Warmup + EntropyWarmup (100)
+//     samples, as the calibrated detectors are. A slow scale does the same with the means of
 //     Entropy.SlowScale consecutive values (16 means of 8 by default, 8
 //     regimes of their own), so a change too small or too slow for 16
 //     single values is seen; its new regimes are always candidates to be
@@ -63,9 +63,11 @@
 // 2017): with g = ln(1 + z) and m, s² the exponentially weighted mean and
 // variance of g, Score = max(0, (g − m) / (K·max(s, 0.05))), and the band
 // is rescaled so that Score 1 is still on its edge. O(1), 12 bytes a
-// detector. The first CalibWarmup = 100 Ready samples report the raw score
-// and seed m and s² (plain mean and variance); after that each sample
-// weighs CalibAlpha = 0.001, so an incident is not learnt as normal within
+// detector. The first CalibWarmup = 100 samples past warm-up seed m and s²
+// (plain mean and variance) and the detector is not Ready yet (score 0): a
+// raw score means nothing before the series' own scores are known, and a
+// detector that alarmed on it would page at every start. After that each
+// sample weighs CalibAlpha = 0.001, so an incident is not learnt as normal within
 // a few samples (with a weight of 1/k, ~1/100 right after warm-up, it
 // would be).
 // Every raw score is learnt, anomalous or not, so a kind of burst that
@@ -95,8 +97,9 @@
 // exactly 0 and a change of it scores high but finite (calibrated:
 // ln(1 + MaxScore)/(K·0.05) ≈ 55 at most after a constant stretch). A detector is Ready
 // once Warmup samples came before the current one (ZScore and Slope also
-// need 3 in the ring, Entropy a full ring and EntropyWarmup samples); until
-// then its Score is 0.
+// need 3 in the ring, Entropy a full ring and EntropyWarmup more samples)
+// and, with calibration on, its calibration has CalibWarmup raw scores;
+// until then its Score is 0.
 //
 // # Memory
 //
@@ -211,5 +214,5 @@
 //   - CalibMinSpread 0.05 (constant): after raw scores of exactly 0 (a
 //     constant series) a raw z ≈ 0.28 is needed to alarm, not rounding noise.
 //   - CalibWarmup 100 (constant): s from 100 samples is within ~7%
-//     (1/√(2n)); before that the detector's own band judges.
+//     (1/√(2n)); before that a calibrated detector is not Ready.
 package detectors

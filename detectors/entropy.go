@@ -165,16 +165,17 @@ var lnEmptyMass = math.Log(entropyEmptyMass)
 // entropyMaxScore caps D/T of a new regime (D is infinite for a new extreme).
 const entropyMaxScore = 10
 
-// EntropyWarmup is how many samples Entropy needs before it is Ready, if
-// Warmup is shorter: while the range grows and the first regimes form,
-// nearly every window is new, and an early confirmation can fire on flat
-// noise (TestDriftCalibrated). Like CalibWarmup, 100 samples.
+// EntropyWarmup is how many samples after Warmup Entropy needs before it
+// is Ready: while the range grows and the first regimes form, nearly every
+// window is new, and an early confirmation can fire on flat noise
+// (TestDriftCalibrated). Like CalibWarmup, 100 samples, so that no
+// detector alarms before the calibrated ones can.
 const EntropyWarmup = 100
 
 // entropyReady reports whether Entropy, having seen n samples before the
-// current one, is past its warm-up: max(p.Warmup, EntropyWarmup).
+// current one, is past its warm-up: p.Warmup + EntropyWarmup.
 func entropyReady(n uint32, p *Params) bool {
-	return ready(n, max(p.Warmup, EntropyWarmup))
+	return ready(n, p.Warmup+EntropyWarmup)
 }
 
 // entropySlowReady reports whether the slow scale, having seen n samples

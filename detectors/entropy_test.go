@@ -31,7 +31,7 @@ func maxResult(rs []Result) (m float64, at int) {
 	return m, at
 }
 
-// Ready once the ring is full and max(Warmup, EntropyWarmup) samples came
+// Ready once the ring is full and Warmup + EntropyWarmup samples came
 // before.
 func TestEntropyReady(t *testing.T) {
 	p := entropyParams()
@@ -41,7 +41,7 @@ func TestEntropyReady(t *testing.T) {
 		v[i] = rng.NormFloat64()
 	}
 	for i, r := range runEntropy(&p, v) {
-		if want := i >= p.Entropy.Window-1 && i >= max(p.Warmup, EntropyWarmup); r.Ready != want || (!r.Ready && r.Score != 0) {
+		if want := i >= p.Entropy.Window-1 && i >= p.Warmup+EntropyWarmup; r.Ready != want || (!r.Ready && r.Score != 0) {
 			t.Fatalf("sample %d: %+v, want ready %v", i, r, want)
 		}
 	}

@@ -220,7 +220,7 @@ func slowMAD(m, ae, lim float64, k uint32) float64 {
 // learnt: a burst that recurs becomes normal, and an incident alarms once,
 // not on every one of its samples as it would if its scores were
 // winsorised before they are learnt. Until CalibWarmup raw scores have
-// been seen the raw score and band are reported unchanged, and m and s²
+// been seen the Result is not Ready (score 0, the raw band), and m and s²
 // are their plain mean and variance; from then on each new raw score
 // weighs CalibAlpha.
 const (
@@ -234,8 +234,8 @@ const (
 	CalibMinSpread = 0.05
 	// CalibWarmup is how many Ready raw scores the calibration needs
 	// before it is used: the spread of ln(1 + z) from 100 samples is
-	// within ~7% (1/√(2n)); before that the detector's own band is the
-	// better judge. They seed m and s² as a plain mean and variance.
+	// within ~7% (1/√(2n)); before that the detector is not Ready. They
+	// seed m and s² as a plain mean and variance.
 	CalibWarmup = 100
 )
 
@@ -279,5 +279,12 @@ func (c *calib) apply(r *Result, p *CalibrationParams) {
 	d := g - m
 	m += a * d
 	q = (1 - a) * (q + a*d*d)
+	warm := c.n < CalibWarmup
 	c.m, c.q, c.n = f32(m), f32(q), inc(c.n)
+	if warm {
+		// A raw score means nothing on a series whose scores are not
+		// known yet (on a bursty one z > 1 every hour): the detector is
+		// not Ready until its calibration is.
+		r.Score, r.Ready = 0, false
+	}
 }

@@ -238,7 +238,8 @@ func TestConstant(t *testing.T) {
 			return c.level
 		})
 		out := runSet(&p, s)
-		for i := p.Warmup; i < 499; i++ {
+		// Ready once calibrated: Warmup samples, then CalibWarmup scores.
+		for i := p.Warmup + CalibWarmup; i < 499; i++ {
 			for k, r := range append(out[i].Per[:KindEntropy:KindEntropy], out[i].Combined) { // Entropy reports bins, not values: TestEntropy*
 				if !r.Ready || r.Score != 0 || r.Expected != c.level {
 					t.Fatalf("%g: sample %d detector %d: %+v, want ready, score 0, expected %g", c.level, i, k, r, c.level)

@@ -88,7 +88,8 @@ func (s *Set) Bytes() int {
 // Each detector judges v against its state *before* v. A detector is Ready
 // once the series has had p.Warmup samples before this one (ZScore and
 // Slope also need ≥ 3 samples in the ring, Entropy a full ring and
-// EntropyWarmup samples); until then its Score is 0.
+// EntropyWarmup more samples) and, with calibration on, CalibWarmup raw
+// scores calibrate it; until then its Score is 0.
 // Disabled detectors are not updated and their Per entry is zero.
 //
 // With p.Calibration enabled every Per result is calibrated (see calib)

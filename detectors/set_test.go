@@ -277,7 +277,7 @@ func TestOutputRecord(t *testing.T) {
 	p := DefaultParams()
 	var set Set
 	set.Init(&p)
-	n := max(p.Warmup, EntropyWarmup) + 10
+	n := p.Warmup + EntropyWarmup + 10
 	var o Output
 	for i := range n {
 		o = set.Update(&p, int64(i+1)*15000, float64(i%10))
@@ -305,5 +305,33 @@ func TestOutputRecord(t *testing.T) {
 	}
 	if o = set.Update(&p, int64(n+1)*15000, 7.5); o.Record != 1 {
 		t.Errorf("a constant series' first other value: Record %v, want 1", o.Record)
+	}
+}
+
+// Nothing alarms before the calibration is ready: a spike right after
+// warm-up scores 0 and is not Ready, where the same spike later alarms.
+func TestNotReadyUntilCalibrated(t *testing.T) {
+	p := DefaultParams()
+	for _, tc := range []struct {
+		at    int
+		alarm bool
+	}{{p.Warmup + 5, false}, {p.Warmup + CalibWarmup - 1, false}, {300, true}} {
+		s := regular(tc.at+1, 0, 15*time.Second, func(i int) float64 {
+			if i == tc.at {
+				return 100
+			}
+			return 10 + math.Sin(float64(i))
+		})
+		out := runSet(&p, s)
+		for i, o := range out[:min(len(out), p.Warmup+CalibWarmup)] {
+			for k := range KindEntropy {
+				if r := o.Per[k]; r.Ready || r.Score != 0 {
+					t.Fatalf("spike at %d: sample %d, %s: %+v before its calibration is ready", tc.at, i, k, r)
+				}
+			}
+		}
+		if c := out[tc.at].Combined; (c.Score >= 2) != tc.alarm {
+			t.Errorf("spike at sample %d: combined %+v, want alarm %v", tc.at, c, tc.alarm)
+		}
 	}
 }

@@ -215,8 +215,11 @@ func TestDriverSeriesStale(t *testing.T) {
 func TestDriverSeriesReload(t *testing.T) {
 	cfg := loadConfig(t, "output: {driver: true}\n")
 	e := newEnv(t, cfg, nil)
+	// Enough samples for a series to be Ready again after a reset:
+	// warm-up and calibration.
+	const n = 120
 	send := func(from int) {
-		e.send(t, false, ramp(t0+int64(from)*1000, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "g")
+		e.send(t, false, ramp(t0+int64(from)*1000, n, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "g")
 	}
 	send(0)
 	e.rec.Take()
@@ -230,7 +233,7 @@ rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].DriverSet != 1<<detectors.KindHoltWinters {
 		t.Fatalf("got %+v, want one stale record for the holtwinters driver series only", recs)
 	}
-	send(20)
+	send(n)
 	for _, r := range e.rec.Take() {
 		if r.DriverSet != setNoHW {
 			t.Fatalf("after the reload: driver set %05b, want %05b", r.DriverSet, setNoHW)
@@ -249,7 +252,7 @@ rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 	if recs := e.rec.Take(); len(recs) != 0 {
 		t.Fatalf("turning driver series on emitted %+v", recs)
 	}
-	send(40)
+	send(2 * n)
 	recs = e.rec.Take()
 	if len(recs) == 0 || recs[len(recs)-1].DriverSet != setAll || recs[len(recs)-1].Warmup {
 		t.Fatalf("after turning it on again: %+v, want ready records with every driver series", recs)

@@ -96,11 +96,12 @@ func TestKeyHelperFindsName(t *testing.T) {
 
 func TestCounterAnalysedAsRate(t *testing.T) {
 	e := newEnv(t, config.Default(), nil)
-	// 10 per second, scraped every 15 s.
-	e.send(t, true, ramp(t0, 40, 15_000, func(i int) float64 { return float64(i) * 150 }), "__name__", "reqs_total")
+	// 10 per second, scraped every 15 s; Ready after warm-up and
+	// calibration.
+	e.send(t, true, ramp(t0, 140, 15_000, func(i int) float64 { return float64(i) * 150 }), "__name__", "reqs_total")
 	recs := e.rec.Take()
-	if len(recs) != 39 {
-		t.Fatalf("got %d outputs for 40 counter samples, want 39 (the first only primes the rate)", len(recs))
+	if len(recs) != 139 {
+		t.Fatalf("got %d outputs for 140 counter samples, want 139 (the first only primes the rate)", len(recs))
 	}
 	last := recs[len(recs)-1]
 	if last.Warmup || math.Abs(last.Expected-10) > 1e-6 {
@@ -109,14 +110,14 @@ func TestCounterAnalysedAsRate(t *testing.T) {
 	if last.Score > 1 {
 		t.Fatalf("steady counter scored %v", last.Score)
 	}
-	// Every accepted sample is accounted for: 39 analysed, 1 priming.
+	// Every accepted sample is accounted for: 139 analysed, 1 priming.
 	var analysed, primed uint64
 	for _, sh := range e.s.shards {
 		analysed += sh.stats.samples.Load()
 		primed += sh.stats.primed.Load()
 	}
-	if analysed != 39 || primed != 1 {
-		t.Fatalf("analysed %d, primed %d: want 39 and 1", analysed, primed)
+	if analysed != 139 || primed != 1 {
+		t.Fatalf("analysed %d, primed %d: want 139 and 1", analysed, primed)
 	}
 }
 
@@ -378,8 +379,9 @@ rules:
 func TestApplyRulesKeepsUnchangedState(t *testing.T) {
 	cfg := config.Default()
 	e := newEnv(t, cfg, nil)
-	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "kept")
-	e.send(t, false, ramp(t0, 20, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "changed")
+	// Ready: warm-up and calibration.
+	e.send(t, false, ramp(t0, 120, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "kept")
+	e.send(t, false, ramp(t0, 120, 1000, func(i int) float64 { return float64(i % 3) }), "__name__", "changed")
 	e.rec.Take()
 
 	next, err := config.Load([]byte(`
@@ -391,8 +393,8 @@ rules:
 		t.Fatal(err)
 	}
 	e.s.ApplyRules(CompileRules(next), false)
-	e.send(t, false, []Sample{{T: t0 + 20_000, V: 1}}, "__name__", "kept")
-	e.send(t, false, []Sample{{T: t0 + 20_000, V: 1}}, "__name__", "changed")
+	e.send(t, false, []Sample{{T: t0 + 120_000, V: 1}}, "__name__", "kept")
+	e.send(t, false, []Sample{{T: t0 + 120_000, V: 1}}, "__name__", "changed")
 	for _, r := range e.rec.Take() {
 		switch r.Series.Name {
 		case "kept":

@@ -155,7 +155,7 @@ func TestStatusConfig(t *testing.T) {
 func TestReload(t *testing.T) {
 	srv, url, file := startServer(t, "output: {score_name: anomaly_score}\n")
 	t0 := time.Now().Add(-time.Hour).UnixMilli()
-	vals := make([]float64, 20)
+	vals := make([]float64, 120) // Ready: warm-up and calibration
 	for i := range vals {
 		vals[i] = float64(10 + i%3)
 	}
@@ -175,7 +175,7 @@ func TestReload(t *testing.T) {
 	if code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil); code != 200 {
 		t.Fatalf("reload: got %d %q", code, body)
 	}
-	writeGauge(t, url, "kept_gauge", t0+20_000, 11)
+	writeGauge(t, url, "kept_gauge", t0+120_000, 11)
 	srv.shards.Sync()
 	_, metrics := httpDo(t, http.MethodGet, url+"/metrics", nil)
 	if !strings.Contains(metrics, `renamed_score{detector="combined",job="t",metric="kept_gauge"}`) {

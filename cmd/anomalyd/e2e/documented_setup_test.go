@@ -45,13 +45,13 @@ import (
 
 const (
 	// deployStepAfter is how long the exporter's series are scraped at
-	// their usual level before some of them step: warm-up (~10 samples)
-	// and a band to step out of.
-	deployStepAfter = 45 * time.Second
+	// their usual level before some of them step: warm-up and calibration
+	// (110 samples) and a band to step out of.
+	deployStepAfter = 135 * time.Second
 	// deployRun is how long the setup runs, from Prometheus ready to the
-	// final checks: with 1 s rule evaluations, ~140 evaluations of every
+	// final checks: with 1 s rule evaluations, ~230 evaluations of every
 	// rule, ~90 of them while AnomalyDetected fires.
-	deployRun = 140 * time.Second
+	deployRun = 230 * time.Second
 	// deployMinEvals is the number of evaluations of every rule the final
 	// check wants at least.
 	deployMinEvals = 100

@@ -194,12 +194,13 @@ func (env *e2eEnv) scenarioOutputs(t *testing.T) {
 		t.Fatalf("cannot list A's metric names: %v", err)
 	}
 
-	// Within 60s every series of the exporter, `up` and a histogram's
+	// Within 180s every series of the exporter, `up` and a histogram's
 	// _count have scores in B, and the exporter's series are past warm-up
 	// (anomaly_expected exists). The histogram's _bucket series are ignored.
 	required := []string{"e2e_step_gauge", "e2e_requests_total", "e2e_labelled_gauge", "up", "prometheus_http_request_duration_seconds_count"}
 	var bNames []string
-	err = e2eEventually(60*time.Second, time.Second, func() error {
+	// Ready takes warm-up and calibration: 110 samples at 1 s.
+	err = e2eEventually(180*time.Second, time.Second, func() error {
 		res, err := e2eQuery(env.bURL, "anomaly_score", time.Time{})
 		if err != nil {
 			return err
@@ -234,7 +235,7 @@ func (env *e2eEnv) scenarioOutputs(t *testing.T) {
 		return e2eHas(env.bURL, `anomaly_expected{metric=~"e2e_step_gauge|e2e_requests_total"}`, 2, "past warm-up")
 	})
 	if err != nil {
-		t.Fatalf("within 60s: %v", err)
+		t.Fatalf("within 180s: %v", err)
 	}
 	env.warmupCompleted = time.Now()
 	sort.Strings(bNames)

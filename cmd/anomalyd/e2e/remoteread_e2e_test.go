@@ -156,14 +156,15 @@ remote_read:
 	env.waitReady(t, env.d, env.dURL)
 	env.waitReady(t, env.a, env.aURL)
 
-	// 120 samples at 1 s ending 10 s ago: a noisy level with a step, on
+	// 240 samples at 1 s ending 10 s ago: a noisy level with a step once
+	// the detectors are Ready (warm-up and calibration, 110 samples), on
 	// whole seconds so a 1 s query step lands on every sample.
-	const n = 120
+	const n = 240
 	t0 := (time.Now().Unix() - n - 10) * 1000
 	vals := make([]float64, n)
 	for i := range vals {
 		vals[i] = 50 + 3*math.Sin(float64(i)/3) + float64(i%7)/2
-		if i >= 100 {
+		if i >= 200 {
 			vals[i] += 40
 		}
 	}
@@ -178,7 +179,7 @@ remote_read:
 	tEnd := t0 + (n-1)*1000
 
 	// The history, read directly: all four outputs, the score for every
-	// sample (the band after the 10-sample warm-up). One query per output:
+	// sample (the band once Ready). One query per output:
 	// max_samples_per_query is per query.
 	outputs := []string{"anomaly_score", "anomaly_expected", "anomaly_lower", "anomaly_upper"}
 	req := &prompb.ReadRequest{}
@@ -210,7 +211,7 @@ remote_read:
 	if len(history) != 4 {
 		t.Fatalf("history has %d output series, want 4: %v", len(history), histLabels)
 	}
-	if peak := maxValue(history["anomaly_score"][100:]); peak <= 1 {
+	if peak := maxValue(history["anomaly_score"][200:]); peak <= 1 {
 		t.Errorf("the step of +40 scores %g at most, want > 1", peak)
 	}
 
