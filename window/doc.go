@@ -30,8 +30,9 @@
 //   - Idle series are found by a scan every TTL/15; a series is evicted at
 //     most ~7% after its TTL.
 //   - A reload re-matches every series against the new rules once; series
-//     whose rule resolves to identical detector settings keep their state.
-//   - Incident group keys (the incidents.group_by labels) are
+//     whose rule resolves to identical detector settings keep their state,
+//     and a series whose incident group changed moves to the new group.
+//   - Incident group keys (the rule's incidents.group_by labels) are
 //     interned per shard and counted per series: a key goes with the last
 //     series of its group, so that churning targets (pods replaced under
 //     new labels) do not grow the map; it costs one map write per series

@@ -18,6 +18,26 @@ import (
 	"github.com/anomalyd/anomalyd/window/incident"
 )
 
+// drainMembers applies the join and leave events queued in inc, which is
+// not started, to members: series per group key.
+func drainMembers(inc *Incidents, members map[string]int) {
+	for {
+		select {
+		case e := <-inc.in:
+			switch e.kind {
+			case eventJoin:
+				members[e.group]++
+			case eventLeave:
+				if members[e.group]--; members[e.group] == 0 {
+					delete(members, e.group)
+				}
+			}
+		default:
+			return
+		}
+	}
+}
+
 // groupRefs checks every shard's interned group keys against its live
 // series: one key per group of a live series, counting the series in it,
 // and the very string each of them holds. It returns the live series per
@@ -65,13 +85,90 @@ func groups(m map[string]int) string {
 // gk is the group key of name/value pairs (sorted).
 func gk(pairs ...string) string { return string(key(pairs...)) }
 
+// TestIncidentGroupByRule: a series' group is made of the group_by labels
+// of the first rule it matches, else of the top-level ones; a group is its
+// label set, whichever rules its series come from. A reload regroups
+// series whose rule or group_by changed and removes the series a rule now
+// ignores from their groups, keeping the detector state of those whose
+// detector settings did not change.
+func TestIncidentGroupByRule(t *testing.T) {
+	inc := NewIncidents(incident.DefaultParams(), 10, selfmon.NewRegistry())
+	e := newEnv(t, loadConfig(t, `
+rules:
+  - match: '{job="api"}'
+    incidents: {group_by: [namespace, service]}
+  - match: '{job="web"}'
+    incidents: {group_by: [service, namespace]}
+  - match: '{job="batch"}'
+    incidents: {group_by: [namespace]}
+incidents: {group_by: [job, instance]}
+`), func(o *Options) { o.Incidents = inc })
+	all := [][]string{
+		{"__name__", "m", "instance", "p1", "job", "api", "namespace", "shop", "service", "cart"},
+		{"__name__", "m", "instance", "p2", "job", "api", "namespace", "shop", "service", "cart"},
+		{"__name__", "m", "instance", "p3", "job", "api", "namespace", "shop"}, // no service label
+		{"__name__", "m", "instance", "w1", "job", "web", "namespace", "shop", "service", "cart"},
+		{"__name__", "m", "instance", "b1", "job", "batch", "namespace", "shop"},
+		{"__name__", "m", "instance", "n1", "job", "node"},
+		{"__name__", "lonely"}, // no group label at all: no group
+	}
+	for _, pairs := range all {
+		e.send(t, false, ramp(t0, 12, 1000, func(i int) float64 { return float64(i % 3) }), pairs...)
+	}
+	e.rec.Take()
+	members := map[string]int{}
+	drainMembers(inc, members)
+	want := map[string]int{
+		// api and web group by the same labels: one group.
+		gk("namespace", "shop", "service", "cart"): 3,
+		// The api series without a service label and the batch series
+		// have the same group labels: one group too.
+		gk("namespace", "shop"):             2,
+		gk("instance", "n1", "job", "node"): 1,
+	}
+	if !maps.Equal(members, want) {
+		t.Fatalf("groups %s, want %s", groups(members), groups(want))
+	}
+	if live := e.groupRefs(t); !maps.Equal(live, want) {
+		t.Fatalf("series hold groups %s, want %s", groups(live), groups(want))
+	}
+
+	e.s.ApplyRules(CompileRules(loadConfig(t, `
+rules:
+  - match: '{job="api"}'
+    incidents: {group_by: [namespace]}
+  - match: '{job="web"}'
+    incidents: {group_by: [service, namespace]}
+  - match: '{job="batch"}'
+    action: ignore
+incidents: {group_by: [job]}
+`)), false)
+	drainMembers(inc, members)
+	want = map[string]int{
+		gk("namespace", "shop"):                    3, // the api series; batch's is ignored now
+		gk("namespace", "shop", "service", "cart"): 1, // web
+		gk("job", "node"):                          1, // the top-level group_by changed
+	}
+	if !maps.Equal(members, want) {
+		t.Fatalf("after the reload: groups %s, want %s", groups(members), groups(want))
+	}
+	if live := e.groupRefs(t); !maps.Equal(live, want) {
+		t.Fatalf("after the reload: series hold groups %s, want %s", groups(live), groups(want))
+	}
+	e.rec.Take() // the batch series' stale markers
+	e.send(t, false, []Sample{{T: t0 + 12_000, V: 1}}, all[0]...)
+	if recs := e.rec.Take(); len(recs) != 1 || recs[0].Warmup {
+		t.Fatalf("regrouped series: got %+v, want one record past warm-up (its detector state kept)", recs)
+	}
+}
+
 // TestGroupKeysFollowSeries: a shard's interned group keys go with the
 // last series of their group, so that targets replaced under new labels
 // (pods) do not grow the map: after each round of churn it holds the
 // groups of the live series only, and nothing once every series is gone.
 func TestGroupKeysFollowSeries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		inc := NewIncidents(incident.DefaultParams(), []string{"job", "instance"}, 10, selfmon.NewRegistry())
+		inc := NewIncidents(incident.DefaultParams(), 10, selfmon.NewRegistry())
 		e := newEnv(t, config.Default(), func(o *Options) {
 			o.SeriesTTL, o.MaxSeries, o.Incidents = time.Minute, 1000, inc
 		})
@@ -117,7 +214,7 @@ func TestGroupKeysFollowSeries(t *testing.T) {
 func TestSamplePathAllocs(t *testing.T) {
 	p := incident.DefaultParams()
 	p.MinScore = 1e-9 // every ready sample is evidence: the send runs
-	inc := NewIncidents(p, []string{"job", "instance"}, 10, selfmon.NewRegistry())
+	inc := NewIncidents(p, 10, selfmon.NewRegistry())
 	opts := Options{Shards: 1, QueueSize: 4, MaxSeries: 100, SeriesTTL: time.Hour, PublishInterval: time.Hour, Incidents: inc}
 	// Not started: the test goroutine is the shard's.
 	s := New(opts, CompileRules(config.Default()), discard{}, selfmon.NewRegistry())

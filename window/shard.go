@@ -66,8 +66,8 @@ type seriesState struct {
 	lastV float64 // its raw value
 	seen  int64   // wall-clock ms when a sample last arrived (for the TTL)
 	last  lastOut // latest combined output
-	// group is the series' incident group (its incidents.group_by labels,
-	// canonically, interned per shard: shard.groups), "" for none.
+	// group is the series' incident group (its rule's incidents.group_by
+	// labels, canonically, interned per shard: shard.groups), "" for none.
 	group string
 	per   *[detectors.NumKinds]lastOut
 	det   detectors.Set
@@ -346,8 +346,8 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 	if s.set.opts.PerDetector {
 		se.per = new([detectors.NumKinds]lastOut)
 	}
-	if inc := s.set.opts.Incidents; inc != nil {
-		s.groupBuf = inc.GroupOf(labels, s.groupBuf)
+	if s.set.opts.Incidents != nil {
+		s.groupBuf = r.groupKey(labels, s.groupBuf)
 		se.group = s.joinGroup(s.groupBuf, nowMs)
 	}
 	se.det.Init(r.params)
@@ -736,6 +736,16 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		if !old.sameTreatment(int(se.rule), rules, ri) {
 			se.det.Init(newRule.params)
 			se.flags &^= flagPrimed
+		}
+		if s.set.opts.Incidents != nil {
+			// Its rule, or its rule's group_by, may have changed: a series
+			// whose group changed moves to the new one, and the incident
+			// stage hears of both.
+			s.groupBuf = newRule.groupKey(se.info.Labels, s.groupBuf)
+			if string(s.groupBuf) != se.group {
+				s.leaveGroup(se.group, t)
+				se.group = s.joinGroup(s.groupBuf, t)
+			}
 		}
 		se.rule = uint16(ri)
 		if perDetector && se.per == nil {
