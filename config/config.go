@@ -198,6 +198,7 @@ func Default() *Config {
 	}
 	c.Incidents.GroupBy = slices.Clone(DefaultIncidentsConfig.GroupBy)
 	r.Detectors = c.Detectors
+	r.Incidents.GroupBy = slices.Clone(c.Incidents.GroupBy)
 	if err := c.validate(); err != nil {
 		panic("BUG: invalid default config: " + err.Error())
 	}
@@ -363,13 +364,29 @@ type Rule struct {
 	// Detectors are the top-level detectors settings with this rule's
 	// overrides applied: keys the rule does not set are inherited.
 	Detectors detectors.Params `yaml:"detectors"`
+	// Incidents are the top-level incidents settings a rule may override
+	// (group_by), with this rule's override applied.
+	Incidents RuleIncidentsConfig `yaml:"incidents"`
 
 	// Matchers are parsed from Match at load time.
 	Matchers []*labels.Matcher `yaml:"-"`
 
-	// overrides decodes the rule's own `detectors:` block; Config.UnmarshalYAML
-	// applies it to a copy of the top-level settings and then clears it.
-	overrides func(any) error
+	// overrides and incidentOverrides decode the rule's own `detectors:`
+	// and `incidents:` blocks; Config.UnmarshalYAML applies them to copies
+	// of the top-level settings and then clears them.
+	overrides, incidentOverrides func(any) error
+}
+
+// RuleIncidentsConfig is what a rule may override of the top-level
+// incidents block: group_by alone. A series' group is decided per series,
+// by its rule; the other keys tune a group or the whole stage, and a group
+// may hold the series of several rules.
+type RuleIncidentsConfig struct {
+	// GroupBy are the label names whose values make the incident group of
+	// the rule's series (IncidentsConfig.GroupBy). A group is its label
+	// set: series of two rules with the same values of the same group
+	// labels are in one group.
+	GroupBy []string `yaml:"group_by"`
 }
 
 // OutputConfig names the output series.
@@ -596,6 +613,15 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := st.decode("incidents", raw.incidents, &c.Incidents); err != nil {
 		return err
 	}
+	// A rule's group_by, like its detectors, is inherited unless the rule
+	// sets it, from the top-level incidents block wherever that is.
+	for i, r := range c.Rules {
+		ri := RuleIncidentsConfig{GroupBy: slices.Clone(c.Incidents.GroupBy)}
+		if err := st.decode(fmt.Sprintf("rules[%d].incidents", i), lazy{r.incidentOverrides}, &ri); err != nil {
+			return err
+		}
+		r.Incidents, r.incidentOverrides = ri, nil
+	}
 	if err := st.err(); err != nil {
 		return err
 	}
@@ -614,6 +640,11 @@ func (c *Config) validate() error {
 	if err := c.Detectors.Validate(); err != nil {
 		return fmt.Errorf("detectors: %w", err)
 	}
+	// Before the rules, which inherit incidents.group_by: an invalid
+	// top-level value is reported at its own key, not at a rule's.
+	if err := c.Incidents.validate(); err != nil {
+		return err
+	}
 	c.ExcludeMatchers = c.ExcludeMatchers[:0]
 	for i, sel := range c.Exclude {
 		ms, err := ParseSelector(sel)
@@ -628,6 +659,9 @@ func (c *Config) validate() error {
 		}
 		if err := r.Detectors.Validate(); err != nil {
 			return fmt.Errorf("rules[%d].detectors: %w", i, err)
+		}
+		if err := validateGroupBy(fmt.Sprintf("rules[%d].incidents.group_by", i), r.Incidents.GroupBy); err != nil {
+			return err
 		}
 	}
 	if err := c.Output.validate(); err != nil {
@@ -650,10 +684,7 @@ func (c *Config) validate() error {
 	if err := c.Warmup.validate(); err != nil {
 		return err
 	}
-	if err := c.History.validate(); err != nil {
-		return err
-	}
-	return c.Incidents.validate()
+	return c.History.validate()
 }
 
 // setDirectory resolves relative file names against dir.
@@ -725,22 +756,24 @@ func (c *OutputConfig) validate() error {
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler. It sets the default action and
-// keeps the rule's `detectors:` block undecoded: Config.UnmarshalYAML applies
-// it over the top-level detectors settings once those are known. A Rule is
-// only meaningful decoded as part of a Config.
+// keeps the rule's `detectors:` and `incidents:` blocks undecoded:
+// Config.UnmarshalYAML applies them over the top-level settings once those
+// are known. A Rule is only meaningful decoded as part of a Config.
 func (r *Rule) UnmarshalYAML(unmarshal func(any) error) error {
 	// Named Rule so that strict-mode errors read "… in type config.Rule".
 	type Rule struct {
 		Match     string `yaml:"match"`
 		Action    string `yaml:"action"`
 		Detectors lazy   `yaml:"detectors"`
+		Incidents lazy   `yaml:"incidents"`
 	}
 	raw := Rule{Action: ActionAnalyse}
 	if err := unmarshal(&raw); err != nil {
 		return err
 	}
-	r.Match, r.Action, r.overrides = raw.Match, raw.Action, raw.Detectors.unmarshal
-	r.Detectors, r.Matchers = detectors.Params{}, nil
+	r.Match, r.Action = raw.Match, raw.Action
+	r.overrides, r.incidentOverrides = raw.Detectors.unmarshal, raw.Incidents.unmarshal
+	r.Detectors, r.Incidents, r.Matchers = detectors.Params{}, RuleIncidentsConfig{}, nil
 	return nil
 }
 

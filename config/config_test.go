@@ -60,6 +60,10 @@ var badConfigs = []struct {
 	{"rules_detectors_inherited.bad.yml", "rules[0].detectors: at least one detector must be enabled"},
 	{"rules_detectors_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 5: field alpah not found in type detectors.EWMAParams"},
 	{"rules_detectors_bad_duration.bad.yml", "rules[1].detectors: unknown unit \"x\" in duration \"5x\""},
+	{"rules_incidents_group_by_empty.bad.yml", "rules[1].incidents.group_by must name at least one label"},
+	{"rules_incidents_group_by_name.bad.yml", `rules[0].incidents.group_by[0]: "__name__" is not a label name other than __name__`},
+	{"rules_incidents_group_by_twice.bad.yml", `rules[0].incidents.group_by[2]: "pod" is listed twice`},
+	{"rules_incidents_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 5: field min_score not found in type config.RuleIncidentsConfig"},
 	{"output_invalid_name.bad.yml", "output.score_name \"anomaly.score\" is not a valid metric name"},
 	{"output_empty_name.bad.yml", "output.upper_name \"\" is not a valid metric name"},
 	{"output_duplicate_names.bad.yml", "output.lower_name and output.upper_name are both \"anomaly_lower\""},
@@ -108,6 +112,8 @@ var badConfigs = []struct {
 	{"history_max_series.bad.yml", "history.max_series must be positive, got 0"},
 	{"history_retention.bad.yml", `history: not a valid duration string: "-1h"`},
 	{"history_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field retension not found in type config.HistoryConfig"},
+	{"incidents_group_by_empty.bad.yml", "incidents.group_by must name at least one label"},
+	{"incidents_group_by_name.bad.yml", `incidents.group_by[1]: "pod-name" is not a label name other than __name__`},
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -303,8 +309,10 @@ func TestFullConfig(t *testing.T) {
 		Exclude: []string{`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`, `{__name__=~".*:.*"}`,
 			`{__name__=~"anomalyd_(score|expected|lower|upper|driver)", detector!=""}`},
 		Rules: []*Rule{
-			{Match: `{__name__=~".+_bucket"}`, Action: ActionIgnore, Detectors: top},
-			{Match: `http_requests_total{job="api", code!~"5.."}`, Action: ActionAnalyse, Detectors: http},
+			{Match: `{__name__=~".+_bucket"}`, Action: ActionIgnore, Detectors: top,
+				Incidents: RuleIncidentsConfig{GroupBy: []string{"namespace", "pod"}}},
+			{Match: `http_requests_total{job="api", code!~"5.."}`, Action: ActionAnalyse, Detectors: http,
+				Incidents: RuleIncidentsConfig{GroupBy: []string{"namespace", "service"}}},
 		},
 		Output: OutputConfig{
 			ScoreName:    "anomalyd_score",
@@ -520,7 +528,8 @@ func TestPartialBlocks(t *testing.T) {
 	want.Window.Shards = 2
 	want.Output.PerDetector = true
 	want.Output.Driver = true // driver_name keeps its default
-	want.Rules = []*Rule{{Match: "up", Action: ActionAnalyse, Detectors: detectors.DefaultParams()}}
+	want.Rules = []*Rule{{Match: "up", Action: ActionAnalyse, Detectors: detectors.DefaultParams(),
+		Incidents: RuleIncidentsConfig{GroupBy: []string{"job", "instance"}}}}
 	rw0, rw1 := DefaultRemoteWriteConfig, DefaultRemoteWriteConfig
 	rw0.URL, rw0.Name = "http://localhost:9090/api/v1/write", "e9eb76"
 	rw0.QueueConfig.MaxShards = 8
@@ -551,6 +560,43 @@ func TestOutputDriver(t *testing.T) {
 	f("output: {driver: true}", true, "anomaly_driver")
 	f("output: {driver: true, driver_name: which_detector}", true, "which_detector")
 	f("output: {driver_name: which_detector}", false, "which_detector")
+}
+
+// TestRuleIncidentsGroupBy: a rule's incidents.group_by replaces the
+// top-level one for its series; a rule that does not set it, or sets an
+// empty incidents block, inherits the top-level one wherever that block is
+// in the file, the built-in rule included.
+func TestRuleIncidentsGroupBy(t *testing.T) {
+	f := func(src string, want ...[]string) {
+		t.Helper()
+		c, err := Load([]byte(src))
+		if err != nil {
+			t.Fatalf("Load(%q): %s", src, err)
+		}
+		if len(c.Rules) != len(want) {
+			t.Fatalf("Load(%q): %d rules, want %d", src, len(c.Rules), len(want))
+		}
+		for i, w := range want {
+			if got := c.Rules[i].Incidents.GroupBy; !slices.Equal(got, w) {
+				t.Errorf("Load(%q): rules[%d].incidents.group_by = %q, want %q", src, i, got, w)
+			}
+		}
+	}
+	f("", []string{"job", "instance"})
+	f("incidents: {group_by: [namespace, pod]}", []string{"namespace", "pod"})
+	f(`
+rules:
+  - match: '{job="api"}'
+    incidents: {group_by: [service]}
+  - match: up
+  - match: down
+    incidents:
+  - match: left
+    incidents: {}
+incidents: {group_by: [namespace, pod]}
+`, []string{"service"}, []string{"namespace", "pod"}, []string{"namespace", "pod"}, []string{"namespace", "pod"})
+	// The override is the whole list, not merged with the top-level one.
+	f("rules: [{match: up, incidents: {group_by: [instance]}}]", []string{"instance"})
 }
 
 func TestNoRules(t *testing.T) {

@@ -22,15 +22,19 @@
 //
 // A rule's `detectors:` block lists only what differs from the top-level
 // `detectors:` block; every key it leaves out is inherited, wherever the
-// top-level block appears in the file. Validation runs on the merged
-// settings, so a rule is valid or not in the context of the file it is in.
+// top-level block appears in the file. A rule's `incidents:` block does
+// the same with the one incidents key that is per series, group_by.
+// Validation runs on the merged settings, so a rule is valid or not in the
+// context of the file it is in; the top-level blocks are validated first,
+// so an inherited error is reported at the key that holds it.
 //
 // To do this, decoding has two steps. yaml.v2 gives each UnmarshalYAML a
 // function that decodes the YAML node under it; Config.UnmarshalYAML keeps
-// those functions for the top-level blocks, list entries and rule detectors
+// those functions for the top-level blocks, list entries and rule blocks
 // (the lazy type), then calls them in dependency order: ingest, window,
 // detectors, rules (each rule's overrides onto a copy of the top-level
-// detectors), output, remote_write. Because the functions belong to the
+// detectors), output, remote_write, warmup, history, incidents, and each
+// rule's incidents block onto a copy of the top-level group_by. Because the functions belong to the
 // original decoder, strictness and line numbers survive: a misspelt key in a
 // rule's detectors block is reported on its own line. The alternative,
 // keeping a rule's block as a yaml.MapSlice and re-encoding it, loses them.

@@ -15,7 +15,8 @@ import (
 // (window/incident explains the model).
 type IncidentsConfig struct {
 	// GroupBy are the label names whose values make a group: the series of
-	// one target. A series without any of them is in no group.
+	// one target. A series without any of them is in no group. A rule may
+	// set its own (RuleIncidentsConfig).
 	GroupBy     []string       `yaml:"group_by"`
 	MinScore    float64        `yaml:"min_score"`     // combined score from which a sample is evidence
 	Window      int            `yaml:"window"`        // samples a series' evidence stays live
@@ -52,17 +53,28 @@ func (c *IncidentsConfig) Params() incident.Params {
 		FalsePerDay: c.FalsePerDay, Quiet: c.Quiet, Tail: c.Tail, MaxMembers: c.MaxMembers}
 }
 
-func (c *IncidentsConfig) validate() error {
-	if len(c.GroupBy) == 0 {
-		return fmt.Errorf("incidents.group_by must name at least one label")
+// validateGroupBy checks the group_by list gb found at key
+// (incidents.group_by, rules[i].incidents.group_by): label names, at least
+// one, none twice, not __name__, which would make every metric of a target
+// a group of its own.
+func validateGroupBy(key string, gb []string) error {
+	if len(gb) == 0 {
+		return fmt.Errorf("%s must name at least one label", key)
 	}
-	for i, n := range c.GroupBy {
+	for i, n := range gb {
 		if !model.LabelName(n).IsValidLegacy() || n == model.MetricNameLabel {
-			return fmt.Errorf("incidents.group_by[%d]: %q is not a label name other than __name__", i, n)
+			return fmt.Errorf("%s[%d]: %q is not a label name other than __name__", key, i, n)
 		}
-		if slices.Contains(c.GroupBy[:i], n) {
-			return fmt.Errorf("incidents.group_by[%d]: %q is listed twice", i, n)
+		if slices.Contains(gb[:i], n) {
+			return fmt.Errorf("%s[%d]: %q is listed twice", key, i, n)
 		}
+	}
+	return nil
+}
+
+func (c *IncidentsConfig) validate() error {
+	if err := validateGroupBy("incidents.group_by", c.GroupBy); err != nil {
+		return err
 	}
 	switch {
 	case !(c.MinScore > 0):

@@ -30,7 +30,13 @@
 //   - Idle series are found by a scan every TTL/15; a series is evicted at
 //     most ~7% after its TTL.
 //   - A reload re-matches every series against the new rules once; series
-//     whose rule resolves to identical detector settings keep their state.
+//     whose rule resolves to identical detector settings keep their state,
+//     and a series whose incident group changed moves to the new group.
+//   - Incident group keys (the rule's incidents.group_by labels) are
+//     interned per shard and counted per series: a key goes with the last
+//     series of its group, so that churning targets (pods replaced under
+//     new labels) do not grow the map; it costs one map write per series
+//     created or removed, nothing per sample.
 //   - The driver series (output.driver) ride on the combined
 //     record: each compiled rule holds the set of detectors it enables (0
 //     when the option is off), and the record carries that set and

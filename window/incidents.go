@@ -23,7 +23,6 @@ import (
 // would stall ingestion for every series.
 type Incidents struct {
 	p         incident.Params
-	groupBy   []string // sorted
 	maxGroups int
 	in        chan incidentEvent
 	dropped   atomic.Uint64
@@ -80,12 +79,11 @@ type groupState struct {
 	pendingT int64
 }
 
-// NewIncidents returns the incident stage for groups by the label names
-// groupBy; Start runs it.
-func NewIncidents(p incident.Params, groupBy []string, maxGroups int, reg *selfmon.Registry) *Incidents {
-	gb := slices.Clone(groupBy)
-	slices.Sort(gb)
-	s := &Incidents{p: p, groupBy: gb, maxGroups: maxGroups, in: make(chan incidentEvent, 1<<16),
+// NewIncidents returns the incident stage, tracking at most maxGroups
+// groups; Start runs it. The shards decide each series' group, by the
+// incidents.group_by of its rule (Rules).
+func NewIncidents(p incident.Params, maxGroups int, reg *selfmon.Registry) *Incidents {
+	s := &Incidents{p: p, maxGroups: maxGroups, in: make(chan incidentEvent, 1<<16),
 		quit: make(chan struct{}), done: make(chan struct{}), groups: map[string]*groupState{}}
 	s.status.Store(&IncidentStatus{})
 	reg.NewCounterFunc("anomalyd_incidents_opened_total", "Incidents opened, all groups.", func() float64 { return float64(s.opened.Load()) })
@@ -99,18 +97,6 @@ func NewIncidents(p incident.Params, groupBy []string, maxGroups int, reg *selfm
 
 // MinScore is the combined score from which a sample is evidence.
 func (s *Incidents) MinScore() float64 { return s.p.MinScore }
-
-// GroupOf returns the group key of a series with canonical labels: its
-// group_by labels, canonically, or "" when it has none of them.
-func (s *Incidents) GroupOf(labels string, dst []byte) []byte {
-	dst = dst[:0]
-	for n, v, rest := series.NextLabel(labels); n != ""; n, v, rest = series.NextLabel(rest) {
-		if _, ok := slices.BinarySearch(s.groupBy, n); ok {
-			dst = series.AppendLabel(dst, n, v)
-		}
-	}
-	return dst
-}
 
 func (s *Incidents) send(e incidentEvent) {
 	select {

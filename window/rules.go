@@ -2,6 +2,7 @@ package window
 
 import (
 	"reflect"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -34,6 +35,10 @@ type rule struct {
 	// detector="<kind>" series output.per_detector emits.
 	enabled uint8
 	params  *detectors.Params
+	// groupBy are the label names, sorted, whose values make the incident
+	// group of the rule's series (its incidents.group_by, inherited or
+	// its own); nil for a rule that ignores its series.
+	groupBy []string
 }
 
 // CompileRules builds Rules from a validated config: the exclude list's
@@ -46,12 +51,43 @@ func CompileRules(cfg *config.Config) *Rules {
 	}
 	for _, r := range cfg.Rules {
 		p := r.Detectors
-		rs.rules = append(rs.rules, rule{matchers: r.Matchers, ignore: r.Action == config.ActionIgnore,
-			drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p})
+		ru := rule{matchers: r.Matchers, ignore: r.Action == config.ActionIgnore,
+			drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p}
+		if !ru.ignore {
+			ru.groupBy = sortedGroupBy(r.Incidents.GroupBy)
+		}
+		rs.rules = append(rs.rules, ru)
 	}
 	p := cfg.Detectors
-	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p})
+	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p,
+		groupBy: sortedGroupBy(cfg.Incidents.GroupBy)})
 	return rs
+}
+
+// sortedGroupBy returns a sorted copy of gb, for groupKey's binary search.
+func sortedGroupBy(gb []string) []string {
+	gb = slices.Clone(gb)
+	slices.Sort(gb)
+	return gb
+}
+
+// groupKey returns, in dst[:0], the incident group key of the series with
+// canonical labels under rule r: its labels that r's group_by names, in
+// canonical form; empty when it has none of them (no group). The key holds
+// nothing of the rule, so a group is its label set: series of two rules
+// that group by the same labels, with the same values, are one group, and
+// each group has one set of incident series on /metrics.
+func (r *rule) groupKey(labels string, dst []byte) []byte {
+	dst = dst[:0]
+	if len(r.groupBy) == 0 {
+		return dst
+	}
+	for n, v, rest := series.NextLabel(labels); n != ""; n, v, rest = series.NextLabel(rest) {
+		if _, ok := slices.BinarySearch(r.groupBy, n); ok {
+			dst = series.AppendLabel(dst, n, v)
+		}
+	}
+	return dst
 }
 
 // driverSet returns p.EnabledSet() if on, else 0.

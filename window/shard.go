@@ -2,6 +2,7 @@ package window
 
 import (
 	"math"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -65,8 +66,8 @@ type seriesState struct {
 	lastV float64 // its raw value
 	seen  int64   // wall-clock ms when a sample last arrived (for the TTL)
 	last  lastOut // latest combined output
-	// group is the series' incident group (its incidents.group_by labels,
-	// canonically, interned per shard), "" for none.
+	// group is the series' incident group (its rule's incidents.group_by
+	// labels, canonically, interned per shard: shard.groups), "" for none.
 	group string
 	per   *[detectors.NumKinds]lastOut
 	det   detectors.Set
@@ -139,8 +140,11 @@ type shard struct {
 	rules  *Rules
 	ignore *fastcache.Cache // canonical labels of series a rule ignores
 	// groups interns the incident group keys of the shard's series, so
-	// the series of one target share one string; groupBuf builds them.
-	groups   map[string]string
+	// the series of one target share one string, and counts the series
+	// holding each: a key goes with the last of its series, or churning
+	// targets (pods replaced under new instance labels) would grow the map
+	// for ever. groupBuf builds the keys.
+	groups   map[string]groupRef
 	groupBuf []byte
 	out      []series.Record
 	local    localStats
@@ -166,7 +170,7 @@ func newShard(id int, set *Shards, rules *Rules, done chan struct{}) *shard {
 		// 32 MiB per shard is the minimum fastcache size; at ~150 bytes of
 		// labels per series it remembers ~200k ignored series per shard.
 		ignore: fastcache.New(32 << 20),
-		groups: map[string]string{},
+		groups: map[string]groupRef{},
 		done:   done,
 	}
 	if set.opts.Warmup.enabled() {
@@ -342,17 +346,9 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 	if s.set.opts.PerDetector {
 		se.per = new([detectors.NumKinds]lastOut)
 	}
-	if inc := s.set.opts.Incidents; inc != nil {
-		s.groupBuf = inc.GroupOf(labels, s.groupBuf)
-		if len(s.groupBuf) > 0 {
-			g, ok := s.groups[string(s.groupBuf)]
-			if !ok {
-				g = string(s.groupBuf)
-				s.groups[g] = g
-			}
-			se.group = g
-			inc.send(incidentEvent{kind: eventJoin, group: g, t: nowMs})
-		}
+	if s.set.opts.Incidents != nil {
+		s.groupBuf = r.groupKey(labels, s.groupBuf)
+		se.group = s.joinGroup(s.groupBuf, nowMs)
 	}
 	se.det.Init(r.params)
 	s.table[bs.Hash] = slot + 1
@@ -366,6 +362,49 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 		s.startWarming(slot, se, b.Samples[bs.SamplesStart].T, nowMs)
 	}
 	return slot, true
+}
+
+// groupRef is an interned group key and the number of the shard's series
+// in the group.
+type groupRef struct {
+	key string
+	n   int
+}
+
+// joinGroup counts one more series in the group whose key is key and
+// tells the incident stage at t; it returns the interned key, which the
+// series keeps until leaveGroup, or "" for an empty key (no group).
+func (s *shard) joinGroup(key []byte, t int64) string {
+	if len(key) == 0 {
+		return ""
+	}
+	ref, ok := s.groups[string(key)] // no allocation: compiler optimises the conversion
+	if !ok {
+		ref.key = string(key)
+	}
+	ref.n++
+	s.groups[ref.key] = ref
+	s.set.opts.Incidents.send(incidentEvent{kind: eventJoin, group: ref.key, t: t})
+	return ref.key
+}
+
+// leaveGroup counts one series fewer in group g ("" for none), forgetting
+// the key with its last series, and tells the incident stage at t.
+func (s *shard) leaveGroup(g string, t int64) {
+	if g == "" {
+		return
+	}
+	s.set.opts.Incidents.send(incidentEvent{kind: eventLeave, group: g, t: t})
+	ref, ok := s.groups[g]
+	switch {
+	case !ok:
+		panic("BUG: a series left incident group " + strconv.Quote(g) + ", which its shard does not count")
+	case ref.n == 1:
+		delete(s.groups, g)
+	default:
+		ref.n--
+		s.groups[g] = ref
+	}
 }
 
 // outcome is what one sample did to a series.
@@ -574,9 +613,7 @@ func (s *shard) evict(now time.Time) {
 // held samples (a rule now ignores it).
 func (s *shard) remove(i uint32, t int64, ru *rule) {
 	se := s.slots.at(i)
-	if se.group != "" {
-		s.set.opts.Incidents.send(incidentEvent{kind: eventLeave, group: se.group, t: t})
-	}
+	s.leaveGroup(se.group, t)
 	if se.flags&(flagStale|flagHasOutput) == flagHasOutput {
 		s.emitStale(se, t, ru)
 	}
@@ -699,6 +736,16 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		if !old.sameTreatment(int(se.rule), rules, ri) {
 			se.det.Init(newRule.params)
 			se.flags &^= flagPrimed
+		}
+		if s.set.opts.Incidents != nil {
+			// Its rule, or its rule's group_by, may have changed: a series
+			// whose group changed moves to the new one, and the incident
+			// stage hears of both.
+			s.groupBuf = newRule.groupKey(se.info.Labels, s.groupBuf)
+			if string(s.groupBuf) != se.group {
+				s.leaveGroup(se.group, t)
+				se.group = s.joinGroup(s.groupBuf, t)
+			}
 		}
 		se.rule = uint16(ri)
 		if perDetector && se.per == nil {

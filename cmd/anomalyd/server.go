@@ -70,7 +70,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		s.warmer = w
 		wopts.Warmup.Warmer = w
 	}
-	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.GroupBy, cfg.Incidents.MaxGroups, s.reg)
+	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.MaxGroups, s.reg)
 	wopts.Incidents = s.incidents
 	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
@@ -159,8 +159,9 @@ func ingestOptions(cfg *config.Config) ingest.Options {
 }
 
 // reload re-reads the config file and applies what can change at run time:
-// limits, rules (series whose rule did not change keep their state), output
-// names and remote_write targets. Window sizing needs a restart.
+// limits, rules (series whose rule did not change keep their state), incident
+// grouping, output names and remote_write targets. Window sizing needs a
+// restart.
 func (s *server) reload() (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -179,8 +180,12 @@ func (s *server) reload() (err error) {
 	if err != nil {
 		return err
 	}
-	if !reflect.DeepEqual(cfg.Incidents, s.cfg.Incidents) {
-		s.logger.Warn("incidents settings changed; they take effect after a restart")
+	// group_by is compiled into the rules, which apply below; the other
+	// incidents settings are the stage's, built once.
+	oldInc, newInc := s.cfg.Incidents, cfg.Incidents
+	oldInc.GroupBy, newInc.GroupBy = nil, nil
+	if !reflect.DeepEqual(newInc, oldInc) {
+		s.logger.Warn("incidents settings other than group_by changed; they take effect after a restart")
 	}
 	if cfg.Window != s.cfg.Window {
 		s.logger.Warn("window settings changed; they take effect after a restart")
