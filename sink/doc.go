@@ -1,13 +1,15 @@
 // Package sink is everything outbound. This package is the output fan-out,
 // Outputs: the window.Appender the shards hand their records to, which
-// passes every batch to the remote writers and the score history, owns the
-// current output names, and swaps the remote writers under the running
-// shards when a reload changes remote_write or output. The jobs themselves
-// are one package each:
+// passes every batch to the remote writers and the score history, and the
+// window.IncidentAppender the incident stage hands its series to, which
+// passes them to the remote writers. It owns the current output names, and
+// swaps the remote writers under the running shards when a reload changes
+// remote_write or output. The jobs themselves are one package each:
 //
 //   - sink/remotewrite: the remote-write client that sends the output series
 //     (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, and
-//     with output.driver anomaly_driver) to Prometheus-compatible stores:
+//     with output.driver anomaly_driver) and the incident series
+//     (anomaly_incident_score, …) to Prometheus-compatible stores:
 //     per-series send queues, batching, retries, RW1 and RW2.
 //   - sink/history: the in-memory score history and its remote-read server
 //     (POST /api/v1/read).

@@ -17,6 +17,7 @@ import (
 	"github.com/anomalyd/anomalyd/sink/metrics"
 	"github.com/anomalyd/anomalyd/sink/remotewrite"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -28,12 +29,14 @@ const reloadStopTimeout = 10 * time.Second
 
 // Outputs is where the shards' records go: the remote-write fan-out over the
 // remote_write entries and, when history.retention > 0, the score history.
-// It owns the current output names, which the remote writers, the history's
+// The incident stage's series go to the remote-write fan-out too. Outputs
+// owns the current output names, which the remote writers, the history's
 // queries and /metrics use.
 //
-// Append may be called by many goroutines at once: Outputs is the
-// window.Appender the shards get. Reload, Start and Stop are for one owner;
-// they exclude each other.
+// Append and AppendIncidents may be called by many goroutines at once:
+// Outputs is the window.Appender the shards get and the
+// window.IncidentAppender of the incident stage. Reload, Start and Stop are
+// for one owner; they exclude each other.
 type Outputs struct {
 	reg    *selfmon.Registry
 	logger *zap.Logger
@@ -62,8 +65,12 @@ type appender interface {
 	Append(recs []series.Record)
 }
 
-// appenderBox lets an atomic.Pointer hold an interface value.
-type appenderBox struct{ appender }
+// appenderBox lets an atomic.Pointer hold an interface value, and the
+// fan-out that takes the incident series with it.
+type appenderBox struct {
+	appender
+	fan *remotewrite.Fanout
+}
 
 // tee hands every batch of records to each appender in turn.
 type tee []appender
@@ -110,14 +117,22 @@ func namesOf(c *config.OutputConfig) series.Names {
 // fan-out.
 func (o *Outputs) boxFor(fan *remotewrite.Fanout) *appenderBox {
 	if o.history == nil {
-		return &appenderBox{fan}
+		return &appenderBox{fan, fan}
 	}
-	return &appenderBox{tee{fan, o.history}}
+	return &appenderBox{tee{fan, o.history}, fan}
 }
 
 // Append hands recs to the remote writers and the history. It does not
 // block on the network and does not keep recs.
 func (o *Outputs) Append(recs []series.Record) { o.to.Load().Append(recs) }
+
+// AppendIncidents hands the incident series the incident stage published
+// at t to the remote writers (not to the history): it is the
+// window.IncidentAppender of the stage. It does not block on the network
+// and does not modify groups or ended.
+func (o *Outputs) AppendIncidents(t int64, groups []incident.GroupStatus, ended []string) {
+	o.to.Load().fan.AppendIncidents(t, groups, ended)
+}
 
 // Names returns the current output names.
 func (o *Outputs) Names() series.Names { return *o.names.Load() }

@@ -11,8 +11,10 @@
 // do gauges whose first 63 samples only grew (a fall is then a negative
 // rate; see trialSamples); the value goes to the detectors and the
 // records (window/series) to the Appender the shards were given, which is
-// the sink. window never imports the sink: it defines Appender, the one
-// method it needs, and the series model lives below both in window/series.
+// the sink. The incident stage (Incidents) hands its series to the sink the
+// same way, through an IncidentAppender. window never imports the sink: it
+// defines Appender and IncidentAppender, the methods it needs, and the
+// series model lives below both in window/series.
 //
 // Subpackages: series (the series model: canonical label key, Info,
 // Record, output series), backtest (`anomalyd backtest`: the per-series

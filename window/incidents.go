@@ -17,10 +17,11 @@ import (
 // evidence of their series (a combined score at or above
 // incidents.min_score) and the series joining and leaving each group; one
 // goroutine owns every group (window/incident) and publishes, once a
-// second, each group's state and the open and recent incidents. The shards
-// never wait for it: an event that finds its queue full is dropped and
-// counted (anomalyd_incidents_events_dropped_total), since blocking a shard
-// would stall ingestion for every series.
+// second, each group's state and the open and recent incidents, which
+// /metrics reads and the IncidentAppender (the sink's remote writers) is
+// handed. The shards never wait for it: an event that finds its queue full
+// is dropped and counted (anomalyd_incidents_events_dropped_total), since
+// blocking a shard would stall ingestion for every series.
 type Incidents struct {
 	p         incident.Params
 	maxGroups int
@@ -37,9 +38,28 @@ type Incidents struct {
 	nextID uint64
 	recent []incident.Incident // closed, newest last, at most maxRecent
 
+	// out takes each publication (nil: none). sent and sentT are what it
+	// was handed last: the groups, to find those that ended, and the time,
+	// which must grow.
+	out   IncidentAppender
+	sent  []incident.GroupStatus
+	sentT int64
+
 	status atomic.Pointer[IncidentStatus]
 	opened atomic.Uint64
 	limit  atomic.Uint64 // series of groups beyond max_groups
+}
+
+// IncidentAppender takes the incident series each time the stage
+// publishes: the sink sends them to the remote_write stores, as Appender
+// takes the shards' records.
+type IncidentAppender interface {
+	// AppendIncidents takes every group's state at t (ms, the wall clock
+	// when the stage published; it grows from call to call), sorted by
+	// group, and the groups of the previous call that are gone, whose
+	// series end at t. It is called by the stage's goroutine and must not
+	// block. groups and ended are immutable and may be kept.
+	AppendIncidents(t int64, groups []incident.GroupStatus, ended []string)
 }
 
 // maxRecent bounds the closed incidents kept for /api/v1/incidents.
@@ -80,11 +100,12 @@ type groupState struct {
 }
 
 // NewIncidents returns the incident stage, tracking at most maxGroups
-// groups; Start runs it. The shards decide each series' group, by the
-// incidents.group_by of its rule (Rules).
-func NewIncidents(p incident.Params, maxGroups int, reg *selfmon.Registry) *Incidents {
+// groups and handing each publication to out (nil: none); Start runs it.
+// The shards decide each series' group, by the incidents.group_by of its
+// rule (Rules).
+func NewIncidents(p incident.Params, maxGroups int, out IncidentAppender, reg *selfmon.Registry) *Incidents {
 	s := &Incidents{p: p, maxGroups: maxGroups, in: make(chan incidentEvent, 1<<16),
-		quit: make(chan struct{}), done: make(chan struct{}), groups: map[string]*groupState{}}
+		quit: make(chan struct{}), done: make(chan struct{}), groups: map[string]*groupState{}, out: out}
 	s.status.Store(&IncidentStatus{})
 	reg.NewCounterFunc("anomalyd_incidents_opened_total", "Incidents opened, all groups.", func() float64 { return float64(s.opened.Load()) })
 	reg.NewCounterFunc("anomalyd_incidents_events_dropped_total", "Evidence and membership events the incident stage's queue had no room for.",
@@ -253,6 +274,30 @@ func (s *Incidents) publish(nowMs int64) {
 		st.Incidents = append(st.Incidents, s.recent[i])
 	}
 	s.status.Store(st)
+	s.appendOut(nowMs, st.Groups)
+}
+
+// appendOut hands groups, published at t, to the appender, with the groups
+// of the previous hand-over that are gone. A store takes a series' samples
+// only in time order and one per timestamp, so a t not after the previous
+// one (the wall clock stepped back) is skipped until the clock has passed
+// it; the groups that end meanwhile are found by the next hand-over.
+func (s *Incidents) appendOut(t int64, groups []incident.GroupStatus) {
+	if s.out == nil || t <= s.sentT {
+		return
+	}
+	var ended []string
+	i := 0
+	for _, g := range s.sent { // both sorted by group
+		for i < len(groups) && groups[i].Group < g.Group {
+			i++
+		}
+		if i == len(groups) || groups[i].Group != g.Group {
+			ended = append(ended, g.Group)
+		}
+	}
+	s.out.AppendIncidents(t, groups, ended)
+	s.sent, s.sentT = groups, t
 }
 
 // evidenceDetail is what a shard sends of an analysed sample at or above

@@ -92,7 +92,7 @@ func gk(pairs ...string) string { return string(key(pairs...)) }
 // ignores from their groups, keeping the detector state of those whose
 // detector settings did not change.
 func TestIncidentGroupByRule(t *testing.T) {
-	inc := NewIncidents(incident.DefaultParams(), 10, selfmon.NewRegistry())
+	inc := NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
 	e := newEnv(t, loadConfig(t, `
 rules:
   - match: '{job="api"}'
@@ -112,8 +112,8 @@ incidents: {group_by: [job, instance]}
 		{"__name__", "m", "instance", "n1", "job", "node"},
 		{"__name__", "lonely"}, // no group label at all: no group
 	}
-	for _, pairs := range all {
-		e.send(t, false, ramp(t0, 12, 1000, func(i int) float64 { return float64(i % 3) }), pairs...)
+	for _, pairs := range all { // Ready: warm-up and calibration
+		e.send(t, false, ramp(t0, 120, 1000, func(i int) float64 { return float64(i % 3) }), pairs...)
 	}
 	e.rec.Take()
 	members := map[string]int{}
@@ -156,7 +156,7 @@ incidents: {group_by: [job]}
 		t.Fatalf("after the reload: series hold groups %s, want %s", groups(live), groups(want))
 	}
 	e.rec.Take() // the batch series' stale markers
-	e.send(t, false, []Sample{{T: t0 + 12_000, V: 1}}, all[0]...)
+	e.send(t, false, []Sample{{T: t0 + 120_000, V: 1}}, all[0]...)
 	if recs := e.rec.Take(); len(recs) != 1 || recs[0].Warmup {
 		t.Fatalf("regrouped series: got %+v, want one record past warm-up (its detector state kept)", recs)
 	}
@@ -168,7 +168,7 @@ incidents: {group_by: [job]}
 // groups of the live series only, and nothing once every series is gone.
 func TestGroupKeysFollowSeries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		inc := NewIncidents(incident.DefaultParams(), 10, selfmon.NewRegistry())
+		inc := NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
 		e := newEnv(t, config.Default(), func(o *Options) {
 			o.SeriesTTL, o.MaxSeries, o.Incidents = time.Minute, 1000, inc
 		})
@@ -214,7 +214,7 @@ func TestGroupKeysFollowSeries(t *testing.T) {
 func TestSamplePathAllocs(t *testing.T) {
 	p := incident.DefaultParams()
 	p.MinScore = 1e-9 // every ready sample is evidence: the send runs
-	inc := NewIncidents(p, 10, selfmon.NewRegistry())
+	inc := NewIncidents(p, 10, nil, selfmon.NewRegistry())
 	opts := Options{Shards: 1, QueueSize: 4, MaxSeries: 100, SeriesTTL: time.Hour, PublishInterval: time.Hour, Incidents: inc}
 	// Not started: the test goroutine is the shard's.
 	s := New(opts, CompileRules(config.Default()), discard{}, selfmon.NewRegistry())
@@ -245,5 +245,50 @@ func TestSamplePathAllocs(t *testing.T) {
 	}
 	if len(inc.in) == 0 {
 		t.Fatal("no evidence sent: the test does not cover the send")
+	}
+}
+
+// incidentRecorder is an IncidentAppender that keeps what it is handed.
+type incidentRecorder struct{ calls []string }
+
+func (r *incidentRecorder) AppendIncidents(t int64, groups []incident.GroupStatus, ended []string) {
+	var gs []string
+	for _, g := range groups {
+		gs = append(gs, g.Group)
+	}
+	r.calls = append(r.calls, fmt.Sprintf("t=%d groups=%q ended=%q", t, gs, ended))
+}
+
+// TestIncidentStageAppends: each publication hands every group to the
+// IncidentAppender at the publication's time, with the groups handed over
+// before that are gone; a publication not after the previous one (the wall
+// clock stepped back) is still published for /metrics but not handed over,
+// and a group that ends meanwhile is reported by the next hand-over.
+func TestIncidentStageAppends(t *testing.T) {
+	rec := &incidentRecorder{}
+	s := NewIncidents(incident.DefaultParams(), 10, rec, selfmon.NewRegistry())
+	a, b, c := "job\xffa\xff", "job\xffb\xff", "job\xffc\xff"
+	for _, g := range []string{a, b, c} {
+		s.handle(incidentEvent{kind: eventJoin, group: g, t: 500})
+	}
+	s.publish(1000)
+	s.handle(incidentEvent{kind: eventLeave, group: c, t: 1500})
+	s.publish(2000)
+	s.publish(1999) // the clock stepped back
+	s.handle(incidentEvent{kind: eventLeave, group: b, t: 1500})
+	s.publish(2000)
+	if got := len(s.Status().Groups); got != 1 {
+		t.Errorf("status after the step back has %d groups, want 1: /metrics still sees every publication", got)
+	}
+	s.publish(3000)
+	s.publish(4000)
+	want := []string{
+		fmt.Sprintf("t=1000 groups=%q ended=[]", []string{a, b, c}),
+		fmt.Sprintf("t=2000 groups=%q ended=%q", []string{a, b}, []string{c}),
+		fmt.Sprintf("t=3000 groups=%q ended=%q", []string{a}, []string{b}),
+		fmt.Sprintf("t=4000 groups=%q ended=[]", []string{a}),
+	}
+	if fmt.Sprint(rec.calls) != fmt.Sprint(want) {
+		t.Errorf("hand-overs:\n got  %q\n want %q", rec.calls, want)
 	}
 }

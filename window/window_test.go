@@ -578,7 +578,7 @@ func TestGaugeTrial(t *testing.T) {
 // no group.
 func TestIncidentStage(t *testing.T) {
 	reg := selfmon.NewRegistry()
-	inc := NewIncidents(incident.DefaultParams(), 10, reg)
+	inc := NewIncidents(incident.DefaultParams(), 10, nil, reg)
 	inc.Start()
 	t.Cleanup(inc.Stop)
 	e := newEnv(t, config.Default(), func(o *Options) { o.Incidents = inc })
@@ -619,7 +619,7 @@ func TestIncidentStage(t *testing.T) {
 // An incident stage that never started stops at once, and Stop twice is
 // harmless (a server that failed half-way through starting).
 func TestIncidentStageStopUnstarted(t *testing.T) {
-	inc := NewIncidents(incident.DefaultParams(), 10, selfmon.NewRegistry())
+	inc := NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
 	done := make(chan struct{})
 	go func() { inc.Stop(); inc.Stop(); close(done) }()
 	select {

@@ -70,7 +70,7 @@ func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*serv
 		s.warmer = w
 		wopts.Warmup.Warmer = w
 	}
-	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.MaxGroups, s.reg)
+	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.MaxGroups, s.out, s.reg)
 	wopts.Incidents = s.incidents
 	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -211,7 +212,13 @@ func TestShutdownFlushesSink(t *testing.T) {
 		}
 		mu.Lock()
 		for _, ts := range wr.Timeseries {
-			received += len(ts.Samples)
+			// The scores of g; the incident series of its target
+			// (job="t") go out once a second besides.
+			for _, l := range ts.Labels {
+				if l.Name == "metric" && l.Value == "g" {
+					received += len(ts.Samples)
+				}
+			}
 		}
 		mu.Unlock()
 		w.WriteHeader(204)
@@ -284,10 +291,11 @@ func TestFlags(t *testing.T) {
 }
 
 // TestIncidents: ten series of one target that shift together open one
-// incident, on /api/v1/incidents with the series that explain it and on
-// /metrics as the target's incident series.
+// incident, on /api/v1/incidents with the series that explain it, and on
+// /metrics and by remote write as the target's incident series.
 func TestIncidents(t *testing.T) {
-	_, url, _ := startServer(t, "")
+	store := newSeriesStore(t)
+	_, url, _ := startServer(t, "remote_write: [{url: '"+store.URL+"', queue_config: {batch_send_deadline: 100ms}}]\n")
 	const n, quiet, shifted = 10, 300, 10
 	// The shift is at about now: the incident stays open (12 samples of
 	// 1 s after its last evidence, by the wall clock) while the test looks.
@@ -366,6 +374,66 @@ func TestIncidents(t *testing.T) {
 			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(body, "anomaly_incident"))
 		}
 	}
+	// The store: the same series, labelled with the group's labels alone.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		open := store.last(`anomaly_incident_open{job="t"}`)
+		opened := store.last(`anomaly_incidents_opened_total{job="t"}`)
+		if open == 1 && opened == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("remote write: anomaly_incident_open{job=\"t\"} = %g, anomaly_incidents_opened_total{job=\"t\"} = %g, want 1 and 1 (NaN: none)", open, opened)
+		}
+	}
+}
+
+// seriesStore is a remote-write 1.0 store that keeps the last sample of
+// every series, by its labels in the text format.
+type seriesStore struct {
+	*httptest.Server
+	mu   sync.Mutex
+	vals map[string]float64
+}
+
+func newSeriesStore(t *testing.T) *seriesStore {
+	s := &seriesStore{vals: map[string]float64{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		d, _ := snappy.Decode(nil, b)
+		var wr prompb.WriteRequest
+		if err := wr.Unmarshal(d); err != nil {
+			t.Errorf("store got a bad request: %v", err)
+		}
+		s.mu.Lock()
+		for _, ts := range wr.Timeseries {
+			var name string
+			var ls []string
+			for _, l := range ts.Labels {
+				if l.Name == "__name__" {
+					name = l.Value
+				} else {
+					ls = append(ls, fmt.Sprintf("%s=%q", l.Name, l.Value))
+				}
+			}
+			if n := len(ts.Samples); n > 0 {
+				s.vals[name+"{"+strings.Join(ls, ",")+"}"] = ts.Samples[n-1].Value
+			}
+		}
+		s.mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// last returns the last value of a series, NaN if it has none.
+func (s *seriesStore) last(series string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.vals[series]; ok {
+		return v
+	}
+	return math.NaN()
 }
 
 func grepLines(s, substr string) string {

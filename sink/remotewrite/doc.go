@@ -1,6 +1,8 @@
 // Package remotewrite is the remote-write client: it sends the output
 // series (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, and
-// with output.driver anomaly_driver) to Prometheus-compatible stores.
+// with output.driver anomaly_driver) and the incident series
+// (anomaly_incident_score, anomaly_incident_series, anomaly_incident_open,
+// anomaly_incidents_opened_total) to Prometheus-compatible stores.
 //
 // The shards' records reach a Fanout over one RemoteWriter per
 // remote_write entry (sink.Outputs hands them over). The model is Prometheus storage/remote
@@ -17,6 +19,14 @@
 // carried in the record itself (series.Record.Driver and DriverSet, two bytes in
 // its padding) rather than in records of its own. Labels: see
 // series.AppendOutputLabels.
+//
+// Each publication of the incident stage (AppendIncidents, once a second)
+// becomes 4 samples per group at the publication's time, labelled with the
+// group's labels and __name__, or 4 stale markers for a group that ended.
+// A group's samples go through the queue its labels hash to, so each
+// incident series stays in order; they share the queues' capacity and
+// batches with the records. In RW2 anomaly_incidents_opened_total is typed
+// counter, every other series gauge.
 //
 // Trade-offs, and why:
 //

@@ -13,6 +13,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
+	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -82,8 +83,14 @@ func decodeRW(t *testing.T, body []byte, rw2 bool) sinktest.Oracle {
 			for i := 0; i < len(ts.LabelsRefs); i += 2 {
 				ls = append(ls, prompb.Label{Name: req.Symbols[ts.LabelsRefs[i]], Value: req.Symbols[ts.LabelsRefs[i+1]]})
 			}
-			if ts.Metadata.Type != writev2.Metadata_METRIC_TYPE_GAUGE {
-				t.Errorf("%s: metadata type %v, want gauge", sinktest.LabelKey(ls), ts.Metadata.Type)
+			want := writev2.Metadata_METRIC_TYPE_GAUGE // every output series but the incidents counter
+			for _, l := range ls {
+				if l.Name == "__name__" && l.Value == incident.OpenedName {
+					want = writev2.Metadata_METRIC_TYPE_COUNTER
+				}
+			}
+			if ts.Metadata.Type != want {
+				t.Errorf("%s: metadata type %v, want %v", sinktest.LabelKey(ls), ts.Metadata.Type, want)
 			}
 			for _, s := range ts.Samples {
 				got[sinktest.LabelKey(ls)] = append(got[sinktest.LabelKey(ls)], sinktest.Sample{T: s.Timestamp, V: s.Value})
@@ -141,8 +148,8 @@ func TestEncodeDrivers(t *testing.T) {
 	}
 	for _, rw2 := range []bool{false, true} {
 		e := newEncoder(&sinktest.Names)
-		e.encode(sinktest.BenchBatch(), rw2) // reused structs must be reset
-		out, err := e.encode(batch, rw2)
+		e.encode(sinktest.BenchBatch(), nil, rw2) // reused structs must be reset
+		out, err := e.encode(batch, nil, rw2)
 		if err != nil {
 			t.Fatal(err)
 		}

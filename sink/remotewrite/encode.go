@@ -36,6 +36,8 @@ type encoder struct {
 	// output o, or -1 until the batch has a sample for it.
 	index map[seriesKey]int32
 	slots [][series.NumSlots]int32
+	// incIndex maps an incident series to its index in Timeseries.
+	incIndex map[incidentKey]int32
 
 	rw1     prompb.WriteRequest
 	rw2     writev2.Request
@@ -55,13 +57,15 @@ var emptySlot = func() (s [series.NumSlots]int32) {
 }()
 
 func newEncoder(names *series.Names) encoder {
-	return encoder{names: names, index: map[seriesKey]int32{}, symbols: writev2.NewSymbolTable()}
+	return encoder{names: names, index: map[seriesKey]int32{}, incIndex: map[incidentKey]int32{}, symbols: writev2.NewSymbolTable()}
 }
 
-// encode encodes batch as RW1 or RW2. Samples of one output series are
-// grouped in one TimeSeries, in batch order (which is timestamp order).
-func (e *encoder) encode(batch []series.Record, rw2 bool) ([]byte, error) {
+// encode encodes batch and the incident samples inc as RW1 or RW2. Samples
+// of one output series are grouped in one TimeSeries, in batch order (which
+// is timestamp order).
+func (e *encoder) encode(batch []series.Record, inc []incidentSample, rw2 bool) ([]byte, error) {
 	clear(e.index)
+	clear(e.incIndex)
 	e.slots = e.slots[:0]
 	if rw2 {
 		e.symbols.Reset()
@@ -103,6 +107,7 @@ func (e *encoder) encode(batch []series.Record, rw2 bool) ([]byte, error) {
 			}
 		}
 	}
+	e.encodeIncidents(inc, rw2)
 
 	var n int
 	var err error

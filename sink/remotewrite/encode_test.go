@@ -17,11 +17,11 @@ func BenchmarkRemoteWriterEncode(b *testing.B) {
 	for _, proto := range []string{"rw1", "rw2"} {
 		b.Run(proto, func(b *testing.B) {
 			e := newEncoder(&sinktest.Names)
-			e.encode(batch, proto == "rw2") // grow the buffers; b.Loop resets the counters
+			e.encode(batch, nil, proto == "rw2") // grow the buffers; b.Loop resets the counters
 			var size int
 			b.ReportAllocs()
 			for b.Loop() {
-				out, err := e.encode(batch, proto == "rw2")
+				out, err := e.encode(batch, nil, proto == "rw2")
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -46,10 +46,10 @@ func TestEncodeNoAllocs(t *testing.T) {
 		}
 		for _, rw2 := range []bool{false, true} {
 			e := newEncoder(&sinktest.Names)
-			if _, err := e.encode(batch, rw2); err != nil {
+			if _, err := e.encode(batch, nil, rw2); err != nil {
 				t.Fatal(err)
 			}
-			if n := testing.AllocsPerRun(20, func() { e.encode(batch, rw2) }); n != 0 {
+			if n := testing.AllocsPerRun(20, func() { e.encode(batch, nil, rw2) }); n != 0 {
 				t.Errorf("drivers=%v rw2=%v: %v allocations per encode, want 0", drivers, rw2, n)
 			}
 		}
@@ -82,8 +82,8 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 	for _, rw2 := range []bool{false, true} {
 		e := newEncoder(&sinktest.Names)
-		e.encode(big, rw2)
-		out, err := e.encode(small, rw2)
+		e.encode(big, nil, rw2)
+		out, err := e.encode(small, nil, rw2)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,20 +21,22 @@ func samplesOf(r *series.Record) int64 {
 	return int64(bits.OnesCount16(r.Slots()))
 }
 
-// queue is one send queue. Appenders copy records into buf under mu; the
-// queue's sender swaps buf for its own emptied slice and works from that, so
-// the lock is held only to copy records in or to swap two slice headers.
+// queue is one send queue. Appenders copy records into buf, and incident
+// samples into inc, under mu; the queue's sender swaps both for its own
+// emptied slices and works from those, so the lock is held only to copy
+// records in or to swap slice headers.
 //
-// pending counts the output samples the queue holds: in buf and in the
-// sender's hands (swapped out, in the batch, in flight). Appenders refuse a
-// record that would take pending above the capacity, so memory is bounded by
-// about two slices of capacity records each (≤ 2 × capacity × 56 bytes, the
-// size of a series.Record, in the worst case of warm-up records, 1 sample
-// each).
+// pending counts the output samples the queue holds: in buf and inc and in
+// the sender's hands (swapped out, in the batch, in flight). Appenders
+// refuse a record that would take pending above the capacity, so memory is
+// bounded by about two slices of capacity records each (≤ 2 × capacity × 56
+// bytes, the size of a series.Record, in the worst case of warm-up records,
+// 1 sample each; an incident sample is 40 bytes).
 type queue struct {
 	mu      sync.Mutex
 	closed  bool
 	buf     []series.Record
+	inc     []incidentSample
 	pending atomic.Int64
 	// notify wakes the sender when pending reaches a full batch. Size 1: one
 	// pending wake-up is enough, the sender takes everything queued.
@@ -86,27 +88,31 @@ func (q *queue) close() {
 	q.mu.Unlock()
 }
 
-// drain empties buf (when no sender runs) and returns the samples dropped.
+// drain empties buf and inc (when no sender runs) and returns the samples
+// dropped.
 func (q *queue) drain() int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var n int64
+	n := int64(len(q.inc))
 	for i := range q.buf {
 		n += samplesOf(&q.buf[i])
 	}
 	clear(q.buf)
 	q.buf = q.buf[:0]
+	clear(q.inc)
+	q.inc = q.inc[:0]
 	q.pending.Add(-n)
 	return n
 }
 
-// swap gives the queue the emptied slice empty and returns what was queued.
-func (q *queue) swap(empty []series.Record) []series.Record {
+// swap gives the queue the emptied slices empty and emptyInc and returns
+// what was queued.
+func (q *queue) swap(empty []series.Record, emptyInc []incidentSample) ([]series.Record, []incidentSample) {
 	q.mu.Lock()
-	full := q.buf
-	q.buf = empty
+	full, fullInc := q.buf, q.inc
+	q.buf, q.inc = empty, emptyInc
 	q.mu.Unlock()
-	return full
+	return full, fullInc
 }
 
 // sender is the goroutine of one queue. Everything in it is owned by that
@@ -116,10 +122,13 @@ type sender struct {
 	q  *queue
 	qi int
 
-	local  []series.Record // swapped out of q.buf; local[li:] still to batch
-	li     int
-	batch  []series.Record
-	batchN int64 // output samples in batch
+	local    []series.Record // swapped out of q.buf; local[li:] still to batch
+	li       int
+	localInc []incidentSample // swapped out of q.inc; localInc[ii:] still to batch
+	ii       int
+	batch    []series.Record
+	batchInc []incidentSample
+	batchN   int64 // output samples in batch and batchInc
 
 	enc   encoder
 	codes map[int]*selfmon.Counter // requests_total children by status code
@@ -175,19 +184,27 @@ func (s *sender) run() {
 	}
 }
 
-// fill moves records into the batch until it holds max_samples_per_send
-// samples or nothing is queued. A record is never split; a batch holds at
-// least one record even if max_samples_per_send is below its sample count.
+// fill moves records and incident samples into the batch until it holds
+// max_samples_per_send samples or nothing is queued. A record is never
+// split; a batch holds at least one record even if max_samples_per_send is
+// below its sample count.
 func (s *sender) fill() {
 	max := int64(s.w.maxSend)
 	for s.batchN < max {
-		if s.li == len(s.local) {
+		if s.li == len(s.local) && s.ii == len(s.localInc) {
 			clear(s.local) // drop references to series the batch no longer needs
-			s.local = s.q.swap(s.local[:0])
-			s.li = 0
-			if len(s.local) == 0 {
+			clear(s.localInc)
+			s.local, s.localInc = s.q.swap(s.local[:0], s.localInc[:0])
+			s.li, s.ii = 0, 0
+			if len(s.local) == 0 && len(s.localInc) == 0 {
 				return
 			}
+		}
+		if s.li == len(s.local) {
+			s.batchInc = append(s.batchInc, s.localInc[s.ii])
+			s.batchN++
+			s.ii++
+			continue
 		}
 		r := &s.local[s.li]
 		k := samplesOf(r)
@@ -204,13 +221,15 @@ func (s *sender) fill() {
 // partial batch, the swapped-out records and the queue.
 func (s *sender) dropRest() {
 	n := s.batchN
-	clear(s.batch)
-	s.batch, s.batchN = s.batch[:0], 0
+	s.clearBatch()
 	for i := s.li; i < len(s.local); i++ {
 		n += samplesOf(&s.local[i])
 	}
+	n += int64(len(s.localInc) - s.ii)
 	clear(s.local)
 	s.local, s.li = s.local[:0], 0
+	clear(s.localInc)
+	s.localInc, s.ii = s.localInc[:0], 0
 	s.q.pending.Add(-n)
 	n += s.q.drain()
 	s.w.m.droppedShutdown.Add(float64(n))
@@ -224,8 +243,7 @@ func (s *sender) sendBatch() bool {
 	w := s.w
 	n := s.batchN
 	defer func() {
-		clear(s.batch)
-		s.batch, s.batchN = s.batch[:0], 0
+		s.clearBatch()
 		s.q.pending.Add(-n)
 	}()
 	fn := float64(n)
@@ -241,7 +259,7 @@ func (s *sender) sendBatch() bool {
 		rw2 := w.rw2 && !w.rw1Only.Load()
 		if !encoded || bodyRW2 != rw2 {
 			var err error
-			if body, err = s.enc.encode(s.batch, rw2); err != nil {
+			if body, err = s.enc.encode(s.batch, s.batchInc, rw2); err != nil {
 				// Cannot happen with valid records; do not retry for ever.
 				w.m.failed.Add(fn)
 				w.logger.Error("cannot encode batch, dropping it", zap.Int64("samples", n), zap.Error(err))
@@ -316,6 +334,13 @@ func (s *sender) sendBatch() bool {
 			return true
 		}
 	}
+}
+
+// clearBatch empties the batch, dropping its references to series.
+func (s *sender) clearBatch() {
+	clear(s.batch)
+	clear(s.batchInc)
+	s.batch, s.batchInc, s.batchN = s.batch[:0], s.batchInc[:0], 0
 }
 
 func (s *sender) countRequest(code int) {

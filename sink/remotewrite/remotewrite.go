@@ -15,11 +15,13 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/sink/wire"
+	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
-// RemoteWriter sends records to one Prometheus-compatible store with the
-// remote-write protocol. It implements window.Appender.
+// RemoteWriter sends records, and the incident series, to one
+// Prometheus-compatible store with the remote-write protocol. It implements
+// window.Appender and window.IncidentAppender.
 //
 // Records are spread over a fixed number of send queues
 // (queue_config.max_shards) by series.Info.Hash, so the samples of one series
@@ -28,8 +30,8 @@ import (
 // drops and counts what does not fit instead of blocking. One goroutine per
 // queue batches, encodes, sends and retries. See doc.go for the trade-offs.
 //
-// Append may be called by any number of goroutines at once; Start and Stop
-// by one owner.
+// Append and AppendIncidents may be called by any number of goroutines at
+// once; Start and Stop by one owner.
 type RemoteWriter struct {
 	name   string // the remote label value
 	url    string
@@ -308,6 +310,14 @@ func (f *Fanout) Start() {
 func (f *Fanout) Append(recs []series.Record) {
 	for _, w := range f.writers {
 		w.Append(recs)
+	}
+}
+
+// AppendIncidents appends the incident series to every writer (see
+// RemoteWriter.AppendIncidents).
+func (f *Fanout) AppendIncidents(t int64, groups []incident.GroupStatus, ended []string) {
+	for _, w := range f.writers {
+		w.AppendIncidents(t, groups, ended)
 	}
 }
 

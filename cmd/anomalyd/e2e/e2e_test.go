@@ -7,11 +7,13 @@
 //
 // One set of processes serves three scenarios, run in sequence as subtests
 // because each builds on the time the one before has let pass:
-//  1. output series reach B and anomalyd's /metrics, labelled as documented;
+//  1. output series, and the incident series of each target, reach B and
+//     anomalyd's /metrics, labelled as documented;
 //  2. a step of e2e_step_gauge from 10 to 100 scores 2 or more and fires the
 //     AnomalyDetected alert of deploy/prometheus/anomalyd-alerts.yml in B;
 //  3. B stops for 30s and restarts on the same data: anomalyd's queue keeps
-//     and then delivers the outage's scores, with no gap.
+//     and then delivers the outage's scores and incident series, with no
+//     gap.
 //
 // Everything listens on 127.0.0.1 on free ports and lives in t.TempDir().
 // Each process logs to a file there; a failure prints the last lines of each.
@@ -91,6 +93,7 @@ type e2eEnv struct {
 	aURL, bURL, dURL                   string
 	bArgs                              []string
 	stepLabels, counterLabels          map[string]string // exact labels of two output series
+	groupLabels                        map[string]string // the exporter's incident group
 	gaugeScrapedSince, warmupCompleted time.Time
 }
 
@@ -183,7 +186,26 @@ remote_write:
 		"instance": expHost, "job": "e2e", "metric": "e2e_step_gauge"}
 	env.counterLabels = map[string]string{"__name__": "anomaly_score", "case": "counter", "detector": "combined",
 		"instance": expHost, "job": "e2e", "metric": "e2e_requests_total"}
+	env.groupLabels = map[string]string{"instance": expHost, "job": "e2e"}
 	return env
+}
+
+// e2eIncidentNames are the incident series anomalyd writes per group.
+var e2eIncidentNames = []string{"anomaly_incident_score", "anomaly_incident_series", "anomaly_incident_open", "anomaly_incidents_opened_total"}
+
+// e2eCheckSpacing fails unless pts have strictly increasing timestamps at
+// most e2eMaxGap apart; fatal, since stored samples never change.
+func e2eCheckSpacing(what string, pts []e2ePoint) error {
+	for i := 1; i < len(pts); i++ {
+		if pts[i].T <= pts[i-1].T {
+			return e2eFatal(fmt.Errorf("%s: timestamps not strictly increasing: %d then %d", what, pts[i-1].T, pts[i].T))
+		}
+		if gap := time.Duration(pts[i].T-pts[i-1].T) * time.Millisecond; gap > e2eMaxGap {
+			return e2eFatal(fmt.Errorf("%s: gap of %s between samples at %s and %s", what, gap,
+				time.UnixMilli(pts[i-1].T).Format(time.RFC3339Nano), time.UnixMilli(pts[i].T).Format(time.RFC3339Nano)))
+		}
+	}
+	return nil
 }
 
 // scenarioOutputs: Prometheus A's series come out of anomalyd as scores in
@@ -369,6 +391,77 @@ func (env *e2eEnv) scenarioOutputs(t *testing.T) {
 			t.Logf("promtool check metrics: lint problems (not errors):\n%s", out.String())
 		default:
 			t.Errorf("promtool check metrics rejects anomalyd's /metrics: %v\n%s", err, out.String())
+		}
+	})
+
+	t.Run("incident series", func(t *testing.T) {
+		// The exporter's target is one group (incidents.group_by: job and
+		// instance): its four incident series reach B by remote write,
+		// labelled with the group's labels alone, a sample each time the
+		// stage publishes (once a second).
+		for _, name := range e2eIncidentNames {
+			want := map[string]string{"__name__": name}
+			for k, v := range env.groupLabels {
+				want[k] = v
+			}
+			sel := fmt.Sprintf(`%s{job="e2e"}`, name)
+			err := e2eEventually(10*time.Second, time.Second, func() error {
+				res, err := e2eQuery(env.bURL, sel+"[10s]", time.Time{})
+				if err != nil {
+					return err
+				}
+				if len(res) != 1 || !e2eEqualLabels(res[0].Metric, want) {
+					return fmt.Errorf("%s in B: got %s, want exactly %s", sel, e2eFormatAll(res), e2eFormat(want))
+				}
+				pts := res[0].Points
+				for _, p := range pts {
+					if math.IsNaN(p.V) || math.IsInf(p.V, 0) || p.V < 0 {
+						return e2eFatal(fmt.Errorf("%s in B = %g at %d: want finite and >= 0", sel, p.V, p.T))
+					}
+				}
+				if len(pts) < 5 {
+					return fmt.Errorf("%s in B: %d samples in the last 10s, want one a second", sel, len(pts))
+				}
+				return e2eCheckSpacing(sel+" in B", pts)
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}
+		// The same groups as anomalyd's /metrics: every target A forwards.
+		err := e2eEventually(20*time.Second, time.Second, func() error {
+			res, err := e2eQuery(env.bURL, "anomaly_incident_score", time.Time{})
+			if err != nil {
+				return err
+			}
+			var inB []string
+			for _, r := range res {
+				inB = append(inB, e2eFormat(r.Metric))
+			}
+			body, err := e2eGet(env.dURL + "/metrics")
+			if err != nil {
+				return err
+			}
+			lines, err := e2eParseText(body)
+			if err != nil {
+				return err
+			}
+			var scraped []string
+			for _, l := range lines {
+				if l.Name == "anomaly_incident_score" {
+					l.Labels["__name__"] = l.Name
+					scraped = append(scraped, e2eFormat(l.Labels))
+				}
+			}
+			sort.Strings(inB)
+			sort.Strings(scraped)
+			if len(scraped) < 2 || !slices.Equal(inB, scraped) {
+				return fmt.Errorf("anomaly_incident_score: B has %q, /metrics %q; want the same groups, at least A's and the exporter's", inB, scraped)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
 		}
 	})
 
@@ -565,6 +658,33 @@ func (env *e2eEnv) scenarioOutage(t *testing.T) {
 	}
 	t.Logf("B holds %d anomaly_score samples of e2e_step_gauge from %s to %s, none more than %s apart",
 		len(pts), time.UnixMilli(pts[0].T).Format(time.RFC3339), time.UnixMilli(pts[len(pts)-1].T).Format(time.RFC3339), e2eMaxGap)
+
+	// The exporter's incident score, stamped by anomalyd's clock once a
+	// second, arrives for the outage too.
+	sel := `anomaly_incident_score{job="e2e"}`
+	err = e2eEventually(30*time.Second, time.Second, func() error {
+		res, err := e2eQuery(env.bURL, sel+"[4m]", time.Time{})
+		if err != nil {
+			return err
+		}
+		if len(res) != 1 || len(res[0].Points) == 0 {
+			return fmt.Errorf("%s[4m]: got %s, want one series", sel, e2eFormatAll(res))
+		}
+		pts = res[0].Points
+		if first := time.UnixMilli(pts[0].T); first.After(stopped.Add(-10 * time.Second)) {
+			return fmt.Errorf("%s: first sample at %s: want one before %s (10s before B stopped)", sel, first.Format(time.RFC3339Nano), stopped.Format(time.RFC3339Nano))
+		}
+		if last := time.UnixMilli(pts[len(pts)-1].T); last.Before(restarted) {
+			return fmt.Errorf("%s: last sample at %s, before B restarted at %s: backlog not delivered yet", sel, last.Format(time.RFC3339Nano), restarted.Format(time.RFC3339Nano))
+		}
+		return e2eCheckSpacing(sel, pts)
+	})
+	if err != nil {
+		t.Errorf("within 30s of the scores: %v", err)
+	} else {
+		t.Logf("B holds %d samples of %s from %s to %s, none more than %s apart",
+			len(pts), sel, time.UnixMilli(pts[0].T).Format(time.RFC3339), time.UnixMilli(pts[len(pts)-1].T).Format(time.RFC3339), e2eMaxGap)
+	}
 
 	body, err := e2eGet(env.dURL + "/metrics")
 	if err != nil {

@@ -36,11 +36,14 @@ type Receiver struct {
 	Times   []time.Time
 	TSCount []int // TimeSeries per accepted request
 	Meta    []writev2.Metadata_MetricType
+	// MetaOf is the RW2 metadata type of each series (by LabelKey), as
+	// its last request said.
+	MetaOf map[string]writev2.Metadata_MetricType
 }
 
 // NewReceiver returns an empty Receiver that reports to t.
 func NewReceiver(t *testing.T) *Receiver {
-	return &Receiver{t: t, Series: Oracle{}}
+	return &Receiver{t: t, Series: Oracle{}, MetaOf: map[string]writev2.Metadata_MetricType{}}
 }
 
 func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -137,6 +140,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			written += len(ss)
 			rc.Meta = append(rc.Meta, ts.Metadata.Type)
+			rc.MetaOf[LabelKey(ls)] = ts.Metadata.Type
 			add(ls, ss)
 		}
 		rc.TSCount = append(rc.TSCount, len(req.Timeseries))

@@ -62,6 +62,22 @@ func Info(kv ...string) *series.Info {
 	return &series.Info{Labels: b.String(), Name: name, Hash: h.Sum64()}
 }
 
+// Group builds the canonical labels of an incident group from label pairs,
+// as window.Incidents.GroupOf does.
+func Group(kv ...string) string {
+	type lbl struct{ n, v string }
+	ls := make([]lbl, 0, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		ls = append(ls, lbl{kv[i], kv[i+1]})
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].n < ls[j].n })
+	var key []byte
+	for _, l := range ls {
+		key = series.AppendLabel(key, l.n, l.v)
+	}
+	return string(key)
+}
+
 // Infos returns n series of one metric that differ by instance.
 func Infos(n int) []*series.Info {
 	ss := make([]*series.Info, n)
