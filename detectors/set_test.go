@@ -2,6 +2,7 @@ package detectors
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -332,6 +333,33 @@ func TestNotReadyUntilCalibrated(t *testing.T) {
 		}
 		if c := out[tc.at].Combined; (c.Score >= 2) != tc.alarm {
 			t.Errorf("spike at sample %d: combined %+v, want alarm %v", tc.at, c, tc.alarm)
+		}
+	}
+}
+
+// An outage that recurs alarms each time: the regime detector remembers
+// the first one as a regime (the repeat matches it), but the level
+// detectors' bands, which forget within their memories, still put the
+// repeat far outside.
+func TestRecurringOutageAlarms(t *testing.T) {
+	p := DefaultParams()
+	rng := rand.New(rand.NewPCG(1, 2))
+	day := int(24 * time.Hour / (15 * time.Second))
+	for _, gap := range []float64{0.25, 1, 2} {
+		outages := []int{day / 2, day/2 + int(gap*float64(day))}
+		s := regular(outages[1]+40, 0, 15*time.Second, func(i int) float64 {
+			for _, o := range outages {
+				if i >= o && i < o+20 {
+					return 0 // 5 minutes at 0
+				}
+			}
+			return 100 + 10*math.Sin(2*math.Pi*float64(i)/float64(day)) + 2*rng.NormFloat64()
+		})
+		out := runSet(&p, s)
+		for k, o := range outages {
+			if sc := out[o].Combined.Score; sc < 2 {
+				t.Errorf("outages %.2f days apart: outage %d scores %.2f on its first sample, want an alarm (≥ 2)", gap, k+1, sc)
+			}
 		}
 	}
 }
