@@ -76,13 +76,7 @@ func (w *RemoteWriter) AppendIncidents(t int64, groups []incident.GroupStatus, e
 		full += f
 		shutdown += s
 	}
-	if full > 0 {
-		w.m.droppedFull.Add(float64(full))
-		w.logQueueFull()
-	}
-	if shutdown > 0 {
-		w.m.droppedShutdown.Add(float64(shutdown))
-	}
+	w.countDropped(full, shutdown)
 }
 
 // pushIncidents is push for the incident series of the groups that belong
@@ -122,16 +116,7 @@ func (q *queue) pushIncidents(t int64, groups []incident.GroupStatus, ended []st
 			q.inc = append(q.inc, incidentSample{group: group, t: t, v: staleNaN, kind: uint8(kind)})
 		}
 	}
-	if p != p0 {
-		p = q.pending.Add(p - p0)
-	}
-	q.mu.Unlock()
-	if p >= batch && p != p0 {
-		select {
-		case q.notify <- struct{}{}:
-		default:
-		}
-	}
+	q.commitUnlock(p0, p, batch)
 	return full, shutdown
 }
 

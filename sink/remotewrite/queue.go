@@ -68,6 +68,14 @@ func (q *queue) push(recs []series.Record, qi, n uint64, capacity, batch int64) 
 			q.buf = append(q.buf, *r)
 		}
 	}
+	q.commitUnlock(p0, p, batch)
+	return full, shutdown
+}
+
+// commitUnlock adds the samples queued since pending was p0 (p now) to
+// pending, unlocks q.mu (held by the caller) and wakes the sender once a
+// full batch is pending.
+func (q *queue) commitUnlock(p0, p, batch int64) {
 	if p != p0 {
 		p = q.pending.Add(p - p0)
 	}
@@ -78,7 +86,6 @@ func (q *queue) push(recs []series.Record, qi, n uint64, capacity, batch int64) 
 		default:
 		}
 	}
-	return full, shutdown
 }
 
 // close makes push drop everything from now on.

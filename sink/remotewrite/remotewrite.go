@@ -200,6 +200,12 @@ func (w *RemoteWriter) Append(recs []series.Record) {
 		full += f
 		shutdown += s
 	}
+	w.countDropped(full, shutdown)
+}
+
+// countDropped counts samples dropped because a queue was full (logged at
+// most once a minute) and because the writer was stopping.
+func (w *RemoteWriter) countDropped(full, shutdown int64) {
 	if full > 0 {
 		w.m.droppedFull.Add(float64(full))
 		w.logQueueFull()
