@@ -90,6 +90,28 @@
 // catches slow drifts that level detectors adapt to, and holds the score
 // up while a step crosses its window.
 //
+// A run beyond the band holds Combined.Score at 1 or more: once the level
+// vote scores ≥ 1, each next sample on the same side, farther from the
+// level vote's Expected than that band's half-width at the run's start,
+// scores at least 1, for at most HoldMax more samples; its band is then
+// that half-width around the level vote's Expected, the band the sample
+// is beyond. The
+// detectors learn every sample, as a lasting shift needs, and their
+// spreads take one sample far outside the band in at once (the EWMA's
+// variance grows by α(1−α)·error²): a series pinned at 100 after 30 ± 5
+// widens the EWMA's band to [−86, 158] in one sample, and the lowest-score
+// vote alone would call the second sample normal. 1 is the band edge, not
+// the alarm level: the first sample has raised the alarm, so an alert at 2
+// fires once while a rule on score ≥ 1 sees the whole plateau. A spike is
+// a run of one (the next sample is back on the band's side); a lasting
+// shift ends the run once the level vote's Expected is within the old
+// half-width of it, or after HoldMax samples. Bounding how far one sample
+// can widen a spread (winsorising the residual fed into the EWMA's
+// variance or Holt-Winters' deviation, capping the window's σ growth)
+// would keep the plateau outside the band too, but it changes what every
+// detector learns on every series: the calibration then sees larger raw
+// scores after bursts and lowers the score of later first samples.
+//
 // # Guarantees
 //
 // Scores are finite, in [0, MaxScore]; bands are finite. Every σ is floored
@@ -109,8 +131,8 @@
 // 112 slow): 1016 bytes in all, also after the allocator's size-class
 // rounding (704 is a class). Of the 312, 48 are the four calibrations, 16
 // the two slow mean absolute errors and 56 Entropy's reference value, the
-// two scales' ranges and pending confirmations and the running mean.
-// Disabled detectors cost no ring or slot memory (Entropy disabled: 760
+// two scales' ranges and pending confirmations and the running mean, and
+// 5 the run hold (see Combined score). Disabled detectors cost no ring or slot memory (Entropy disabled: 760
 // after rounding). The state holds no pointers besides that slice, so it can be
 // serialised.
 //
@@ -215,4 +237,8 @@
 //     constant series) a raw z ≈ 0.28 is needed to alarm, not rounding noise.
 //   - CalibWarmup 100 (constant): s from 100 samples is within ~7%
 //     (1/√(2n)); before that a calibrated detector is not Ready.
+//   - HoldMax 10 (constant): a run beyond the band is held at score 1 for
+//     at most ~1/ewma.alpha samples, as long as the EWMA and Holt-Winters
+//     take to learn a new level, so a slow ramp ahead of a lagging mean is
+//     not held for hours (the slope is there for drifts).
 package detectors

@@ -41,7 +41,9 @@ type Result struct {
 
 // Output is the verdict of every detector for one sample.
 type Output struct {
-	// Combined is a copy of Per[Driver]; see Set.Update for the rule.
+	// Combined is a copy of Per[Driver], except that its Score is raised
+	// to 1 while a run beyond the level band is held; see Set.Update for
+	// the rule.
 	Combined Result
 	// Per holds each detector's Result; disabled detectors have a zero Result.
 	Per [NumKinds]Result
@@ -148,20 +150,11 @@ func ready(n uint32, warmup int) bool {
 //
 // Ties keep the lower Kind. Disabled detectors are never Ready.
 func combine(out *Output, p *Params, slopeOut bool) {
-	drv, m := KindSlope, 0
-	for k := KindEWMA; k <= KindHoltWinters; k++ {
-		// Strictly lower: equal scores keep Kind order.
-		if out.Per[k].Ready && (m == 0 || out.Per[k].Score < out.Per[drv].Score) {
-			drv = k
-		}
-		if out.Per[k].Ready {
-			m++
-		}
-	}
-	if m > 0 && slopeOut && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
+	drv, lvl := levelVote(out)
+	if lvl && slopeOut && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
 		drv = KindSlope
 	}
-	any := m > 0 || out.Per[KindSlope].Ready
+	any := lvl || out.Per[KindSlope].Ready
 	if e := &out.Per[KindEntropy]; e.Ready && (!any || e.Score > out.Per[drv].Score) {
 		drv, any = KindEntropy, true
 	}
@@ -170,6 +163,74 @@ func combine(out *Output, p *Params, slopeOut bool) {
 	}
 	out.Driver = drv
 	out.Combined = out.Per[drv]
+}
+
+// levelVote returns the Ready level detector {EWMA, ZScore, HoltWinters}
+// with the lowest score (ties keep the lower Kind) and true, or KindSlope
+// and false if none is Ready.
+func levelVote(out *Output) (Kind, bool) {
+	drv, ok := KindSlope, false
+	for k := KindEWMA; k <= KindHoltWinters; k++ {
+		// Strictly lower: equal scores keep Kind order.
+		if out.Per[k].Ready && (!ok || out.Per[k].Score < out.Per[drv].Score) {
+			drv, ok = k, true
+		}
+	}
+	return drv, ok
+}
+
+// HoldMax is the most samples after its first that a run beyond the level
+// band holds Combined.Score at 1 (see Set.Update): about 1/ewma.alpha, the
+// samples the EWMA and Holt-Winters take to learn a new level, so a
+// lasting shift is held no longer than the detectors take to learn it,
+// and a slow ramp that stays ahead of a lagging mean is not held for
+// hours (the slope detector is there for drifts).
+const HoldMax = 10
+
+// holdRun keeps Combined.Score at 1 or more while a run beyond the level
+// band lasts (see Set.Update), v being the sample. run is the band's
+// half-width at the run's start, positive for a run above it, negative
+// below, 0 outside a run, and k how many samples it has held; holdRun
+// returns their new values.
+//
+// A run starts at a sample that every Ready level detector puts beyond its
+// band (the level vote scores ≥ 1) and goes on, for at most HoldMax more
+// samples, while each next sample lies on the same side, farther from the
+// level vote's Expected than |run|.
+//
+// The detectors learn the run's samples as they learn any other: a lasting
+// shift must become their new normal, and their spread takes the first
+// sample of a run in at once (the EWMA's variance grows by α(1−α)·error²),
+// so after one sample of a plateau far outside the band every band has
+// widened to cover it and the lowest-score vote alone would call the
+// second sample normal. The run's samples are still outside the band they
+// left, and the score says so: at least 1, the band edge, not an alarm
+// level (the first sample has raised the alarm), so a rule on score ≥ 1
+// sees the whole plateau while an alert at 2 fires once. The run ends when
+// the level vote's Expected has come within |run| of the samples (a
+// lasting shift, once the detectors have learnt it), when a sample returns
+// to the band's side (a spike is a run of one) or after HoldMax samples.
+func holdRun(out *Output, run float32, k uint8, v float64) (float32, uint8) {
+	drv, ok := levelVote(out)
+	if !ok {
+		return 0, 0
+	}
+	r := &out.Per[drv]
+	d := v - r.Expected
+	if run != 0 && k < HoldMax && d*float64(run) > 0 && math.Abs(d) > math.Abs(float64(run)) {
+		if c := &out.Combined; c.Score < 1 {
+			// The band shown is the one the run is beyond: as wide as
+			// when it began, around the level vote's expected value, so
+			// the value lies outside the band its score puts it outside.
+			h := math.Abs(float64(run))
+			c.Score, c.Expected, c.Lower, c.Upper = 1, r.Expected, clampFinite(r.Expected-h), clampFinite(r.Expected+h)
+		}
+		return run, k + 1
+	}
+	if r.Score >= 1 {
+		return f32(math.Copysign((r.Upper-r.Lower)/2, d)), 0
+	}
+	return 0, 0
 }
 
 // firstEnabled returns the first enabled detector in Kind order (KindEWMA

@@ -2,6 +2,7 @@ package detectors
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -298,6 +299,39 @@ func TestScaleAndShiftInvariance(t *testing.T) {
 				if math.Abs(got-want) > 1e-4*max(1, want) {
 					t.Fatalf("%s: sample %d %s: score %g, want %g", tc.name, i, k, got, want)
 				}
+			}
+		}
+	}
+}
+
+// Issue 21: a series at 30 ± 5 (Gaussian) pinned at 100 for 20 samples.
+// Every detector's spread takes the first pinned sample in (the EWMA's
+// band is [-86, 158] after it) and the lowest-score vote alone scored
+// 0.53, 0.32, 0.49 on the next three; the run hold keeps Combined ≥ 1 on
+// each of the first 4 pinned samples (a minute at 15 s). A plateau that
+// lasts is a level shift: Combined is below 1 from Window+1 samples on, as
+// without the hold (the slope holds a step above 1 while it crosses its
+// window, Window samples, longer than the hold's HoldMax).
+func TestPinnedPlateau(t *testing.T) {
+	p := DefaultParams()
+	const at = 2000
+	for seed := uint64(1); seed <= 5; seed++ {
+		r := rand.New(rand.NewPCG(seed, 21))
+		for _, pinned := range []int{20, 400} {
+			s := regular(at+pinned, 0, 15*time.Second, func(i int) float64 {
+				if i >= at {
+					return 100
+				}
+				return 30 + 5*r.NormFloat64()
+			})
+			out := runSet(&p, s)
+			for i := at; i < at+4; i++ {
+				if sc := out[i].Combined.Score; !(sc >= 1) {
+					t.Errorf("seed %d: combined %g on pinned sample %d, want ≥ 1", seed, sc, i-at)
+				}
+			}
+			if m, i := maxScore(out, KindCombined, at+p.Window+1, len(out)); m >= 1 {
+				t.Errorf("seed %d, %d pinned: combined %g %d samples into the plateau, want < 1 after %d", seed, pinned, m, i-at, p.Window)
 			}
 		}
 	}

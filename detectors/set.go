@@ -18,8 +18,8 @@ import (
 // (fast ring 64, masses 96; slow ring 64, masses 48), 704
 // (a size class): 1016 bytes a series, also after rounding; with Entropy
 // disabled 744, 760 after rounding (TestSetMemoryBudget).
-// The calibration is 12 bytes a detector (48) and the two slow mean
-// absolute errors 16.
+// The calibration is 12 bytes a detector (48), the two slow mean
+// absolute errors 16 and the run hold 5 (in what was padding).
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
 type Set struct {
 	// buf is the one allocation: the ring (2 float32 an entry, see window)
@@ -35,6 +35,8 @@ type Set struct {
 	b    uint8                // seasonal slots in buf (0: no seasonal component)
 	e    uint8                // Entropy's float32s in buf after the seasonal slots: ring, then masses (0: disabled)
 	init bool                 // Init was called
+	held uint8                // samples the current run has held Combined.Score at 1 (see holdRun)
+	run  float32              // the level band's half-width at the start of a run beyond it, signed by its side; 0 outside a run
 }
 
 // Init sizes s for p and resets it. It allocates once: 2·p.Window float32
@@ -107,6 +109,11 @@ func (s *Set) Bytes() int {
 //     detectors adapt to and miss;
 //   - if no detector is Ready, Combined is the not-Ready Result of the
 //     first enabled detector, with Score 0.
+//
+// Then a run beyond the level band holds Combined.Score at 1 or more for
+// up to HoldMax samples after its first (see holdRun), so a plateau far
+// outside the band is not called normal once the detectors' spreads have
+// widened with its first sample.
 func (s *Set) Update(p *Params, t int64, v float64) Output {
 	if !s.init {
 		panic("BUG: detectors: Set.Update called before Set.Init")
@@ -151,6 +158,7 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	s.n = inc(s.n)
 	combine(&out, p, slopeOut)
+	s.run, s.held = holdRun(&out, s.run, s.held, v)
 	return out
 }
 

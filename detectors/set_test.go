@@ -363,3 +363,41 @@ func TestRecurringOutageAlarms(t *testing.T) {
 		}
 	}
 }
+
+func TestHoldRun(t *testing.T) {
+	// Level vote: ZScore, Expected 10, band 10 ± 2 (half-width 2).
+	lv := func(score float64) Output {
+		var o Output
+		o.Per[KindEWMA] = Result{Expected: 10, Lower: 6, Upper: 14, Score: score + 1, Ready: true}
+		o.Per[KindZScore] = Result{Expected: 10, Lower: 8, Upper: 12, Score: score, Ready: true}
+		o.Combined = o.Per[KindZScore]
+		return o
+	}
+	f := func(name string, o Output, run float32, k uint8, v float64, wantScore float64, wantRun float32, wantK uint8) {
+		t.Helper()
+		gotRun, gotK := holdRun(&o, run, k, v)
+		if o.Combined.Score != wantScore || gotRun != wantRun || gotK != wantK {
+			t.Errorf("%s: got score %g run %g k %d, want %g %g %d", name, o.Combined.Score, gotRun, gotK, wantScore, wantRun, wantK)
+		}
+	}
+	f("in band, no run", lv(0.5), 0, 0, 11, 0.5, 0, 0)
+	f("beyond the band above starts a run", lv(3), 0, 0, 20, 3, 2, 0)
+	f("beyond the band below starts a run", lv(3), 0, 0, 0, 3, -2, 0)
+	f("run goes on beyond the old half-width", lv(0.3), 2, 0, 13, 1, 2, 1)
+	f("a higher score is kept", lv(4), 2, 3, 20, 4, 2, 4)
+	f("within the old half-width ends it", lv(0.3), 2, 1, 11.5, 0.3, 0, 0)
+	f("the other side ends it", lv(0.3), 2, 1, 7, 0.3, 0, 0)
+	f("the other side beyond the band starts a new run", lv(2), 2, 1, 5, 2, -2, 0)
+	f("after HoldMax samples it ends", lv(0.3), 2, HoldMax, 13, 0.3, 0, 0)
+	f("nothing ready", Output{}, 2, 0, 13, 0, 0, 0)
+
+	// A held sample shows the band it is beyond: the run's half-width
+	// around the level vote's Expected, not the band that widened.
+	o := lv(0.3)
+	o.Per[KindZScore].Lower, o.Per[KindZScore].Upper = -20, 40
+	o.Combined = o.Per[KindZScore]
+	holdRun(&o, 2, 0, 13)
+	if c := o.Combined; c.Expected != 10 || c.Lower != 8 || c.Upper != 12 {
+		t.Errorf("held sample 13: band %g [%g, %g], want 10 [8, 12]", c.Expected, c.Lower, c.Upper)
+	}
+}
