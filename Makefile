@@ -115,8 +115,10 @@ bench-incidents: build
 ## and a loaded HTTP service's RED metrics, scraped every second by a real Prometheus that remote-writes
 ## to anomalyd and stores its scores), with stress-ng and service faults at known times: false alarms per 1000 series-hours while nothing happens, and
 ## what fires during each fault, for AnomalyDetected and for every alert of
-## deploy/prometheus/anomalyd-alerts.yml's score group (AnomalySustained). ~47 minutes; the machine must
-## be otherwise idle. JSON in bench/results/faults.json. FAULTS_FLAGS to change it (go run ./bench/faults -h).
+## deploy/prometheus/anomalyd-alerts.yml's score group (AnomalySustained); and the incident stage: whether
+## each fault opens an incident on its own target within 3 samples (GET /api/v1/incidents, AnomalyIncident),
+## false incidents per target-hour. ~47 minutes; the machine must be otherwise idle. JSON in
+## bench/results/faults.json. FAULTS_FLAGS to change it, e.g. FAULTS_FLAGS="-quiet 35m" (go run ./bench/faults -h).
 FAULTS_FLAGS ?=
 bench-faults: build
 	@for p in prometheus prometheus-node-exporter stress-ng; do \

@@ -26,6 +26,9 @@ type fault struct {
 	// Signals are the series the fault must move: its detection is an
 	// alert on one of them.
 	Signals []selector `json:"signals"`
+	// Target is the target whose incident it must open: node_exporter's
+	// for stress-ng, shop's for the service's faults.
+	Target target `json:"target"`
 }
 
 // selector selects input series by metric name and, optionally, one label.

@@ -137,16 +137,18 @@ func TestAnalyse(t *testing.T) {
 func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	withFor, noScores := filepath.Join(dir, "for.yml"), filepath.Join(dir, "none.yml")
+	noIncidents := filepath.Join(dir, "scores.yml")
 	for p, body := range map[string]string{
-		withFor:  "groups:\n  - name: anomalyd-scores\n    rules:\n      - alert: Slow\n        expr: anomaly_score > 1\n        for: 5m\n",
-		noScores: "groups:\n  - name: other\n    rules:\n      - alert: X\n        expr: up == 0\n",
+		withFor:     "groups:\n  - name: anomalyd-scores\n    rules:\n      - alert: Slow\n        expr: anomaly_score > 1\n        for: 5m\n",
+		noScores:    "groups:\n  - name: other\n    rules:\n      - alert: X\n        expr: up == 0\n",
+		noIncidents: "groups:\n  - name: anomalyd-scores\n    rules:\n      - alert: A\n        expr: anomaly_score > 1\n",
 	} {
 		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ok := options{scrape: time.Second, quiet: 15 * time.Minute, settle: 5 * time.Minute, faultDur: time.Minute, gap: 4 * time.Minute, faults: "cpu,disk",
-		rules: filepath.Join("..", "..", "deploy", "prometheus", "anomalyd-alerts.yml")}
+		rules: filepath.Join("..", "..", "deploy", "prometheus", "anomalyd-alerts.yml"), within: 3}
 	if err := ok.validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -161,6 +163,8 @@ func TestValidate(t *testing.T) {
 		{func(o *options) { o.rules = "nonexistent.yml" }, "-rules: open nonexistent.yml: no such file or directory"},
 		{func(o *options) { o.rules = withFor }, "-rules " + withFor + ": alert Slow has for: 5m, which this harness cannot apply"},
 		{func(o *options) { o.rules = noScores }, "-rules " + noScores + `: no alert in group "anomalyd-scores"`},
+		{func(o *options) { o.rules = noIncidents }, "-rules " + noIncidents + `: no alert in group "anomalyd-incidents"`},
+		{func(o *options) { o.within = 0 }, "-incident-within must be at least 1 sample, got 0"},
 	} {
 		o := ok
 		c.set(&o)

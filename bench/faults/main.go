@@ -26,6 +26,16 @@
 // scrape interval of the run (a range query) and reported the same way,
 // a firing being a run of steps where its expression holds.
 //
+// The incident stage is measured per target (job and instance): each
+// fault must open an incident on its own target (node_exporter's for
+// stress-ng, shop's for the service's faults) within -incident-within
+// samples of its start, as GET /api/v1/incidents on anomalyd reports it
+// (polled through the run) and as the alerts of the rules file's
+// anomalyd-incidents group (AnomalyIncident: anomaly_incident_open == 1,
+// which Prometheus scrapes from anomalyd's /metrics) fire; an incident
+// that opens in a quiet span is a false one, counted per target-hour.
+// -quiet sets the length of the quiet part before the first fault.
+//
 // There is no per-series ground truth: a fault moves whatever it moves.
 // The figures say whether the defaults keep quiet on real metrics that
 // nobody touches and speak up when something happens to the machine.
@@ -76,6 +86,8 @@ type options struct {
 	keep                                         string
 	rules                                        string
 	alerts                                       []alertRule // read from rules by validate
+	incidentAlerts                               []alertRule // the same, group incidentGroup
+	within                                       int         // -incident-within
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -99,7 +111,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.recovery, "recovery", 2*time.Minute, "Time after a fault's end still counted as the fault (the return to normal is part of the incident).")
 	fs.DurationVar(&o.hold, "hold", 2*time.Minute, "The alert rule's max_over_time range.")
 	fs.StringVar(&o.faults, "faults", "cpu,memory,disk,network,fork,latency,errors,traffic", "Faults to inject, in order: "+strings.Join(faultNames(), ", ")+" (the last three are the service's).")
-	fs.StringVar(&o.rules, "rules", "deploy/prometheus/anomalyd-alerts.yml", "Alert rules file: every alert of its group "+scoreGroup+" is also evaluated over the run (every -scrape-interval) and reported like the rule above.")
+	fs.StringVar(&o.rules, "rules", "deploy/prometheus/anomalyd-alerts.yml", "Alert rules file: every alert of its groups "+scoreGroup+" and "+incidentGroup+" is also evaluated over the run (every -scrape-interval) and reported like the rule above, or like the incidents.")
+	fs.IntVar(&o.within, "incident-within", 3, "A fault is caught by the incident stage when an incident opens on its target at most this many samples (scrape intervals) after its start.")
 	fs.StringVar(&o.keep, "keep", "", "Keep Prometheus's data (every input series and score) in this new folder, to query later with prometheus --storage.tsdb.path.")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -147,8 +160,14 @@ func (o *options) validate() error {
 			return fmt.Errorf("unknown fault %q in -faults (known: %s)", n, strings.Join(faultNames(), ", "))
 		}
 	}
+	if o.within < 1 {
+		return fmt.Errorf("-incident-within must be at least 1 sample, got %d", o.within)
+	}
 	var err error
-	o.alerts, err = loadScoreAlerts(o.rules)
+	if o.alerts, err = loadScoreAlerts(o.rules); err != nil {
+		return err
+	}
+	o.incidentAlerts, err = loadAlerts(o.rules, incidentGroup)
 	return err
 }
 
@@ -194,6 +213,7 @@ type report struct {
 		ScrapeInterval, Quiet, Settle, FaultDuration, Gap, Recovery, Hold string
 		Rule                                                              string
 		RulesFile                                                         string // -rules
+		IncidentWithin                                                    int    // -incident-within
 	} `json:"settings"`
 	Series      int            `json:"series"`
 	SeriesByJob map[string]int `json:"series_by_job"`
@@ -201,6 +221,9 @@ type report struct {
 	Faults      []faultResult  `json:"faults"`
 	// Rules: each alert of -rules, evaluated by Prometheus over the run.
 	Rules []ruleResult `json:"rules"`
+	// Incidents: what the incident stage and the alerts that page per
+	// target did.
+	Incidents incidentReport `json:"incidents"`
 }
 
 func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
@@ -226,7 +249,7 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 	rep.Settings.ScrapeInterval, rep.Settings.Quiet, rep.Settings.Settle = o.scrape.String(), o.quiet.String(), o.settle.String()
 	rep.Settings.FaultDuration, rep.Settings.Gap, rep.Settings.Recovery, rep.Settings.Hold = o.faultDur.String(), o.gap.String(), o.recovery.String(), o.hold.String()
 	rep.Settings.Rule = fmt.Sprintf(`max_over_time(anomaly_score{detector="combined"}[%s]) >= 2`, o.hold)
-	rep.Settings.RulesFile = o.rules
+	rep.Settings.RulesFile, rep.Settings.IncidentWithin = o.rules, o.within
 	for _, v := range [][]string{{o.prometheus, "--version"}, {o.nodeExporter, "--version"}, {o.stressNG, "--version"}, {o.anomalyd, "--version"}} {
 		out, _ := exec.Command(v[0], v[1:]...).CombinedOutput()
 		line, _, _ := strings.Cut(string(out), "\n")
@@ -241,24 +264,7 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 		return nil, err
 	}
 	promCfg := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(promCfg, []byte(fmt.Sprintf(`global:
-  scrape_interval: %s
-  scrape_timeout: %s
-scrape_configs:
-  - job_name: node
-    static_configs: [{targets: ['%s']}]
-  - job_name: prometheus
-    static_configs: [{targets: ['%s']}]
-  - job_name: shop
-    static_configs: [{targets: ['%s']}]
-remote_write:
-  - url: http://%s/api/v1/write
-    write_relabel_configs:
-      - source_labels: [__name__]
-        regex: "ALERTS|ALERTS_FOR_STATE|.*:.*|anomaly_(score|expected|lower|upper|driver|incident_score|incident_series|incident_open|incidents_opened_total)"
-        action: drop
-    queue_config: {batch_send_deadline: 1s}
-`, o.scrape, o.scrape, o.nodeAddr, o.promAddr, o.shopAddr, o.anomalydAddr)), 0o644); err != nil {
+	if err := os.WriteFile(promCfg, []byte(o.prometheusConfig()), 0o644); err != nil {
 		return nil, err
 	}
 
@@ -303,6 +309,13 @@ remote_write:
 	}
 	begin := time.Now()
 	rep.Begin = begin.UTC()
+	// The API keeps the open incidents and the last 100 closed ones: poll
+	// it through the run so that none is lost.
+	incs := newIncidentLog()
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	go func() { incs.poll(pollCtx, "http://"+o.anomalydAddr, 5*time.Second); close(polled) }()
+	defer func() { stopPoll(); <-polled }()
 	fmt.Fprintf(stderr, "faults: node_exporter, the shop service, anomalyd and Prometheus up; %s quiet, then %s\n", o.quiet, o.faults)
 
 	if err := sleep(ctx, o.quiet); err != nil {
@@ -315,8 +328,9 @@ remote_write:
 		}
 		started := time.Now() // with the monotonic clock, for the schedule
 		f := fault{Name: name, Start: started.UTC()}
+		f.Target = target{"node", o.nodeAddr}
 		if sf, ok := shopFaults[name]; ok {
-			f.Command, f.Signals = []string{"shop", sf.what}, sf.signals
+			f.Command, f.Signals, f.Target = []string{"shop", sf.what}, sf.signals, target{"shop", o.shopAddr}
 			fmt.Fprintf(stderr, "faults: %s: %s\n", name, sf.what)
 			shop.inject(name)
 			err := sleep(ctx, o.faultDur)
@@ -346,6 +360,14 @@ remote_write:
 		return nil, err
 	}
 
+	stopPoll()
+	<-polled
+	last, err := fetchIncidents(ctx, "http://"+o.anomalydAddr)
+	if err != nil {
+		return nil, err
+	}
+	incs.add(last)
+
 	all, err := readScores("http://"+o.promAddr, begin, end, 5*time.Minute)
 	if err != nil {
 		return nil, err
@@ -371,7 +393,74 @@ remote_write:
 		}
 		rep.Rules = append(rep.Rules, rr)
 	}
+	if err := o.analyseIncidents(rep, incs, all, begin, end, quiet, faults); err != nil {
+		return nil, err
+	}
 	return rep, nil
+}
+
+// prometheusConfig is the run's prometheus.yml: node_exporter, Prometheus
+// itself and shop, remote-written to anomalyd, whose scores come back by
+// remote write; anomalyd's /metrics is scraped for its incident series
+// only (honor_labels keeps each group's job and instance), and nothing of
+// anomalyd's own goes back to it.
+func (o *options) prometheusConfig() string {
+	return fmt.Sprintf(`global:
+  scrape_interval: %s
+  scrape_timeout: %s
+scrape_configs:
+  - job_name: node
+    static_configs: [{targets: ['%s']}]
+  - job_name: prometheus
+    static_configs: [{targets: ['%s']}]
+  - job_name: shop
+    static_configs: [{targets: ['%s']}]
+  - job_name: anomalyd
+    honor_labels: true
+    static_configs: [{targets: ['%s']}]
+    metric_relabel_configs:
+      # The scores arrive by remote write, with the input's timestamps.
+      - source_labels: [__name__]
+        regex: "anomaly_(score|expected|lower|upper|driver)"
+        action: drop
+remote_write:
+  - url: http://%s/api/v1/write
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: "ALERTS|ALERTS_FOR_STATE|.*:.*|anomaly_(score|expected|lower|upper|driver|incident_score|incident_series|incident_open|incidents_opened_total)"
+        action: drop
+      - source_labels: [job]
+        regex: anomalyd
+        action: drop
+    queue_config: {batch_send_deadline: 1s}
+`, o.scrape, o.scrape, o.nodeAddr, o.promAddr, o.shopAddr, o.anomalydAddr, o.anomalydAddr)
+}
+
+// analyseIncidents fills rep.Incidents: the incidents anomalyd reported,
+// each alert of incidentGroup as Prometheus evaluates it, and the incident
+// scores, against the schedule.
+func (o *options) analyseIncidents(rep *report, incs *incidentLog, all []*series, begin, end time.Time, quiet []span, faults []fault) error {
+	ir := &rep.Incidents
+	ir.WithinSamples, ir.MaxFalsePerTargetHour = o.within, maxFalsePerTargetHour
+	ir.Targets = targetsOf(all)
+	ir.Incidents = openingsOf(incs.all())
+	ir.PollGaps, ir.PollErrors = incs.gaps, incs.errors
+	ir.Stage = analyseOpenings("incidents (GET /api/v1/incidents)", ir.Incidents, ir.Targets, quiet, faults, o.recovery, o.scrape, o.within)
+	base := "http://" + o.promAddr
+	for _, r := range o.incidentAlerts {
+		held, err := evalRuleSeries(base, r.Expr, begin, end, o.scrape)
+		if err != nil {
+			return fmt.Errorf("alert %s: %w", r.Alert, err)
+		}
+		src := fmt.Sprintf("alert %s (%s, evaluated every %s)", r.Alert, o.rules, o.scrape)
+		ir.Alerts = append(ir.Alerts, analyseOpenings(src, firings(held, o.scrape), ir.Targets, quiet, faults, o.recovery, o.scrape, o.within))
+	}
+	scores, err := readTargetSeries(base, "anomaly_incident_score", begin, end, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	ir.Scores = analyseScores(scores, ir.Targets, quiet, faults, o.recovery, o.scrape, o.within)
+	return nil
 }
 
 // sleep waits for d or until ctx is done, whichever comes first.
@@ -532,6 +621,7 @@ func (r *report) print(w io.Writer) {
 				f.Name, first, f.SignalAlarming, f.SignalSeries, f.SeriesAlerting, f.ExpectedByChance)
 		}
 	}
+	r.Incidents.print(w, r.Begin, r.Settings.Quiet, r.Settings.ScrapeInterval)
 }
 
 func tail(b []byte, n int) string {

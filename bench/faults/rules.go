@@ -24,10 +24,14 @@ type alertRule struct {
 }
 
 // loadScoreAlerts reads the alerts of group scoreGroup from a Prometheus
-// rules file. Each is evaluated with a range query over the run, which
-// gives when its expression holds; a `for:` clause would need the
-// evaluation history of Prometheus's rule manager, so it is refused.
-func loadScoreAlerts(path string) ([]alertRule, error) {
+// rules file.
+func loadScoreAlerts(path string) ([]alertRule, error) { return loadAlerts(path, scoreGroup) }
+
+// loadAlerts reads the alerts of group group from a Prometheus rules file.
+// Each is evaluated with a range query over the run, which gives when its
+// expression holds; a `for:` clause would need the evaluation history of
+// Prometheus's rule manager, so it is refused.
+func loadAlerts(path, group string) ([]alertRule, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("-rules: %w", err)
@@ -43,7 +47,7 @@ func loadScoreAlerts(path string) ([]alertRule, error) {
 	}
 	var out []alertRule
 	for _, g := range f.Groups {
-		if g.Name != scoreGroup {
+		if g.Name != group {
 			continue
 		}
 		for _, r := range g.Rules {
@@ -57,7 +61,7 @@ func loadScoreAlerts(path string) ([]alertRule, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("-rules %s: no alert in group %q", path, scoreGroup)
+		return nil, fmt.Errorf("-rules %s: no alert in group %q", path, group)
 	}
 	return out, nil
 }
@@ -75,8 +79,28 @@ type ruleResult struct {
 // in chunks Prometheus accepts) and returns, by output label set (as
 // formatLabels gives it), the times at which it held.
 func evalRule(base, expr string, from, to time.Time, step time.Duration) (map[string][]float64, error) {
+	held, err := evalRuleSeries(base, expr, from, to, step)
+	if err != nil {
+		return nil, err
+	}
+	holds := make(map[string][]float64, len(held))
+	for k, h := range held {
+		holds[k] = h.times
+	}
+	return holds, nil
+}
+
+// heldSeries is one output series of an expression evaluated over a range:
+// its labels and the times at which it held.
+type heldSeries struct {
+	lset  map[string]string
+	times []float64
+}
+
+// evalRuleSeries is evalRule with each output series' labels.
+func evalRuleSeries(base, expr string, from, to time.Time, step time.Duration) (map[string]heldSeries, error) {
 	const maxSteps = 10000 // Prometheus refuses more than 11,000 points a series
-	holds := map[string][]float64{}
+	holds := map[string]heldSeries{}
 	for start := from; !start.After(to); start = start.Add(step * maxSteps) {
 		end := start.Add(step * (maxSteps - 1))
 		if end.After(to) {
@@ -95,10 +119,13 @@ func evalRule(base, expr string, from, to time.Time, step time.Duration) (map[st
 		}
 		for _, r := range res {
 			k := formatLabels(r.Metric)
+			h := holds[k]
+			h.lset = r.Metric
 			for _, v := range r.Values {
 				ts, _ := v[0].(float64)
-				holds[k] = append(holds[k], ts)
+				h.times = append(h.times, ts)
 			}
+			holds[k] = h
 		}
 	}
 	return holds, nil
