@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -374,38 +373,12 @@ type point struct{ t, v float64 }
 // readScores does.
 func readTargetSeries(base, query string, from, to time.Time, chunk time.Duration) (map[target][]point, error) {
 	out := map[target][]point{}
-	last := unix(from)
-	for t := from.Add(chunk); ; t = t.Add(chunk) {
-		if t.After(to) {
-			t = to
-		}
-		q := fmt.Sprintf(`%s[%ds]`, query, int(chunk.Seconds())+1)
-		var res []struct {
-			Metric map[string]string `json:"metric"`
-			Values [][2]any          `json:"values"`
-		}
-		if err := apiQuery(base, q, t, &res); err != nil {
-			return nil, err
-		}
-		for _, r := range res {
-			k := target{r.Metric["job"], r.Metric["instance"]}
-			for _, v := range r.Values {
-				ts, _ := v[0].(float64)
-				vs, _ := v[1].(string)
-				if ts <= last || ts > unix(t) {
-					continue
-				}
-				x, err := strconv.ParseFloat(vs, 64)
-				if err != nil {
-					return nil, fmt.Errorf("sample value %q of %s: %w", vs, k, err)
-				}
-				out[k] = append(out[k], point{ts, x})
-			}
-		}
-		last = unix(t)
-		if !t.Before(to) {
-			break
-		}
+	err := readRaw(base, query, from, to, chunk, func(m map[string]string, ts, x float64) {
+		k := target{m["job"], m["instance"]}
+		out[k] = append(out[k], point{ts, x})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

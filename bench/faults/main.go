@@ -476,52 +476,25 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 // readScores reads every sample of anomaly_score{detector="combined"} from
-// from to to, chunk by chunk (raw samples of a range selector, so that no
-// one-sample alarm falls between query steps).
+// from to to (see readRaw).
 func readScores(base string, from, to time.Time, chunk time.Duration) ([]*series, error) {
 	byKey := map[string]*series{}
 	var order []string
-	last := unix(from)
-	for t := from.Add(chunk); ; t = t.Add(chunk) {
-		if t.After(to) {
-			t = to
+	err := readRaw(base, `anomaly_score{detector="combined"}`, from, to, chunk, func(m map[string]string, ts, x float64) {
+		k := formatLabels(m)
+		s := byKey[k]
+		if s == nil {
+			s = &series{metric: m["metric"], lset: m, labels: k}
+			byKey[k] = s
+			order = append(order, k)
 		}
-		q := fmt.Sprintf(`anomaly_score{detector="combined"}[%ds]`, int(chunk.Seconds())+1)
-		var res []struct {
-			Metric map[string]string `json:"metric"`
-			Values [][2]any          `json:"values"`
+		s.times = append(s.times, ts)
+		if x >= 2 {
+			s.alarms = append(s.alarms, ts)
 		}
-		if err := apiQuery(base, q, t, &res); err != nil {
-			return nil, err
-		}
-		for _, r := range res {
-			k := formatLabels(r.Metric)
-			s := byKey[k]
-			if s == nil {
-				s = &series{metric: r.Metric["metric"], lset: r.Metric, labels: k}
-				byKey[k] = s
-				order = append(order, k)
-			}
-			for _, v := range r.Values {
-				ts, _ := v[0].(float64)
-				vs, _ := v[1].(string)
-				if ts <= last || ts > unix(t) {
-					continue
-				}
-				x, err := strconv.ParseFloat(vs, 64)
-				if err != nil {
-					return nil, fmt.Errorf("sample value %q of %s: %w", vs, k, err)
-				}
-				s.times = append(s.times, ts)
-				if x >= 2 {
-					s.alarms = append(s.alarms, ts)
-				}
-			}
-		}
-		last = unix(t)
-		if !t.Before(to) {
-			break
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]*series, 0, len(order))
 	for _, k := range order {
@@ -629,4 +602,43 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// readRaw calls fn with every raw sample of the series query selects from
+// from to to, in time order per series, reading chunk by chunk (raw samples
+// of a range selector, so that no one-sample alarm falls between query
+// steps).
+func readRaw(base, query string, from, to time.Time, chunk time.Duration, fn func(metric map[string]string, ts, x float64)) error {
+	last := unix(from)
+	for t := from.Add(chunk); ; t = t.Add(chunk) {
+		if t.After(to) {
+			t = to
+		}
+		q := fmt.Sprintf(`%s[%ds]`, query, int(chunk.Seconds())+1)
+		var res []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		}
+		if err := apiQuery(base, q, t, &res); err != nil {
+			return err
+		}
+		for _, r := range res {
+			for _, v := range r.Values {
+				ts, _ := v[0].(float64)
+				vs, _ := v[1].(string)
+				if ts <= last || ts > unix(t) {
+					continue
+				}
+				x, err := strconv.ParseFloat(vs, 64)
+				if err != nil {
+					return fmt.Errorf("sample value %q of %s: %w", vs, formatLabels(r.Metric), err)
+				}
+				fn(r.Metric, ts, x)
+			}
+		}
+		last = unix(t)
+		if !t.Before(to) {
+			return nil
+		}
+	}
 }
