@@ -40,7 +40,7 @@
 // The group does work only for evidence: an ordinary sample costs nothing
 // here (the shards filter on the score), an evidence sample O(1) amortised,
 // and the score at a time O(live series). Memory is bounded by
-// Params.MaxMembers series per group, about 120 bytes each.
+// Params.MaxMembers series per group, about 300 bytes each and the key.
 //
 // A record (a value beyond every value the series has taken; see
 // detectors.Output.Record) is weighed by how rare records are rather than
@@ -52,6 +52,15 @@
 // sets one a day), and one e widths of the range beyond it (1+e)^Tail
 // times less. A first burst ten times beyond anything the series did opens
 // an incident alone; a young or bursty series' next new high does not.
+//
+// Records in a row (each of a series' samples beyond everything before it)
+// are a chain, and the links of a chain live together (those in the last
+// Window samples) count as one surprise, the sum of theirs: a link is as
+// likely as this series' records have come right after one of its records
+// (a ramp's always do), and until the series has shown that, as likely as
+// a first record (an independent series' almost never do). Three modest
+// new highs in a row are a fault breaking out; three apart are a young
+// series growing.
 package incident
 
 import (
@@ -102,7 +111,7 @@ func DefaultParams() Params {
 		// incident (a flapping fault pages once).
 		Quiet: 12,
 		// 4096: every series of a large target (node_exporter exposes
-		// about 1,000) with room to spare, at about 100 bytes each.
+		// about 1,000) with room to spare, at about 300 bytes each.
 		MaxMembers: 4096,
 		// 2: a score twice as far out is a quarter as likely, a tail
 		// between a Gaussian's, under which large scores would count for
@@ -124,6 +133,15 @@ const (
 // of more than 64 live series adds nothing a person or the score needs, and
 // combining k series costs O(k).
 const maxFisher = 64
+
+// chainPrior weighs the prior of a record right after a record (the
+// chance of a first one) as two records of the series' own: one chain that
+// continues makes the next link of a ramp unsurprising.
+const chainPrior = 2.0
+
+// maxLinks bounds the links of a chain that count together (those in the
+// last Window samples): 8 records in a row leave no doubt.
+const maxLinks = 8
 
 // logPartialExp returns ln Σ_{j<k} T^j/j!, by the log-sum-exp of its terms.
 func logPartialExp(T float64, k int) float64 {
@@ -177,10 +195,15 @@ type member struct {
 	// exposure is the decayed number of samples the series was watched
 	// for at last (time since it joined / dt, decayed like counts).
 	exposure float64
-	records  float64 // the decayed number of its evidence samples that were records
-	since    int64   // start of its current run of live evidence (ms)
-	live     int64   // its evidence counts until this time (ms)
+	records  float64           // the decayed number of its evidence samples that were records
+	chained  float64           // the decayed number of those that came right after a record of it
+	recT     int64             // time of its latest record
+	links    int               // records in a row ending at recT (its chain)
+	link     [maxLinks]float32 // the surprises of the chain's latest links, a ring
+	since    int64             // start of its current run of live evidence (ms)
+	live     int64             // its evidence counts until this time (ms)
 	surprise float64
+	best     float64 // the highest surprise of one sample in the current run
 	score    float64
 	at       int64 // time of the sample that carried surprise
 	detail   Detail
@@ -194,6 +217,7 @@ type Group struct {
 	dt      int64         // the group's sampling interval: the latest series interval seen
 	first   int64         // time of the first sample the group saw; 0 before it
 	live    []Contributor // Evaluate's scratch space
+
 	// The incident, if one is open or was.
 	open      bool
 	start     int64
@@ -259,6 +283,8 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 	// above x; the series' own counts are taken whole.
 	prior := priorRate * priorSamples * math.Pow(x, -g.p.Tail)
 	r := (seen + prior) / (m.exposure + priorSamples)
+	// chained: the series' previous sample was a record too.
+	chained := d.Record > 0 && dt > 0 && m.recT == t-dt
 	if d.Record > 0 {
 		// A record's score says how far out it is in the series' noise,
 		// which on a series of bursts is huge for any new high; what makes
@@ -267,14 +293,41 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 		// if more (a growing series), and one landing e range widths out
 		// (1+e)^Tail times less often.
 		chance := max(2/float64(max(d.Age, 1)), m.records/(m.exposure+priorSamples))
+		if chained {
+			// A record right after a record: as often as this series'
+			// records came in a row (a ramp's always do), with the chance
+			// of a first record as the prior for one that has not shown
+			// how its records come (an independent series' rarely do).
+			chance = (m.chained + chainPrior*chance) / (m.records + chainPrior)
+		}
 		r = chance * math.Pow(d.Record, -g.p.Tail)
 	}
-	s := max(0, math.Log(1/(float64(g.p.Window)*r)))
+	own := max(0, math.Log(1/(float64(g.p.Window)*r)))
+	s := own
+	if d.Record > 0 {
+		if !chained {
+			m.links = 0
+		}
+		m.link[m.links%maxLinks] = float32(own)
+		m.links++
+		m.recT = t
+		// The chain's links in the last Window samples are live evidence
+		// together; each is that unlikely given the links before it.
+		s = 0
+		for i := range min(m.links, g.p.Window, maxLinks) {
+			s += float64(m.link[(m.links-1-i)%maxLinks])
+		}
+	}
 	if t >= m.live {
-		m.since = t // a new run of evidence
+		m.since, m.best = t, 0 // a new run of evidence
 	}
 	if t >= m.live || s > m.surprise {
-		m.surprise, m.score, m.at, m.detail = s, score, t, d
+		m.surprise = s
+	}
+	if own >= m.best {
+		// The sample that explains the member best is its own most
+		// surprising one, not the last link of a chain.
+		m.best, m.score, m.at, m.detail = own, score, t, d
 	}
 	if learn {
 		// Evidence while an incident is open is not what the series does
@@ -283,6 +336,9 @@ func (g *Group) ObserveDetail(key string, t, dt int64, score float64, d Detail) 
 		m.counts[b]++
 		if d.Record > 0 {
 			m.records++
+		}
+		if chained {
+			m.chained++
 		}
 	}
 	m.last = t
@@ -323,6 +379,7 @@ func (m *member) decay(t int64, halfLife time.Duration) {
 		m.counts[b] *= f
 	}
 	m.records *= f
+	m.chained *= f
 }
 
 // State is a group's incident state at one time.

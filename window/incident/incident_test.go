@@ -228,3 +228,66 @@ func TestRecords(t *testing.T) {
 		}
 	}
 }
+
+// Records of one series in a row are rarer than the same records apart:
+// three modest new highs in a row open an incident, three apart do not,
+// and a day-long climb the detectors keep flagging is one incident, not
+// one per new high.
+func TestChainedRecords(t *testing.T) {
+	p := DefaultParams()
+	at := 2 * day
+	for _, tc := range []struct {
+		name    string
+		records []int // steps at which series 0 sets a record
+		want    int
+	}{
+		{"three new highs in a row", []int{at, at + 1, at + 2}, 1},
+		{"three new highs apart", []int{at, at + 10, at + 20}, 0},
+		{"one new high", []int{at}, 0},
+	} {
+		g := NewGroup(&p)
+		rng := rand.New(rand.NewPCG(11, 12))
+		rec := map[int]bool{}
+		for _, i := range tc.records {
+			rec[i] = true
+		}
+		var opened []int
+		for i := range 3 * day {
+			t0 := 1 + int64(i)*step
+			for k := range 10 {
+				score, d := noise(rng, 1.0/500), Detail{Age: uint32(i)}
+				if k == 0 && rec[i] {
+					score, d.Record = 20, 1.3
+				}
+				g.ObserveDetail(fmt.Sprintf("s%03d", k), t0, step, score, d)
+			}
+			if st := g.Evaluate(t0, 10, nil); st.Opened {
+				opened = append(opened, i)
+			}
+		}
+		if len(opened) != tc.want || tc.want > 0 && (opened[0] < at || opened[0] > at+2) {
+			t.Errorf("%s: incidents opened at steps %v; want %d at steps %d to %d", tc.name, opened, tc.want, at, at+2)
+		}
+	}
+
+	// A ramp: series 0 sets a new high every sample for a day.
+	g := NewGroup(&p)
+	rng := rand.New(rand.NewPCG(13, 14))
+	var opened []int
+	for i := range 3 * day {
+		t0 := 1 + int64(i)*step
+		for k := range 10 {
+			score, d := noise(rng, 1.0/500), Detail{Age: uint32(i)}
+			if k == 0 && i >= day && i < 2*day {
+				score, d.Record = 5, 1.01
+			}
+			g.ObserveDetail(fmt.Sprintf("s%03d", k), t0, step, score, d)
+		}
+		if st := g.Evaluate(t0, 10, nil); st.Opened {
+			opened = append(opened, i)
+		}
+	}
+	if len(opened) != 1 || opened[0] > day+2 {
+		t.Errorf("climb from step %d to %d: incidents opened at steps %v; want one at its start", day, 2*day, opened)
+	}
+}
