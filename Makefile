@@ -118,7 +118,9 @@ bench-incidents: build
 ## deploy/prometheus/anomalyd-alerts.yml's score group (AnomalySustained); and the incident stage: whether
 ## each fault opens an incident on its own target within 3 samples (GET /api/v1/incidents, AnomalyIncident),
 ## false incidents per target-hour. ~47 minutes; the machine must be otherwise idle. JSON in
-## bench/results/faults.json. FAULTS_FLAGS to change it, e.g. FAULTS_FLAGS="-quiet 35m" (go run ./bench/faults -h).
+## bench/results/faults.json. FAULTS_FLAGS to change it, e.g. FAULTS_FLAGS="-quiet 35m" (go run ./bench/faults -h);
+## FAULTS_FLAGS="-export DIR" also writes the run's input series, which go run ./bench/faults -replay DIR
+## scores again offline through anomalyd backtest (-anomalyd-config FILE to try incident settings).
 FAULTS_FLAGS ?=
 bench-faults: build
 	@for p in prometheus prometheus-node-exporter stress-ng; do \

@@ -42,7 +42,15 @@
 // The machine must be otherwise idle while it runs (about 47 minutes with
 // the defaults): anything else that runs on it is an unlabelled fault.
 //
-//	go run ./bench/faults -anomalyd bin/anomalyd [-out bench/results]
+// -export DIR also writes the input of every analysed series, one folder
+// per target, as anomalyd backtest reads it, and the run's report;
+// -replay DIR runs that through anomalyd backtest (the server's detectors
+// and incident stage) and scores its incidents as the run's are scored,
+// in seconds, to try the incident model on a recorded run (export.go,
+// replay.go).
+//
+//	go run ./bench/faults -anomalyd bin/anomalyd [-out bench/results] [-export DIR]
+//	go run ./bench/faults -replay DIR [-anomalyd bin/anomalyd] [-anomalyd-config FILE] [-json FILE]
 package main
 
 import (
@@ -88,6 +96,11 @@ type options struct {
 	alerts                                       []alertRule // read from rules by validate
 	incidentAlerts                               []alertRule // the same, group incidentGroup
 	within                                       int         // -incident-within
+	withinSet                                    bool        // -incident-within given
+	export, fromKept, fromReport                 string      // -export, -from-kept, -from-report
+	replay, replayOut, replayJSON                string      // -replay, -replay-out, -json
+	anomalydConfig                               string      // -anomalyd-config
+	exportErr                                    error       // -export failed after the run
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -114,8 +127,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.rules, "rules", "deploy/prometheus/anomalyd-alerts.yml", "Alert rules file: every alert of its groups "+scoreGroup+" and "+incidentGroup+" is also evaluated over the run (every -scrape-interval) and reported like the rule above, or like the incidents.")
 	fs.IntVar(&o.within, "incident-within", 3, "A fault is caught by the incident stage when an incident opens on its target at most this many samples (scrape intervals) after its start.")
 	fs.StringVar(&o.keep, "keep", "", "Keep Prometheus's data (every input series and score) in this new folder, to query later with prometheus --storage.tsdb.path.")
+	fs.StringVar(&o.export, "export", "", "After the run, write the input of every analysed series to this new or empty folder for -replay: <job>/<metric>.csv (\"timestamp,value\", Unix seconds), <job>/series.txt naming each file's labels, and faults.json, the run's report.")
+	fs.StringVar(&o.fromKept, "from-kept", "", "With -export and -from-report: run nothing, export the run whose Prometheus data -keep kept in this folder (Prometheus is started on it and writes to it: give a copy).")
+	fs.StringVar(&o.fromReport, "from-report", "", "The faults.json of the -from-kept run.")
+	fs.StringVar(&o.replay, "replay", "", "Run nothing: replay the run -export wrote to this folder through anomalyd backtest (-anomalyd) and score its incidents against the run's schedule, as the live run's are scored.")
+	fs.StringVar(&o.replayOut, "replay-out", "", "With -replay: the backtest's output folder (default: a temporary one, removed).")
+	fs.StringVar(&o.replayJSON, "json", "", "With -replay: also write the report as JSON to this file.")
+	fs.StringVar(&o.anomalydConfig, "anomalyd-config", "", "With -replay: the backtest's --config.file (its detectors and incidents settings; default: the built-in defaults).")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	fs.Visit(func(f *flag.Flag) { o.withinSet = o.withinSet || f.Name == "incident-within" })
+	if o.replay != "" || o.fromKept != "" {
+		return o.offline(stdout, stderr)
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(stderr, "faults:", err)
@@ -141,6 +165,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, "wrote", p)
+	if o.exportErr != nil {
+		fmt.Fprintln(stderr, "faults:", o.exportErr)
+		return 1
+	}
+	return 0
+}
+
+// offline is -replay, or -export with -from-kept: nothing is run.
+func (o *options) offline(stdout, stderr io.Writer) int {
+	var err error
+	switch {
+	case o.replay != "" && (o.fromKept != "" || o.export != ""):
+		err = errors.New("-replay runs nothing: it takes no -export or -from-kept")
+	case o.replay != "":
+		if o.within < 1 {
+			err = fmt.Errorf("-incident-within must be at least 1 sample, got %d", o.within)
+			break
+		}
+		err = o.replayExport(stdout, stderr)
+	case o.export == "" || o.fromReport == "":
+		err = errors.New("-from-kept needs -export and -from-report")
+	default:
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer cancel()
+		err = o.exportKept(ctx, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "faults:", err)
+		return 1
+	}
 	return 0
 }
 
@@ -162,6 +216,11 @@ func (o *options) validate() error {
 	}
 	if o.within < 1 {
 		return fmt.Errorf("-incident-within must be at least 1 sample, got %d", o.within)
+	}
+	if o.export != "" {
+		if err := checkExportDir(o.export); err != nil {
+			return err
+		}
 	}
 	var err error
 	if o.alerts, err = loadScoreAlerts(o.rules); err != nil {
@@ -208,6 +267,7 @@ func faultNames() []string {
 type report struct {
 	Date     time.Time `json:"date"`
 	Begin    time.Time `json:"begin"` // all three up; the quiet period starts
+	End      time.Time `json:"end"`   // -gap after the last fault's start: the analysis ends
 	Versions []string  `json:"versions"`
 	Settings struct {
 		ScrapeInterval, Quiet, Settle, FaultDuration, Gap, Recovery, Hold string
@@ -354,6 +414,7 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 		}
 	}
 	end := time.Now()
+	rep.End = end.UTC()
 	// Let the last scores travel: Prometheus's and anomalyd's queues send
 	// partial batches after 1 s, retried if need be.
 	if err := sleep(ctx, 10*time.Second); err != nil {
@@ -395,6 +456,10 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 	}
 	if err := o.analyseIncidents(rep, incs, all, begin, end, quiet, faults); err != nil {
 		return nil, err
+	}
+	if o.export != "" {
+		// anomalyd saw the samples before begin too, and after end.
+		o.exportErr = export(o.export, "http://"+o.promAddr, rep, all, begin.Add(-time.Minute), end.Add(10*time.Second), stderr)
 	}
 	return rep, nil
 }
@@ -605,11 +670,23 @@ func tail(b []byte, n int) string {
 }
 
 // readRaw calls fn with every raw sample of the series query selects from
-// from to to, in time order per series, reading chunk by chunk (raw samples
-// of a range selector, so that no one-sample alarm falls between query
-// steps).
+// from to to, in time order per series (see readRawSeries).
 func readRaw(base, query string, from, to time.Time, chunk time.Duration, fn func(metric map[string]string, ts, x float64)) error {
+	return readRawSeries(base, query, from, to, chunk, func(m map[string]string, ps []point) {
+		for _, p := range ps {
+			fn(m, p.t, p.v)
+		}
+	})
+}
+
+// readRawSeries calls fn with the raw samples of each series query selects
+// from from to to, chunk by chunk (raw samples of a range selector, so that
+// no one-sample alarm falls between query steps): once per series and
+// chunk, the chunks in time order, the samples of a call in time order;
+// ps is reused once fn returns.
+func readRawSeries(base, query string, from, to time.Time, chunk time.Duration, fn func(metric map[string]string, ps []point)) error {
 	last := unix(from)
+	var ps []point
 	for t := from.Add(chunk); ; t = t.Add(chunk) {
 		if t.After(to) {
 			t = to
@@ -623,6 +700,7 @@ func readRaw(base, query string, from, to time.Time, chunk time.Duration, fn fun
 			return err
 		}
 		for _, r := range res {
+			ps = ps[:0]
 			for _, v := range r.Values {
 				ts, _ := v[0].(float64)
 				vs, _ := v[1].(string)
@@ -633,7 +711,10 @@ func readRaw(base, query string, from, to time.Time, chunk time.Duration, fn fun
 				if err != nil {
 					return fmt.Errorf("sample value %q of %s: %w", vs, formatLabels(r.Metric), err)
 				}
-				fn(r.Metric, ts, x)
+				ps = append(ps, point{ts, x})
+			}
+			if len(ps) > 0 {
+				fn(r.Metric, ps)
 			}
 		}
 		last = unix(t)
