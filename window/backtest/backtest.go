@@ -44,11 +44,14 @@ seconds (integer or decimal); a file's first row fixes its format. PATH is a
 file (output DIR/<name>) or a folder, walked in lexical order for *.csv files
 whose tree is mirrored under DIR.
 
-Series labels: __name__ = --metric-name, file = the path relative to the
-input folder (the file name for a single file), so config rules can select
-files: a rule {file="x.csv"} with "action: ignore" gives x.csv scores of 0.
-A name ending in _total, _count or _sum is a counter, analysed as a
-per-second rate as the server does (its first row then scores 0).
+Series labels: __name__ = the file's name without ".csv" when that is a
+valid metric name (node_cpu_seconds_total.csv is node_cpu_seconds_total),
+else backtest_value; --metric-name gives every file that name instead.
+file = the path relative to the input folder (the file name for a single
+file), so config rules can select files: a rule {file="x.csv"} with
+"action: ignore" gives x.csv scores of 0. A name ending in _total, _count
+or _sum is a counter, analysed as a per-second rate as the server does (its
+first row then scores 0).
 
 Output: "timestamp,value,anomaly_score", one row per input row, timestamp and
 value copied verbatim. anomaly_score = s / (1 + s), where s is the chosen
@@ -82,7 +85,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		output     = fset.String("output", "", "Folder for the scored CSV files, created if missing (required).")
 		configFile = fset.String("config.file", "", "Configuration file (YAML) whose detectors and rules apply. Empty: built-in defaults.")
 		detector   = fset.String("detector", detectors.KindCombined.String(), "Detector whose score is written: ewma, zscore, holtwinters, slope, entropy or combined.")
-		metricName = fset.String("metric-name", defaultBacktestMetric, "__name__ of every series; a name ending in _total, _count or _sum is analysed as a counter (per-second rate).")
+		metricName = fset.String("metric-name", "", "__name__ of every series (default: each file's name without .csv if it is a valid metric name, else "+defaultBacktestMetric+"); a name ending in _total, _count or _sum is analysed as a counter (per-second rate).")
 	)
 	fset.Usage = func() {
 		fmt.Fprint(stderr, backtestUsage)
@@ -107,7 +110,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anomalyd backtest: unknown --detector %q: want ewma, zscore, holtwinters, slope, entropy or combined\n", *detector)
 		return 1
 	}
-	if !validMetricName(*metricName) {
+	if *metricName != "" && !validMetricName(*metricName) {
 		fmt.Fprintf(stderr, "anomalyd backtest: invalid --metric-name %q: want [a-zA-Z_:][a-zA-Z0-9_:]*\n", *metricName)
 		return 1
 	}
@@ -123,10 +126,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	bt := &backtest{
-		rules:   window.CompileRules(cfg),
-		name:    *metricName,
-		counter: series.IsCounterName(*metricName),
-		kind:    kind,
+		rules: window.CompileRules(cfg),
+		name:  *metricName,
+		kind:  kind,
 	}
 	results := bt.run(jobs, runtime.GOMAXPROCS(0))
 	rows, failed := 0, 0
@@ -241,10 +243,9 @@ func backtestJobs(input, output string) ([]backtestJob, error) {
 // backtest holds what every file of one run shares. It is read-only while
 // files are scored, so workers share it.
 type backtest struct {
-	rules   *window.Rules
-	name    string
-	counter bool
-	kind    detectors.Kind
+	rules *window.Rules
+	name  string // --metric-name; "" names each file after itself
+	kind  detectors.Kind
 }
 
 // backtestResult is the outcome of one file.
@@ -283,7 +284,16 @@ func (bt *backtest) run(jobs []backtestJob, workers int) []backtestResult {
 // file scores one job into its output file, removed again on error.
 func (bt *backtest) file(j *backtestJob) (res backtestResult) {
 	// The canonical label set: names sorted, "__name__" < "file".
-	labels := "__name__\xff" + bt.name + "\xfffile\xff" + j.rel + "\xff"
+	name := bt.name
+	if name == "" {
+		// A file named after its metric is that metric: a counter's
+		// export is analysed as a rate, as the server analyses it.
+		name = defaultBacktestMetric
+		if b := strings.TrimSuffix(filepath.Base(j.rel), ".csv"); validMetricName(b) {
+			name = b
+		}
+	}
+	labels := "__name__\xff" + name + "\xfffile\xff" + j.rel + "\xff"
 	p, ignored := bt.rules.ParamsFor(labels)
 	var an *window.Analyser
 	switch {
@@ -292,7 +302,7 @@ func (bt *backtest) file(j *backtestJob) (res backtestResult) {
 	case !p.Enabled(bt.kind):
 		res.warning = fmt.Sprintf("%s: detector %s is disabled for {file=%q}: its scores are 0", j.in, bt.kind, j.rel)
 	default:
-		an = window.NewAnalyser(p, bt.counter)
+		an = window.NewAnalyser(p, series.IsCounterName(name))
 	}
 	in, err := os.Open(j.in)
 	if err != nil {

@@ -263,6 +263,22 @@ func TestBacktestCounter(t *testing.T) {
 	if bytes.Equal(a, b) {
 		t.Fatal("a counter name scores like a gauge: want rates")
 	}
+
+	// Without --metric-name a file named after a counter is that counter
+	// (an export of node_exporter's series is analysed as the server
+	// analyses it); --metric-name overrides the file's name.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "requests_total.csv"), must(os.ReadFile(filepath.Join(corpus, "sub/drift.csv"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	named, _ := os.ReadFile(filepath.Join(backtestOK(t, dir), "requests_total.csv"))
+	if !bytes.Equal(named, b) {
+		t.Error("requests_total.csv is not analysed as a counter")
+	}
+	forced, _ := os.ReadFile(filepath.Join(backtestOK(t, dir, "--metric-name", "backtest_value"), "requests_total.csv"))
+	if !bytes.Equal(forced, a) {
+		t.Error("--metric-name backtest_value does not analyse requests_total.csv as a gauge")
+	}
 }
 
 func TestBacktestDetectors(t *testing.T) {
