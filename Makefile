@@ -60,7 +60,8 @@ lint:
 
 ## fuzz: short fuzz runs of every decoder and parser (FUZZTIME each)
 FUZZ_TARGETS := ingest:FuzzDecodeV1 ingest:FuzzDecodeV2 ingest:FuzzHandler \
-	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate window/backtest:FuzzBacktestScore \
+	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate detectors:FuzzRestoreState \
+	window/backtest:FuzzBacktestScore \
 	sink/history:FuzzReadHandler ingest/remoteread:FuzzDecodeStreamed ingest/remoteread:FuzzDecodeSamples \
 	window/incident:FuzzGroup window/checkpoint:FuzzReader
 fuzz:

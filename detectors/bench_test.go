@@ -63,3 +63,33 @@ func BenchmarkDetector(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSetState measures AppendState and RestoreState of one Set with
+// DefaultParams (StateSize 979 bytes) that has seen 4096 samples.
+func BenchmarkSetState(b *testing.B) {
+	p := DefaultParams()
+	var s Set
+	s.Init(&p)
+	for i := range benchInput.t {
+		s.Update(&p, benchInput.t[i], benchInput.v[i])
+	}
+	state := s.AppendState(nil)
+	b.Run("append", func(b *testing.B) {
+		dst := make([]byte, 0, s.StateSize())
+		b.SetBytes(int64(len(state)))
+		b.ReportAllocs()
+		for b.Loop() {
+			dst = s.AppendState(dst[:0])
+		}
+	})
+	b.Run("restore", func(b *testing.B) {
+		var r Set
+		b.SetBytes(int64(len(state)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.RestoreState(&p, state); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

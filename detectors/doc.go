@@ -136,6 +136,38 @@
 // after rounding). The state holds no pointers besides that slice, so it can be
 // serialised.
 //
+// # State
+//
+// Set.AppendState writes a series' complete state, so that a restart
+// (issue 22: checkpoints per shard) loses nothing, and Set.RestoreState
+// reads it back: a restored Set gives, sample for sample, bit for bit, the
+// Outputs the saved one would have (TestSetStateResume). The encoding is
+// explicit and fixed little-endian, no reflection or gob: a version byte
+// (setStateVersion), the sizes Init derived from the Params (ring w u16,
+// seasonal slots b u8, entropy slots e u8, len(buf) u32), every field of
+// the Set and of its nested states (floats as IEEE 754 bits, bools one
+// byte), then buf as float32 bits. StateSize is 275 + 4·len(buf) bytes:
+// 979 with DefaultParams (275 + 4·176), 707 with Entropy disabled, so one
+// checkpoint of 100k series is about 100 MB. Appending one takes ~0.4 µs
+// and restoring one ~0.6 µs, neither allocating (BenchmarkSetState).
+//
+// Versions: bump setStateVersion whenever a field is added, removed,
+// reordered, resized or changes meaning; RestoreState refuses any other
+// version (the series starts cold), because a state read under the wrong
+// layout is wrong without a sign. TestSetStateComplete fills every field
+// of a Set, recursively, with random values and fails if one does not
+// come back, so an addition cannot be forgotten.
+//
+// What is checked: a state whose sizes differ from those Init(p) gives, or
+// whose entropy positions and regime counts do not fit p, is refused with
+// ErrStateParams (the series starts cold); so is a NaN or ±Inf where the
+// detectors keep values finite, or a ring index beyond the ring, so that a
+// restored Set can neither panic nor carry NaN. The rest is trusted: the
+// checkpoint file's checksum protects the bytes, and it should record the
+// Params, since a Set does not keep them and a change that keeps every
+// size (an alpha, the season's length, entropy.slow_scale) restores
+// without error.
+//
 // # Trade-offs
 //
 //   - float32 storage. Ring entries are float32 value and time offsets from

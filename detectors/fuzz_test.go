@@ -1,6 +1,7 @@
 package detectors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"testing"
@@ -42,7 +43,8 @@ func record(dst []byte, dt uint32, v float64) []byte {
 // FuzzSetUpdate feeds arbitrary (dt, value) pairs: Update never panics,
 // every score is finite and in [0, MaxScore], a score is 0 unless Ready,
 // every band is finite with Lower ≤ Upper,
-// Combined is Per[Driver], and the Set agrees with the single detectors.
+// Combined is Per[Driver], the Set agrees with the single detectors, and
+// its final state survives AppendState and RestoreState.
 // Non-finite values are skipped, as the caller guarantees (the shard drops
 // stale markers and never passes NaN or ±Inf).
 func FuzzSetUpdate(f *testing.F) {
@@ -108,6 +110,16 @@ func FuzzSetUpdate(f *testing.F) {
 					t.Fatalf("sample %d %s: Set %+v, detector %+v", i/12, Kind(k), r, want)
 				}
 			}
+		}
+		// Every state the detectors reach restores (RestoreState's checks
+		// refuse nothing they make) and encodes back to the same bytes.
+		st := set.AppendState(nil)
+		var r Set
+		if rest, err := r.RestoreState(&p, st); err != nil || len(rest) != 0 {
+			t.Fatalf("the state after the input does not restore: %d bytes left, error %v", len(rest), err)
+		}
+		if !bytes.Equal(r.AppendState(nil), st) {
+			t.Fatal("the restored state encodes differently")
 		}
 	})
 }

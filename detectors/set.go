@@ -8,7 +8,9 @@ import (
 // Set is the complete detector state of one series: the five detectors and
 // the ring buffer that ZScore and Slope share. The zero value is not
 // usable: call Init. A Set holds no pointers besides its one allocation,
-// buf, so its fields and buf are all there is to serialise. A copy by
+// buf, so its fields and buf are all there is to serialise: AppendState
+// writes them (StateSize bytes, 979 with DefaultParams) and RestoreState
+// reads them back (see State in the package doc). A copy by
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
