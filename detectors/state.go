@@ -206,8 +206,7 @@ func (s *Set) checkState(p *Params, c *stateCodec) error {
 	// The detectors keep these finite: the float32s saturate (f32), the
 	// EWMA and Holt-Winters start over when they overflow, ref, v0 and
 	// vRef are samples, and the window's sums are of at most MaxWindow
-	// float32 products. Not the window's mae, which values near
-	// ±math.MaxFloat64 can make +Inf and then NaN.
+	// float32 products, and the window's mae is capped.
 	for _, f := range [...]struct {
 		name string
 		v    float64
@@ -220,7 +219,7 @@ func (s *Set) checkState(p *Params, c *stateCodec) error {
 		{"entropy fast pend", float64(s.ent.fast.pend)},
 		{"entropy slow lo", float64(s.ent.slow.lo)}, {"entropy slow hi", float64(s.ent.slow.hi)},
 		{"entropy slow pend", float64(s.ent.slow.pend)},
-		{"window vRef", s.win.vRef}, {"window sx", s.win.sx}, {"window sy", s.win.sy},
+		{"window vRef", s.win.vRef}, {"window mae", s.win.mae}, {"window sx", s.win.sx}, {"window sy", s.win.sy},
 		{"window sxx", s.win.sxx}, {"window sxy", s.win.sxy}, {"window syy", s.win.syy},
 		{"ewma calibration m", float64(s.cal[KindEWMA].m)}, {"ewma calibration q", float64(s.cal[KindEWMA].q)},
 		{"zscore calibration m", float64(s.cal[KindZScore].m)}, {"zscore calibration q", float64(s.cal[KindZScore].q)},

@@ -306,8 +306,9 @@ func TestRestoreStateTruncated(t *testing.T) {
 	}
 }
 
-// A state no Set can hold is refused; the values the detectors may hold
-// (a NaN window mae, any mass byte) are restored as they are.
+// A state no Set can hold is refused (a NaN window mae too: the window
+// caps it); the values the detectors may hold (any mass byte) are restored
+// as they are.
 func TestRestoreStateInvalid(t *testing.T) {
 	p := stateParams()
 	base := setAfter(&p, randomSeries(36, 1500), 1500)
@@ -365,7 +366,7 @@ func TestRestoreStateInvalid(t *testing.T) {
 		}
 		return b
 	}, prefix+"bool byte 2 at offset 97, want 0 or 1")
-	f("window mae NaN", func(s *Set) []byte { s.win.mae = staleNaN; return nil }, "")
+	f("window mae NaN", func(s *Set) []byte { s.win.mae = staleNaN; return nil }, prefix+"window mae is NaN")
 	f("masses that look like NaN", func(s *Set) []byte {
 		_, fm, _, _ := entropyViews(&p.Entropy, s.buf[2*30+2*24:])
 		for i := range 8 {

@@ -181,7 +181,10 @@ func (w *window) zscore(k float64, rdy bool, seen uint32, v float64) Result {
 	if r.Ready {
 		lim = k * sigmaFloor(sd, mean)
 	}
-	w.mae = slowMAD(w.mae, math.Abs(v-mean), lim, seen)
+	// |v − mean| overflows to +Inf for values near ±math.MaxFloat64 of
+	// opposite signs; capped, the floor stays finite (it would otherwise
+	// be +Inf, then NaN for good, and every later band too narrow).
+	w.mae = slowMAD(w.mae, min(math.Abs(v-mean), math.MaxFloat64), lim, seen)
 	return r
 }
 

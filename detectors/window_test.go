@@ -194,3 +194,18 @@ func TestWindowSumsAndOffsets(t *testing.T) {
 		}
 	}
 }
+
+// Values near ±math.MaxFloat64 of opposite signs overflow |v − mean|; the
+// window's σ floor must stay finite, or every later band of the series is
+// too narrow (a NaN floor loses to any σ in max).
+func TestWindowMAEOverflow(t *testing.T) {
+	p := DefaultParams()
+	var s Set
+	s.Init(&p)
+	for i, v := range []float64{-1.7e308, 1.7e308, -1.7e308, 1.7e308, 1, 2, 3} {
+		s.Update(&p, int64(i+1)*15_000, v)
+		if !isFinite(s.win.mae) {
+			t.Fatalf("after sample %d (%g): window mae %g", i, v, s.win.mae)
+		}
+	}
+}
