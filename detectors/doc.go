@@ -138,8 +138,8 @@
 //
 // # State
 //
-// Set.AppendState writes a series' complete state, so that a restart
-// (issue 22: checkpoints per shard) loses nothing, and Set.RestoreState
+// Set.AppendState writes a series' complete state, so that a restart from
+// a checkpoint loses nothing, and Set.RestoreState
 // reads it back: a restored Set gives, sample for sample, bit for bit, the
 // Outputs the saved one would have (TestSetStateResume). The encoding is
 // explicit and fixed little-endian, no reflection or gob: a version byte

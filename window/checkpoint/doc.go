@@ -1,7 +1,7 @@
 // Package checkpoint stores a shard's state on disk as a sequence of opaque
-// records, durably (issue 22: --storage.path). It knows nothing of series or
-// detectors: the shard encodes each record, this package frames, checksums
-// and files them.
+// records, durably, so that a restart resumes where it stopped. It knows
+// nothing of series or detectors: the shard encodes each record, this
+// package frames, checksums and files them.
 //
 // # Use
 //
