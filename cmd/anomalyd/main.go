@@ -61,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logLevel    = fs.String("log.level", "info", "Log level: debug, info, warn, error.")
 		logFormat   = fs.String("log.format", "logfmt", "Log format: logfmt (human-readable) or json.")
 		shutdownTO  = fs.Duration("shutdown.timeout", 30*time.Second, "How long a graceful shutdown may take to drain shards and flush remote-write queues.")
+		storagePath = fs.String("storage.path", "data", "Directory for the series state checkpoints and the remote-write queues; empty keeps nothing on disk.")
+		ckptEvery   = fs.Duration("storage.checkpoint-interval", 5*time.Minute, "How often the series state is checkpointed to --storage.path (and at shutdown); 0: only at shutdown.")
 		showVersion = fs.Bool("version", false, "Print the version and exit.")
 	)
 	fs.Usage = func() {
@@ -107,7 +109,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Error("cannot listen", zap.String("address", *listenAddr), zap.Error(err))
 		return 1
 	}
-	srv, err := newServer(cfg, *configFile, logger)
+	if *ckptEvery < 0 {
+		fmt.Fprintf(stderr, "anomalyd: invalid --storage.checkpoint-interval %v: must not be negative\n", *ckptEvery)
+		return 2
+	}
+	srv, err := newServer(cfg, serverOptions{configFile: *configFile, storagePath: *storagePath, checkpointInterval: *ckptEvery}, logger)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return 1

@@ -35,6 +35,8 @@ type server struct {
 	logger     *zap.Logger
 	configFile string
 	reg        *selfmon.Registry
+	// storage is --storage.path, locked; nil when it is empty.
+	storage *storage
 
 	mu     sync.Mutex // serialises reload and shutdown
 	cfg    *config.Config
@@ -54,8 +56,26 @@ type server struct {
 	reloadSuccess *selfmon.Gauge
 }
 
-func newServer(cfg *config.Config, configFile string, logger *zap.Logger) (*server, error) {
-	s := &server{logger: logger, configFile: configFile, reg: selfmon.NewRegistry(), cfg: cfg}
+// serverOptions are the command-line settings of a server.
+type serverOptions struct {
+	configFile string
+	// storagePath is --storage.path: "" keeps nothing on disk.
+	storagePath        string
+	checkpointInterval time.Duration
+}
+
+func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *server, err error) {
+	s := &server{logger: logger, configFile: opts.configFile, reg: selfmon.NewRegistry(), cfg: cfg}
+	if opts.storagePath != "" {
+		if s.storage, err = openStorage(opts.storagePath); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				s.storage.close()
+			}
+		}()
+	}
 	out, err := sink.NewOutputs(cfg, s.reg, logger)
 	if err != nil {
 		return nil, err
@@ -229,6 +249,11 @@ func (s *server) shutdown(ctx context.Context) error {
 	}
 	s.incidents.Stop()
 	s.out.Stop(ctx)
+	if s.storage != nil {
+		if err := s.storage.close(); err != nil {
+			errs = append(errs, fmt.Errorf("cannot release --storage.path: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -39,7 +39,7 @@ func startServer(t *testing.T, cfgText string) (*server, string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := newServer(cfg, file, zap.NewNop())
+	srv, err := newServer(cfg, serverOptions{configFile: file, storagePath: filepath.Join(dir, "data")}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
