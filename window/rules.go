@@ -35,6 +35,8 @@ type rule struct {
 	// detector="<kind>" series output.per_detector emits.
 	enabled uint8
 	params  *detectors.Params
+	// paramsKey identifies params in checkpoints (paramsKey).
+	paramsKey uint64
 	// groupBy are the label names, sorted, whose values make the incident
 	// group of the rule's series (its incidents.group_by, inherited or
 	// its own); nil for a rule that ignores its series.
@@ -61,6 +63,9 @@ func CompileRules(cfg *config.Config) *Rules {
 	p := cfg.Detectors
 	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p,
 		groupBy: sortedGroupBy(cfg.Incidents.GroupBy)})
+	for i := range rs.rules {
+		rs.rules[i].paramsKey = paramsKey(rs.rules[i].params)
+	}
 	return rs
 }
 

@@ -157,6 +157,9 @@ type shard struct {
 	warming map[uint32]*warmState
 	warmSeq uint64
 	warmed  chan warmReply
+
+	// job is the checkpoint in progress (checkpoints.go), nil if none.
+	job *ckptJob
 }
 
 func newShard(id int, set *Shards, rules *Rules, done chan struct{}) *shard {
@@ -196,12 +199,15 @@ func (s *shard) run(done chan<- struct{}) {
 		warmC = wt.C
 	}
 	for {
+		var ckptFree chan []byte // nil (never ready) without a checkpoint in progress
+		if s.job != nil {
+			ckptFree = s.job.free
+		}
 		select {
 		case b, ok := <-s.in:
 			if !ok {
 				s.finishAllWarming()
 				s.flushOut()
-				s.publish(time.Now())
 				return
 			}
 			s.process(b)
@@ -213,6 +219,8 @@ func (s *shard) run(done chan<- struct{}) {
 			s.evict(now)
 		case now := <-warmC:
 			s.expireWarming(now)
+		case buf := <-ckptFree:
+			s.ckptStep(buf)
 		}
 	}
 }

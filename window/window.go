@@ -81,6 +81,7 @@ type Shards struct {
 	active atomic.Int64 // series tracked, all shards (for max_series)
 	free   chan *Batch  // bounded free list of batches
 
+	started  atomic.Bool
 	closed   atomic.Bool
 	inflight sync.WaitGroup
 	mu       sync.Mutex // serialises ApplyRules and Stop
@@ -105,6 +106,7 @@ func (s *Shards) N() int { return len(s.shards) }
 
 // Start starts one goroutine per shard.
 func (s *Shards) Start() {
+	s.started.Store(true)
 	for i, sh := range s.shards {
 		go sh.run(s.done[i])
 	}
@@ -136,6 +138,9 @@ func (s *Shards) Stop(ctx context.Context) error {
 	}
 	s.stopped = true
 	s.closed.Store(true)
+	if !s.started.Load() {
+		return nil // nothing runs (a restore that failed, say)
+	}
 	s.inflight.Wait() // no Enqueue is between its closed check and its send
 	for _, sh := range s.shards {
 		close(sh.in)
@@ -182,8 +187,11 @@ func (s *Shards) Sync() {
 }
 
 // onShard runs f on shard i's goroutine and waits for it; false if the
-// shard has stopped.
+// shard has not started (a restore in progress) or has stopped.
 func (s *Shards) onShard(i int, f func()) bool {
+	if !s.started.Load() {
+		return false
+	}
 	done := make(chan struct{})
 	select {
 	case s.shards[i].ctl <- func() { f(); close(done) }:

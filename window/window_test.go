@@ -52,7 +52,7 @@ func key(pairs ...string) []byte {
 }
 
 // send writes samples of one series (labels as sorted name/value pairs).
-func (e *env) send(t *testing.T, counter bool, samples []Sample, pairs ...string) {
+func (e *env) send(t testing.TB, counter bool, samples []Sample, pairs ...string) {
 	t.Helper()
 	k := key(pairs...)
 	h := xxhash.Sum64(k)

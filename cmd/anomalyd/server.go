@@ -48,6 +48,9 @@ type server struct {
 	http      *http.Server
 	ready     atomic.Bool
 
+	// ckpt keeps the series state under --storage.path; nil without one.
+	ckpt *window.Checkpointer
+
 	// warmer reads the history of new series from Prometheus
 	// (warmup.remote_read); nil when warm-up is off.
 	warmer *remoteread.Warmer
@@ -93,6 +96,13 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.MaxGroups, s.out, s.reg)
 	wopts.Incidents = s.incidents
 	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
+	if s.storage != nil {
+		dir, err := s.storage.dir("checkpoints")
+		if err != nil {
+			return nil, err
+		}
+		s.ckpt = window.NewCheckpointer(s.shards, dir, opts.checkpointInterval, s.reg, logger)
+	}
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
 	s.registerProcessMetrics()
 
@@ -156,14 +166,26 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		ReadTimeout: time.Minute,
 		IdleTimeout: 5 * time.Minute,
 	}
+	return s, nil
+}
+
+// start restores the state saved last, then starts every stage and
+// reports ready. The listener may already serve meanwhile: writes queue
+// in the shards (503 once the queues are full), /-/ready says 503.
+func (s *server) start() {
 	s.out.Start()
 	if s.warmer != nil {
 		s.warmer.Start()
 	}
 	s.incidents.Start()
+	if s.ckpt != nil {
+		s.ckpt.Restore()
+	}
 	s.shards.Start()
+	if s.ckpt != nil {
+		s.ckpt.Start()
+	}
 	s.ready.Store(true)
-	return s, nil
 }
 
 func ingestOptions(cfg *config.Config) ingest.Options {
@@ -244,8 +266,17 @@ func (s *server) shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if s.ckpt != nil {
+		s.ckpt.Stop() // a periodic checkpoint in progress gives way to the final one
+	}
 	if err := s.shards.Stop(ctx); err != nil {
 		errs = append(errs, err)
+	} else if s.ckpt != nil {
+		// The shards drained: their state is final, and what the next
+		// start restores.
+		if err := s.ckpt.Checkpoint(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	s.incidents.Stop()
 	s.out.Stop(ctx)

@@ -30,7 +30,17 @@ import (
 // startServer runs the real server on a loopback port.
 func startServer(t *testing.T, cfgText string) (*server, string, string) {
 	t.Helper()
+	return startServerAt(t, cfgText, "")
+}
+
+// startServerAt is startServer with --storage.path data ("": a new
+// temporary directory).
+func startServerAt(t *testing.T, cfgText, data string) (*server, string, string) {
+	t.Helper()
 	dir := t.TempDir()
+	if data == "" {
+		data = filepath.Join(dir, "data")
+	}
 	file := filepath.Join(dir, "anomalyd.yml")
 	if err := os.WriteFile(file, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)
@@ -39,7 +49,7 @@ func startServer(t *testing.T, cfgText string) (*server, string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := newServer(cfg, serverOptions{configFile: file, storagePath: filepath.Join(dir, "data")}, zap.NewNop())
+	srv, err := newServer(cfg, serverOptions{configFile: file, storagePath: data}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +58,7 @@ func startServer(t *testing.T, cfgText string) (*server, string, string) {
 		t.Fatal(err)
 	}
 	go srv.serve(ln)
+	srv.start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -242,6 +253,50 @@ func TestShutdownFlushesSink(t *testing.T) {
 	// means only the shutdown flush can have sent them.
 	if got != 3 {
 		t.Fatalf("store received %d samples, want 3 flushed at shutdown", got)
+	}
+}
+
+// TestRestartRestoresState: a server started on the storage path of one
+// that shut down has its series back before any new sample, their latest
+// scores on /metrics, and says so in its checkpoint metrics; a second
+// server on a path in use refuses to start.
+func TestRestartRestoresState(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	a, url, file := startServerAt(t, "", data)
+	values := make([]float64, 60)
+	for i := range values {
+		values[i] = float64(i % 7)
+	}
+	writeGauge(t, url, "g", time.Now().Add(-2*time.Minute).UnixMilli(), values...)
+	a.shards.Sync()
+	cfg, _ := config.LoadFile(file)
+	if _, err := newServer(cfg, serverOptions{storagePath: data}, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "in use by another anomalyd") {
+		t.Fatalf("second server on the same storage path: %v, want refused", err)
+	}
+	_, before := httpDo(t, http.MethodGet, url+"/metrics", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	_, url2, _ := startServerAt(t, "", data)
+	_, after := httpDo(t, http.MethodGet, url2+"/metrics", nil)
+	for _, want := range []string{"anomalyd_checkpoint_restored_series 1\n", "anomalyd_checkpoint_restore_failures_total"} {
+		if want == "anomalyd_checkpoint_restore_failures_total" {
+			if strings.Contains(after, want) {
+				t.Errorf("restore failures reported:\n%s", grepLines(after, want))
+			}
+			continue
+		}
+		if !strings.Contains(after, want) {
+			t.Errorf("/metrics after the restart lacks %q:\n%s", want, grepLines(after, "anomalyd_checkpoint"))
+		}
+	}
+	// The series' outputs are back as they were, before any new sample.
+	score := grepLines(before, `anomaly_score{`)
+	if score == "" || grepLines(after, `anomaly_score{`) != score {
+		t.Errorf("score lines before the restart:\n%s\nafter:\n%s", score, grepLines(after, `anomaly_score{`))
 	}
 }
 

@@ -185,3 +185,67 @@ func Latest(dir string, shard, shards int) (path string, ok bool, err error) {
 	}
 	return path, true, nil
 }
+
+// LatestSet returns the shard count of the newest checkpoints in dir: that
+// of the committed checkpoint with the highest sequence number. Every
+// round of checkpoints raises each shard's number by one, and a checkpoint
+// written after a change of the shard count numbers itself above every
+// file of its shard index, so the newest round's files carry the highest
+// numbers. ok is false, with a nil error, if dir holds none.
+func LatestSet(dir string) (shards int, ok bool, err error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("cannot list checkpoints: %w", err)
+	}
+	var best uint64
+	for _, e := range entries {
+		_, n, seq, ok := parseName(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if shards == 0 || seq > best {
+			shards, best = n, seq
+		}
+	}
+	return shards, shards > 0, nil
+}
+
+// Prune removes from dir the checkpoints, committed or not, of a shard
+// count other than shards: once every shard has committed one under the
+// current count, an earlier run's files of shard indexes beyond it would
+// otherwise stay for ever.
+func Prune(dir string, shards int) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("cannot list checkpoints: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		_, n, _, ok := parseName(name)
+		if !ok {
+			// An unfinished one: shard-SSS-of-NNN.<random>.tmp.
+			rest, ok1 := strings.CutPrefix(name, "shard-")
+			_, rest, ok2 := strings.Cut(rest, "-of-")
+			count, _, ok3 := strings.Cut(rest, ".")
+			c, err := strconv.ParseUint(count, 10, 32)
+			if !ok1 || !ok2 || !ok3 || err != nil || !strings.HasSuffix(name, tmpSuffix) {
+				continue
+			}
+			n = int(c)
+		}
+		if n == shards || !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cannot remove checkpoints of another shard count: %w", err)
+	}
+	return nil
+}

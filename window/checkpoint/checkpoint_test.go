@@ -557,3 +557,47 @@ func BenchmarkRead(b *testing.B) {
 		}
 	}
 }
+
+// TestLatestSetAndPrune: after a change of the shard count, LatestSet names
+// the new count once its first file is committed, and Prune removes the
+// old count's files, unfinished ones included, and nothing else.
+func TestLatestSetAndPrune(t *testing.T) {
+	dir := t.TempDir()
+	if n, ok, err := LatestSet(dir); ok || err != nil || n != 0 {
+		t.Fatalf("empty dir: %d %v %v", n, ok, err)
+	}
+	if n, ok, err := LatestSet(filepath.Join(dir, "missing")); ok || err != nil || n != 0 {
+		t.Fatalf("missing dir: %d %v %v", n, ok, err)
+	}
+	for round := 0; round < 2; round++ {
+		for i := range 4 {
+			write(t, dir, i, 4, nil)
+		}
+	}
+	if n, ok, err := LatestSet(dir); !ok || err != nil || n != 4 {
+		t.Fatalf("four shards: %d %v %v", n, ok, err)
+	}
+	stale := filepath.Join(dir, "shard-003-of-004.123.tmp")
+	other := filepath.Join(dir, "notes.txt")
+	for _, f := range []string{stale, other} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two shards now: shard 0's file is numbered above every file of index 0.
+	write(t, dir, 0, 2, nil)
+	if n, ok, err := LatestSet(dir); !ok || err != nil || n != 2 {
+		t.Fatalf("after re-sharding: %d %v %v, want 2", n, ok, err)
+	}
+	write(t, dir, 1, 2, nil)
+	if err := Prune(dir, 2); err != nil {
+		t.Fatal(err)
+	}
+	got := files(t, dir)
+	want := []string{"notes.txt", fileName(0, 2, 3), fileName(1, 2, 3)}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("after Prune: %q, want %q", got, want)
+	}
+}

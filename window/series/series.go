@@ -12,6 +12,7 @@ package series
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
@@ -102,6 +103,21 @@ func NextLabel(s string) (name, value, rest string) {
 		return name, s, ""
 	}
 	return name, s[:j], s[j+1:]
+}
+
+// Format returns a canonical key as Prometheus prints a label set,
+// {a="1", b="2"}, for logs and errors.
+func Format(key string) string {
+	b := []byte{'{'}
+	for n, v, rest := NextLabel(key); n != ""; n, v, rest = NextLabel(rest) {
+		if len(b) > 1 {
+			b = append(b, ", "...)
+		}
+		b = append(b, n...)
+		b = append(b, '=')
+		b = strconv.AppendQuote(b, v)
+	}
+	return string(append(b, '}'))
 }
 
 // Record is the outcome of one input sample for one detector: the four

@@ -81,3 +81,13 @@ func TestIsCounterName(t *testing.T) {
 		t.Errorf("IsCounterName([]byte) allocates %v times", n)
 	}
 }
+
+func TestFormat(t *testing.T) {
+	key := string(AppendLabel(AppendLabel(nil, "__name__", "up"), "job", `a"b`))
+	if got, want := Format(key), `{__name__="up", job="a\"b"}`; got != want {
+		t.Errorf("Format = %s, want %s", got, want)
+	}
+	if got := Format(""); got != "{}" {
+		t.Errorf("Format(\"\") = %s, want {}", got)
+	}
+}
