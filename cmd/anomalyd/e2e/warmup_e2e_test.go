@@ -46,17 +46,34 @@ const (
 )
 
 // wuValue is the series at t: a daily sine around 100 with ±50, plus up to
-// 1 of deterministic noise.
+// 1 of deterministic noise. Its phase is counted from wuOrigin, not from
+// midnight, so that the live samples after the history fall at the same
+// point of the cycle whatever the time of day the test runs at.
 func wuValue(t time.Time, i int) float64 {
-	day := float64(24 * time.Hour / time.Millisecond)
-	phase := float64(t.UnixMilli()%int64(day)) / day
+	day := int64(24 * time.Hour / time.Millisecond)
+	phase := float64(((t.UnixMilli()-wuOrigin.UnixMilli())%day+day)%day) / float64(day)
 	return 100 + 50*math.Sin(2*math.Pi*phase) + float64(uint32(i)*2654435761%1000)/1000
+}
+
+// wuOrigin is the start of wuValue's cycle (wuHistEnd sets it).
+var wuOrigin time.Time
+
+// wuHistEnd returns the end of the history, ten steps ago, and starts the
+// cycle five hours of it before: the live samples then lie a little past
+// the first quarter of a cycle, on the sine's flat top, a phase the
+// history has seen. At some other phases of this perfectly periodic
+// series a day of history is not enough for the regime detector, which
+// would make the test depend on the time of day.
+func wuHistEnd() time.Time {
+	end := time.Now().Truncate(wuStep).Add(-10 * wuStep)
+	wuOrigin = end.Add(-5 * time.Hour)
+	return end
 }
 
 func TestWarmupE2E(t *testing.T) {
 	env := e2eNewEnv(t)
 
-	histEnd := time.Now().Truncate(wuStep).Add(-10 * wuStep)
+	histEnd := wuHistEnd()
 	promURL := wuStartPrometheus(t, env, histEnd, []string{`case="normal"`})
 
 	// Nothing listens there: warm-up of D fails (fast: a 2s timeout gives
@@ -324,7 +341,7 @@ func BenchmarkWarmupThroughput(b *testing.B) {
 	t := b
 	const nSeries = 1000
 	env := e2eNewEnv(t)
-	histEnd := time.Now().Truncate(wuStep).Add(-10 * wuStep)
+	histEnd := wuHistEnd()
 	var series []string
 	for i := range nSeries {
 		series = append(series, fmt.Sprintf(`case="s%04d"`, i))
