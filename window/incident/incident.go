@@ -67,6 +67,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -407,7 +408,12 @@ func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
 		}
 		g.live = append(g.live, Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail})
 	}
-	slices.SortFunc(g.live, func(a, b Contributor) int { return cmp.Compare(b.Surprise, a.Surprise) })
+	// Ties by series, so that the contributors an incident reports do not
+	// depend on the map's order: a group restored from its state reports
+	// the same ones.
+	slices.SortFunc(g.live, func(a, b Contributor) int {
+		return cmp.Or(cmp.Compare(b.Surprise, a.Surprise), strings.Compare(a.Series, b.Series))
+	})
 	// The best k of the live series, most surprising first: the chance
 	// that k given series are all this unusual is that of a Gamma(k, 1)
 	// variable exceeding T, the sum of their surprises (Fisher's method:
