@@ -419,3 +419,50 @@ func TestIncidentState(t *testing.T) {
 		t.Errorf("error %v", err)
 	}
 }
+
+// BenchmarkGroupState: AppendState and RestoreGroup of a target's group
+// after a day: 200 series with node_exporter's label sets, each of which
+// showed evidence by chance (so all are members), with an incident at the
+// end. Reports the state's size per group and per member.
+func BenchmarkGroupState(b *testing.B) {
+	p := DefaultParams()
+	g := NewGroup(&p)
+	rng := rand.New(rand.NewPCG(51, 52))
+	const n = 200
+	keys := make([]string, n)
+	for k := range keys {
+		keys[k] = fmt.Sprintf(`{__name__="node_cpu_seconds_total",cpu="%d",instance="host-17.example.com:9100",job="node",mode="idle"}`, k)
+	}
+	for i := range day {
+		t := 1 + int64(i)*step
+		for k, key := range keys {
+			score := noise(rng, 1.0/500)
+			if i >= day-20 && k < 20 {
+				score = 3
+			}
+			if score >= p.MinScore {
+				g.ObserveDetail(key, t, step, score, Detail{Series: key, Score: score, Value: float64(k), Age: uint32(i)})
+			}
+		}
+		g.Evaluate(t, n, nil)
+	}
+	state := g.AppendState(nil)
+	if len(g.members) != n || !g.open {
+		b.Fatalf("%d members, incident open %v; the benchmark wants %d and one", len(g.members), g.open, n)
+	}
+	b.Run("append", func(b *testing.B) {
+		dst := make([]byte, 0, len(state))
+		for b.Loop() {
+			dst = g.AppendState(dst[:0])
+		}
+		b.ReportMetric(float64(len(state)), "B/group")
+		b.ReportMetric(float64(len(state))/n, "B/member")
+	})
+	b.Run("restore", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := RestoreGroup(&p, state); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
