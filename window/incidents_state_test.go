@@ -122,8 +122,8 @@ func newTestIncidents() *Incidents {
 	return NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
 }
 
-// stateAt returns the state of the scenario's stage after steps steps.
-func stateAt(t *testing.T, sc *stageScenario, steps int) (*Incidents, []byte) {
+// stateAt returns the scenario's stage after steps steps and its state.
+func stateAt(t testing.TB, sc *stageScenario, steps int) (*Incidents, []byte) {
 	t.Helper()
 	s := newTestIncidents()
 	for i := range steps {
@@ -438,6 +438,39 @@ func TestIncidentsStateRunning(t *testing.T) {
 		again, err := s.State()
 		if err != nil || !bytes.Equal(again, b) {
 			t.Errorf("State after Stop, again: %d bytes, error %v; want the same %d bytes", len(again), err, len(b))
+		}
+	})
+}
+
+// FuzzIncidentsRestore: Restore never panics; on error the stage is
+// empty; a state that restores is the one the stage then gives, byte for
+// byte, and the stage runs on it (RestoreDone, evidence, publication).
+func FuzzIncidentsRestore(f *testing.F) {
+	sc := newStageScenario(620)
+	for _, steps := range []int{0, 1, 320, 620} {
+		_, state := stateAt(f, sc, steps)
+		f.Add(state)
+		f.Add(state[:len(state)/2])
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// NewIncidents' but with a queue of one event, not 64k: one a run.
+		s := &Incidents{p: incident.DefaultParams(), maxGroups: 10, in: make(chan incidentEvent, 1), quit: make(chan struct{}),
+			done: make(chan struct{}), ctl: make(chan func()), groups: map[string]*groupState{}}
+		s.status.Store(&IncidentStatus{})
+		if err := s.Restore(data); err != nil {
+			checkEmpty(t, err.Error(), s)
+			return
+		}
+		if b, err := s.State(); err != nil || !bytes.Equal(b, data) {
+			t.Fatalf("restored state gives\n%x\nerror %v, not the bytes read\n%x", b, err, data)
+		}
+		s.handle(incidentEvent{kind: eventJoin, group: groupA, t: scenarioT0})
+		s.RestoreDone()
+		s.handle(<-s.in)
+		for i := range 8 {
+			d := incident.Detail{Series: fmt.Sprint(i % 3), Score: float64(i)}
+			s.handle(incidentEvent{kind: eventEvidence, group: groupA, t: scenarioT0 + int64(i)*scenarioStep, dt: scenarioStep, detail: d})
+			s.publish(scenarioT0 + int64(i)*scenarioStep)
 		}
 	})
 }
