@@ -45,6 +45,12 @@
 //     detectors.Output.Driver in two bytes of its padding. No extra records,
 //     no per-series memory, and with the option off no extra work per
 //     sample; the sink expands them into one series per detector.
+//   - The incident stage's state (Incidents.State, Restore) is one record
+//     of the checkpoint: the groups (window/incident encodes each), their
+//     open incidents and the recent ones, without the series counts,
+//     which the shards' join events rebuild after a restart, so that a
+//     group none of whose series came back can be told and removed
+//     (RestoreDone) instead of waiting for leaves that never come.
 //   - Warm-up (warm.go, optional): a new series holds up to
 //     warmup.max_buffered_samples live samples while a Warmer reads its
 //     history, which the shard then feeds to the detectors without emitting

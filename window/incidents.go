@@ -31,12 +31,17 @@ type Incidents struct {
 	done      chan struct{}
 	stopOnce  sync.Once
 	started   atomic.Bool
+	ctl       chan func() // run calls each on its goroutine (State)
+	direct    sync.Mutex  // State's, when no goroutine runs the stage
 
 	// Owned by the run goroutine.
 	groups map[string]*groupState
 	dirty  []*groupState // groups with pending evidence
 	nextID uint64
 	recent []incident.Incident // closed, newest last, at most maxRecent
+	// restoring: restored groups wait for their series to join again
+	// (Restore until RestoreDone) and are kept meanwhile with none.
+	restoring bool
 
 	// out takes each publication (nil: none). sent and sentT are what it
 	// was handed last: the groups, to find those that ended, and the time,
@@ -46,6 +51,10 @@ type Incidents struct {
 	sentT int64
 
 	status atomic.Pointer[IncidentStatus]
+	// opened counts the incidents this process opened
+	// (anomalyd_incidents_opened_total): a process counter, it starts at 0
+	// after a restart even when Restore brings incidents back, whereas
+	// their IDs and each group's count (Group.Opened) go on.
 	opened atomic.Uint64
 	limit  atomic.Uint64 // series of groups beyond max_groups
 }
@@ -73,7 +82,7 @@ type IncidentStatus struct {
 }
 
 type incidentEvent struct {
-	kind   uint8 // eventEvidence, eventJoin, eventLeave
+	kind   uint8 // eventEvidence, eventJoin, eventLeave, eventRestored
 	group  string
 	t, dt  int64
 	detail incident.Detail
@@ -83,6 +92,7 @@ const (
 	eventEvidence = iota
 	eventJoin
 	eventLeave
+	eventRestored // RestoreDone: the restored series have joined
 )
 
 type groupState struct {
@@ -105,7 +115,7 @@ type groupState struct {
 // rule (Rules).
 func NewIncidents(p incident.Params, maxGroups int, out IncidentAppender, reg *selfmon.Registry) *Incidents {
 	s := &Incidents{p: p, maxGroups: maxGroups, in: make(chan incidentEvent, 1<<16),
-		quit: make(chan struct{}), done: make(chan struct{}), groups: map[string]*groupState{}, out: out}
+		quit: make(chan struct{}), done: make(chan struct{}), ctl: make(chan func()), groups: map[string]*groupState{}, out: out}
 	s.status.Store(&IncidentStatus{})
 	reg.NewCounterFunc("anomalyd_incidents_opened_total", "Incidents opened, all groups.", func() float64 { return float64(s.opened.Load()) })
 	reg.NewCounterFunc("anomalyd_incidents_events_dropped_total", "Evidence and membership events the incident stage's queue had no room for.",
@@ -163,6 +173,8 @@ func (s *Incidents) run() {
 			if len(s.in) == 0 {
 				s.flush()
 			}
+		case f := <-s.ctl:
+			f()
 		case now := <-tick.C:
 			s.flush()
 			s.publish(now.UnixMilli())
@@ -173,6 +185,10 @@ func (s *Incidents) run() {
 }
 
 func (s *Incidents) handle(e incidentEvent) {
+	if e.kind == eventRestored {
+		s.restored()
+		return
+	}
 	gs := s.groups[e.group]
 	if gs == nil {
 		if e.kind != eventJoin {
@@ -192,7 +208,7 @@ func (s *Incidents) handle(e incidentEvent) {
 		gs.g.Watch(e.t)
 	case eventLeave:
 		gs.n--
-		if gs.n <= 0 && gs.open == nil {
+		if gs.n <= 0 && gs.open == nil && !s.restoring {
 			delete(s.groups, e.group)
 		}
 	case eventEvidence:
@@ -247,7 +263,7 @@ func (s *Incidents) evaluate(gs *groupState, t int64) {
 			s.recent = slices.Delete(s.recent, 0, len(s.recent)-maxRecent)
 		}
 		gs.open = nil
-		if gs.n <= 0 {
+		if gs.n <= 0 && !s.restoring {
 			delete(s.groups, gs.key)
 		}
 	}

@@ -61,12 +61,48 @@
 // a first record (an independent series' almost never do). Three modest
 // new highs in a row are a fault breaking out; three apart are a young
 // series growing.
+//
+// # State
+//
+// Group.AppendState writes a group's complete state but its Params and
+// scratch space, so that a restart from a checkpoint loses nothing, and
+// RestoreGroup reads it back: a restored Group gives, sample for sample,
+// the States the saved one would have (TestGroupStateResume). The
+// encoding is explicit and fixed little-endian, no reflection or gob: a
+// version byte (stateVersion), the group's fields, its contributors at
+// the peak, then its members sorted by key, so that a group always
+// encodes to the same bytes (floats as IEEE 754 bits, bools one byte,
+// strings a u32 length and their bytes, counts u32). A member takes 250
+// bytes and its key, plus 4 and the series if its Detail names another
+// series than its own (one byte says it does not); a group 58 bytes, its
+// members, and 82 bytes and the series' name per contributor at its peak.
+// Incident.AppendState encodes an Incident the same way, for the stage
+// that keeps them.
+//
+// Versions: bump stateVersion whenever a field is added, removed,
+// reordered, resized or changes meaning; a restore refuses any other
+// version (the group starts cold), because a state read under the wrong
+// layout is wrong without a sign. TestGroupStateComplete fills every field
+// with random values and fails if one does not come back, and
+// TestStateFieldsPinned fails when a field is added, so that an addition
+// cannot be forgotten.
+//
+// What is checked: every count and length against the bytes left, before
+// anything is allocated for it; then a NaN or ±Inf where the group keeps
+// values finite (decayed counts, exposure, peak), a negative count,
+// interval or surprise, members out of key order, a detector kind that
+// does not exist: each is an error, so that a restored group can neither
+// panic nor score NaN. The rest is trusted: the checkpoint file's
+// checksum protects the bytes. Settings are not part of the state: a
+// group restored with other Params goes on with them, and one with more
+// members than Params.MaxMembers keeps those of the latest evidence.
 package incident
 
 import (
 	"cmp"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -407,7 +443,12 @@ func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
 		}
 		g.live = append(g.live, Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail})
 	}
-	slices.SortFunc(g.live, func(a, b Contributor) int { return cmp.Compare(b.Surprise, a.Surprise) })
+	// Ties by series, so that the contributors an incident reports do not
+	// depend on the map's order: a group restored from its state reports
+	// the same ones.
+	slices.SortFunc(g.live, func(a, b Contributor) int {
+		return cmp.Or(cmp.Compare(b.Surprise, a.Surprise), strings.Compare(a.Series, b.Series))
+	})
 	// The best k of the live series, most surprising first: the chance
 	// that k given series are all this unusual is that of a Gamma(k, 1)
 	// variable exceeding T, the sum of their surprises (Fisher's method:
