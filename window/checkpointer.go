@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,8 +22,11 @@ import (
 // shutdown, after the shards have drained. One checkpoint at a time; the
 // shards take batches throughout (Shards.Checkpoint).
 type Checkpointer struct {
-	shards   *Shards
+	shards *Shards
+	// inc is the incident stage, whose state goes to incDir (nil: none).
+	inc      *Incidents
 	dir      string
+	incDir   string
 	interval time.Duration
 	logger   *zap.Logger
 
@@ -33,11 +40,17 @@ type Checkpointer struct {
 	restoreFailed                         *selfmon.CounterVec
 }
 
-// NewCheckpointer returns a Checkpointer of shards into dir (which must
-// exist), every interval (0: only at shutdown).
-func NewCheckpointer(shards *Shards, dir string, interval time.Duration, reg *selfmon.Registry, logger *zap.Logger) *Checkpointer {
+// NewCheckpointer returns a Checkpointer of shards and the incident stage
+// inc (nil: none) into dir (which must exist), every interval (0: only at
+// shutdown). The incident stage's state goes to the subdirectory
+// incidents, created here.
+func NewCheckpointer(shards *Shards, inc *Incidents, dir string, interval time.Duration, reg *selfmon.Registry, logger *zap.Logger) (*Checkpointer, error) {
+	incDir := filepath.Join(dir, "incidents")
+	if err := os.MkdirAll(incDir, 0o750); err != nil {
+		return nil, fmt.Errorf("cannot create the incident checkpoint directory: %w", err)
+	}
 	return &Checkpointer{
-		shards: shards, dir: dir, interval: interval, logger: logger,
+		shards: shards, inc: inc, dir: dir, incDir: incDir, interval: interval, logger: logger,
 		duration:    reg.NewGauge("anomalyd_checkpoint_duration_seconds", "How long the last checkpoint took to write."),
 		size:        reg.NewGauge("anomalyd_checkpoint_size_bytes", "Size of the last checkpoint on disk."),
 		series:      reg.NewGauge("anomalyd_checkpoint_series", "Series in the last checkpoint."),
@@ -50,14 +63,27 @@ func NewCheckpointer(shards *Shards, dir string, interval time.Duration, reg *se
 			"Age at start of the oldest checkpoint restored: the most the restored state lags; 0 when nothing was restored."),
 		restoreFailed: reg.NewCounterVec("anomalyd_checkpoint_restore_failures_total",
 			"Checkpoint files that could not be restored at start, by cause; their series started cold.", "reason"),
-	}
+	}, nil
 }
 
-// Restore loads the state saved last into the shards, which must not have
-// started, logging what it restored and every file it could not.
+// Restore loads the state saved last into the incident stage and the
+// shards, neither of which may have started, and starts the incident
+// stage: the restored series rejoin their groups through it. It logs what
+// it restored and every file it could not.
 func (c *Checkpointer) Restore() RestoreInfo {
 	start := time.Now()
+	if c.inc != nil {
+		if err := c.restoreIncidents(); err != nil {
+			c.restoreFailed.With(restoreFailure(err)).Inc()
+			c.logger.Error("cannot restore the incident stage's state; open incidents and each group's learnt rates start over",
+				zap.String("reason", restoreFailure(err)), zap.Error(err))
+		}
+		c.inc.Start()
+	}
 	ri := c.shards.Restore(c.dir, start)
+	if c.inc != nil {
+		c.inc.RestoreDone()
+	}
 	took := time.Since(start)
 	c.restored.Set(float64(ri.Series))
 	c.restoreDuration.Set(took.Seconds())
@@ -75,6 +101,38 @@ func (c *Checkpointer) Restore() RestoreInfo {
 	c.logger.Info("state restored", zap.Int("series", ri.Series), zap.Int("files", ri.Files),
 		zap.Int("skipped", ri.Skipped), zap.Duration("age", age.Round(time.Second)), zap.Duration("took", took))
 	return ri
+}
+
+// restoreIncidents restores the incident stage from the one record of its
+// newest checkpoint, if there is one.
+func (c *Checkpointer) restoreIncidents() error {
+	path, ok, err := checkpoint.Latest(c.incDir, 0, 1)
+	if err != nil || !ok {
+		return err
+	}
+	r, err := checkpoint.Open(path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	rec, err := r.Next()
+	rec = slices.Clone(rec) // Next reuses its buffer, and the trailer is read next
+	if err == nil {
+		if _, err = r.Next(); err == nil {
+			err = fmt.Errorf("checkpoint %s: %w: more than one record", path, checkpoint.ErrCorrupt)
+		} else if errors.Is(err, io.EOF) {
+			err = nil
+		}
+	} else if errors.Is(err, io.EOF) {
+		err = fmt.Errorf("checkpoint %s: %w: no record", path, checkpoint.ErrCorrupt)
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.inc.Restore(rec); err != nil {
+		return fmt.Errorf("checkpoint %s: %w: %w", path, checkpoint.ErrCorrupt, err)
+	}
+	return nil
 }
 
 // restoreFailure names the cause of a restore error for the reason label.
@@ -132,6 +190,11 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) error {
 	defer c.mu.Unlock()
 	start := time.Now()
 	info, err := c.shards.Checkpoint(ctx, c.dir, start)
+	if c.inc != nil && ctx.Err() == nil {
+		n, ierr := c.checkpointIncidents(start)
+		info.Bytes += n
+		err = errors.Join(err, ierr)
+	}
 	took := time.Since(start)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -147,4 +210,26 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) error {
 	c.lastSuccess.Set(float64(time.Now().UnixMilli()) / 1000)
 	c.logger.Debug("checkpoint written", zap.Int("series", info.Series), zap.Int64("bytes", info.Bytes), zap.Duration("took", took))
 	return nil
+}
+
+// checkpointIncidents writes the incident stage's state as the one record
+// of its checkpoint and returns the file's size.
+func (c *Checkpointer) checkpointIncidents(now time.Time) (int64, error) {
+	state, err := c.inc.State()
+	if err != nil {
+		return 0, fmt.Errorf("incident stage: %w", err)
+	}
+	w, err := checkpoint.Create(c.incDir, 0, 1, now)
+	if err != nil {
+		return 0, fmt.Errorf("incident stage: %w", err)
+	}
+	defer w.Abort()
+	if err := w.Append(state); err != nil {
+		return 0, fmt.Errorf("incident stage: %w", err)
+	}
+	info, err := w.Commit()
+	if err != nil {
+		return info.Bytes, fmt.Errorf("incident stage: %w", err)
+	}
+	return info.Bytes, nil
 }

@@ -101,7 +101,9 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		if err != nil {
 			return nil, err
 		}
-		s.ckpt = window.NewCheckpointer(s.shards, dir, opts.checkpointInterval, s.reg, logger)
+		if s.ckpt, err = window.NewCheckpointer(s.shards, s.incidents, dir, opts.checkpointInterval, s.reg, logger); err != nil {
+			return nil, err
+		}
 	}
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
 	s.registerProcessMetrics()
@@ -177,10 +179,10 @@ func (s *server) start() {
 	if s.warmer != nil {
 		s.warmer.Start()
 	}
-	s.incidents.Start()
 	if s.ckpt != nil {
-		s.ckpt.Restore()
+		s.ckpt.Restore() // starts the incident stage: restored series rejoin their groups
 	}
+	s.incidents.Start()
 	s.shards.Start()
 	if s.ckpt != nil {
 		s.ckpt.Start()

@@ -350,7 +350,9 @@ func TestFlags(t *testing.T) {
 // /metrics and by remote write as the target's incident series.
 func TestIncidents(t *testing.T) {
 	store := newSeriesStore(t)
-	_, url, _ := startServer(t, "remote_write: [{url: '"+store.URL+"', queue_config: {batch_send_deadline: 100ms}}]\n")
+	cfgText := "remote_write: [{url: '" + store.URL + "', queue_config: {batch_send_deadline: 100ms}}]\n"
+	data := filepath.Join(t.TempDir(), "data")
+	srv, url, _ := startServerAt(t, cfgText, data)
 	const n, quiet, shifted = 10, 300, 10
 	// The shift is at about now: the incident stays open (12 samples of
 	// 1 s after its last evidence, by the wall clock) while the test looks.
@@ -438,6 +440,34 @@ func TestIncidents(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("remote write: anomaly_incident_open{job=\"t\"} = %g, anomaly_incidents_opened_total{job=\"t\"} = %g, want 1 and 1 (NaN: none)", open, opened)
+		}
+	}
+
+	// A restart keeps the incident: the same ID, still open (it closes 12
+	// samples after its last evidence), and the group's count of incidents
+	// goes on rather than starting over.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, url2, _ := startServerAt(t, cfgText, data)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, body := httpDo(t, http.MethodGet, url2+"/api/v1/incidents", nil)
+		if err := json.Unmarshal([]byte(body), &resp); err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Data.Incidents) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(resp.Data.Incidents) != 1 || resp.Data.Incidents[0].ID != inc.ID || !resp.Data.Incidents[0].Open {
+		t.Fatalf("after the restart: incidents %+v, want incident %s still open", resp.Data.Incidents, inc.ID)
+	}
+	_, body = httpDo(t, http.MethodGet, url2+"/metrics", nil)
+	for _, want := range []string{`anomaly_incident_open{job="t"} 1`, `anomaly_incidents_opened_total{job="t"} 1`} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics after the restart lacks %s:\n%s", want, grepLines(body, "anomaly_incident"))
 		}
 	}
 }
