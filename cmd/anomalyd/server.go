@@ -76,7 +76,13 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 			}
 		}()
 	}
-	out, err := sink.NewOutputs(cfg, s.reg, logger)
+	var queueDir string // "" without --storage.path: memory queues only
+	if s.storage != nil {
+		if queueDir, err = s.storage.dir("queue"); err != nil {
+			return nil, err
+		}
+	}
+	out, err := sink.NewOutputs(cfg, queueDir, s.reg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +162,10 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		ReadTimeout: time.Minute,
 		IdleTimeout: 5 * time.Minute,
 	}
-	s.out.Start()
+	if err := s.out.Start(); err != nil {
+		s.out.Stop(context.Background())
+		return nil, err
+	}
 	if s.warmer != nil {
 		s.warmer.Start()
 	}
