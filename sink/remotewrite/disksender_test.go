@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -305,4 +306,31 @@ func TestRemoteWriterDiskRW2Fallback(t *testing.T) {
 			t.Errorf("failed %v", w2.m.failed.Value())
 		}
 	})
+}
+
+// TestFanoutDiskOrphans: a queue directory of a remote that is no longer
+// configured is reported at start, not sent and not removed.
+func TestFanoutDiskOrphans(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(dir+"/gone/0-of-4", 0o750); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	cfg := diskConfig()
+	cfg.Name = "kept"
+	f, err := NewFanout([]*config.RemoteWriteConfig{cfg}, sinktest.Names, dir, nil, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopWithin(f, time.Second)
+	got := logs.FilterMessageSnippet("not configured").All()
+	if len(got) != 1 || !strings.HasSuffix(got[0].ContextMap()["dir"].(string), "/gone") {
+		t.Errorf("orphan warnings %v, want one for gone", got)
+	}
+	if _, err := os.Stat(dir + "/gone/0-of-4"); err != nil {
+		t.Errorf("the orphan directory was touched: %v", err)
+	}
 }

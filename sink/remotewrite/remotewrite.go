@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -325,7 +326,9 @@ func (w *RemoteWriter) Stop(ctx context.Context) {
 // Append does nothing. Like RemoteWriter, Append may be called by many
 // goroutines at once.
 type Fanout struct {
-	writers []*RemoteWriter
+	writers  []*RemoteWriter
+	queueDir string
+	logger   *zap.Logger
 }
 
 // NewFanout builds one RemoteWriter per config, sharing one set of
@@ -337,7 +340,10 @@ type Fanout struct {
 // disk queues are opened by Start, so that a reload can build the new
 // writers while the old ones still hold the directories.
 func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
-	f := &Fanout{}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	f := &Fanout{queueDir: queueDir, logger: logger}
 	if len(cfgs) == 0 {
 		return f, nil
 	}
@@ -365,12 +371,25 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir st
 func (f *Fanout) Writers() []*RemoteWriter { return f.writers }
 
 // Start starts every writer. It returns the errors of the writers whose
-// disk queues could not be opened; those run with memory queues only.
+// disk queues could not be opened; those run with memory queues only. It
+// warns about queue directories of remotes no longer configured: their
+// scores wait there until the entry is back or the directory is removed.
 func (f *Fanout) Start() error {
 	var errs []error
+	used := map[string]bool{}
 	for _, w := range f.writers {
 		if err := w.Start(); err != nil {
 			errs = append(errs, err)
+		}
+		used[filepath.Base(w.diskDir)] = true
+	}
+	if f.queueDir != "" {
+		ents, _ := os.ReadDir(f.queueDir)
+		for _, e := range ents {
+			if e.IsDir() && !used[e.Name()] {
+				f.logger.Warn("queue directory of a remote_write entry that is not configured: its scores are not sent; add the entry back or remove the directory",
+					zap.String("dir", filepath.Join(f.queueDir, e.Name())))
+			}
 		}
 	}
 	return errors.Join(errs...)
