@@ -63,7 +63,8 @@ FUZZ_TARGETS := ingest:FuzzDecodeV1 ingest:FuzzDecodeV2 ingest:FuzzHandler \
 	config:FuzzLoad config:FuzzParseSelector detectors:FuzzSetUpdate detectors:FuzzRestoreState \
 	window/backtest:FuzzBacktestScore \
 	sink/history:FuzzReadHandler ingest/remoteread:FuzzDecodeStreamed ingest/remoteread:FuzzDecodeSamples \
-	window:FuzzIncidentsRestore window:FuzzRestoreSeries window/incident:FuzzGroup window/incident:FuzzRestoreGroup window/checkpoint:FuzzReader
+	window:FuzzIncidentsRestore window:FuzzRestoreSeries window/incident:FuzzGroup window/incident:FuzzRestoreGroup window/checkpoint:FuzzReader \
+	sink/remotewrite:FuzzDiskQueueOpen
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \

@@ -94,7 +94,7 @@ func remoteWrite(t *testing.T, msg string, steps [][]series.Record) sinktest.Ora
 	defer srv.Close()
 	cfg := config.DefaultRemoteWriteConfig
 	cfg.URL, cfg.Name, cfg.ProtobufMessage = srv.URL, "test", msg
-	w, err := remotewrite.NewRemoteWriter(&cfg, sinktest.Names, nil, nil)
+	w, err := remotewrite.NewRemoteWriter(&cfg, sinktest.Names, "", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,8 @@ const reloadStopTimeout = 10 * time.Second
 type Outputs struct {
 	reg    *selfmon.Registry
 	logger *zap.Logger
+	// queueDir is where the remote-write queues persist; "" for memory only.
+	queueDir string
 
 	// to is what Append hands records to: the fan-out, and the history when
 	// there is one. Reload swaps it under the running shards, so Append
@@ -84,18 +86,20 @@ func (t tee) Append(recs []series.Record) {
 // NewOutputs builds the remote writers of cfg.RemoteWrite and, when
 // cfg.History is enabled, the history and its read handler, registering
 // their metrics in reg (nil: a private registry). cfg must be validated with
-// defaults applied. Nothing is sent before Start.
-func NewOutputs(cfg *config.Config, reg *selfmon.Registry, logger *zap.Logger) (*Outputs, error) {
+// defaults applied. Nothing is sent before Start. queueDir is the directory
+// where the remote-write queues persist (the queue subdirectory of
+// --storage.path), "" to keep them in memory only.
+func NewOutputs(cfg *config.Config, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*Outputs, error) {
 	if reg == nil {
 		reg = selfmon.NewRegistry()
 	}
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	o := &Outputs{reg: reg, logger: logger, cfg: cfg}
+	o := &Outputs{reg: reg, logger: logger, cfg: cfg, queueDir: queueDir}
 	names := namesOf(&cfg.Output)
 	o.names.Store(&names)
-	fan, err := remotewrite.NewFanout(cfg.RemoteWrite, names, reg, logger)
+	fan, err := remotewrite.NewFanout(cfg.RemoteWrite, names, queueDir, reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("cannot set up remote_write: %w", err)
 	}
@@ -154,22 +158,26 @@ func (o *Outputs) MetricsHandler(src metrics.SnapshotSource, inc metrics.Inciden
 }
 
 // Start starts the remote writers. Records appended before Start wait in
-// their queues. Start after Stop does nothing.
-func (o *Outputs) Start() {
+// their queues. Start after Stop does nothing. It returns the error of a
+// disk queue that could not be opened; that remote then queues in memory
+// only.
+func (o *Outputs) Start() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.started || o.stopped {
-		return
+		return nil
 	}
 	o.started = true
-	o.fanout.Start()
+	return o.fanout.Start()
 }
 
 // Reload applies what cfg changes at run time. New output names apply at
 // once (to /metrics and to the whole history, which is keyed without them).
 // When remote_write or output changed, it builds new remote writers, swaps
-// them in under the running shards, and stops the old ones, which flush for
-// at most reloadStopTimeout. History settings need a restart: a change is
+// them in under the running shards, stops the old ones, which flush for at
+// most reloadStopTimeout (with a disk queue: write their queues to disk),
+// and then starts the new ones, which take over the disk queues of the
+// remotes they keep; records wait in the new queues meanwhile. History settings need a restart: a change is
 // logged and kept for later. cfg must be validated with defaults applied.
 // On error the running writers stay, and the next Reload compares with the
 // config before this one; new output names are applied before the writers
@@ -190,12 +198,9 @@ func (o *Outputs) Reload(cfg *config.Config) error {
 	// Compare values, not String(): String hides secrets, and a changed
 	// password must rebuild the clients.
 	if !reflect.DeepEqual(o.cfg.RemoteWrite, cfg.RemoteWrite) || cfg.Output != o.cfg.Output {
-		fan, err := remotewrite.NewFanout(cfg.RemoteWrite, namesOf(&cfg.Output), o.reg, o.logger)
+		fan, err := remotewrite.NewFanout(cfg.RemoteWrite, namesOf(&cfg.Output), o.queueDir, o.reg, o.logger)
 		if err != nil {
 			return fmt.Errorf("cannot set up remote_write: %w", err)
-		}
-		if o.started {
-			fan.Start()
 		}
 		old := o.fanout
 		o.to.Store(o.boxFor(fan))
@@ -203,6 +208,13 @@ func (o *Outputs) Reload(cfg *config.Config) error {
 		ctx, cancel := context.WithTimeout(context.Background(), reloadStopTimeout)
 		old.Stop(ctx)
 		cancel()
+		if o.started {
+			// After the old writers released their disk queues.
+			if err := fan.Start(); err != nil {
+				o.cfg = cfg
+				return err
+			}
+		}
 	}
 	o.cfg = cfg
 	return nil

@@ -39,7 +39,7 @@ func loadConfig(t *testing.T, format string, args ...any) *config.Config {
 func newTestOutputs(t *testing.T, cfg *config.Config) (*Outputs, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	o, err := NewOutputs(cfg, selfmon.NewRegistry(), zap.New(core))
+	o, err := NewOutputs(cfg, "", selfmon.NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -126,7 +126,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.serve(ln) }()
-	srv.start()
+	if err := srv.start(); err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		sctx, cancel := context.WithTimeout(context.Background(), *shutdownTO)
+		srv.shutdown(sctx)
+		cancel()
+		return 1
+	}
 	logger.Info("anomalyd started", zap.String("version", version.Version), zap.String("revision", version.GetRevision()), zap.String("address", ln.Addr().String()),
 		zap.String("config_file", *configFile), zap.Int("shards", srv.shards.N()), zap.Int("remote_writes", len(cfg.RemoteWrite)))
 	for {

@@ -79,7 +79,13 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 			}
 		}()
 	}
-	out, err := sink.NewOutputs(cfg, s.reg, logger)
+	var queueDir string // "" without --storage.path: memory queues only
+	if s.storage != nil {
+		if queueDir, err = s.storage.dir("queue"); err != nil {
+			return nil, err
+		}
+	}
+	out, err := sink.NewOutputs(cfg, queueDir, s.reg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -173,9 +179,13 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 
 // start restores the state saved last, then starts every stage and
 // reports ready. The listener may already serve meanwhile: writes queue
-// in the shards (503 once the queues are full), /-/ready says 503.
-func (s *server) start() {
-	s.out.Start()
+// in the shards (503 once the queues are full), /-/ready says 503. An
+// error (a remote-write queue on disk that cannot be opened) leaves the
+// server to be shut down.
+func (s *server) start() error {
+	if err := s.out.Start(); err != nil {
+		return err
+	}
 	if s.warmer != nil {
 		s.warmer.Start()
 	}
@@ -188,6 +198,7 @@ func (s *server) start() {
 		s.ckpt.Start()
 	}
 	s.ready.Store(true)
+	return nil
 }
 
 func ingestOptions(cfg *config.Config) ingest.Options {

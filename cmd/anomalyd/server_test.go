@@ -58,7 +58,9 @@ func startServerAt(t *testing.T, cfgText, data string) (*server, string, string)
 		t.Fatal(err)
 	}
 	go srv.serve(ln)
-	srv.start()
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -81,12 +81,73 @@
 //     in-flight requests and counts what is left as reason="shutdown". Every
 //     accepted sample therefore ends in exactly one of sent, failed or
 //     dropped{reason="shutdown"}.
+//   - The writer logs when it starts failing (a queue's request failed and
+//     will be retried while no other was failing), every failingReminder
+//     while it stays so, and when the last failing queue gets an answer
+//     again; single retries are debug lines. A log line per failed batch
+//     would flood the log during an outage and say nothing new.
+//
+// The disk queue (NewFanout with a queue directory, i.e. --storage.path, and
+// queue_config.max_disk_usage_bytes > 0), modelled on vmagent's fastqueue
+// (lib/persistentqueue):
+//
+//	queue ──sender──▶ encode ──▶ blocks in memory ──▶ POST ──▶ store
+//	                               │  spill ▲ read
+//	                               ▼        │
+//	                         segment files <storage>/queue/<remote>/<i>-of-<n>/
+//
+// Its trade-offs:
+//
+//   - The sender encodes batches into blocks (the snappy request body, RW1
+//     or RW2) as soon as they are due, whatever the store does, and sends
+//     the oldest block with one request in flight in a goroutine of its
+//     own, so a slow or hung store never stops the encoding: Append drops
+//     (queue_full) only if the sender cannot keep up with the disk.
+//   - Blocks stay in memory while nothing is on disk, the store answers and
+//     they hold at most capacity samples; otherwise the blocks in memory and
+//     every new block are appended to disk, behind what is there, until the
+//     disk is empty again. So at any time either the memory or the disk
+//     holds blocks, never both, and blocks leave in the order they were
+//     made: per-series order holds across outages and restarts. A healthy
+//     store costs no disk I/O.
+//   - A block leaves the queue only when the store answered it (taken, or
+//     rejected with a 4xx and counted as failed, so data the store calls
+//     too old cannot block the queue for ever). Blocks carry a sequence
+//     number that survives restarts; a sender commits by it, so a block
+//     that the size limit dropped while in flight is never committed twice.
+//   - Segment files of about max_disk_usage_bytes / max_shards / 8 (64 KiB
+//     to 64 MiB) hold checksummed frames (CRC32-Castagnoli) written with
+//     one write(2) each. Open checks every frame and cuts a segment at the
+//     first bad one: a crash leaves at most a torn last frame, dropped and
+//     counted (reason="disk_error"). A "head" file, rewritten by rename every
+//     16 requests and at close, says where sending resumes; after a crash
+//     up to 16 requests may be sent again, which stores take as exact
+//     duplicates. Segments are not fsynced: a process crash loses nothing
+//     written, a machine crash may lose the last seconds.
+//   - Past max_disk_usage_bytes / max_shards per queue the oldest whole
+//     segments are removed and their unsent samples counted
+//     (reason="disk_limit"): during a long outage the newest scores are
+//     the ones worth keeping, and a bound keeps anomalyd from filling the
+//     disk it shares with others.
+//   - Stop sends on while the store answers and its context lasts, then
+//     writes what is left in memory to disk; the next start sends the disk
+//     first. A store that is down at shutdown costs no shutdown time.
+//   - Blocks are encoded with the protocol of the moment; a RW2 block that
+//     meets a store that turned out to know RW1 only is decoded and encoded
+//     again as RW1.
+//   - Queue directories are named after max_shards ("2-of-4"). After a
+//     change of max_shards a series may map to another queue, so the
+//     directories of the old count are sent first, one after the other,
+//     and the new queues send nothing until they are empty (they queue to
+//     disk meanwhile); then the old directories are removed.
 //
 // Metrics (label remote = remote_write name, or host/path of the URL):
 // anomalyd_sink_samples_{sent,failed,retried}_total,
 // anomalyd_sink_samples_dropped_total{reason}, anomalyd_sink_requests_total{code},
-// anomalyd_sink_request_duration_seconds, anomalyd_sink_queue_samples and
-// anomalyd_sink_queue_capacity_samples (both summed over the queues). The
+// anomalyd_sink_request_duration_seconds, anomalyd_sink_queue_samples,
+// anomalyd_sink_queue_capacity_samples, anomalyd_sink_disk_queue_bytes,
+// anomalyd_sink_disk_queue_blocks and anomalyd_sink_disk_queue_max_bytes
+// (summed over the queues). The
 // families are registered once per selfmon.Registry (NewFanout) and shared
 // by the writers.
 package remotewrite

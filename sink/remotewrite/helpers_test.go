@@ -41,7 +41,7 @@ func testConfig(url string) *config.RemoteWriteConfig {
 func newTestWriter(t *testing.T, cfg *config.RemoteWriteConfig, h http.Handler) (*RemoteWriter, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	w, err := NewRemoteWriter(cfg, sinktest.Names, selfmon.NewRegistry(), zap.New(core))
+	w, err := NewRemoteWriter(cfg, sinktest.Names, "", selfmon.NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatalf("NewRemoteWriter: %v", err)
 	}

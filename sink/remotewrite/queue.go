@@ -41,7 +41,14 @@ type queue struct {
 	// notify wakes the sender when pending reaches a full batch. Size 1: one
 	// pending wake-up is enough, the sender takes everything queued.
 	notify chan struct{}
-	_      [64]byte // keep neighbouring queues' locks off this cache line
+
+	// disk is the queue's disk queue, nil when it has none. Only its
+	// sender uses it; the sizes below are published for the metrics.
+	disk       *diskQueue
+	stored     atomic.Int64 // samples in encoded blocks, in memory or on disk
+	diskBytes  atomic.Int64
+	diskBlocks atomic.Int64
+	_          [64]byte // keep neighbouring queues' locks off this cache line
 }
 
 func newQueue() *queue { return &queue{notify: make(chan struct{}, 1)} }
@@ -139,6 +146,20 @@ type sender struct {
 
 	enc   encoder
 	codes map[int]*selfmon.Counter // requests_total children by status code
+
+	// failing is set while the queue's last request failed and is retried.
+	failing bool
+
+	// With a disk queue (runDisk): blocks encoded but not sent, in memory
+	// while nothing is on disk, their samples, and the seq of the next.
+	mem        []block
+	memSamples int64
+	seq        uint64
+	readBuf    []byte // body of the head block read from disk
+	conv       []byte // its RW1 re-encoding (toRW1)
+	// drainOnly: runDisk returns once the disk queue is empty (a queue of
+	// an earlier max_shards).
+	drainOnly bool
 }
 
 func newSender(w *RemoteWriter, q *queue, qi int) *sender {
@@ -291,9 +312,7 @@ func (s *sender) sendBatch() bool {
 				return true
 			}
 			w.m.sent.Add(fn)
-			if attempt > 0 {
-				w.logger.Info("batch sent after retries", zap.Int("retries", attempt), zap.Int64("samples", n))
-			}
+			s.recovered()
 			return true
 
 		case res.err == nil && rw2 && res.code == 415:
@@ -310,17 +329,7 @@ func (s *sender) sendBatch() bool {
 			if res.retryAfter > 0 {
 				sleep = res.retryAfter
 			}
-			fields := []zap.Field{zap.Int("attempt", attempt+1), zap.Int64("samples", n), zap.Duration("retry_in", sleep)}
-			if res.err != nil {
-				fields = append(fields, zap.Error(res.err))
-			} else {
-				fields = append(fields, zap.Int("status", res.code), zap.String("body", res.msg))
-			}
-			if attempt == 0 {
-				w.logger.Warn("cannot send batch, retrying", fields...)
-			} else {
-				w.logger.Debug("cannot send batch, retrying", fields...)
-			}
+			s.failed(res, attempt, n, sleep)
 			if !w.sleep(sleep) {
 				w.m.droppedShutdown.Add(fn)
 				return false
@@ -338,6 +347,7 @@ func (s *sender) sendBatch() bool {
 			w.m.failed.Add(float64(n - written))
 			w.logger.Error("store rejected batch, dropping it (not retried)",
 				zap.Int("status", res.code), zap.String("body", res.msg), zap.Int64("samples", n), zap.Int64("written", written))
+			s.recovered()
 			return true
 		}
 	}

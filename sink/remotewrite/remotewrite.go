@@ -2,9 +2,12 @@ package remotewrite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +70,26 @@ type RemoteWriter struct {
 	started  bool
 	stopped  bool
 	lastDrop atomic.Int64 // unix nanos of the last queue_full log line
+
+	// diskDir is this remote's directory under the queue directory; ""
+	// keeps the queues in memory only. maxDisk bounds it
+	// (queue_config.max_disk_usage_bytes), split evenly over the queues.
+	diskDir string
+	maxDisk int64
+	// legacyDirs are queue directories of another max_shards, sent before
+	// anything new; gate is closed once they are (nil when there are none).
+	legacyDirs     []string
+	gate           chan struct{}
+	legacyQ        atomic.Pointer[queue] // the one being sent, for the metrics
+	lastLimitLog   atomic.Int64
+	lastDiskErrLog atomic.Int64
+
+	// health counts the queues whose last request failed and will be
+	// retried, for the failing and recovered log lines.
+	health        sync.Mutex
+	failingQueues int
+	failingSince  time.Time
+	failingLogged time.Time
 }
 
 // NewRemoteWriter builds a writer for one store and registers the
@@ -74,14 +97,17 @@ type RemoteWriter struct {
 // hold the families once only: for several stores on one registry use
 // NewFanout. cfg must be validated with defaults applied; files it names
 // (password_file, credentials_file, TLS files) are read now.
-func NewRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, reg *selfmon.Registry, logger *zap.Logger) (*RemoteWriter, error) {
+//
+// queueDir is where the send queues persist (see NewFanout); "" keeps them
+// in memory only.
+func NewRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*RemoteWriter, error) {
 	if reg == nil {
 		reg = selfmon.NewRegistry()
 	}
-	return newRemoteWriter(cfg, names, newSinkMetrics(reg), logger)
+	return newRemoteWriter(cfg, names, queueDir, newSinkMetrics(reg), logger)
 }
 
-func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sinkMetrics, logger *zap.Logger) (*RemoteWriter, error) {
+func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir string, sm *sinkMetrics, logger *zap.Logger) (*RemoteWriter, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -107,6 +133,8 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sink
 		return nil, fmt.Errorf("remote_write %q: need 0 < queue_config.min_backoff (%v) <= queue_config.max_backoff (%v)", name, qc.MinBackoff, qc.MaxBackoff)
 	case cfg.RemoteTimeout <= 0:
 		return nil, fmt.Errorf("remote_write %q: remote_timeout must be > 0, got %v", name, cfg.RemoteTimeout)
+	case qc.MaxDiskUsageBytes < 0:
+		return nil, fmt.Errorf("remote_write %q: queue_config.max_disk_usage_bytes must be >= 0, got %d", name, qc.MaxDiskUsageBytes)
 	}
 	var rw2 bool
 	switch cfg.ProtobufMessage {
@@ -145,6 +173,10 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, sm *sink
 		queues:     make([]*queue, qc.MaxShards),
 		stopCh:     make(chan struct{}),
 	}
+	if queueDir != "" && qc.MaxDiskUsageBytes > 0 {
+		w.diskDir = filepath.Join(queueDir, remoteDirName(name))
+		w.maxDisk = qc.MaxDiskUsageBytes
+	}
 	w.hardCtx, w.hardCancel = context.WithCancel(context.Background())
 	for i := range w.queues {
 		w.queues[i] = newQueue()
@@ -169,20 +201,40 @@ func remoteName(cfg *config.RemoteWriteConfig) string {
 // Name returns the value of the remote label of this writer's metrics.
 func (w *RemoteWriter) Name() string { return w.name }
 
-// Start starts one sender goroutine per queue. Records appended before Start
-// wait in the queues. Start after Stop does nothing.
-func (w *RemoteWriter) Start() {
+// Start opens the disk queues, if any, and starts one sender goroutine per
+// queue. Records appended before Start wait in the queues. Start after Stop
+// does nothing. When the disk queues cannot be opened the writer keeps its
+// queues in memory only and Start returns the error.
+func (w *RemoteWriter) Start() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.started || w.stopped {
-		return
+		return nil
 	}
 	w.started = true
+	var err error
+	if w.diskDir != "" {
+		if err = w.openDisk(); err != nil {
+			w.diskDir = ""
+		}
+	}
 	for i, q := range w.queues {
 		s := newSender(w, q, i)
 		w.wg.Add(1)
-		go s.run()
+		if q.disk != nil {
+			go func() {
+				defer w.wg.Done()
+				s.runDisk()
+			}()
+		} else {
+			go s.run()
+		}
 	}
+	if w.gate != nil {
+		w.wg.Add(1)
+		go w.drainLegacy()
+	}
+	return err
 }
 
 // Append copies the records into their send queues. It never blocks on the
@@ -228,8 +280,11 @@ func (w *RemoteWriter) logQueueFull() {
 
 // Stop stops accepting records and flushes what is queued, still retrying,
 // until ctx ends; then it aborts in-flight requests and drops the rest,
-// counting it as reason="shutdown". It returns when every goroutine of the
-// writer has exited. A ctx without deadline waits for the store for ever.
+// counting it as reason="shutdown". With a disk queue it writes what is
+// queued in memory to disk instead, waits for the request in flight (until
+// ctx ends) and keeps everything unsent for the next start. It returns when
+// every goroutine of the writer has exited. A ctx without deadline waits for
+// the store for ever.
 func (w *RemoteWriter) Stop(ctx context.Context) {
 	w.mu.Lock()
 	if w.stopped {
@@ -271,14 +326,24 @@ func (w *RemoteWriter) Stop(ctx context.Context) {
 // Append does nothing. Like RemoteWriter, Append may be called by many
 // goroutines at once.
 type Fanout struct {
-	writers []*RemoteWriter
+	writers  []*RemoteWriter
+	queueDir string
+	logger   *zap.Logger
 }
 
 // NewFanout builds one RemoteWriter per config, sharing one set of
 // anomalyd_sink_* families in reg (nil: a private registry). Remote names
 // (name, or host/path of url) must be unique.
-func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
-	f := &Fanout{}
+//
+// queueDir ("" for none) is where the send queues persist: one directory
+// per remote, named after it, holding one directory per send queue. The
+// disk queues are opened by Start, so that a reload can build the new
+// writers while the old ones still hold the directories.
+func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	f := &Fanout{queueDir: queueDir, logger: logger}
 	if len(cfgs) == 0 {
 		return f, nil
 	}
@@ -293,7 +358,7 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, reg *selfmo
 			return nil, fmt.Errorf("remote_write[%d] and remote_write[%d] have the same name %q: set distinct names", j, i, name)
 		}
 		seen[name] = i
-		w, err := newRemoteWriter(cfg, names, sm, logger)
+		w, err := newRemoteWriter(cfg, names, queueDir, sm, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -305,11 +370,29 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, reg *selfmo
 // Writers returns the writers, in config order. The slice is shared: do not modify it.
 func (f *Fanout) Writers() []*RemoteWriter { return f.writers }
 
-// Start starts every writer.
-func (f *Fanout) Start() {
+// Start starts every writer. It returns the errors of the writers whose
+// disk queues could not be opened; those run with memory queues only. It
+// warns about queue directories of remotes no longer configured: their
+// scores wait there until the entry is back or the directory is removed.
+func (f *Fanout) Start() error {
+	var errs []error
+	used := map[string]bool{}
 	for _, w := range f.writers {
-		w.Start()
+		if err := w.Start(); err != nil {
+			errs = append(errs, err)
+		}
+		used[filepath.Base(w.diskDir)] = true
 	}
+	if f.queueDir != "" {
+		ents, _ := os.ReadDir(f.queueDir)
+		for _, e := range ents {
+			if e.IsDir() && !used[e.Name()] {
+				f.logger.Warn("queue directory of a remote_write entry that is not configured: its scores are not sent; add the entry back or remove the directory",
+					zap.String("dir", filepath.Join(f.queueDir, e.Name())))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Append appends recs to every writer; it does not keep recs.
@@ -345,6 +428,8 @@ type sinkMetrics struct {
 	requests              *selfmon.CounterVec
 	duration              *selfmon.HistogramVec
 	pending, capacity     *selfmon.GaugeVec
+	diskBytes, diskBlocks *selfmon.GaugeVec
+	diskMax               *selfmon.GaugeVec
 }
 
 func newSinkMetrics(reg *selfmon.Registry) *sinkMetrics {
@@ -356,13 +441,19 @@ func newSinkMetrics(reg *selfmon.Registry) *sinkMetrics {
 		retried: reg.NewCounterVec("anomalyd_sink_samples_retried_total",
 			"Output samples sent again after a network error, 5xx or retried 429 (counted once per retry).", "remote"),
 		dropped: reg.NewCounterVec("anomalyd_sink_samples_dropped_total",
-			"Output samples never sent: queue_full = the send queue was full when the record arrived; shutdown = still queued when Stop's deadline ended or appended after Stop.", "remote", "reason"),
+			"Output samples never sent: queue_full = the send queue was full when the record arrived; shutdown = still queued when Stop's deadline ended or appended after Stop; disk_limit = oldest on disk, dropped at queue_config.max_disk_usage_bytes; disk_error = the disk queue could not be written, or a frame could not be read back (cut off by a crash).", "remote", "reason"),
 		requests: reg.NewCounterVec("anomalyd_sink_requests_total",
 			"Remote-write requests by HTTP status code (code=\"error\": no response).", "remote", "code"),
 		duration: reg.NewHistogramVec("anomalyd_sink_request_duration_seconds",
 			"Duration of one remote-write request, until the response body is read.", selfmon.DefBuckets, "remote"),
 		pending: reg.NewGaugeVec("anomalyd_sink_queue_samples",
-			"Output samples queued or being sent, over all send queues.", "remote"),
+			"Output samples queued or being sent, over all send queues, in memory and on disk.", "remote"),
+		diskBytes: reg.NewGaugeVec("anomalyd_sink_disk_queue_bytes",
+			"Size of the disk queue's segment files, over all send queues (sent blocks included until their segment is removed).", "remote"),
+		diskBlocks: reg.NewGaugeVec("anomalyd_sink_disk_queue_blocks",
+			"Requests (encoded blocks) waiting in the disk queue, over all send queues.", "remote"),
+		diskMax: reg.NewGaugeVec("anomalyd_sink_disk_queue_max_bytes",
+			"queue_config.max_disk_usage_bytes: past it the oldest blocks are dropped; 0 when the queue is in memory only.", "remote"),
 		capacity: reg.NewGaugeVec("anomalyd_sink_queue_capacity_samples",
 			"Output samples the send queues can hold: queue_config.capacity × max_shards.", "remote"),
 	}
@@ -374,18 +465,20 @@ type writerMetrics struct {
 	remote                       string
 	sent, failed, retried        *selfmon.Counter
 	droppedFull, droppedShutdown *selfmon.Counter
+	droppedLimit, droppedDisk    *selfmon.Counter
 	duration                     *selfmon.Histogram
 }
 
 func (sm *sinkMetrics) forRemote(remote string, w *RemoteWriter) writerMetrics {
-	sm.pending.Func(func() float64 {
+	sm.pending.Func(w.queuedSamples, remote)
+	sm.capacity.With(remote).Set(float64(w.capacity) * float64(len(w.queues)))
+	sm.diskBytes.Func(w.diskBytes, remote)
+	sm.diskBlocks.Func(func() float64 {
 		var n int64
-		for _, q := range w.queues {
-			n += q.pending.Load()
-		}
+		w.eachQueue(func(q *queue) { n += q.diskBlocks.Load() })
 		return float64(n)
 	}, remote)
-	sm.capacity.With(remote).Set(float64(w.capacity) * float64(len(w.queues)))
+	sm.diskMax.With(remote).Set(float64(w.maxDisk))
 	return writerMetrics{
 		sm:              sm,
 		remote:          remote,
@@ -394,6 +487,45 @@ func (sm *sinkMetrics) forRemote(remote string, w *RemoteWriter) writerMetrics {
 		retried:         sm.retried.With(remote),
 		droppedFull:     sm.dropped.With(remote, "queue_full"),
 		droppedShutdown: sm.dropped.With(remote, "shutdown"),
+		droppedLimit:    sm.dropped.With(remote, "disk_limit"),
+		droppedDisk:     sm.dropped.With(remote, "disk_error"),
 		duration:        sm.duration.With(remote),
 	}
+}
+
+// eachQueue calls f for every queue, and for the queue of an earlier
+// max_shards being sent.
+func (w *RemoteWriter) eachQueue(f func(q *queue)) {
+	for _, q := range w.queues {
+		f(q)
+	}
+	if q := w.legacyQ.Load(); q != nil {
+		f(q)
+	}
+}
+
+// queuedSamples is the anomalyd_sink_queue_samples of the writer: records
+// queued or in the senders' hands, and samples in blocks in memory or on disk.
+func (w *RemoteWriter) queuedSamples() float64 {
+	var n int64
+	w.eachQueue(func(q *queue) { n += q.pending.Load() + q.stored.Load() })
+	return float64(n)
+}
+
+// diskBytes is the size of the writer's segment files.
+func (w *RemoteWriter) diskBytes() float64 {
+	var n int64
+	w.eachQueue(func(q *queue) { n += q.diskBytes.Load() })
+	return float64(n)
+}
+
+// logEvery runs log when the last run recorded in last is at least every
+// ago (or never was).
+func (w *RemoteWriter) logEvery(last *atomic.Int64, every time.Duration, log func()) {
+	now := time.Now().UnixNano()
+	l := last.Load()
+	if l != 0 && now-l < int64(every) || !last.CompareAndSwap(l, now) {
+		return
+	}
+	log()
 }

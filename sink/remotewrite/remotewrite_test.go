@@ -192,8 +192,11 @@ func TestRemoteWriterRetry(t *testing.T) {
 		if retries != 12 {
 			t.Errorf("%d requests carry Retry-Attempt, want 12 (one per failure)", retries)
 		}
-		if n := logs.FilterMessage("cannot send batch, retrying").FilterLevelExact(zap.WarnLevel).Len(); n == 0 {
-			t.Errorf("no warning logged for retries")
+		// One line when the writer starts failing, one when it recovers.
+		failing := logs.FilterMessageSnippet("remote write failing").FilterLevelExact(zap.WarnLevel).Len()
+		recovered := logs.FilterMessageSnippet("remote write recovered").FilterLevelExact(zap.InfoLevel).Len()
+		if failing == 0 || failing != recovered {
+			t.Errorf("%d failing and %d recovered log lines, want as many, at least one", failing, recovered)
 		}
 	})
 }
@@ -713,7 +716,7 @@ func TestFanout(t *testing.T) {
 	cfgB.Name = ""
 	cfgB.ProtobufMessage = wire.MessageWriteV2
 	reg := selfmon.NewRegistry()
-	f, err := NewFanout([]*config.RemoteWriteConfig{cfgA, cfgB}, sinktest.Names, reg, zap.NewNop())
+	f, err := NewFanout([]*config.RemoteWriteConfig{cfgA, cfgB}, sinktest.Names, "", reg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -739,7 +742,7 @@ func TestFanout(t *testing.T) {
 		}
 	}
 
-	empty, err := NewFanout(nil, sinktest.Names, nil, nil)
+	empty, err := NewFanout(nil, sinktest.Names, "", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -747,7 +750,7 @@ func TestFanout(t *testing.T) {
 	empty.Append(sinktest.Records(sinktest.Infos(1), 1))
 	stopWithin(empty, time.Second)
 
-	_, err = NewFanout([]*config.RemoteWriteConfig{testConfig("http://x/a"), testConfig("http://y/b")}, sinktest.Names, nil, nil)
+	_, err = NewFanout([]*config.RemoteWriteConfig{testConfig("http://x/a"), testConfig("http://y/b")}, sinktest.Names, "", nil, nil)
 	if err == nil || !strings.Contains(err.Error(), `same name "test"`) {
 		t.Errorf("duplicate names: got error %v", err)
 	}
@@ -758,7 +761,7 @@ func TestNewRemoteWriterErrors(t *testing.T) {
 		t.Helper()
 		cfg := testConfig("http://store.test/write")
 		mod(cfg)
-		_, err := NewRemoteWriter(cfg, sinktest.Names, nil, nil)
+		_, err := NewRemoteWriter(cfg, sinktest.Names, "", nil, nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got error %v, want one containing %q", err, want)
 		}
