@@ -175,11 +175,18 @@ func ingestOptions(cfg *config.Config) ingest.Options {
 		MaxLabelNameLength:  c.MaxLabelNameLength,
 		MaxLabelValueLength: c.MaxLabelValueLength,
 		MaxFuture:           time.Duration(c.MaxFuture),
+		HA: ingest.HAOptions{
+			Enabled:         cfg.HA.Enabled,
+			ClusterLabel:    cfg.HA.ClusterLabel,
+			ReplicaLabel:    cfg.HA.ReplicaLabel,
+			FailoverTimeout: time.Duration(cfg.HA.FailoverTimeout),
+			MaxClusters:     cfg.HA.MaxClusters,
+		},
 	}
 }
 
 // reload re-reads the config file and applies what can change at run time:
-// limits, rules (series whose rule did not change keep their state), incident
+// limits, HA pairs, rules (series whose rule did not change keep their state), incident
 // grouping, output names and remote_write targets. Window sizing needs a
 // restart.
 func (s *server) reload() (err error) {
