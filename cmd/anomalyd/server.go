@@ -92,6 +92,7 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 	}
 	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.MaxGroups, s.out, s.reg)
 	wopts.Incidents = s.incidents
+	wopts.Logger = logger
 	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
 	s.ingest = ingest.NewHandler(ingestOptions(cfg), s.shards, s.reg, logger)
 	s.registerProcessMetrics()
