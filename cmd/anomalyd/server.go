@@ -87,6 +87,9 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		if err != nil {
 			return nil, err
 		}
+		if cfg.HA.Enabled {
+			w.SetIgnoreLabel(cfg.HA.ReplicaLabel)
+		}
 		s.warmer = w
 		wopts.Warmup.Warmer = w
 	}
