@@ -224,6 +224,9 @@ func (s *server) reload() (err error) {
 	if !reflect.DeepEqual(cfg.Warmup, s.cfg.Warmup) {
 		s.logger.Warn("warmup settings changed; they take effect after a restart")
 	}
+	if cfg.Warmup.Enabled() && (cfg.HA.Enabled != s.cfg.HA.Enabled || cfg.HA.ReplicaLabel != s.cfg.HA.ReplicaLabel) {
+		s.logger.Warn("ha.enabled or ha.replica_label changed; warm-up ignores the new replica label in history answers after a restart")
+	}
 	for _, w := range cfg.Warnings() {
 		s.logger.Warn("configuration may be a mistake", zap.String("config_file", s.configFile), zap.String("warning", w))
 	}
