@@ -388,3 +388,59 @@ func keys(m map[string]int) []string {
 	slices.Sort(out)
 	return out
 }
+
+// haBenchRequest decodes a request of 2000 series of replica a of c1, as
+// BenchmarkIngestHA sends.
+func haBenchRequest(b *testing.B) *request {
+	b.Helper()
+	wr := &prompb.WriteRequest{}
+	for _, ls := range withReplica(benchSeries(2000), "a") {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: ls, Samples: []prompb.Sample{{Timestamp: 1, Value: 1}}})
+	}
+	raw, err := wr.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &request{buf: raw}
+	if err := r.decodeV1(); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// BenchmarkHACheck is the whole per-request cost of ha for a request of
+// the elected replica: finding the two labels in the first series and
+// the election check. One op is one request.
+func BenchmarkHACheck(b *testing.B) {
+	tr, _ := newTestTracker(testHA())
+	r := haBenchRequest(b)
+	now := time.Now().UnixNano()
+	b.ReportAllocs()
+	for b.Loop() {
+		c, rep := tr.labels(r, 4096)
+		if tr.check(c, rep, now) != haAnalyse {
+			b.Fatal("not elected")
+		}
+	}
+}
+
+// BenchmarkAppendKey builds the keys of a request of 2000 series, without
+// and with the replica label left out. One op is one request.
+func BenchmarkAppendKey(b *testing.B) {
+	r := haBenchRequest(b)
+	env := newEnv(b, 1, false)
+	for i := range r.series {
+		env.h.canonicalise(r, &r.series[i], protoV1, &Options{MaxLabelsPerSeries: 64, MaxLabelNameLength: 1024, MaxLabelValueLength: 4096})
+	}
+	for _, skip := range []string{"", "__replica__"} {
+		b.Run("skip="+skip, func(b *testing.B) {
+			var key []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				for i := range r.series {
+					key = appendKey(key[:0], r, &r.series[i], skip)
+				}
+			}
+		})
+	}
+}
