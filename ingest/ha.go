@@ -38,6 +38,7 @@ const (
 // clusters and replicas it knows are values of the old labels.
 type haTracker struct {
 	clusterLabel, replicaLabel string
+	epoch                      time.Time // clock's zero
 
 	timeout     atomic.Int64 // ha.failover_timeout, nanoseconds
 	maxClusters atomic.Int64
@@ -56,15 +57,20 @@ type haTracker struct {
 // haCluster is the election of one cluster.
 type haCluster struct {
 	replica string       // elected; written under haTracker.mu
-	last    atomic.Int64 // unix nanoseconds of the elected replica's last request
+	last    atomic.Int64 // clock() at the elected replica's last request
 }
 
 func newHATracker(o HAOptions, m *metrics, logger *zap.Logger) *haTracker {
-	t := &haTracker{clusterLabel: o.ClusterLabel, replicaLabel: o.ReplicaLabel,
+	t := &haTracker{clusterLabel: o.ClusterLabel, replicaLabel: o.ReplicaLabel, epoch: time.Now(),
 		clusters: map[string]*haCluster{}, m: m, logger: logger}
 	t.configure(o)
 	return t
 }
+
+// clock returns the nanoseconds since the tracker was made, on the
+// monotonic clock: a step of the wall clock must neither fail over a
+// cluster nor hold an election.
+func (t *haTracker) clock() int64 { return int64(time.Since(t.epoch)) }
 
 // configure applies the settings a reload may change without forgetting
 // the elections.
@@ -105,8 +111,8 @@ func (t *haTracker) labels(req *request, maxValue int) (cluster, replica []byte)
 	return valid(cluster), valid(replica)
 }
 
-// check decides about a request of replica in cluster at now (unix
-// nanoseconds). It allocates only to elect.
+// check decides about a request of replica in cluster at now (clock()).
+// It allocates only to elect.
 func (t *haTracker) check(cluster, replica []byte, now int64) haVerdict {
 	t.mu.RLock()
 	c, ok := t.clusters[string(cluster)]

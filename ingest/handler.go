@@ -292,7 +292,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 	var strip string
 	if t := h.ha.Load(); t != nil {
 		if cluster, replica := t.labels(&st.req, opts.MaxLabelValueLength); cluster != nil && replica != nil {
-			switch t.check(cluster, replica, time.Now().UnixNano()) {
+			switch t.check(cluster, replica, t.clock()) {
 			case haAnalyse:
 				strip = t.replicaLabel
 			case haDeduplicate:
@@ -407,8 +407,9 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 			continue // histograms or exemplars only: not analysed yet
 		}
 		// The key: name 0xff value 0xff … over the sorted labels, empty
-		// values and the HA replica label dropped. Built in scratch to hash it, then copied once into
-		// the shard's batch: the one copy out of the request buffer.
+		// values and the HA replica label dropped. Built in scratch to hash
+		// it, then copied once into the shard's batch: the one copy out of
+		// the request buffer.
 		st.key = appendKey(st.key[:0], req, s, strip)
 		hash := series.Hash(st.key)
 		shardIdx := int(hash % uint64(nShards))
