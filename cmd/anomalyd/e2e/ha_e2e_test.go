@@ -96,6 +96,16 @@ remote_write:
 			"--storage.tsdb.path=data", "--web.listen-address="+port, "--log.level=info")
 		replicas[name] = r
 	}
+	// Stop the replicas while anomalyd still runs (cleanups run last
+	// first): a Prometheus flushes its remote-write queue on SIGTERM and
+	// would retry against a stopped anomalyd until its flush deadline.
+	t.Cleanup(func() {
+		for _, r := range replicas {
+			if err := r.p.stop(10 * time.Second); err != nil {
+				t.Errorf("stopping %s: %v", r.p.name, err)
+			}
+		}
+	})
 	for _, r := range replicas {
 		env.waitReady(t, r.p, r.url)
 	}
