@@ -202,6 +202,7 @@ func Default() *Config {
 		Warmup:    DefaultWarmupConfig,
 		History:   DefaultHistoryConfig,
 		Incidents: DefaultIncidentsConfig,
+		HA:        DefaultHAConfig,
 	}
 	c.Incidents.GroupBy = slices.Clone(DefaultIncidentsConfig.GroupBy)
 	r.Detectors = c.Detectors
@@ -331,6 +332,7 @@ type Config struct {
 	Warmup      WarmupConfig         `yaml:"warmup"`
 	History     HistoryConfig        `yaml:"history"`
 	Incidents   IncidentsConfig      `yaml:"incidents"`
+	HA          HAConfig             `yaml:"ha"`
 
 	// ExcludeMatchers are parsed from Exclude at load time, one list per
 	// selector.
@@ -518,7 +520,7 @@ func errLine(s string) int {
 // topLevel is a config file with every block still undecoded.
 type topLevel struct {
 	ingest, window, detectors, output lazy
-	warmup, history, incidents        lazy
+	warmup, history, incidents, ha    lazy
 	rules                             *[]lazy   // nil: absent or null; empty: `rules: []`
 	exclude                           *[]string // nil: absent or null; empty: `exclude: []`
 	remoteWrite                       []lazy
@@ -542,6 +544,7 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 			Warmup      lazy                `yaml:"warmup"`
 			History     lazy                `yaml:"history"`
 			Incidents   lazy                `yaml:"incidents"`
+			HA          lazy                `yaml:"ha"`
 		}
 	)
 	var raw Config
@@ -549,7 +552,7 @@ func readTopLevel(unmarshal func(any) error) (*topLevel, error) {
 		return nil, err
 	}
 	t := &topLevel{ingest: raw.Ingest, window: raw.Window, detectors: raw.Detectors, output: raw.Output,
-		warmup: raw.Warmup, history: raw.History, exclude: raw.Exclude, incidents: raw.Incidents}
+		warmup: raw.Warmup, history: raw.History, exclude: raw.Exclude, incidents: raw.Incidents, ha: raw.HA}
 	if raw.Rules != nil {
 		rules := make([]lazy, len(*raw.Rules))
 		for i, r := range *raw.Rules {
@@ -628,6 +631,9 @@ func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	if err := st.decode("incidents", raw.incidents, &c.Incidents); err != nil {
 		return err
 	}
+	if err := st.decode("ha", raw.ha, &c.HA); err != nil {
+		return err
+	}
 	// A rule's group_by, like its detectors, is inherited unless the rule
 	// sets it, from the top-level incidents block wherever that is.
 	for i, r := range c.Rules {
@@ -697,6 +703,9 @@ func (c *Config) validate() error {
 		names[rw.Name] = i
 	}
 	if err := c.Warmup.validate(); err != nil {
+		return err
+	}
+	if err := c.HA.validate(); err != nil {
 		return err
 	}
 	return c.History.validate()

@@ -115,6 +115,12 @@ var badConfigs = []struct {
 	{"history_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 2: field retension not found in type config.HistoryConfig"},
 	{"incidents_group_by_empty.bad.yml", "incidents.group_by must name at least one label"},
 	{"incidents_group_by_name.bad.yml", `incidents.group_by[1]: "pod-name" is not a label name other than __name__`},
+	{"ha_cluster_label.bad.yml", `ha.cluster_label: "prometheus-cluster" is not a label name other than __name__`},
+	{"ha_replica_label_name.bad.yml", `ha.replica_label: "__name__" is not a label name other than __name__`},
+	{"ha_same_labels.bad.yml", `ha.cluster_label and ha.replica_label are both "cluster"`},
+	{"ha_failover_timeout.bad.yml", "ha.failover_timeout must be positive, got 0s"},
+	{"ha_max_clusters.bad.yml", "ha.max_clusters must be positive, got 0"},
+	{"ha_unknown_key.bad.yml", "yaml: unmarshal errors:\n  line 3: field failover not found in type config.HAConfig"},
 }
 
 func TestBadConfigs(t *testing.T) {
@@ -398,6 +404,8 @@ func TestFullConfig(t *testing.T) {
 			GroupBy: []string{"namespace", "pod"}, MinScore: 1.5, Window: 4, HalfLife: model.Duration(12 * time.Hour),
 			FalsePerDay: 0.05, Quiet: 20, Tail: 2.5, MaxMembers: 1000, MaxGroups: 500,
 		},
+		HA: HAConfig{Enabled: true, ClusterLabel: "prom_cluster", ReplicaLabel: "prom_replica",
+			FailoverTimeout: model.Duration(time.Minute), MaxClusters: 20},
 	}
 	if err := want.validate(); err != nil {
 		t.Fatalf("want is invalid: %s", err)

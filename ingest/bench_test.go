@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -86,7 +87,14 @@ func cpuNow() time.Duration {
 // series lookup, counter rates and detectors. One op is one scrape round of
 // 100k series in requests of 2000 samples. Reported: CPU-seconds per million
 // samples (process CPU, all goroutines) and allocations per request.
-func BenchmarkIngest(b *testing.B) {
+func BenchmarkIngest(b *testing.B) { benchmarkIngest(b, false) }
+
+// BenchmarkIngestHA is BenchmarkIngest with ha on and every series from the
+// elected replica of one cluster: the per-request election and the replica
+// label left out of every key.
+func BenchmarkIngestHA(b *testing.B) { benchmarkIngest(b, true) }
+
+func benchmarkIngest(b *testing.B, ha bool) {
 	const nSeries, perRequest = 100_000, 2000
 	cfg := config.Default()
 	opts := window.Options{Shards: runtime.GOMAXPROCS(0), QueueSize: 64, MaxSeries: 1_000_000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
@@ -96,8 +104,12 @@ func BenchmarkIngest(b *testing.B) {
 	defer shards.Stop(b.Context())
 	o := testOptions()
 	o.MaxCompressedBytes, o.MaxDecodedBytes = 32<<20, 32<<20
-	h := NewHandler(o, shards, reg, zap.NewNop())
 	lbls := benchSeries(nSeries)
+	if ha {
+		o.HA = testHA()
+		lbls = withReplica(lbls, "a")
+	}
+	h := NewHandler(o, shards, reg, zap.NewNop())
 	ts := time.Now().Add(-24 * time.Hour).UnixMilli()
 	w := &nopWriter{h: http.Header{}}
 	body := bytes.NewReader(nil)
@@ -158,13 +170,33 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
+// withReplica adds the external labels of replica of HA cluster c1 to
+// every label set of lbls.
+func withReplica(lbls [][]prompb.Label, replica string) [][]prompb.Label {
+	out := make([][]prompb.Label, len(lbls))
+	for i, ls := range lbls {
+		out[i] = append(slices.Clone(ls), prompb.Label{Name: "__replica__", Value: replica}, prompb.Label{Name: "cluster", Value: "c1"})
+	}
+	return out
+}
+
 // The ingest path must not allocate per series or per sample: a request of
 // 2000 known series may cost a couple of allocations in all (shared runtime
-// work), never thousands.
+// work), never thousands. With ha on, neither does the election.
 func TestIngestAllocationsPerRequest(t *testing.T) {
+	t.Run("ha off", func(t *testing.T) { testIngestAllocations(t, false) })
+	t.Run("ha on", func(t *testing.T) { testIngestAllocations(t, true) })
+}
+
+func testIngestAllocations(t *testing.T, ha bool) {
 	const nSeries = 2000
-	env := newEnv(t, 64, true)
+	var env *testEnv
 	lbls := benchSeries(nSeries)
+	if ha {
+		env, lbls = newHAEnv(t, testHA()), withReplica(lbls, "a")
+	} else {
+		env = newEnv(t, 64, true)
+	}
 	ts := time.Now().Add(-time.Hour).UnixMilli()
 	var rounds [][]byte
 	for r := range 130 {

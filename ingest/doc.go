@@ -27,4 +27,18 @@
 //     not reported to the sender, as PROTOCOL.md allows.
 //   - Native histograms and exemplars are counted and ignored; RW2 answers
 //     say 0 of them were written.
+//   - HA pairs (ha.go, ha.enabled): one decision per request, on the
+//     cluster and replica labels of its first series, as in Cortex and
+//     Mimir: Prometheus adds its external labels to every series it sends,
+//     so the first speaks for all, and the check is O(labels of one
+//     series) per request, not per sample. Requests of the elected replica
+//     take a read lock and store a time; only an election takes the write
+//     lock. A request of another replica is answered 204 (RW2: its samples
+//     counted as written) and analysed not at all. The replica label is
+//     left out of every key and hash of an elected request, so both
+//     replicas write one series whose state survives a failover; samples
+//     the new replica sends from before the old one's last are dropped by
+//     the shards' ordering rules (out_of_order), as any late sample. The
+//     elections live in memory: a restart elects the first replica to
+//     send, which is what a silent cluster gets anyway.
 package ingest

@@ -32,6 +32,7 @@ type Options struct {
 	MaxLabelNameLength  int
 	MaxLabelValueLength int
 	MaxFuture           time.Duration
+	HA                  HAOptions
 }
 
 // The proto= of the two protocol versions' Content-Type.
@@ -48,6 +49,11 @@ type Handler struct {
 	m       *metrics
 	closing atomic.Bool
 	states  chan *reqState // free list of request memory
+
+	// ha elects one replica per HA cluster; nil when ha.enabled is off.
+	// haMu serialises SetOptions, which may replace it.
+	ha   atomic.Pointer[haTracker]
+	haMu sync.Mutex
 
 	// lastWarn is when invalid input was last logged at warn level (unix
 	// nanoseconds); suppressed counts the requests not logged since.
@@ -66,13 +72,33 @@ func NewHandler(opts Options, shards *window.Shards, reg *selfmon.Registry, logg
 	// rarely run more parallel requests than a few per core.
 	h := &Handler{shards: shards, logger: logger, m: newMetrics(reg), states: make(chan *reqState, 4*runtime.GOMAXPROCS(0))}
 	h.opts.Store(&opts)
+	if opts.HA.Enabled {
+		h.ha.Store(newHATracker(opts.HA, h.m, logger))
+	}
 	empty := map[string]uint8{}
 	h.metricTypes.Store(&empty)
 	return h
 }
 
-// SetOptions replaces the limits (config reload).
-func (h *Handler) SetOptions(opts Options) { h.opts.Store(&opts) }
+// SetOptions replaces the limits and the HA settings (config reload). A
+// change of ha.enabled or of either HA label forgets every election: the
+// next request of each cluster is elected.
+func (h *Handler) SetOptions(opts Options) {
+	h.haMu.Lock()
+	defer h.haMu.Unlock()
+	if haLabelsChanged(h.opts.Load().HA, opts.HA) {
+		var next *haTracker
+		if opts.HA.Enabled {
+			next = newHATracker(opts.HA, h.m, h.logger)
+		}
+		if old := h.ha.Swap(next); old != nil {
+			old.close()
+		}
+	} else if t := h.ha.Load(); t != nil {
+		t.configure(opts.HA)
+	}
+	h.opts.Store(&opts)
+}
 
 // Shutdown makes every later request fail with 503, so senders retry
 // against the next instance (or this one after its restart).
@@ -262,7 +288,29 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 	if err != nil {
 		return proto, res, errorf(http.StatusBadRequest, "%v", err)
 	}
-	err = h.route(st, proto, opts, &res)
+	// HA pairs: one decision per request, on its first series' labels.
+	var strip string
+	if t := h.ha.Load(); t != nil {
+		if cluster, replica := t.labels(&st.req, opts.MaxLabelValueLength); cluster != nil && replica != nil {
+			switch t.check(cluster, replica, t.clock()) {
+			case haAnalyse:
+				strip = t.replicaLabel
+			case haDeduplicate:
+				// Accepted: the elected replica writes the same samples.
+				// Reported as written so that a remote write 2.0 sender
+				// does not take the answer for a failure.
+				res.written = len(st.req.samples)
+				h.m.haDeduplicated.Add(float64(res.written))
+				return proto, res, nil
+			case haTooManyClusters:
+				h.m.haTooMany.Add(float64(len(st.req.samples)))
+				err := errTooManyClusters(cluster, t.maxClusters.Load())
+				h.logInvalid(err.Error())
+				return proto, res, err
+			}
+		}
+	}
+	err = h.route(st, proto, opts, strip, &res)
 	return proto, res, err
 }
 
@@ -320,8 +368,9 @@ var reasonNames = [numReasons]string{"", "missing_metric_name", "empty_label_nam
 	"samples_and_histograms", "too_far_in_future"}
 
 // route validates, canonicalises and hashes every series, copies it into
-// the batch of its shard and enqueues the batches.
-func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) error {
+// the batch of its shard and enqueues the batches. strip is a label name
+// left out of every series' key and hash (the HA replica label), or "".
+func (h *Handler) route(st *reqState, proto string, opts *Options, strip string, res *result) error {
 	req := &st.req
 	if len(req.metadata) > 0 {
 		h.learnMetadata(req)
@@ -358,9 +407,10 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, res *result) 
 			continue // histograms or exemplars only: not analysed yet
 		}
 		// The key: name 0xff value 0xff … over the sorted labels, empty
-		// values dropped. Built in scratch to hash it, then copied once into
-		// the shard's batch: the one copy out of the request buffer.
-		st.key = appendKey(st.key[:0], req, s)
+		// values and the HA replica label dropped. Built in scratch to hash
+		// it, then copied once into the shard's batch: the one copy out of
+		// the request buffer.
+		st.key = appendKey(st.key[:0], req, s, strip)
 		hash := series.Hash(st.key)
 		shardIdx := int(hash % uint64(nShards))
 		b := st.batches[shardIdx]

@@ -32,6 +32,7 @@ type testEnv struct {
 	h      *Handler
 	shards *window.Shards
 	rec    *windowtest.Recorder
+	reg    *selfmon.Registry
 }
 
 func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
@@ -45,7 +46,7 @@ func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
 		shards.Start()
 		t.Cleanup(func() { shards.Stop(t.Context()) })
 	}
-	return &testEnv{h: NewHandler(testOptions(), shards, reg, zap.NewNop()), shards: shards, rec: rec}
+	return &testEnv{h: NewHandler(testOptions(), shards, reg, zap.NewNop()), shards: shards, rec: rec, reg: reg}
 }
 
 func encodeV1(t testing.TB, wr *prompb.WriteRequest) []byte {

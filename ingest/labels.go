@@ -90,10 +90,11 @@ func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *
 }
 
 // appendKey appends the canonical key (series.AppendLabel) of the sorted,
-// valid series s.
-func appendKey(dst []byte, req *request, s *wireSeries) []byte {
+// valid series s, without the label called skip ("" skips none): the HA
+// replica label, so that the replicas of a pair write one series.
+func appendKey(dst []byte, req *request, s *wireSeries, skip string) []byte {
 	for _, l := range req.labels[s.labelsStart:s.labelsEnd] {
-		if l.value.len == 0 {
+		if l.value.len == 0 || (skip != "" && string(req.str(l.name)) == skip) {
 			continue
 		}
 		dst = series.AppendLabel(dst, req.str(l.name), req.str(l.value))

@@ -20,6 +20,12 @@ type metrics struct {
 	exemplars  *selfmon.Counter
 	bytes      *selfmon.Counter
 	metadata   *selfmon.Counter
+
+	// HA pairs (ha.go).
+	haDeduplicated *selfmon.Counter
+	haFailovers    *selfmon.Counter
+	haTooMany      *selfmon.Counter
+	haElected      *selfmon.GaugeVec
 }
 
 // protocolLabel is the protocol label value of a request.
@@ -69,6 +75,13 @@ func newMetrics(reg *selfmon.Registry) *metrics {
 	m.exemplars = reg.NewCounter("anomalyd_ingest_exemplars_ignored_total", "Exemplars received and ignored.")
 	m.bytes = reg.NewCounter("anomalyd_ingest_request_bytes_total", "Compressed remote-write request bytes read.")
 	m.metadata = reg.NewCounter("anomalyd_ingest_metadata_updates_total", "RW1 metadata entries that taught a new or changed metric type.")
+	m.haTooMany = rej.With("too_many_ha_clusters")
+	m.haDeduplicated = reg.NewCounter("anomalyd_ingest_ha_samples_deduplicated_total",
+		"Samples from HA replicas that are not their cluster's elected replica: accepted, not analysed.")
+	m.haFailovers = reg.NewCounter("anomalyd_ingest_ha_failovers_total",
+		"Elections of another replica after the elected one of an HA cluster sent nothing for ha.failover_timeout.")
+	m.haElected = reg.NewGaugeVec("anomalyd_ingest_ha_elected_replica",
+		"1 for the elected replica of each HA cluster tracked.", "cluster", "replica")
 	return m
 }
 

@@ -59,4 +59,9 @@
 //     history costs the shard what scoring does (go test ./detectors
 //     -bench SetUpdate) per history sample; the Warmer's rate limit
 //     (warmup.max_series_per_second) bounds the total.
+//   - Several senders of one series (a Prometheus HA pair without ha:)
+//     are noticed from the shards' own counters (senders.go): one
+//     goroutine sums them once a minute and logs one warning when, five
+//     minutes in a row, 10% or more of the samples were out of order or
+//     conflicting duplicates. Nothing is added per sample.
 package window

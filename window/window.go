@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/series"
@@ -28,6 +30,9 @@ type Options struct {
 	// Incidents receives the evidence and group membership of the series;
 	// nil turns the incident stage off.
 	Incidents *Incidents
+	// Logger receives the one warning about several senders of the same
+	// series (senders.go); nil logs nothing.
+	Logger *zap.Logger
 }
 
 // OptionsFromConfig returns the Options of cfg, resolving shards = 0 to
@@ -86,13 +91,20 @@ type Shards struct {
 	inflight sync.WaitGroup
 	mu       sync.Mutex // serialises ApplyRules and Stop
 	stopped  bool
+
+	// The several-senders watch (senders.go); watchDone is nil until Start.
+	logger               *zap.Logger
+	watchStop, watchDone chan struct{}
 }
 
 // New builds the shards; Start runs them.
 func New(opts Options, rules *Rules, out Appender, reg *selfmon.Registry) *Shards {
 	// Enough free batches for every queue slot plus one being filled and one
 	// being processed per shard.
-	s := &Shards{opts: opts, out: out, free: make(chan *Batch, opts.Shards*(opts.QueueSize+2))}
+	s := &Shards{opts: opts, out: out, free: make(chan *Batch, opts.Shards*(opts.QueueSize+2)), logger: opts.Logger}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
+	}
 	for i := range opts.Shards {
 		s.done = append(s.done, make(chan struct{}))
 		s.shards = append(s.shards, newShard(i, s, rules, s.done[i]))
@@ -104,12 +116,15 @@ func New(opts Options, rules *Rules, out Appender, reg *selfmon.Registry) *Shard
 // N returns the number of shards.
 func (s *Shards) N() int { return len(s.shards) }
 
-// Start starts one goroutine per shard.
+// Start starts one goroutine per shard, and one that watches for several
+// senders of the same series.
 func (s *Shards) Start() {
 	s.started.Store(true)
 	for i, sh := range s.shards {
 		go sh.run(s.done[i])
 	}
+	s.watchStop, s.watchDone = make(chan struct{}), make(chan struct{})
+	go s.watchSenders(s.watchStop, s.watchDone)
 }
 
 // Enqueue hands b to shard i without blocking. On success the shard owns b;
@@ -137,6 +152,10 @@ func (s *Shards) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.stopped = true
+	if s.watchDone != nil {
+		close(s.watchStop)
+		<-s.watchDone
+	}
 	s.closed.Store(true)
 	if !s.started.Load() {
 		return nil // nothing runs (a restore that failed, say)

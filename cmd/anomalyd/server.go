@@ -96,11 +96,15 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		if err != nil {
 			return nil, err
 		}
+		if cfg.HA.Enabled {
+			w.SetIgnoreLabel(cfg.HA.ReplicaLabel)
+		}
 		s.warmer = w
 		wopts.Warmup.Warmer = w
 	}
 	s.incidents = window.NewIncidents(cfg.Incidents.Params(), cfg.Incidents.MaxGroups, s.out, s.reg)
 	wopts.Incidents = s.incidents
+	wopts.Logger = logger
 	s.shards = window.New(wopts, window.CompileRules(cfg), s.out, s.reg)
 	if s.storage != nil {
 		dir, err := s.storage.dir("checkpoints")
@@ -210,11 +214,18 @@ func ingestOptions(cfg *config.Config) ingest.Options {
 		MaxLabelNameLength:  c.MaxLabelNameLength,
 		MaxLabelValueLength: c.MaxLabelValueLength,
 		MaxFuture:           time.Duration(c.MaxFuture),
+		HA: ingest.HAOptions{
+			Enabled:         cfg.HA.Enabled,
+			ClusterLabel:    cfg.HA.ClusterLabel,
+			ReplicaLabel:    cfg.HA.ReplicaLabel,
+			FailoverTimeout: time.Duration(cfg.HA.FailoverTimeout),
+			MaxClusters:     cfg.HA.MaxClusters,
+		},
 	}
 }
 
 // reload re-reads the config file and applies what can change at run time:
-// limits, rules (series whose rule did not change keep their state), incident
+// limits, HA pairs, rules (series whose rule did not change keep their state), incident
 // grouping, output names and remote_write targets. Window sizing needs a
 // restart.
 func (s *server) reload() (err error) {
@@ -247,6 +258,9 @@ func (s *server) reload() (err error) {
 	}
 	if !reflect.DeepEqual(cfg.Warmup, s.cfg.Warmup) {
 		s.logger.Warn("warmup settings changed; they take effect after a restart")
+	}
+	if cfg.Warmup.Enabled() && (cfg.HA.Enabled != s.cfg.HA.Enabled || cfg.HA.ReplicaLabel != s.cfg.HA.ReplicaLabel) {
+		s.logger.Warn("ha.enabled or ha.replica_label changed; warm-up ignores the new replica label in history answers after a restart")
 	}
 	for _, w := range cfg.Warnings() {
 		s.logger.Warn("configuration may be a mistake", zap.String("config_file", s.configFile), zap.String("warning", w))

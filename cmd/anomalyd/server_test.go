@@ -206,6 +206,49 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// ha applies on reload: off, the two replicas of a pair are two series;
+// on, the first to send is analysed without its replica label and the
+// other is deduplicated.
+func TestReloadHA(t *testing.T) {
+	// publish_interval 1ms: /metrics shows each write at once.
+	srv, url, file := startServer(t, "window: {publish_interval: 1ms}\n")
+	send := func(replica string, ts int64) {
+		t.Helper()
+		s := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "pair_gauge"}, {Name: "__replica__", Value: replica},
+			{Name: "cluster", Value: "c1"}}, Samples: []prompb.Sample{{Timestamp: ts, Value: 1}}}
+		b, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{s}}).Marshal()
+		if code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b)); code != 204 {
+			t.Fatalf("write of replica %s: %d %s", replica, code, body)
+		}
+		srv.shards.Sync()
+	}
+	t0 := time.Now().Add(-time.Minute).UnixMilli()
+	send("a", t0)
+	send("b", t0)
+	_, metrics := httpDo(t, http.MethodGet, url+"/metrics", nil)
+	for _, r := range []string{"a", "b"} {
+		if !strings.Contains(metrics, `anomaly_score{__replica__="`+r+`",cluster="c1",detector="combined",metric="pair_gauge"}`) {
+			t.Fatalf("ha off: no score of replica %s's series:\n%s", r, firstLines(metrics, 20))
+		}
+	}
+	os.WriteFile(file, []byte("window: {publish_interval: 1ms}\nha: {enabled: true}\n"), 0o644)
+	if code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil); code != 200 {
+		t.Fatalf("reload: got %d %q", code, body)
+	}
+	send("b", t0+1000)
+	send("a", t0+1000)
+	_, metrics = httpDo(t, http.MethodGet, url+"/metrics", nil)
+	for _, want := range []string{
+		`anomaly_score{cluster="c1",detector="combined",metric="pair_gauge"}`,
+		`anomalyd_ingest_ha_elected_replica{cluster="c1",replica="b"} 1`,
+		"anomalyd_ingest_ha_samples_deduplicated_total 1",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("ha on after reload: /metrics lacks %s:\n%s", want, metrics)
+		}
+	}
+}
+
 func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)
 	return strings.Join(lines[:min(n, len(lines))], "\n")

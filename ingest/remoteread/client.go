@@ -57,7 +57,17 @@ type Client struct {
 	userAgent string
 	timeout   time.Duration
 	maxFrame  uint64
+	// ignore is a label name left out of the answered series before they
+	// are matched to the series asked for (SetIgnoreLabel), or "".
+	ignore string
 }
+
+// SetIgnoreLabel makes c leave the label called name out of the series
+// Prometheus answers before matching them to the series asked for: the HA
+// replica label (ha.replica_label), which anomalyd removes from its series
+// and the replica's Prometheus adds to its answers as an external label.
+// Call it before the first Read.
+func (c *Client) SetIgnoreLabel(name string) { c.ignore = name }
 
 // NewClient returns a client for cfg that keeps up to conns connections
 // (one per request in flight). userAgent is sent as User-Agent, as
@@ -165,11 +175,11 @@ func (c *Client) read(ctx context.Context, qs []Query, res *reservation) ([][]wi
 	case mt == wire.ContentTypeStreamed && params["proto"] == wire.MessageChunkedReadResponse:
 		st.Streamed = true
 		out := make([][]window.Sample, len(qs))
-		err = decodeStreamed(resp.Body, qs, out, res, c.maxFrame, &st)
+		err = decodeStreamed(resp.Body, qs, out, res, c.maxFrame, c.ignore, &st)
 		return out, st, err
 	case mt == wire.ContentTypeProtobuf:
 		out := make([][]window.Sample, len(qs))
-		err = decodeSamples(resp.Body, qs, out, res, &st)
+		err = decodeSamples(resp.Body, qs, out, res, c.ignore, &st)
 		return out, st, err
 	default:
 		return nil, st, permanentError{fmt.Errorf("remote read answered with Content-Type %q; want %s or %s; proto=%s (is warmup.remote_read.url a Prometheus /api/v1/read?)",
@@ -214,7 +224,7 @@ func firstLine(r io.Reader) string {
 
 // decodeSamples decodes a SAMPLES response: one snappy block holding a
 // ReadResponse with one QueryResult per query, in query order.
-func decodeSamples(body io.Reader, qs []Query, out [][]window.Sample, res *reservation, st *ReadStats) error {
+func decodeSamples(body io.Reader, qs []Query, out [][]window.Sample, res *reservation, ignore string, st *ReadStats) error {
 	// The compressed body is at most the decoded limit plus snappy's
 	// worst-case overhead; reading more than that is already too much.
 	// (MaxEncodedLen is -1 beyond 4 GiB: cap the limit at 1 GiB first.)
@@ -252,7 +262,7 @@ func decodeSamples(body io.Reader, qs []Query, out [][]window.Sample, res *reser
 			if ts == nil {
 				continue
 			}
-			if key = appendKey(key[:0], ts.Labels); string(key) != qs[i].Labels {
+			if key = appendKey(key[:0], ts.Labels, ignore); string(key) != qs[i].Labels {
 				continue
 			}
 			if err := res.take(int64(len(ts.Samples)) * sampleBytes); err != nil {
@@ -272,7 +282,7 @@ func decodeSamples(body io.Reader, qs []Query, out [][]window.Sample, res *reser
 // decodeStreamed decodes a STREAMED_XOR_CHUNKS response frame by frame.
 // Each frame holds a ChunkedReadResponse with (part of) one series and the
 // index of the query it answers; a series may span several frames.
-func decodeStreamed(body io.Reader, qs []Query, out [][]window.Sample, res *reservation, maxFrame uint64, st *ReadStats) error {
+func decodeStreamed(body io.Reader, qs []Query, out [][]window.Sample, res *reservation, maxFrame uint64, ignore string, st *ReadStats) error {
 	// Each frame's length is charged to res before its buffer is allocated.
 	fr := wire.NewFrameReader(bufio.NewReaderSize(body, 32<<10), maxFrame, func(size uint64) error { return res.take(int64(size)) })
 	var (
@@ -306,7 +316,7 @@ func decodeStreamed(body io.Reader, qs []Query, out [][]window.Sample, res *rese
 			if cs == nil {
 				continue
 			}
-			if key = appendKey(key[:0], cs.Labels); string(key) != q.Labels {
+			if key = appendKey(key[:0], cs.Labels, ignore); string(key) != q.Labels {
 				continue
 			}
 			for ci := range cs.Chunks {

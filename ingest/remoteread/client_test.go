@@ -139,7 +139,7 @@ func TestStreamedFramesMergeSortAndDedup(t *testing.T) {
 	qs := []Query{{Labels: key, Start: t0, End: t0 + 1e9}, {Labels: lbls("__name__", "y"), Start: t0 + 2000, End: t0 + 3000}}
 	out := make([][]window.Sample, 2)
 	var st ReadStats
-	if err := decodeStreamed(bytes.NewReader(body), qs, out, &reservation{limit: 1 << 30}, DefaultMaxFrameBytes, &st); err != nil {
+	if err := decodeStreamed(bytes.NewReader(body), qs, out, &reservation{limit: 1 << 30}, DefaultMaxFrameBytes, "", &st); err != nil {
 		t.Fatal(err)
 	}
 	if len(out[0]) != 300+50 {
@@ -283,5 +283,35 @@ func TestReservation(t *testing.T) {
 	r2.release()
 	if b.used != 0 {
 		t.Fatalf("budget used %d after release, want 0", b.used)
+	}
+}
+
+// With ha on, a replica's Prometheus answers its series with its replica
+// label (an external label), which anomalyd's series lack: SetIgnoreLabel
+// matches them anyway, and without it nothing matches.
+func TestReadIgnoresReplicaLabel(t *testing.T) {
+	for _, samplesOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("samples_only=%v", samplesOnly), func(t *testing.T) {
+			f, srv := newFakeProm(t)
+			f.samples = samplesOnly
+			want := steps(t0, 20, 15_000, func(i int) float64 { return float64(i) })
+			f.add(lbls("__name__", "up", "__replica__", "a", "cluster", "c1", "job", "x"), want)
+			qs := []Query{{Labels: lbls("__name__", "up", "cluster", "c1", "job", "x"), Start: t0, End: t0 + 1e9}}
+			c := testClient(t, srv.URL)
+			out, _, err := c.Read(t.Context(), qs, 64<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out[0]) != 0 {
+				t.Fatalf("without SetIgnoreLabel: %d samples of a series with other labels, want 0", len(out[0]))
+			}
+			c.SetIgnoreLabel("__replica__")
+			if out, _, err = c.Read(t.Context(), qs, 64<<20); err != nil {
+				t.Fatal(err)
+			}
+			if !sameSamples(out[0], want) {
+				t.Fatalf("with SetIgnoreLabel(__replica__): got %d samples %v…, want %d", len(out[0]), head(out[0]), len(want))
+			}
+		})
 	}
 }

@@ -50,13 +50,14 @@ func appendChunk(dst []window.Sample, c *prompb.Chunk, mint, maxt int64) ([]wind
 }
 
 // appendKey appends the canonical form of ls (series.Info.Labels:
-// sorted by name, empty values dropped) to dst.
-func appendKey(dst []byte, ls []prompb.Label) []byte {
+// sorted by name, empty values dropped) to dst, without the label called
+// skip ("" skips none).
+func appendKey(dst []byte, ls []prompb.Label, skip string) []byte {
 	if !slices.IsSortedFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) }) {
 		slices.SortFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
 	}
 	for _, l := range ls {
-		if l.Value == "" {
+		if l.Value == "" || (skip != "" && l.Name == skip) {
 			continue
 		}
 		dst = append(dst, l.Name...)

@@ -66,7 +66,7 @@ func FuzzDecodeStreamed(f *testing.F) {
 			data = wire.AppendFrame(nil, data)
 		}
 		out := make([][]window.Sample, len(fuzzQueries))
-		err := decodeStreamed(bytes.NewReader(data), fuzzQueries, out, &reservation{limit: 4 << 20}, 1<<20, &ReadStats{})
+		err := decodeStreamed(bytes.NewReader(data), fuzzQueries, out, &reservation{limit: 4 << 20}, 1<<20, "", &ReadStats{})
 		if err == nil {
 			checkDecoded(t, out)
 		}
@@ -94,7 +94,7 @@ func FuzzDecodeSamples(f *testing.F) {
 			data = snappy.Encode(nil, data)
 		}
 		out := make([][]window.Sample, len(fuzzQueries))
-		err := decodeSamples(bytes.NewReader(data), fuzzQueries, out, &reservation{limit: 4 << 20}, &ReadStats{})
+		err := decodeSamples(bytes.NewReader(data), fuzzQueries, out, &reservation{limit: 4 << 20}, "", &ReadStats{})
 		if err == nil {
 			checkDecoded(t, out)
 		}

@@ -94,6 +94,10 @@ func NewWarmer(cfg *config.WarmupConfig, userAgent string, reg *selfmon.Registry
 	return w, nil
 }
 
+// SetIgnoreLabel is Client.SetIgnoreLabel: with ha.enabled, the HA replica
+// label of the Prometheus answering. Call it before Start.
+func (w *Warmer) SetIgnoreLabel(name string) { w.client.SetIgnoreLabel(name) }
+
 // Start starts the dispatcher.
 func (w *Warmer) Start() {
 	w.wg.Add(1)

@@ -81,6 +81,18 @@ func (f *family) childReplace(values []string, mk func() child, replace bool) ch
 	return c
 }
 
+func (f *family) delete(values []string) {
+	key := strings.Join(values, "\xff")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.children[key]; !ok {
+		return
+	}
+	delete(f.children, key)
+	i := sort.SearchStrings(f.order, key)
+	f.order = append(f.order[:i], f.order[i+1:]...)
+}
+
 // Counter is a monotonically increasing float64.
 type Counter struct{ bits atomic.Uint64 }
 
@@ -214,6 +226,10 @@ func (r *Registry) NewGaugeVec(name, help string, labelNames ...string) *GaugeVe
 func (v *GaugeVec) With(values ...string) *Gauge {
 	return v.f.child(values, func() child { return new(Gauge) }).(*Gauge)
 }
+
+// Delete removes the gauge for the label values, if any, so that a label
+// set that is gone (a forgotten HA cluster) stops being written.
+func (v *GaugeVec) Delete(values ...string) { v.f.delete(values) }
 
 // Func registers, for label values, a child computed at scrape time.
 func (v *GaugeVec) Func(f func() float64, values ...string) {

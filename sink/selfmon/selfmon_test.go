@@ -66,3 +66,30 @@ func TestReRegistration(t *testing.T) {
 	}()
 	r.NewGauge("x_total", "X.")
 }
+
+func TestGaugeVecDelete(t *testing.T) {
+	r := NewRegistry()
+	v := r.NewGaugeVec("g", "G.", "cluster", "replica")
+	v.With("c1", "a").Set(1)
+	v.With("c2", "b").Set(1)
+	v.With("c3", "a").Set(1)
+	v.Delete("c2", "b")
+	v.Delete("c9", "x") // absent: nothing happens
+	var buf bytes.Buffer
+	if err := r.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	want := "# HELP g G.\n# TYPE g gauge\ng{cluster=\"c1\",replica=\"a\"} 1\ng{cluster=\"c3\",replica=\"a\"} 1\n"
+	if got := buf.String(); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	v.Delete("c1", "a")
+	v.Delete("c3", "a")
+	buf.Reset()
+	if err := r.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("a family without children wrote %q", buf.String())
+	}
+}
