@@ -43,7 +43,7 @@ deps:
 ## then the race detector over the packages that share memory between goroutines.
 ## Needs nothing outside the repository but what deps installs.
 test: deps lint
-	$(GO) test -count=1 -timeout 9m ./...
+	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -race -count=1 -timeout 5m ./ingest/... ./window/... ./sink/...
 
 ## test-accuracy: the tests over external corpora (NAB in ../shared/datasets/nab, or NAB_DIR),
@@ -156,8 +156,8 @@ $(LOAD): FORCE
 
 bench-load: build $(LOAD)
 	@mkdir -p $(BENCH_OUT)
-	@./$(BIN) --web.listen-address=$(BENCH_ADDR) --log.level=warn & pid=$$!; \
-	trap 'kill $$pid; wait $$pid' EXIT; \
+	@data=$$(mktemp -d); ./$(BIN) --web.listen-address=$(BENCH_ADDR) --log.level=warn --storage.path=$$data & pid=$$!; \
+	trap 'kill $$pid; wait $$pid; rm -rf $$data' EXIT; \
 	./$(LOAD) -url http://$(BENCH_ADDR)/api/v1/write -metrics-url http://$(BENCH_ADDR)/metrics \
 	  -pid $$pid -out $(BENCH_OUT)/load-anomalyd.json $(LOAD_FLAGS)
 

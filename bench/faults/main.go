@@ -360,7 +360,8 @@ func (o *options) run(ctx context.Context, stderr io.Writer) (*report, error) {
 		return nil, fmt.Errorf("shop service: %w", err)
 	}
 	defer serveShop(ctx, shop, ln)()
-	if err := start(o.anomalydAddr, o.anomalyd, "--web.listen-address="+o.anomalydAddr, "--config.file="+anCfg, "--log.level=warn"); err != nil {
+	if err := start(o.anomalydAddr, o.anomalyd, "--web.listen-address="+o.anomalydAddr, "--config.file="+anCfg, "--log.level=warn",
+		"--storage.path="+filepath.Join(dir, "anomalyd-data")); err != nil {
 		return nil, err
 	}
 	if err := start(o.promAddr, o.prometheus, "--config.file="+promCfg, "--storage.tsdb.path="+data,

@@ -99,7 +99,14 @@ func (o *options) once(name string, i int, stderr io.Writer) (*loadReport, error
 		addr = o.floorAddr
 		cmd = exec.Command(o.load, "floor", "-listen", addr)
 	} else {
-		cmd = exec.Command(o.anomalyd, "--web.listen-address="+addr, "--log.level=warn")
+		// A fresh receiver: its own empty storage path, or it would restore
+		// the previous run's series. Checkpoints stay on, as users run it.
+		data, err := os.MkdirTemp("", "anomalyd-bench-data-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(data)
+		cmd = exec.Command(o.anomalyd, "--web.listen-address="+addr, "--log.level=warn", "--storage.path="+data)
 	}
 	cmd.Stdout, cmd.Stderr = io.Discard, stderr
 	if err := cmd.Start(); err != nil {
