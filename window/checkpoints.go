@@ -375,32 +375,7 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 
 // forget removes a series restoreSeries created, before it joined a group:
 // no stale markers (it emitted nothing in this process), nothing counted.
-func (s *shard) forget(i uint32) {
-	se := s.slots.at(i)
-	h := se.info.Hash
-	if ref := s.table[h]; ref == i+1 {
-		if se.next == 0 {
-			delete(s.table, h)
-		} else {
-			s.table[h] = se.next
-		}
-	} else {
-		for ref != 0 {
-			prev := s.slots.at(ref - 1)
-			if prev.next == i+1 {
-				prev.next = se.next
-				break
-			}
-			ref = prev.next
-		}
-	}
-	det := se.det
-	det.Reset()
-	*se = seriesState{det: det}
-	s.free = append(s.free, i)
-	s.set.active.Add(-1)
-	s.stats.active.Add(-1)
-}
+func (s *shard) forget(i uint32) { s.unlink(i) }
 
 // rejoin puts a restored series into its incident group, waiting for room
 // in the incident stage's queue: at a restart every series joins at once,

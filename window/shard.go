@@ -629,7 +629,15 @@ func (s *shard) remove(i uint32, t int64, ru *rule) {
 		delete(s.warming, i)
 		s.stats.warming.Add(-1)
 	}
-	// Unlink from the hash chain.
+	s.unlink(i)
+	s.stats.seriesEvicted.Add(1)
+	s.dirty = true
+}
+
+// unlink frees slot i: out of its hash chain, its state cleared (the
+// detector memory kept for the next series), on the free list.
+func (s *shard) unlink(i uint32) {
+	se := s.slots.at(i)
 	h := se.info.Hash
 	if ref := s.table[h]; ref == i+1 {
 		if se.next == 0 {
@@ -653,8 +661,6 @@ func (s *shard) remove(i uint32, t int64, ru *rule) {
 	s.free = append(s.free, i)
 	s.set.active.Add(-1)
 	s.stats.active.Add(-1)
-	s.stats.seriesEvicted.Add(1)
-	s.dirty = true
 }
 
 func (s *shard) flushOut() {
