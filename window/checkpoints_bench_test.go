@@ -53,7 +53,6 @@ func BenchmarkCheckpoint(b *testing.B) {
 	}
 }
 
-
 // fillSeries creates n series in s, 8 samples each.
 func fillSeries(b *testing.B, s *Shards, n int) {
 	b.Helper()
