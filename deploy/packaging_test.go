@@ -823,6 +823,7 @@ func runShipped(t *testing.T, args []string, configContent string, readyPath, he
 
 	var out syncBuffer
 	cmd := exec.Command(anomalydBinary(t), run...)
+	cmd.Dir = root // relative paths too stay in the temporary directory
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
