@@ -13,10 +13,24 @@
 //   - prometheus/*.test.yml: promtool unit tests of both rule files.
 //   - grafana/anomalyd.json: a dashboard (a series with its expected value and
 //     band, its score, the top anomalous series, anomalyd's health).
+//   - systemd/anomalyd.service: a hardened unit (a dynamic user whose only
+//     writable place is the state directory /var/lib/anomalyd, which is
+//     --storage.path), with its /etc/default file and an anomalyd.yml.
+//   - kubernetes/: a one-replica StatefulSet with a volume claim for
+//     --storage.path and probes on /-/healthy and /-/ready, its Service and
+//     ConfigMap, and a kustomization.yaml that names the image.
 //
 // The tests run promtool (Debian package prometheus) on every file and check
 // that the dashboard only queries series anomalyd documents. They fail, and do
-// not skip, when promtool is missing. The end-to-end tests in cmd/anomalyd/e2e
+// not skip, when promtool is missing. They decode the Kubernetes manifests
+// strictly into structs of the fields they use and check the wiring (the
+// storage path is a volume claim's mount, the configuration file a ConfigMap
+// key that loads, probes and Service on the listen port, a grace period and a
+// stop timeout longer than --shutdown.timeout, memory for window.max_series),
+// check every flag of the unit and the manifests against `anomalyd -h`, and
+// run a built anomalyd with the shipped arguments (probes, SIGHUP, SIGTERM).
+// systemd-analyze verify and security run on the unit when systemd-analyze is
+// installed; without it the rest still runs. The end-to-end tests in cmd/anomalyd/e2e
 // run prometheus.yml and the rule files as shipped against a real Prometheus.
 //
 // Trade-offs: the alerts use the combined detector only (per-detector series
