@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/window/backtest"
@@ -58,6 +59,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var (
 		configFile  = fs.String("config.file", "", "Configuration file (YAML). Empty: built-in defaults.")
 		listenAddr  = fs.String("web.listen-address", ":9700", "Address to listen on for remote write, /metrics and the management endpoints.")
+		webConfig   = fs.String("web.config.file", "", "Web configuration file (YAML, as node_exporter's) enabling TLS and basic auth on every endpoint. Empty: plain HTTP, no authentication.")
+		lifecycle   = fs.Bool("web.enable-lifecycle", false, "Enable reloading over HTTP (POST or PUT /-/reload). SIGHUP always reloads.")
+		enablePprof = fs.Bool("web.enable-pprof", false, "Serve Go's profiler on /debug/pprof/.")
 		logLevel    = fs.String("log.level", "info", "Log level: debug, info, warn, error.")
 		logFormat   = fs.String("log.format", "logfmt", "Log format: logfmt (human-readable) or json.")
 		shutdownTO  = fs.Duration("shutdown.timeout", 30*time.Second, "How long a graceful shutdown may take to drain shards and flush remote-write queues.")
@@ -113,10 +117,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anomalyd: invalid --storage.checkpoint-interval %v: must not be negative\n", *ckptEvery)
 		return 2
 	}
-	srv, err := newServer(cfg, serverOptions{configFile: *configFile, storagePath: *storagePath, checkpointInterval: *ckptEvery}, logger)
+	srv, err := newServer(cfg, serverOptions{
+		configFile: *configFile, storagePath: *storagePath, checkpointInterval: *ckptEvery,
+		webConfigFile: *webConfig, enableLifecycle: *lifecycle, enablePprof: *enablePprof,
+	}, logger)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
 		return 1
+	}
+	if *webConfig == "" {
+		logger.Info("no --web.config.file: serving plain HTTP without TLS or authentication", zap.String("address", ln.Addr().String()))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -213,9 +223,12 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
 }
 
-// serve runs the HTTP server until it is shut down.
+// serve runs the HTTP server on ln until it is shut down, with the TLS
+// and basic auth of --web.config.file as node_exporter and Prometheus
+// serve them: the file is read again on every request and every TLS
+// handshake, so certificates and passwords rotate without a restart.
 func (s *server) serve(ln net.Listener) error {
-	err := s.http.Serve(ln)
+	err := web.Serve(ln, s.http, &web.FlagConfig{WebConfigFile: &s.webConfigFile}, newSlogLogger(s.logger))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/ingest"
@@ -34,7 +35,10 @@ import (
 type server struct {
 	logger     *zap.Logger
 	configFile string
-	reg        *selfmon.Registry
+	// webConfigFile is --web.config.file: TLS and basic auth of every
+	// endpoint; "" serves plain HTTP without authentication.
+	webConfigFile string
+	reg           *selfmon.Registry
 	// storage is --storage.path, locked; nil when it is empty.
 	storage *storage
 
@@ -65,10 +69,22 @@ type serverOptions struct {
 	// storagePath is --storage.path: "" keeps nothing on disk.
 	storagePath        string
 	checkpointInterval time.Duration
+	// webConfigFile is --web.config.file ("": plain HTTP, no auth).
+	webConfigFile string
+	// enableLifecycle is --web.enable-lifecycle: POST /-/reload.
+	enableLifecycle bool
+	// enablePprof is --web.enable-pprof: /debug/pprof/.
+	enablePprof bool
 }
 
 func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *server, err error) {
-	s := &server{logger: logger, configFile: opts.configFile, reg: selfmon.NewRegistry(), cfg: cfg}
+	// The web config is checked before anything is opened: a typo in a
+	// password hash or a missing certificate must stop the start, not
+	// turn every later request into a 500 or a failed handshake.
+	if err := web.Validate(opts.webConfigFile); err != nil {
+		return nil, fmt.Errorf("invalid --web.config.file %s: %w", opts.webConfigFile, err)
+	}
+	s := &server{logger: logger, configFile: opts.configFile, webConfigFile: opts.webConfigFile, reg: selfmon.NewRegistry(), cfg: cfg}
 	if opts.storagePath != "" {
 		if s.storage, err = openStorage(opts.storagePath); err != nil {
 			return nil, err
@@ -141,6 +157,13 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 			http.Error(w, "use POST or PUT to reload", http.StatusMethodNotAllowed)
 			return
 		}
+		// As in Prometheus, anyone who can reach the port must not be able
+		// to make the process re-read its files unless the operator asked
+		// for it; SIGHUP needs access to the host and always reloads.
+		if !opts.enableLifecycle {
+			http.Error(w, "Lifecycle API is not enabled: start anomalyd with --web.enable-lifecycle to reload over HTTP (SIGHUP always reloads).", http.StatusForbidden)
+			return
+		}
 		if err := s.reload(); err != nil {
 			http.Error(w, fmt.Sprintf("failed to reload config: %v", err), http.StatusInternalServerError)
 			return
@@ -157,21 +180,35 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]string{"yaml": text}})
 	})
-	// Go's profiler, as Prometheus serves it: for operators chasing CPU or memory.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// Go's profiler, for operators chasing CPU or memory, only on request:
+	// it shows the command line and lets any client burn CPU for the
+	// length of a profile.
+	if opts.enablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	reloadNote, pprofNote := "", ""
+	if !opts.enableLifecycle {
+		reloadNote = "  (403: needs --web.enable-lifecycle)"
+	}
+	if !opts.enablePprof {
+		pprofNote = "  (404: needs --web.enable-pprof)"
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
 			return
 		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /-/healthy /-/ready\nPOST /-/reload\nGET  /debug/pprof/\n", version.Version)
+		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /-/healthy /-/ready\nPOST /-/reload%s\nGET  /debug/pprof/%s\n", version.Version, reloadNote, pprofNote)
 	})
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler: mux,
+		// The server's own complaints (a failed TLS handshake, a client
+		// speaking HTTP to the HTTPS port) in anomalyd's log format.
+		ErrorLog:          zap.NewStdLog(logger.With(zap.String("component", "http"))),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Senders time out after 30 s (Prometheus's remote_timeout); a body
 		// still arriving after a minute is a stuck or hostile client.

@@ -34,22 +34,33 @@ func startServer(t *testing.T, cfgText string) (*server, string, string) {
 }
 
 // startServerAt is startServer with --storage.path data ("": a new
-// temporary directory).
+// temporary directory) and --web.enable-lifecycle, which the reload tests
+// need.
 func startServerAt(t *testing.T, cfgText, data string) (*server, string, string) {
 	t.Helper()
+	srv, addr, file := startServerWith(t, cfgText, serverOptions{storagePath: data, enableLifecycle: true})
+	return srv, "http://" + addr, file
+}
+
+// startServerWith runs the real server, serve included, with opts on a
+// loopback port and returns it, its host:port and its config file.
+// opts.configFile is set to a file holding cfgText; an empty
+// opts.storagePath is a new temporary directory.
+func startServerWith(t *testing.T, cfgText string, opts serverOptions) (*server, string, string) {
+	t.Helper()
 	dir := t.TempDir()
-	if data == "" {
-		data = filepath.Join(dir, "data")
+	if opts.storagePath == "" {
+		opts.storagePath = filepath.Join(dir, "data")
 	}
-	file := filepath.Join(dir, "anomalyd.yml")
-	if err := os.WriteFile(file, []byte(cfgText), 0o644); err != nil {
+	opts.configFile = filepath.Join(dir, "anomalyd.yml")
+	if err := os.WriteFile(opts.configFile, []byte(cfgText), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.LoadFile(file)
+	cfg, err := config.LoadFile(opts.configFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := newServer(cfg, serverOptions{configFile: file, storagePath: data}, zap.NewNop())
+	srv, err := newServer(cfg, opts, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +77,7 @@ func startServerAt(t *testing.T, cfgText, data string) (*server, string, string)
 		defer cancel()
 		srv.shutdown(ctx)
 	})
-	return srv, "http://" + ln.Addr().String(), file
+	return srv, ln.Addr().String(), opts.configFile
 }
 
 func httpDo(t *testing.T, method, url string, body []byte) (int, string) {

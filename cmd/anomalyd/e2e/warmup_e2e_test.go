@@ -204,13 +204,14 @@ func wuStartPrometheus(t testing.TB, env *e2eEnv, end time.Time, series []string
 	return base
 }
 
-// wuStartAnomalyd starts an anomalyd with extra config and returns its base URL.
+// wuStartAnomalyd starts an anomalyd with extra config and returns its base
+// URL; --web.enable-lifecycle lets tests reload it with POST /-/reload.
 func wuStartAnomalyd(t testing.TB, env *e2eEnv, name, extra string) string {
 	t.Helper()
 	dir := env.mkdir(t, name)
 	env.write(t, dir, "anomalyd.yml", "window:\n  publish_interval: 100ms\n"+extra)
 	addr := e2eFreePort(t)
-	p := env.start(t, name, dir, env.anomalydBin, "--config.file=anomalyd.yml", "--web.listen-address="+addr, "--log.level=debug")
+	p := env.start(t, name, dir, env.anomalydBin, "--config.file=anomalyd.yml", "--web.listen-address="+addr, "--log.level=debug", "--web.enable-lifecycle")
 	env.waitReady(t, p, "http://"+addr)
 	return "http://" + addr
 }
