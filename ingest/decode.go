@@ -28,10 +28,23 @@ type wireSeries struct {
 	histograms, exemplars    int32
 	// metricType is the RW2 per-series metadata type (0 = unspecified).
 	metricType uint8
-	// badRef is set when an RW2 label ref does not index into symbols or
-	// labels_refs has odd length; such a series is invalid.
-	badRef bool
+	// badRef says which RW2 reference does not index into symbols (or that
+	// labels_refs has odd length); such a series is invalid. badRefValue is
+	// the first offending reference.
+	badRef      refFault
+	badRefValue uint64
 }
+
+// refFault is what is wrong with an RW2 series' symbol references.
+type refFault uint8
+
+const (
+	refOK        refFault = iota
+	refLabelsOdd          // labels_refs has odd length
+	refLabels             // a labels_refs entry is beyond symbols
+	refHelp               // metadata.help_ref is beyond symbols
+	refUnit               // metadata.unit_ref is beyond symbols
+)
 
 // metadata is one RW1 MetricMetadata entry.
 type metadata struct {
@@ -325,8 +338,8 @@ func (r *request) decodeSeriesV2(b []byte) error {
 		var sym span // an invalid ref reads as "" and marks the series bad
 		if ref < uint64(len(r.symbols)) {
 			sym = r.symbols[ref]
-		} else {
-			s.badRef = true
+		} else if s.badRef == refOK {
+			s.badRef, s.badRefValue = refLabels, ref
 		}
 		if nrefs%2 == 0 {
 			pending = sym
@@ -376,14 +389,28 @@ func (r *request) decodeSeriesV2(b []byte) error {
 					return fmt.Errorf("metadata: %w", err)
 				}
 				j = nx
-				if n == 1 && t == wireVarint {
+				if t != wireVarint {
+					continue
+				}
+				switch n {
+				case 1:
 					s.metricType = uint8(min(v, 255))
+				case 3, 4:
+					// help and unit are not used, but a reference beyond
+					// symbols is a malformed series all the same, as the
+					// spec says and Prometheus's receiver answers (400).
+					if v >= uint64(len(r.symbols)) && s.badRef == refOK {
+						s.badRef, s.badRefValue = refHelp, v
+						if n == 4 {
+							s.badRef = refUnit
+						}
+					}
 				}
 			}
 		}
 	}
-	if nrefs%2 != 0 {
-		s.badRef = true
+	if nrefs%2 != 0 && s.badRef == refOK {
+		s.badRef, s.badRefValue = refLabelsOdd, uint64(nrefs)
 	}
 	s.labelsEnd, s.samplesEnd = int32(len(r.labels)), int32(len(r.samples))
 	r.series = append(r.series, s)

@@ -223,15 +223,24 @@ func TestDecodeV2BadRefs(t *testing.T) {
 		{LabelsRefs: []uint32{1, 2, 1}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}},
 		{LabelsRefs: []uint32{1, 9}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}},
 		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}},
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{HelpRef: 3}},
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{UnitRef: 1 << 20}},
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{Type: 1, HelpRef: 2, UnitRef: 1}},
 	}}
 	b, _ := wr.Marshal()
 	r := request{buf: b}
 	if err := r.decodeV2(); err != nil {
 		t.Fatal(err)
 	}
-	got := []bool{r.series[0].badRef, r.series[1].badRef, r.series[2].badRef}
-	if got[0] != true || got[1] != true || got[2] != false {
-		t.Fatalf("badRef: got %v, want [true true false]", got)
+	want := []refFault{refLabelsOdd, refLabels, refOK, refHelp, refUnit, refOK}
+	wantValue := []uint64{3, 9, 0, 3, 1 << 20, 0}
+	for i, s := range r.series {
+		if s.badRef != want[i] || s.badRefValue != wantValue[i] {
+			t.Errorf("series %d: got fault %d (ref %d), want %d (ref %d)", i, s.badRef, s.badRefValue, want[i], wantValue[i])
+		}
+	}
+	if r.series[5].metricType != metricTypeCounter {
+		t.Errorf("metadata type: got %d, want %d", r.series[5].metricType, metricTypeCounter)
 	}
 }
 
@@ -260,6 +269,12 @@ func FuzzDecodeV2(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{})
+	// Metadata references beyond symbols, an exemplar-only series.
+	b, _ := (&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []writev2.TimeSeries{
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{Type: 1, HelpRef: 9, UnitRef: 2}},
+		{LabelsRefs: []uint32{1, 2}, Exemplars: []writev2.Exemplar{{LabelsRefs: []uint32{1, 2}, Value: 1, Timestamp: 1}}},
+	}}).Marshal()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := request{buf: b}
 		err := r.decodeV2()
@@ -267,7 +282,7 @@ func FuzzDecodeV2(f *testing.F) {
 		if gerr := wr.Unmarshal(b); gerr == nil && err == nil {
 			if want, ok := viewOfV2(&wr); ok {
 				for i := range r.series {
-					if r.series[i].badRef {
+					if r.series[i].badRef != refOK {
 						return
 					}
 				}
@@ -298,6 +313,20 @@ func BenchmarkDecodeV1Prompb(b *testing.B) {
 	for b.Loop() {
 		var wr prompb.WriteRequest
 		if err := wr.Unmarshal(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeV2(b *testing.B) {
+	buf, _ := randomV2(rand.New(rand.NewPCG(9, 9)), 2000).Marshal()
+	var r request
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.reset()
+		r.buf = buf
+		if err := r.decodeV2(); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -25,6 +25,17 @@
 //     problems found later by the shard (out of order, conflicting
 //     duplicates) are counted in anomalyd_window_samples_not_analysed_total,
 //     not reported to the sender, as PROTOCOL.md allows.
+//   - Every series of a request is validated before the first batch is
+//     handed to a shard, so a 400 (invalid series: the sender never
+//     retries it) writes exactly the valid rest and an RW2 answer's
+//     Samples-Written says how much that was. All-or-nothing would lose
+//     the valid series of every batch that carries one bad series.
+//   - RW2 series are checked as the specification says: every reference
+//     (labels_refs, metadata.help_ref, metadata.unit_ref) indexes into
+//     symbols, and a series has samples or histograms, not both, not
+//     neither (exemplars alone are refused). Help and unit are not used,
+//     but a dangling reference means a broken sender, and Prometheus's
+//     own receiver refuses it too.
 //   - Native histograms and exemplars are counted and ignored; RW2 answers
 //     say 0 of them were written.
 //   - HA pairs (ha.go, ha.enabled): one decision per request, on the

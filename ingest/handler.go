@@ -360,12 +360,13 @@ const (
 	reasonBadSymbolRef
 	reasonSamplesAndHistograms
 	reasonTooFarInFuture
+	reasonNoSamples
 	numReasons
 )
 
 var reasonNames = [numReasons]string{"", "missing_metric_name", "empty_label_name", "duplicate_label_name",
 	"invalid_utf8", "too_many_labels", "label_name_too_long", "label_value_too_long", "invalid_symbol_reference",
-	"samples_and_histograms", "too_far_in_future"}
+	"samples_and_histograms", "too_far_in_future", "no_samples"}
 
 // route validates, canonicalises and hashes every series, copies it into
 // the batch of its shard and enqueues the batches. strip is a label name

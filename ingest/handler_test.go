@@ -363,3 +363,133 @@ func TestUTF8Labels(t *testing.T) {
 		}
 	}
 }
+
+const contentTypeV2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+
+// v2Series is one RW2 test series: a gauge called name with n samples one
+// second apart from ts.
+func v2Series(st *writev2.SymbolsTable, name string, ts int64, n int) writev2.TimeSeries {
+	s := writev2.TimeSeries{LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize(name), st.Symbolize("job"), st.Symbolize("rw2")}}
+	for i := range n {
+		s.Samples = append(s.Samples, writev2.Sample{Value: float64(i), Timestamp: ts + int64(i)*1000})
+	}
+	return s
+}
+
+// v2Key is the canonical key of v2Series(name).
+func v2Key(name string) string { return "__name__\xff" + name + "\xffjob\xffrw2\xff" }
+
+// Every RW2 case goes through the real handler. A 400 writes the valid
+// rest of the request, and the Written headers say exactly what that was:
+// validation finishes before the first sample is handed to a shard, so the
+// answer never disagrees with what was analysed.
+func TestRW2Conformance(t *testing.T) {
+	ts := now()
+	tests := []struct {
+		name string
+		// build returns the request; st symbolises its strings.
+		build    func(st *writev2.SymbolsTable) []writev2.TimeSeries
+		want     int
+		contains []string
+		// written is Samples-Written; analysed the series the shards got,
+		// with their number of outputs (one per gauge sample).
+		written  string
+		analysed map[string]int
+	}{
+		{
+			name: "valid metadata, exemplars beside samples",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				s := v2Series(st, "g_ok", ts, 2)
+				s.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: st.Symbolize("help"), UnitRef: st.Symbolize("seconds")}
+				s.Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{st.Symbolize("trace_id"), st.Symbolize("t1")}, Value: 1, Timestamp: ts}}
+				return []writev2.TimeSeries{s, v2Series(st, "g_other", ts, 1)}
+			},
+			want: 204, written: "3", analysed: map[string]int{v2Key("g_ok"): 2, v2Key("g_other"): 1},
+		},
+		{
+			name: "help_ref beyond symbols",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 2)
+				bad.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: 1000}
+				return []writev2.TimeSeries{v2Series(st, "g_ok", ts, 1), bad}
+			},
+			want:     400,
+			contains: []string{"invalid_symbol_reference: 1", "metadata.help_ref 1000 is beyond the symbols table", `__name__="g_bad"`, "the rest was written"},
+			written:  "1", analysed: map[string]int{v2Key("g_ok"): 1},
+		},
+		{
+			name: "unit_ref beyond symbols",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 1)
+				bad.Metadata = writev2.Metadata{UnitRef: 77}
+				return []writev2.TimeSeries{bad, v2Series(st, "g_ok", ts, 2)}
+			},
+			want:     400,
+			contains: []string{"invalid_symbol_reference: 1", "metadata.unit_ref 77 is beyond the symbols table"},
+			written:  "2", analysed: map[string]int{v2Key("g_ok"): 2},
+		},
+		{
+			name: "exemplars without samples or histograms",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 0)
+				bad.Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{st.Symbolize("trace_id"), st.Symbolize("t1")}, Value: 1, Timestamp: ts}}
+				return []writev2.TimeSeries{v2Series(st, "g_ok", ts, 1), bad}
+			},
+			want:     400,
+			contains: []string{"no_samples: 1", "at least one sample or histogram (it has 1 exemplars)"},
+			written:  "1", analysed: map[string]int{v2Key("g_ok"): 1},
+		},
+		{
+			name: "nothing but labels",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				return []writev2.TimeSeries{v2Series(st, "g_bad", ts, 0)}
+			},
+			want:     400,
+			contains: []string{"no_samples: 1"},
+			written:  "0", analysed: map[string]int{},
+		},
+		{
+			name: "every series invalid",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 3)
+				bad.Metadata = writev2.Metadata{HelpRef: 5000}
+				return []writev2.TimeSeries{bad}
+			},
+			want:     400,
+			contains: []string{"metadata.help_ref 5000"},
+			written:  "0", analysed: map[string]int{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t, 16, true)
+			st := writev2.NewSymbolTable()
+			wr := &writev2.Request{Timeseries: tc.build(&st)}
+			wr.Symbols = st.Symbols()
+			w := post(env.h, encodeV2(t, wr), map[string]string{"Content-Type": contentTypeV2})
+			if w.Code != tc.want {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, tc.want)
+			}
+			for _, want := range tc.contains {
+				if !strings.Contains(w.Body.String(), want) {
+					t.Errorf("body %q lacks %q", w.Body, want)
+				}
+			}
+			for h, want := range map[string]string{"Samples": tc.written, "Histograms": "0", "Exemplars": "0"} {
+				if got := w.Header().Get("X-Prometheus-Remote-Write-" + h + "-Written"); got != want {
+					t.Errorf("%s-Written: got %q, want %q", h, got, want)
+				}
+			}
+			env.shards.Sync()
+			got := env.rec.Series()
+			if len(got) != len(tc.analysed) {
+				t.Fatalf("analysed %v, want %v", got, tc.analysed)
+			}
+			for k, n := range tc.analysed {
+				if got[k] != n {
+					t.Fatalf("analysed %v, want %v", got, tc.analysed)
+				}
+			}
+		})
+	}
+}
