@@ -114,13 +114,21 @@ func badRefDetail(s *wireSeries, nSymbols int) string {
 
 // appendKey appends the canonical key (series.AppendLabel) of the sorted,
 // valid series s, without the label called skip ("" skips none): the HA
-// replica label, so that the replicas of a pair write one series.
-func appendKey(dst []byte, req *request, s *wireSeries, skip string) []byte {
+// replica label, so that the replicas of a pair write one series. suffix
+// is appended to the metric name: "_count" and "_sum" name the two series
+// derived from a native histogram. Only __name__ changes and labels are
+// sorted by name, so the key stays canonical.
+func appendKey(dst []byte, req *request, s *wireSeries, skip, suffix string) []byte {
 	for _, l := range req.labels[s.labelsStart:s.labelsEnd] {
-		if l.value.len == 0 || (skip != "" && string(req.str(l.name)) == skip) {
+		name := req.str(l.name)
+		if l.value.len == 0 || (skip != "" && string(name) == skip) {
 			continue
 		}
-		dst = series.AppendLabel(dst, req.str(l.name), req.str(l.value))
+		dst = series.AppendLabel(dst, name, req.str(l.value))
+		if suffix != "" && string(name) == labels.MetricName {
+			dst = append(dst[:len(dst)-1], suffix...)
+			dst = append(dst, series.LabelSep)
+		}
 	}
 	return dst
 }
