@@ -20,18 +20,54 @@ type sample struct {
 	v float64
 }
 
-// series is one decoded TimeSeries; its labels and samples are ranges of
-// request.labels and request.samples.
+// histSample is what anomalyd reads of one native histogram sample: its
+// time, count and sum. Buckets, schema and zero bucket are skipped.
+type histSample struct {
+	t          int64
+	count, sum float64
+	// gauge: reset_hint is GAUGE, a gauge histogram whose count and sum
+	// may go down.
+	gauge bool
+}
+
+// The Histogram message fields anomalyd reads; RW1 and RW2 share them.
+const (
+	histCountInt   = 1
+	histCountFloat = 2
+	histSum        = 3
+	histResetHint  = 14
+	histTimestamp  = 15
+
+	resetHintGauge = 3
+)
+
+// series is one decoded TimeSeries; its labels, samples and histograms are
+// ranges of request.labels, request.samples and request.hists
+// (histStart, histStart+histograms).
 type wireSeries struct {
 	labelsStart, labelsEnd   int32
 	samplesStart, samplesEnd int32
+	histStart                int32
 	histograms, exemplars    int32
 	// metricType is the RW2 per-series metadata type (0 = unspecified).
 	metricType uint8
-	// badRef is set when an RW2 label ref does not index into symbols or
-	// labels_refs has odd length; such a series is invalid.
-	badRef bool
+	// badRef says which RW2 reference does not index into symbols (or that
+	// labels_refs has odd length); such a series is invalid. badRefValue is
+	// the first offending reference.
+	badRef      refFault
+	badRefValue uint64
 }
+
+// refFault is what is wrong with an RW2 series' symbol references.
+type refFault uint8
+
+const (
+	refOK        refFault = iota
+	refLabelsOdd          // labels_refs has odd length
+	refLabels             // a labels_refs entry is beyond symbols
+	refHelp               // metadata.help_ref is beyond symbols
+	refUnit               // metadata.unit_ref is beyond symbols
+)
 
 // metadata is one RW1 MetricMetadata entry.
 type metadata struct {
@@ -47,6 +83,7 @@ type request struct {
 	buf      []byte
 	labels   []labelRef
 	samples  []sample
+	hists    []histSample
 	series   []wireSeries
 	symbols  []span // RW2 only
 	metadata []metadata
@@ -57,6 +94,7 @@ type request struct {
 func (r *request) reset() {
 	r.labels = r.labels[:0]
 	r.samples = r.samples[:0]
+	r.hists = r.hists[:0]
 	r.series = r.series[:0]
 	r.symbols = r.symbols[:0]
 	r.metadata = r.metadata[:0]
@@ -159,7 +197,7 @@ func (r *request) decodeV1() error {
 }
 
 func (r *request) decodeSeriesV1(b []byte) error {
-	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
+	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples)), histStart: int32(len(r.hists))}
 	for i := 0; i < len(b); {
 		num, typ, _, p, next, err := field(b, i)
 		if err != nil {
@@ -205,6 +243,9 @@ func (r *request) decodeSeriesV1(b []byte) error {
 		case 3:
 			s.exemplars++
 		case 4:
+			if err := r.appendHistogram(typ, p); err != nil {
+				return err
+			}
 			s.histograms++
 		}
 	}
@@ -223,6 +264,38 @@ func (r *request) appendSample(typ int, p []byte) error {
 		return err
 	}
 	r.samples = append(r.samples, smp)
+	return nil
+}
+
+// appendHistogram decodes a Histogram message (field wire type typ) onto
+// r.hists.
+func (r *request) appendHistogram(typ int, p []byte) error {
+	if typ != wireBytes {
+		return fmt.Errorf("histograms: wire type %d", typ)
+	}
+	var h histSample
+	for j := 0; j < len(p); {
+		n, t, v, _, nx, err := field(p, j)
+		if err != nil {
+			return fmt.Errorf("histogram: %w", err)
+		}
+		j = nx
+		switch {
+		case n == histCountInt && t == wireVarint:
+			h.count = float64(v)
+		case n == histCountFloat && t == wireFixed64:
+			h.count = math.Float64frombits(v)
+		case n == histSum && t == wireFixed64:
+			h.sum = math.Float64frombits(v)
+		case n == histResetHint && t == wireVarint:
+			h.gauge = int32(v) == resetHintGauge // an enum is an int32 on the wire
+		case n == histTimestamp && t == wireVarint:
+			h.t = int64(v)
+		case n == histCountInt || n == histCountFloat || n == histSum || n == histResetHint || n == histTimestamp:
+			return fmt.Errorf("histogram field %d: wire type %d", n, t)
+		}
+	}
+	r.hists = append(r.hists, h)
 	return nil
 }
 
@@ -318,15 +391,15 @@ func (r *request) decodeV2() error {
 }
 
 func (r *request) decodeSeriesV2(b []byte) error {
-	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples))}
+	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples)), histStart: int32(len(r.hists))}
 	nrefs := 0
 	var pending span // name waiting for its value
 	addRef := func(ref uint64) {
 		var sym span // an invalid ref reads as "" and marks the series bad
 		if ref < uint64(len(r.symbols)) {
 			sym = r.symbols[ref]
-		} else {
-			s.badRef = true
+		} else if s.badRef == refOK {
+			s.badRef, s.badRefValue = refLabels, ref
 		}
 		if nrefs%2 == 0 {
 			pending = sym
@@ -363,6 +436,9 @@ func (r *request) decodeSeriesV2(b []byte) error {
 				return err
 			}
 		case 3:
+			if err := r.appendHistogram(typ, p); err != nil {
+				return err
+			}
 			s.histograms++
 		case 4:
 			s.exemplars++
@@ -376,14 +452,28 @@ func (r *request) decodeSeriesV2(b []byte) error {
 					return fmt.Errorf("metadata: %w", err)
 				}
 				j = nx
-				if n == 1 && t == wireVarint {
+				if t != wireVarint {
+					continue
+				}
+				switch n {
+				case 1:
 					s.metricType = uint8(min(v, 255))
+				case 3, 4:
+					// help and unit are not used, but a reference beyond
+					// symbols is a malformed series all the same, as the
+					// spec says and Prometheus's receiver answers (400).
+					if v >= uint64(len(r.symbols)) && s.badRef == refOK {
+						s.badRef, s.badRefValue = refHelp, v
+						if n == 4 {
+							s.badRef = refUnit
+						}
+					}
 				}
 			}
 		}
 	}
-	if nrefs%2 != 0 {
-		s.badRef = true
+	if nrefs%2 != 0 && s.badRef == refOK {
+		s.badRef, s.badRefValue = refLabelsOdd, uint64(nrefs)
 	}
 	s.labelsEnd, s.samplesEnd = int32(len(r.labels)), int32(len(r.samples))
 	r.series = append(r.series, s)

@@ -14,6 +14,7 @@ import (
 type decodedSeries struct {
 	labels     [][2]string
 	samples    []sample
+	hists      []histSample
 	histograms int
 	exemplars  int
 	metricType uint8
@@ -27,6 +28,7 @@ func viewOf(r *request) []decodedSeries {
 			d.labels = append(d.labels, [2]string{string(r.str(l.name)), string(r.str(l.value))})
 		}
 		d.samples = append(d.samples, r.samples[s.samplesStart:s.samplesEnd]...)
+		d.hists = append(d.hists, r.hists[s.histStart:s.histStart+s.histograms]...)
 		out = append(out, d)
 	}
 	return out
@@ -41,6 +43,15 @@ func viewOfV1(wr *prompb.WriteRequest) []decodedSeries {
 		}
 		for _, s := range ts.Samples {
 			d.samples = append(d.samples, sample{t: s.Timestamp, v: s.Value})
+		}
+		for _, h := range ts.Histograms {
+			hs := histSample{t: h.Timestamp, sum: h.Sum, gauge: h.ResetHint == prompb.Histogram_GAUGE}
+			if h.IsFloatHistogram() {
+				hs.count = h.GetCountFloat()
+			} else {
+				hs.count = float64(h.GetCountInt())
+			}
+			d.hists = append(d.hists, hs)
 		}
 		out = append(out, d)
 	}
@@ -63,6 +74,15 @@ func viewOfV2(wr *writev2.Request) ([]decodedSeries, bool) {
 		}
 		for _, s := range ts.Samples {
 			d.samples = append(d.samples, sample{t: s.Timestamp, v: s.Value})
+		}
+		for _, h := range ts.Histograms {
+			hs := histSample{t: h.Timestamp, sum: h.Sum, gauge: h.ResetHint == writev2.Histogram_RESET_HINT_GAUGE}
+			if h.IsFloatHistogram() {
+				hs.count = h.GetCountFloat()
+			} else {
+				hs.count = float64(h.GetCountInt())
+			}
+			d.hists = append(d.hists, hs)
 		}
 		out = append(out, d)
 	}
@@ -90,6 +110,15 @@ func equalViews(t *testing.T, got, want []decodedSeries) {
 		for j := range g.samples {
 			if g.samples[j].t != w.samples[j].t || math.Float64bits(g.samples[j].v) != math.Float64bits(w.samples[j].v) {
 				t.Fatalf("series %d sample %d: got %+v, want %+v", i, j, g.samples[j], w.samples[j])
+			}
+		}
+		if len(g.hists) != len(w.hists) {
+			t.Fatalf("series %d: got %d histograms, want %d", i, len(g.hists), len(w.hists))
+		}
+		for j := range g.hists {
+			gh, wh := g.hists[j], w.hists[j]
+			if gh.t != wh.t || gh.gauge != wh.gauge || math.Float64bits(gh.count) != math.Float64bits(wh.count) || math.Float64bits(gh.sum) != math.Float64bits(wh.sum) {
+				t.Fatalf("series %d histogram %d: got %+v, want %+v", i, j, gh, wh)
 			}
 		}
 		if g.histograms != w.histograms || g.exemplars != w.exemplars || g.metricType != w.metricType {
@@ -122,6 +151,11 @@ func randomV1(rng *rand.Rand, nSeries int) *prompb.WriteRequest {
 		if rng.IntN(6) == 0 {
 			ts.Histograms = append(ts.Histograms, prompb.Histogram{Count: &prompb.Histogram_CountInt{CountInt: 3}, Timestamp: 5})
 		}
+		if i%7 == 3 { // not drawn from rng, which would change every other series
+			ts.Histograms = append(ts.Histograms, prompb.Histogram{Count: &prompb.Histogram_CountFloat{CountFloat: 2.5}, Sum: float64(i) * 1.5,
+				ResetHint: prompb.Histogram_ResetHint(i % 4), Timestamp: 1_700_000_000_000, Schema: 3,
+				PositiveSpans: []prompb.BucketSpan{{Offset: -2, Length: 2}}, PositiveCounts: []float64{1, 1.5}})
+		}
 		if rng.IntN(6) == 0 {
 			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{Labels: []prompb.Label{{Name: "trace_id", Value: "abc"}}, Value: 1, Timestamp: 7})
 		}
@@ -140,6 +174,20 @@ func randomV2(rng *rand.Rand, nSeries int) *writev2.Request {
 			st.Symbolize("job"), st.Symbolize("api"),
 		}}
 		ts.Metadata.Type = writev2.Metadata_MetricType(rng.IntN(8))
+		if rng.IntN(5) == 0 { // a native histogram series
+			for j := range 1 + rng.IntN(2) {
+				h := writev2.Histogram{Count: &writev2.Histogram_CountInt{CountInt: uint64(rng.IntN(1000))}, Sum: rng.NormFloat64() * 100,
+					Schema: 1, ZeroThreshold: 1e-128, ZeroCount: &writev2.Histogram_ZeroCountInt{ZeroCountInt: 1},
+					PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 3}}, PositiveDeltas: []int64{1, 2, -1},
+					ResetHint: writev2.Histogram_ResetHint(rng.IntN(4)), Timestamp: int64(1_700_000_000_000 + j*1000), StartTimestamp: 5}
+				if rng.IntN(2) == 0 {
+					h.Count = &writev2.Histogram_CountFloat{CountFloat: rng.Float64() * 10}
+				}
+				ts.Histograms = append(ts.Histograms, h)
+			}
+			wr.Timeseries = append(wr.Timeseries, ts)
+			continue
+		}
 		for j := range 1 + rng.IntN(3) {
 			v := rng.NormFloat64()
 			if rng.IntN(5) == 0 {
@@ -223,15 +271,24 @@ func TestDecodeV2BadRefs(t *testing.T) {
 		{LabelsRefs: []uint32{1, 2, 1}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}},
 		{LabelsRefs: []uint32{1, 9}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}},
 		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}},
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{HelpRef: 3}},
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{UnitRef: 1 << 20}},
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{Type: 1, HelpRef: 2, UnitRef: 1}},
 	}}
 	b, _ := wr.Marshal()
 	r := request{buf: b}
 	if err := r.decodeV2(); err != nil {
 		t.Fatal(err)
 	}
-	got := []bool{r.series[0].badRef, r.series[1].badRef, r.series[2].badRef}
-	if got[0] != true || got[1] != true || got[2] != false {
-		t.Fatalf("badRef: got %v, want [true true false]", got)
+	want := []refFault{refLabelsOdd, refLabels, refOK, refHelp, refUnit, refOK}
+	wantValue := []uint64{3, 9, 0, 3, 1 << 20, 0}
+	for i, s := range r.series {
+		if s.badRef != want[i] || s.badRefValue != wantValue[i] {
+			t.Errorf("series %d: got fault %d (ref %d), want %d (ref %d)", i, s.badRef, s.badRefValue, want[i], wantValue[i])
+		}
+	}
+	if r.series[5].metricType != metricTypeCounter {
+		t.Errorf("metadata type: got %d, want %d", r.series[5].metricType, metricTypeCounter)
 	}
 }
 
@@ -260,6 +317,12 @@ func FuzzDecodeV2(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{})
+	// Metadata references beyond symbols, an exemplar-only series.
+	b, _ := (&writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []writev2.TimeSeries{
+		{LabelsRefs: []uint32{1, 2}, Samples: []writev2.Sample{{Value: 1, Timestamp: 1}}, Metadata: writev2.Metadata{Type: 1, HelpRef: 9, UnitRef: 2}},
+		{LabelsRefs: []uint32{1, 2}, Exemplars: []writev2.Exemplar{{LabelsRefs: []uint32{1, 2}, Value: 1, Timestamp: 1}}},
+	}}).Marshal()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := request{buf: b}
 		err := r.decodeV2()
@@ -267,7 +330,7 @@ func FuzzDecodeV2(f *testing.F) {
 		if gerr := wr.Unmarshal(b); gerr == nil && err == nil {
 			if want, ok := viewOfV2(&wr); ok {
 				for i := range r.series {
-					if r.series[i].badRef {
+					if r.series[i].badRef != refOK {
 						return
 					}
 				}
@@ -298,6 +361,20 @@ func BenchmarkDecodeV1Prompb(b *testing.B) {
 	for b.Loop() {
 		var wr prompb.WriteRequest
 		if err := wr.Unmarshal(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeV2(b *testing.B) {
+	buf, _ := randomV2(rand.New(rand.NewPCG(9, 9)), 2000).Marshal()
+	var r request
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.reset()
+		r.buf = buf
+		if err := r.decodeV2(); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -25,8 +25,33 @@
 //     problems found later by the shard (out of order, conflicting
 //     duplicates) are counted in anomalyd_window_samples_not_analysed_total,
 //     not reported to the sender, as PROTOCOL.md allows.
-//   - Native histograms and exemplars are counted and ignored; RW2 answers
-//     say 0 of them were written.
+//   - Every series of a request is validated before the first batch is
+//     handed to a shard, so a 400 (invalid series: the sender never
+//     retries it) writes exactly the valid rest and an RW2 answer's
+//     Samples-Written says how much that was. All-or-nothing would lose
+//     the valid series of every batch that carries one bad series.
+//   - RW2 series are checked as the specification says: every reference
+//     (labels_refs, metadata.help_ref, metadata.unit_ref) indexes into
+//     symbols, and a series has samples or histograms, not both, not
+//     neither (exemplars alone are refused). Help and unit are not used,
+//     but a dangling reference means a broken sender, and Prometheus's
+//     own receiver refuses it too.
+//   - A native histogram sample is analysed as the two series a classic
+//     histogram has, name_count and name_sum, both counters (rates) unless
+//     its reset hint says gauge histogram; a stale histogram (stale marker
+//     in the sum) ends both. It counts in Histograms-Written once its
+//     _count is handed to a shard. Nothing is silently dropped: the
+//     buckets are not analysed, as classic _bucket series are not by
+//     default. The other choice, a 400 for every request with a
+//     histogram, would make Prometheus log an error for every such batch
+//     and leave histogram-only metrics unwatched. A per-interval mean
+//     (Δsum/Δcount) would need per-series state here, where no history is
+//     kept; the two rates carry the same information to the detectors.
+//     When a target also exposes the classic histogram, its _count and
+//     _sum samples equal the derived ones and the shards take them as
+//     exact duplicates.
+//   - Exemplars are counted and ignored: RW2 answers say 0 were written,
+//     which the specification allows.
 //   - HA pairs (ha.go, ha.enabled): one decision per request, on the
 //     cluster and replica labels of its first series, as in Cortex and
 //     Mimir: Prometheus adds its external labels to every series it sends,

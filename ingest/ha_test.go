@@ -213,26 +213,30 @@ type httptestResult struct {
 }
 
 // A remote write 2.0 answer to a deduplicated request says its samples
-// were written: with 0, Prometheus would take it for a failure.
+// and histograms were written: with 0, Prometheus would take it for a
+// failure.
 func TestHADeduplicatedRW2Written(t *testing.T) {
 	env := newHAEnv(t, testHA())
 	rw2 := func(replica string) *writev2.Request {
 		st := writev2.NewSymbolTable()
-		return &writev2.Request{Timeseries: []writev2.TimeSeries{{
-			LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize("up"), st.Symbolize("cluster"), st.Symbolize("c1"),
-				st.Symbolize("__replica__"), st.Symbolize(replica)},
-			Samples: []writev2.Sample{{Value: 1, Timestamp: now()}, {Value: 1, Timestamp: now() + 1}},
-		}}, Symbols: st.Symbols()}
+		ls := []uint32{st.Symbolize("__name__"), st.Symbolize("up"), st.Symbolize("cluster"), st.Symbolize("c1"),
+			st.Symbolize("__replica__"), st.Symbolize(replica)}
+		hs := []uint32{st.Symbolize("__name__"), st.Symbolize("h"), ls[2], ls[3], ls[4], ls[5]}
+		return &writev2.Request{Timeseries: []writev2.TimeSeries{
+			{LabelsRefs: ls, Samples: []writev2.Sample{{Value: 1, Timestamp: now()}, {Value: 1, Timestamp: now() + 1}}},
+			{LabelsRefs: hs, Histograms: []writev2.Histogram{{Count: &writev2.Histogram_CountInt{CountInt: 1}, Sum: 1, Timestamp: now()}}},
+		}, Symbols: st.Symbols()}
 	}
 	ct := map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}
 	for _, r := range []string{"a", "b"} {
 		w := post(env.h, encodeV2(t, rw2(r)), ct)
-		if w.Code != 204 || w.Header().Get("X-Prometheus-Remote-Write-Samples-Written") != "2" {
-			t.Fatalf("replica %s: %d, Samples-Written %q; want 204 and 2", r, w.Code, w.Header().Get("X-Prometheus-Remote-Write-Samples-Written"))
+		samples, hists := w.Header().Get("X-Prometheus-Remote-Write-Samples-Written"), w.Header().Get("X-Prometheus-Remote-Write-Histograms-Written")
+		if w.Code != 204 || samples != "2" || hists != "1" {
+			t.Fatalf("replica %s: %d, Samples-Written %q, Histograms-Written %q; want 204, 2 and 1", r, w.Code, samples, hists)
 		}
 	}
-	if got := env.h.m.haDeduplicated.Value(); got != 2 {
-		t.Fatalf("deduplicated: %g, want 2", got)
+	if got := env.h.m.haDeduplicated.Value(); got != 3 {
+		t.Fatalf("deduplicated: %g, want 3 (2 samples, 1 histogram)", got)
 	}
 }
 
@@ -438,7 +442,7 @@ func BenchmarkAppendKey(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				for i := range r.series {
-					key = appendKey(key[:0], r, &r.series[i], skip)
+					key = appendKey(key[:0], r, &r.series[i], skip, "")
 				}
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/anomalyd/anomalyd/window/series"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/value"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/sink/selfmon"
@@ -170,6 +172,9 @@ type reqState struct {
 	key     []byte
 	req     request
 	batches []*window.Batch
+	// Per shard: how many of the batch's samples come from native
+	// histograms, and how many histograms they are (one per _count sample).
+	derived, hists []int
 }
 
 // getState takes request memory from the bounded free list. Not a
@@ -210,7 +215,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if proto == protoV2 {
 		hd := w.Header()
 		hd.Set(wire.HeaderSamplesWritten, strconv.Itoa(res.written))
-		hd.Set(wire.HeaderHistogramsWritten, "0")
+		hd.Set(wire.HeaderHistogramsWritten, strconv.Itoa(res.histograms))
 		hd.Set(wire.HeaderExemplarsWritten, "0")
 	}
 	if err != nil {
@@ -231,7 +236,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.m.observe(proto, code, time.Since(start))
 }
 
-type result struct{ written int }
+// result is what a request wrote: the Written headers of an RW2 answer.
+type result struct{ written, histograms int }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result, error) {
 	var res result
@@ -299,11 +305,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 				// Accepted: the elected replica writes the same samples.
 				// Reported as written so that a remote write 2.0 sender
 				// does not take the answer for a failure.
-				res.written = len(st.req.samples)
-				h.m.haDeduplicated.Add(float64(res.written))
+				res.written, res.histograms = len(st.req.samples), len(st.req.hists)
+				h.m.haDeduplicated.Add(float64(res.written + res.histograms))
 				return proto, res, nil
 			case haTooManyClusters:
-				h.m.haTooMany.Add(float64(len(st.req.samples)))
+				h.m.haTooMany.Add(float64(len(st.req.samples) + len(st.req.hists)))
 				err := errTooManyClusters(cluster, t.maxClusters.Load())
 				h.logInvalid(err.Error())
 				return proto, res, err
@@ -312,6 +318,34 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 	}
 	err = h.route(st, proto, opts, strip, &res)
 	return proto, res, err
+}
+
+// startSeries picks the batch of the shard that owns the series keyed
+// st.key, copies the key into it and returns the batch, the shard and the
+// series' entry with its key and the start of its samples filled in; the
+// caller appends the samples, sets SamplesEnd and Counter, and appends the
+// entry to b.Series.
+func (h *Handler) startSeries(st *reqState, nShards int) (*window.Batch, int, window.BatchSeries) {
+	hash := series.Hash(st.key)
+	shard := int(hash % uint64(nShards))
+	b := st.batches[shard]
+	if b == nil {
+		b = h.shards.GetBatch()
+		st.batches[shard] = b
+	}
+	ks := uint32(len(b.Keys))
+	b.Keys = append(b.Keys, st.key...)
+	nameStart, nameEnd := series.NameSpan(st.key)
+	ss := uint32(len(b.Samples))
+	return b, shard, window.BatchSeries{
+		Hash:         hash,
+		KeyStart:     ks,
+		KeyEnd:       uint32(len(b.Keys)),
+		NameStart:    ks + nameStart,
+		NameEnd:      ks + nameEnd,
+		SamplesStart: ss,
+		SamplesEnd:   ss,
+	}
 }
 
 // readBody reads the whole body into dst, at most limit bytes.
@@ -360,12 +394,13 @@ const (
 	reasonBadSymbolRef
 	reasonSamplesAndHistograms
 	reasonTooFarInFuture
+	reasonNoSamples
 	numReasons
 )
 
 var reasonNames = [numReasons]string{"", "missing_metric_name", "empty_label_name", "duplicate_label_name",
 	"invalid_utf8", "too_many_labels", "label_name_too_long", "label_value_too_long", "invalid_symbol_reference",
-	"samples_and_histograms", "too_far_in_future"}
+	"samples_and_histograms", "too_far_in_future", "no_samples"}
 
 // route validates, canonicalises and hashes every series, copies it into
 // the batch of its shard and enqueues the batches. strip is a label name
@@ -379,72 +414,107 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 	nShards := h.shards.N()
 	for len(st.batches) < nShards {
 		st.batches = append(st.batches, nil)
+		st.derived = append(st.derived, 0)
+		st.hists = append(st.hists, 0)
 	}
+	clear(st.derived)
+	clear(st.hists)
 	maxT := time.Now().Add(opts.MaxFuture).UnixMilli()
 	var (
 		invalid     [numReasons]int // series (samples, for too_far_in_future)
 		rejectedBy  [numReasons]int // samples
 		firstErr    string
-		histograms  int
 		exemplars   int
 		accepted    int
+		histsOK     int
 		totalSeries = len(req.series)
 	)
 	for si := range req.series {
 		s := &req.series[si]
-		histograms += int(s.histograms)
 		exemplars += int(s.exemplars)
 		why, detail := h.canonicalise(req, s, proto, opts)
 		if why != reasonOK {
 			invalid[why]++
-			rejectedBy[why] += int(s.samplesEnd - s.samplesStart)
+			rejectedBy[why] += int(s.samplesEnd-s.samplesStart) + int(s.histograms)
 			if firstErr == "" {
 				firstErr = fmt.Sprintf("series %s: %s", formatLabels(req, s), detail)
 			}
 			continue
 		}
-		if s.samplesEnd == s.samplesStart {
-			continue // histograms or exemplars only: not analysed yet
-		}
-		// The key: name 0xff value 0xff … over the sorted labels, empty
-		// values and the HA replica label dropped. Built in scratch to hash
-		// it, then copied once into the shard's batch: the one copy out of
-		// the request buffer.
-		st.key = appendKey(st.key[:0], req, s, strip)
-		hash := series.Hash(st.key)
-		shardIdx := int(hash % uint64(nShards))
-		b := st.batches[shardIdx]
-		if b == nil {
-			b = h.shards.GetBatch()
-			st.batches[shardIdx] = b
-		}
-		ks := uint32(len(b.Keys))
-		b.Keys = append(b.Keys, st.key...)
-		nameStart, nameEnd := series.NameSpan(st.key)
-		ss := uint32(len(b.Samples))
-		for _, smp := range req.samples[s.samplesStart:s.samplesEnd] {
-			if smp.t > maxT {
-				invalid[reasonTooFarInFuture]++
-				rejectedBy[reasonTooFarInFuture]++
-				if firstErr == "" {
-					firstErr = fmt.Sprintf("series %s: sample timestamp %d is more than %s in the future (ingest.max_future)",
-						formatLabels(req, s), smp.t, opts.MaxFuture)
+		if s.samplesEnd > s.samplesStart {
+			// The key: name 0xff value 0xff … over the sorted labels, empty
+			// values and the HA replica label dropped. Built in scratch to
+			// hash it, then copied once into the shard's batch: the one copy
+			// out of the request buffer.
+			st.key = appendKey(st.key[:0], req, s, strip, "")
+			b, _, bs := h.startSeries(st, nShards)
+			for _, smp := range req.samples[s.samplesStart:s.samplesEnd] {
+				if smp.t > maxT {
+					invalid[reasonTooFarInFuture]++
+					rejectedBy[reasonTooFarInFuture]++
+					if firstErr == "" {
+						firstErr = fmt.Sprintf("series %s: sample timestamp %d is more than %s in the future (ingest.max_future)",
+							formatLabels(req, s), smp.t, opts.MaxFuture)
+					}
+					continue
 				}
-				continue
+				b.Samples = append(b.Samples, window.Sample{T: smp.t, V: smp.v})
 			}
-			b.Samples = append(b.Samples, window.Sample{T: smp.t, V: smp.v})
+			bs.SamplesEnd = uint32(len(b.Samples))
+			bs.Counter = isCounter(b.Keys[bs.NameStart:bs.NameEnd], s.metricType, types)
+			b.Series = append(b.Series, bs)
 		}
-		name := b.Keys[ks+nameStart : ks+nameEnd]
-		b.Series = append(b.Series, window.BatchSeries{
-			Hash:         hash,
-			KeyStart:     ks,
-			KeyEnd:       uint32(len(b.Keys)),
-			NameStart:    ks + nameStart,
-			NameEnd:      ks + nameEnd,
-			SamplesStart: ss,
-			SamplesEnd:   uint32(len(b.Samples)),
-			Counter:      isCounter(name, s.metricType, types),
-		})
+		if s.histograms > 0 {
+			// A native histogram is analysed as the two series a classic
+			// histogram would have: name_count and name_sum, counters
+			// (rates) unless it is a gauge histogram. Its buckets are not
+			// analysed, as classic _bucket series are not by default.
+			hs := req.hists[s.histStart : s.histStart+s.histograms]
+			gauge := false
+			for _, hsmp := range hs {
+				gauge = gauge || hsmp.gauge
+			}
+			for _, sum := range [2]bool{false, true} {
+				suffix := "_count"
+				if sum {
+					suffix = "_sum"
+				}
+				st.key = appendKey(st.key[:0], req, s, strip, suffix)
+				b, shard, bs := h.startSeries(st, nShards)
+				for _, hsmp := range hs {
+					if hsmp.t > maxT {
+						if !sum { // count each histogram once
+							invalid[reasonTooFarInFuture]++
+							rejectedBy[reasonTooFarInFuture]++
+							if firstErr == "" {
+								firstErr = fmt.Sprintf("series %s: histogram timestamp %d is more than %s in the future (ingest.max_future)",
+									formatLabels(req, s), hsmp.t, opts.MaxFuture)
+							}
+						}
+						continue
+					}
+					v := hsmp.count
+					if sum {
+						v = hsmp.sum
+					}
+					// A stale histogram carries the stale marker in its sum
+					// (Prometheus's staleness for histograms): it ends both
+					// derived series.
+					if value.IsStaleNaN(hsmp.sum) {
+						v = math.Float64frombits(value.StaleNaN)
+					}
+					b.Samples = append(b.Samples, window.Sample{T: hsmp.t, V: v})
+				}
+				bs.SamplesEnd = uint32(len(b.Samples))
+				bs.Counter = !gauge
+				b.Series = append(b.Series, bs)
+				n := int(bs.SamplesEnd - bs.SamplesStart)
+				st.derived[shard] += n
+				if !sum {
+					st.hists[shard] += n
+				}
+			}
+		}
 	}
 	var enqueueErr error
 	backPressured := 0
@@ -458,15 +528,16 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 			if err := h.shards.Enqueue(i, b); err != nil {
 				enqueueErr = err
 			} else {
-				accepted += n
+				accepted += n - st.derived[i]
+				histsOK += st.hists[i]
 				continue
 			}
 		}
-		backPressured += n
+		backPressured += n - st.derived[i] + st.hists[i]
 		h.shards.PutBatch(b)
 	}
-	res.written = accepted
-	h.m.account(proto, accepted, backPressured, histograms, exemplars, &invalid, &rejectedBy)
+	res.written, res.histograms = accepted, histsOK
+	h.m.account(proto, accepted, histsOK, backPressured, exemplars, &invalid, &rejectedBy)
 	if enqueueErr != nil {
 		return errorf(http.StatusServiceUnavailable, "cannot accept samples: %v; retry later", enqueueErr)
 	}

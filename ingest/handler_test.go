@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"go.uber.org/zap"
@@ -184,9 +185,9 @@ func TestRW2WrittenHeaders(t *testing.T) {
 	if w.Code != 204 {
 		t.Fatalf("got %d %s", w.Code, w.Body)
 	}
-	for h, want := range map[string]string{"Samples": "3", "Histograms": "0", "Exemplars": "0"} {
+	for h, want := range map[string]string{"Samples": "3", "Histograms": "1", "Exemplars": "0"} {
 		if got := w.Header().Get("X-Prometheus-Remote-Write-" + h + "-Written"); got != want {
-			t.Errorf("%s-Written: got %q, want %q (native histograms and exemplars are never claimed)", h, got, want)
+			t.Errorf("%s-Written: got %q, want %q (histograms are analysed, exemplars never claimed)", h, got, want)
 		}
 	}
 	// RW1 responses carry no such headers.
@@ -362,4 +363,257 @@ func TestUTF8Labels(t *testing.T) {
 			t.Fatalf("RW2 symbol %q: got %d, want %d", sym, w.Code, want)
 		}
 	}
+}
+
+const contentTypeV2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
+
+// v2Series is one RW2 test series: a gauge called name with n samples one
+// second apart from ts.
+func v2Series(st *writev2.SymbolsTable, name string, ts int64, n int) writev2.TimeSeries {
+	s := writev2.TimeSeries{LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize(name), st.Symbolize("job"), st.Symbolize("rw2")}}
+	for i := range n {
+		s.Samples = append(s.Samples, writev2.Sample{Value: float64(i), Timestamp: ts + int64(i)*1000})
+	}
+	return s
+}
+
+// v2Key is the canonical key of v2Series(name).
+func v2Key(name string) string { return "__name__\xff" + name + "\xffjob\xffrw2\xff" }
+
+// v2Hist is one RW2 test series: a native histogram called name with n
+// samples one second apart from ts, count 10·i and sum 2.5·i; a gauge
+// histogram when gauge.
+func v2Hist(st *writev2.SymbolsTable, name string, ts int64, n int, gauge bool) writev2.TimeSeries {
+	s := writev2.TimeSeries{LabelsRefs: []uint32{st.Symbolize("__name__"), st.Symbolize(name), st.Symbolize("job"), st.Symbolize("rw2")}}
+	for i := range n {
+		h := writev2.Histogram{Count: &writev2.Histogram_CountInt{CountInt: uint64(10 * i)}, Sum: 2.5 * float64(i), Schema: 0,
+			PositiveSpans: []writev2.BucketSpan{{Offset: 0, Length: 1}}, PositiveDeltas: []int64{int64(10 * i)}, Timestamp: ts + int64(i)*1000}
+		if gauge {
+			h.ResetHint = writev2.Histogram_RESET_HINT_GAUGE
+		}
+		s.Histograms = append(s.Histograms, h)
+	}
+	return s
+}
+
+// Every RW2 case goes through the real handler. A 400 writes the valid
+// rest of the request, and the Written headers say exactly what that was:
+// validation finishes before the first sample is handed to a shard, so the
+// answer never disagrees with what was analysed.
+func TestRW2Conformance(t *testing.T) {
+	ts := now()
+	tests := []struct {
+		name string
+		// build returns the request; st symbolises its strings.
+		build    func(st *writev2.SymbolsTable) []writev2.TimeSeries
+		want     int
+		contains []string
+		// written and histograms are Samples-Written and
+		// Histograms-Written ("" is "0"); analysed the series the shards
+		// got, with their number of outputs (one per gauge sample, one per
+		// counter sample after the first, which primes the rate).
+		written, histograms string
+		analysed            map[string]int
+	}{
+		{
+			name: "valid metadata, exemplars beside samples",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				s := v2Series(st, "g_ok", ts, 2)
+				s.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: st.Symbolize("help"), UnitRef: st.Symbolize("seconds")}
+				s.Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{st.Symbolize("trace_id"), st.Symbolize("t1")}, Value: 1, Timestamp: ts}}
+				return []writev2.TimeSeries{s, v2Series(st, "g_other", ts, 1)}
+			},
+			want: 204, written: "3", analysed: map[string]int{v2Key("g_ok"): 2, v2Key("g_other"): 1},
+		},
+		{
+			name: "help_ref beyond symbols",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 2)
+				bad.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_GAUGE, HelpRef: 1000}
+				return []writev2.TimeSeries{v2Series(st, "g_ok", ts, 1), bad}
+			},
+			want:     400,
+			contains: []string{"invalid_symbol_reference: 1", "metadata.help_ref 1000 is beyond the symbols table", `__name__="g_bad"`, "the rest was written"},
+			written:  "1", analysed: map[string]int{v2Key("g_ok"): 1},
+		},
+		{
+			name: "unit_ref beyond symbols",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 1)
+				bad.Metadata = writev2.Metadata{UnitRef: 77}
+				return []writev2.TimeSeries{bad, v2Series(st, "g_ok", ts, 2)}
+			},
+			want:     400,
+			contains: []string{"invalid_symbol_reference: 1", "metadata.unit_ref 77 is beyond the symbols table"},
+			written:  "2", analysed: map[string]int{v2Key("g_ok"): 2},
+		},
+		{
+			name: "exemplars without samples or histograms",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 0)
+				bad.Exemplars = []writev2.Exemplar{{LabelsRefs: []uint32{st.Symbolize("trace_id"), st.Symbolize("t1")}, Value: 1, Timestamp: ts}}
+				return []writev2.TimeSeries{v2Series(st, "g_ok", ts, 1), bad}
+			},
+			want:     400,
+			contains: []string{"no_samples: 1", "at least one sample or histogram (it has 1 exemplars)"},
+			written:  "1", analysed: map[string]int{v2Key("g_ok"): 1},
+		},
+		{
+			name: "nothing but labels",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				return []writev2.TimeSeries{v2Series(st, "g_bad", ts, 0)}
+			},
+			want:     400,
+			contains: []string{"no_samples: 1"},
+			written:  "0", analysed: map[string]int{},
+		},
+		{
+			name: "native histograms as _count and _sum counters",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				return []writev2.TimeSeries{v2Series(st, "g_ok", ts, 2), v2Hist(st, "h", ts, 3, false)}
+			},
+			want: 204, written: "2", histograms: "3",
+			analysed: map[string]int{v2Key("g_ok"): 2, v2Key("h_count"): 2, v2Key("h_sum"): 2},
+		},
+		{
+			name: "gauge histogram as _count and _sum gauges",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				return []writev2.TimeSeries{v2Hist(st, "gh", ts, 3, true)}
+			},
+			want: 204, written: "0", histograms: "3",
+			analysed: map[string]int{v2Key("gh_count"): 3, v2Key("gh_sum"): 3},
+		},
+		{
+			name: "samples and histograms in one series",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Hist(st, "h_bad", ts, 2, false)
+				bad.Samples = []writev2.Sample{{Value: 1, Timestamp: ts}}
+				return []writev2.TimeSeries{bad, v2Hist(st, "h", ts, 2, true)}
+			},
+			want:     400,
+			contains: []string{"samples_and_histograms: 1"},
+			written:  "0", histograms: "2",
+			analysed: map[string]int{v2Key("h_count"): 2, v2Key("h_sum"): 2},
+		},
+		{
+			name: "histogram too far in the future",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				h := v2Hist(st, "gh", ts, 2, true)
+				h.Histograms[1].Timestamp = ts + 11*60*1000
+				return []writev2.TimeSeries{h}
+			},
+			want:     400,
+			contains: []string{"too_far_in_future: 1", "histogram timestamp"},
+			written:  "0", histograms: "1",
+			analysed: map[string]int{v2Key("gh_count"): 1, v2Key("gh_sum"): 1},
+		},
+		{
+			name: "histogram with a dangling help_ref",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Hist(st, "h_bad", ts, 2, false)
+				bad.Metadata = writev2.Metadata{Type: writev2.Metadata_METRIC_TYPE_HISTOGRAM, HelpRef: 999}
+				return []writev2.TimeSeries{bad, v2Series(st, "g_ok", ts, 1)}
+			},
+			want:     400,
+			contains: []string{"metadata.help_ref 999"},
+			written:  "1", histograms: "0",
+			analysed: map[string]int{v2Key("g_ok"): 1},
+		},
+		{
+			name: "every series invalid",
+			build: func(st *writev2.SymbolsTable) []writev2.TimeSeries {
+				bad := v2Series(st, "g_bad", ts, 3)
+				bad.Metadata = writev2.Metadata{HelpRef: 5000}
+				return []writev2.TimeSeries{bad}
+			},
+			want:     400,
+			contains: []string{"metadata.help_ref 5000"},
+			written:  "0", analysed: map[string]int{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t, 16, true)
+			st := writev2.NewSymbolTable()
+			wr := &writev2.Request{Timeseries: tc.build(&st)}
+			wr.Symbols = st.Symbols()
+			w := post(env.h, encodeV2(t, wr), map[string]string{"Content-Type": contentTypeV2})
+			if w.Code != tc.want {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, tc.want)
+			}
+			for _, want := range tc.contains {
+				if !strings.Contains(w.Body.String(), want) {
+					t.Errorf("body %q lacks %q", w.Body, want)
+				}
+			}
+			histograms := tc.histograms
+			if histograms == "" {
+				histograms = "0"
+			}
+			for h, want := range map[string]string{"Samples": tc.written, "Histograms": histograms, "Exemplars": "0"} {
+				if got := w.Header().Get("X-Prometheus-Remote-Write-" + h + "-Written"); got != want {
+					t.Errorf("%s-Written: got %q, want %q", h, got, want)
+				}
+			}
+			env.shards.Sync()
+			got := env.rec.Series()
+			if len(got) != len(tc.analysed) {
+				t.Fatalf("analysed %v, want %v", got, tc.analysed)
+			}
+			for k, n := range tc.analysed {
+				if got[k] != n {
+					t.Fatalf("analysed %v, want %v", got, tc.analysed)
+				}
+			}
+		})
+	}
+}
+
+// A stale histogram ends both derived series; RW1 histograms are analysed
+// the same way (RW1 answers carry no Written headers).
+func TestNativeHistograms(t *testing.T) {
+	ts := now()
+	t.Run("stale marker", func(t *testing.T) {
+		env := newEnv(t, 16, true)
+		st := writev2.NewSymbolTable()
+		s := v2Hist(&st, "h", ts, 3, false)
+		stale := s.Histograms[2]
+		stale.Timestamp, stale.Sum = ts+3000, math.Float64frombits(value.StaleNaN)
+		s.Histograms = append(s.Histograms, stale)
+		wr := &writev2.Request{Timeseries: []writev2.TimeSeries{s}, Symbols: st.Symbols()}
+		w := post(env.h, encodeV2(t, wr), map[string]string{"Content-Type": contentTypeV2})
+		if w.Code != 204 || w.Header().Get("X-Prometheus-Remote-Write-Histograms-Written") != "4" {
+			t.Fatalf("got %d %q, Histograms-Written %q; want 204, 4", w.Code, w.Body, w.Header().Get("X-Prometheus-Remote-Write-Histograms-Written"))
+		}
+		env.shards.Sync()
+		for _, name := range []string{"h_count", "h_sum"} {
+			recs := env.rec.Of(name)
+			if len(recs) == 0 || !recs[len(recs)-1].Stale || recs[len(recs)-1].T != ts+3000 {
+				t.Fatalf("%s: records %+v, want the last one stale at %d", name, recs, ts+3000)
+			}
+		}
+	})
+	t.Run("rw1", func(t *testing.T) {
+		env := newEnv(t, 16, true)
+		s := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: "h"}, {Name: "job", Value: "rw1"}}}
+		for i := range 3 {
+			s.Histograms = append(s.Histograms, prompb.Histogram{Count: &prompb.Histogram_CountFloat{CountFloat: 4 * float64(i)},
+				Sum: float64(i), Timestamp: ts + int64(i)*1000})
+		}
+		w := post(env.h, encodeV1(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{s, gaugeSeries("g", ts, 1)}}), nil)
+		if w.Code != 204 {
+			t.Fatalf("got %d %q, want 204", w.Code, w.Body)
+		}
+		env.shards.Sync()
+		got := env.rec.Series()
+		want := map[string]int{"__name__\xffh_count\xffjob\xffrw1\xff": 2, "__name__\xffh_sum\xffjob\xffrw1\xff": 2, "__name__\xffg\xffjob\xfftest\xff": 1}
+		if len(got) != len(want) {
+			t.Fatalf("analysed %v, want %v", got, want)
+		}
+		for k, n := range want {
+			if got[k] != n {
+				t.Fatalf("analysed %v, want %v", got, want)
+			}
+		}
+	})
 }

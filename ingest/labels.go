@@ -16,8 +16,8 @@ import (
 // canonicalise sorts the labels of s in place and validates them. It
 // returns reasonOK or why the series is invalid, with a readable detail.
 func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *Options) (reason, string) {
-	if s.badRef {
-		return reasonBadSymbolRef, "labels_refs has odd length or a reference beyond symbols"
+	if s.badRef != refOK {
+		return reasonBadSymbolRef, badRefDetail(s, len(req.symbols))
 	}
 	if proto == protoV2 && s.histograms > 0 && s.samplesEnd > s.samplesStart {
 		return reasonSamplesAndHistograms, "a series must not carry both samples and histograms"
@@ -86,18 +86,49 @@ func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *
 	if n > opts.MaxLabelsPerSeries {
 		return reasonTooManyLabels, fmt.Sprintf("%d labels exceed limit %d (ingest.max_labels_per_series)", n, opts.MaxLabelsPerSeries)
 	}
+	// RW2: a series must carry a sample or a histogram; exemplars alone are
+	// malformed (the spec, and Prometheus's receiver answers 400). RW1 has
+	// no such rule, and Prometheus's RW1 sender puts exemplars in series of
+	// their own, so there they are only ignored.
+	if proto == protoV2 && s.samplesEnd == s.samplesStart && s.histograms == 0 {
+		return reasonNoSamples, fmt.Sprintf("a series must carry at least one sample or histogram (it has %d exemplars)", s.exemplars)
+	}
 	return reasonOK, ""
+}
+
+// badRefDetail describes the symbol reference fault of s for a 400 body;
+// nSymbols is the size of the request's symbol table.
+func badRefDetail(s *wireSeries, nSymbols int) string {
+	switch s.badRef {
+	case refLabelsOdd:
+		return fmt.Sprintf("labels_refs has odd length %d", s.badRefValue)
+	case refLabels:
+		return fmt.Sprintf("labels_refs reference %d is beyond the symbols table (size %d)", s.badRefValue, nSymbols)
+	case refHelp:
+		return fmt.Sprintf("metadata.help_ref %d is beyond the symbols table (size %d)", s.badRefValue, nSymbols)
+	case refUnit:
+		return fmt.Sprintf("metadata.unit_ref %d is beyond the symbols table (size %d)", s.badRefValue, nSymbols)
+	}
+	panic(fmt.Sprintf("BUG: badRefDetail called with fault %d", s.badRef))
 }
 
 // appendKey appends the canonical key (series.AppendLabel) of the sorted,
 // valid series s, without the label called skip ("" skips none): the HA
-// replica label, so that the replicas of a pair write one series.
-func appendKey(dst []byte, req *request, s *wireSeries, skip string) []byte {
+// replica label, so that the replicas of a pair write one series. suffix
+// is appended to the metric name: "_count" and "_sum" name the two series
+// derived from a native histogram. Only __name__ changes and labels are
+// sorted by name, so the key stays canonical.
+func appendKey(dst []byte, req *request, s *wireSeries, skip, suffix string) []byte {
 	for _, l := range req.labels[s.labelsStart:s.labelsEnd] {
-		if l.value.len == 0 || (skip != "" && string(req.str(l.name)) == skip) {
+		name := req.str(l.name)
+		if l.value.len == 0 || (skip != "" && string(name) == skip) {
 			continue
 		}
-		dst = series.AppendLabel(dst, req.str(l.name), req.str(l.value))
+		dst = series.AppendLabel(dst, name, req.str(l.value))
+		if suffix != "" && string(name) == labels.MetricName {
+			dst = append(dst[:len(dst)-1], suffix...)
+			dst = append(dst, series.LabelSep)
+		}
 	}
 	return dst
 }

@@ -13,10 +13,10 @@ type metrics struct {
 	codes      map[string]map[int]*selfmon.Counter // protocol → code → counter, filled at start
 	duration   map[string]*selfmon.Histogram
 	received   map[string]*selfmon.Counter
+	histograms map[string]*selfmon.Counter
 	rejected   [numReasons]*selfmon.Counter
 	invalidSer *selfmon.Counter
 	backPress  *selfmon.Counter
-	histograms *selfmon.Counter
 	exemplars  *selfmon.Counter
 	bytes      *selfmon.Counter
 	metadata   *selfmon.Counter
@@ -47,14 +47,17 @@ func newMetrics(reg *selfmon.Registry) *metrics {
 	m := &metrics{
 		requests: reg.NewCounterVec("anomalyd_ingest_requests_total",
 			"Remote-write requests by protocol version and HTTP status.", "protocol", "code"),
-		codes:    map[string]map[int]*selfmon.Counter{},
-		duration: map[string]*selfmon.Histogram{},
-		received: map[string]*selfmon.Counter{},
+		codes:      map[string]map[int]*selfmon.Counter{},
+		duration:   map[string]*selfmon.Histogram{},
+		received:   map[string]*selfmon.Counter{},
+		histograms: map[string]*selfmon.Counter{},
 	}
 	dur := reg.NewHistogramVec("anomalyd_ingest_request_duration_seconds",
 		"Time to read, decode, validate and enqueue a remote-write request.", selfmon.DefBuckets, "protocol")
 	recv := reg.NewCounterVec("anomalyd_ingest_samples_received_total",
 		"Float samples accepted and handed to the shards.", "protocol")
+	hist := reg.NewCounterVec("anomalyd_ingest_histograms_received_total",
+		"Native histogram samples accepted and handed to the shards as their _count and _sum.", "protocol")
 	for _, p := range []string{"1.0", "2.0", "unknown"} {
 		m.codes[p] = map[int]*selfmon.Counter{}
 		for _, c := range knownCodes {
@@ -62,6 +65,7 @@ func newMetrics(reg *selfmon.Registry) *metrics {
 		}
 		m.duration[p] = dur.With(p)
 		m.received[p] = recv.With(p)
+		m.histograms[p] = hist.With(p)
 	}
 	rej := reg.NewCounterVec("anomalyd_ingest_samples_rejected_total",
 		"Samples rejected with 400 (invalid series or sample) or 503 (back_pressure), by reason.", "reason")
@@ -70,14 +74,13 @@ func newMetrics(reg *selfmon.Registry) *metrics {
 	}
 	m.backPress = rej.With("back_pressure")
 	m.invalidSer = reg.NewCounter("anomalyd_ingest_series_invalid_total", "Series rejected as invalid (400).")
-	m.histograms = reg.NewCounter("anomalyd_ingest_histograms_ignored_total",
-		"Native histogram samples received and not analysed (never reported as written).")
-	m.exemplars = reg.NewCounter("anomalyd_ingest_exemplars_ignored_total", "Exemplars received and ignored.")
+	m.exemplars = reg.NewCounter("anomalyd_ingest_exemplars_ignored_total",
+		"Exemplars received and not analysed (never reported as written).")
 	m.bytes = reg.NewCounter("anomalyd_ingest_request_bytes_total", "Compressed remote-write request bytes read.")
 	m.metadata = reg.NewCounter("anomalyd_ingest_metadata_updates_total", "RW1 metadata entries that taught a new or changed metric type.")
 	m.haTooMany = rej.With("too_many_ha_clusters")
 	m.haDeduplicated = reg.NewCounter("anomalyd_ingest_ha_samples_deduplicated_total",
-		"Samples from HA replicas that are not their cluster's elected replica: accepted, not analysed.")
+		"Samples and native histogram samples from HA replicas that are not their cluster's elected replica: accepted, not analysed.")
 	m.haFailovers = reg.NewCounter("anomalyd_ingest_ha_failovers_total",
 		"Elections of another replica after the elected one of an HA cluster sent nothing for ha.failover_timeout.")
 	m.haElected = reg.NewGaugeVec("anomalyd_ingest_ha_elected_replica",
@@ -95,15 +98,15 @@ func (m *metrics) observe(proto string, code int, d time.Duration) {
 	m.duration[p].Observe(d.Seconds())
 }
 
-func (m *metrics) account(proto string, accepted, backPressured, histograms, exemplars int, invalid, rejectedBy *[numReasons]int) {
+func (m *metrics) account(proto string, accepted, histograms, backPressured, exemplars int, invalid, rejectedBy *[numReasons]int) {
 	if accepted > 0 {
 		m.received[protocolLabel(proto)].Add(float64(accepted))
 	}
+	if histograms > 0 {
+		m.histograms[protocolLabel(proto)].Add(float64(histograms))
+	}
 	if backPressured > 0 {
 		m.backPress.Add(float64(backPressured))
-	}
-	if histograms > 0 {
-		m.histograms.Add(float64(histograms))
 	}
 	if exemplars > 0 {
 		m.exemplars.Add(float64(exemplars))
