@@ -221,7 +221,7 @@ func TestReload(t *testing.T) {
 // on, the first to send is analysed without its replica label and the
 // other is deduplicated.
 func TestReloadHA(t *testing.T) {
-	// publish_interval 1ms: /metrics shows each write at once.
+	// publish_interval 1ms: /metrics shows a write 1 ms after the previous scrape.
 	srv, url, file := startServer(t, "window: {publish_interval: 1ms}\n")
 	send := func(replica string, ts int64) {
 		t.Helper()
@@ -248,6 +248,9 @@ func TestReloadHA(t *testing.T) {
 	}
 	send("b", t0+1000)
 	send("a", t0+1000)
+	// publish_interval is the least time between two snapshots: a scrape
+	// within 1 ms of the previous one shows that one's, so give it time.
+	time.Sleep(2 * time.Millisecond)
 	_, metrics = httpDo(t, http.MethodGet, url+"/metrics", nil)
 	for _, want := range []string{
 		`anomaly_score{cluster="c1",detector="combined",metric="pair_gauge"}`,
