@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		lifecycle   = fs.Bool("web.enable-lifecycle", false, "Enable reloading over HTTP (POST or PUT /-/reload). SIGHUP always reloads.")
 		enablePprof = fs.Bool("web.enable-pprof", false, "Serve Go's profiler on /debug/pprof/.")
 		logLevel    = fs.String("log.level", "info", "Log level: debug, info, warn, error.")
-		logFormat   = fs.String("log.format", "logfmt", "Log format: logfmt (human-readable) or json.")
+		logFormat   = fs.String("log.format", "logfmt", "Log format: logfmt (key=value lines, as Prometheus logs) or json.")
 		shutdownTO  = fs.Duration("shutdown.timeout", 30*time.Second, "How long a graceful shutdown may take to drain shards and flush remote-write queues.")
 		storagePath = fs.String("storage.path", "data", "Directory for the series state checkpoints and the remote-write queues; empty keeps nothing on disk.")
 		ckptEvery   = fs.Duration("storage.checkpoint-interval", 5*time.Minute, "How often the series state is checkpointed to --storage.path (and at shutdown); 0: only at shutdown.")
@@ -215,8 +215,7 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 	case "json":
 		enc = zapcore.NewJSONEncoder(ec)
 	case "logfmt":
-		ec.EncodeLevel = zapcore.LowercaseLevelEncoder
-		enc = zapcore.NewConsoleEncoder(ec)
+		enc = newLogfmtEncoder(ec)
 	default:
 		return nil, fmt.Errorf("invalid --log.format %q: want logfmt or json", format)
 	}
