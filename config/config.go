@@ -149,12 +149,10 @@ var (
 		// false, as Prometheus: a 429 asks for less traffic, and retrying
 		// would hold the queue behind data the store refused.
 		RetryOnRateLimit: false,
-		// 1 GiB per remote, used only with --storage.path. A 2000-sample
-		// RW1 request is ~23 KiB after snappy, ~12 B a sample, so 1 GiB
-		// holds ~90 M output samples: about an hour of store outage at
-		// 100 000 input series scraped every 15 s (26 700 output
-		// samples/s), nine hours at 10 000; small beside a Prometheus's
-		// own disk.
+		// 1 GiB per remote, used only with --storage.path: enough for
+		// about an hour of store outage at 100k input series
+		// (docs/configuration.md has the arithmetic), and small beside a
+		// Prometheus's own disk.
 		MaxDiskUsageBytes: 1 << 30,
 	}
 )
