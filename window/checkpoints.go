@@ -323,21 +323,7 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 			return 0, restoreSkipped, nil
 		}
 		res = restoreCreated
-		if k := len(s.free); k > 0 {
-			slot = s.free[k-1]
-			s.free = s.free[:k-1]
-		} else {
-			slot = s.slots.grow()
-		}
-		se := s.slots.at(slot)
-		*se = seriesState{
-			info: &series.Info{Labels: sv.labels, Name: sv.labels[sv.nameStart:sv.ne], Hash: hash},
-			next: s.table[hash],
-			det:  se.det,
-		}
-		s.table[hash] = slot + 1
-		s.set.active.Add(1)
-		s.stats.active.Add(1)
+		slot = s.place(&series.Info{Labels: sv.labels, Name: sv.labels[sv.nameStart:sv.ne], Hash: hash}, ri)
 	}
 	se := s.slots.at(slot)
 	se.rule = uint16(ri)
@@ -377,34 +363,12 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 // no stale markers (it emitted nothing in this process), nothing counted.
 func (s *shard) forget(i uint32) { s.unlink(i) }
 
-// rejoin puts a restored series into its incident group, waiting for room
-// in the incident stage's queue: at a restart every series joins at once,
-// and a dropped join would leave its group short of a series for good.
+// rejoin puts a restored series into its incident group.
 func (s *shard) rejoin(i uint32, nowMs int64) {
-	inc := s.set.opts.Incidents
-	if inc == nil {
+	if s.set.opts.Incidents == nil {
 		return
 	}
 	se := s.slots.at(i)
 	s.groupBuf = s.rules.rules[se.rule].groupKey(se.info.Labels, s.groupBuf)
-	if len(s.groupBuf) == 0 {
-		return
-	}
-	ref, ok := s.groups[string(s.groupBuf)]
-	if !ok {
-		ref.key = string(s.groupBuf)
-	}
-	ref.n++
-	s.groups[ref.key] = ref
-	se.group = ref.key
-	inc.sendWait(incidentEvent{kind: eventJoin, group: ref.key, t: nowMs})
-}
-
-// sendWait is send for a caller that may wait: restoring, before any
-// shard runs.
-func (s *Incidents) sendWait(e incidentEvent) {
-	select {
-	case s.in <- e:
-	case <-s.quit:
-	}
+	se.group = s.joinGroup(s.groupBuf, nowMs, true)
 }

@@ -137,6 +137,15 @@ func (s *Incidents) send(e incidentEvent) {
 	}
 }
 
+// sendWait is send for a caller that may wait (a restore, RestoreDone),
+// until the stage takes e or stops.
+func (s *Incidents) sendWait(e incidentEvent) {
+	select {
+	case s.in <- e:
+	case <-s.quit:
+	}
+}
+
 // Status returns what the stage published last.
 func (s *Incidents) Status() *IncidentStatus { return s.status.Load() }
 

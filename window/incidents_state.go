@@ -149,12 +149,7 @@ func (s *Incidents) Restore(src []byte) error {
 // until it closes, as a group whose last series left does. It is called
 // once, after Restore; it waits while the stage's queue is full, until the
 // stage takes the event or stops.
-func (s *Incidents) RestoreDone() {
-	select {
-	case s.in <- incidentEvent{kind: eventRestored}:
-	case <-s.quit:
-	}
-}
+func (s *Incidents) RestoreDone() { s.sendWait(incidentEvent{kind: eventRestored}) }
 
 // restored handles RestoreDone's event on the stage's goroutine.
 func (s *Incidents) restored() {

@@ -299,7 +299,7 @@ func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
 const ignoredExcluded = 1
 
 // create starts tracking a new series, unless a rule ignores it or the
-// series limit is reached. It is the only place that allocates per series.
+// series limit is reached. It is the only place ingestion allocates per series.
 // With warm-up on, the series starts warming (warm.go).
 func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint32, bool) {
 	n := uint64(bs.SamplesEnd - bs.SamplesStart)
@@ -329,25 +329,12 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 		}
 		return 0, false
 	}
-	var slot uint32
-	if k := len(s.free); k > 0 {
-		slot = s.free[k-1]
-		s.free = s.free[:k-1]
-	} else {
-		slot = s.slots.grow()
-	}
+	slot := s.place(&series.Info{
+		Labels: labels,
+		Name:   labels[bs.NameStart-bs.KeyStart : bs.NameEnd-bs.KeyStart],
+		Hash:   bs.Hash,
+	}, ri)
 	se := s.slots.at(slot)
-	ring := se.det // keep the ring memory of an evicted series for reuse
-	*se = seriesState{
-		info: &series.Info{
-			Labels: labels,
-			Name:   labels[bs.NameStart-bs.KeyStart : bs.NameEnd-bs.KeyStart],
-			Hash:   bs.Hash,
-		},
-		next: s.table[bs.Hash],
-		rule: uint16(ri),
-		det:  ring,
-	}
 	if bs.Counter {
 		se.flags |= flagCounter
 	}
@@ -356,12 +343,9 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 	}
 	if s.set.opts.Incidents != nil {
 		s.groupBuf = r.groupKey(labels, s.groupBuf)
-		se.group = s.joinGroup(s.groupBuf, nowMs)
+		se.group = s.joinGroup(s.groupBuf, nowMs, false)
 	}
 	se.det.Init(r.params)
-	s.table[bs.Hash] = slot + 1
-	s.set.active.Add(1)
-	s.stats.active.Add(1)
 	s.stats.seriesCreated.Add(1)
 	// Every series created here is new to this process or was evicted (its
 	// state is gone either way), so it reads its history. Without samples
@@ -370,6 +354,25 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 		s.startWarming(slot, se, b.Samples[bs.SamplesStart].T, nowMs)
 	}
 	return slot, true
+}
+
+// place puts a new series, info under rule ri, into a free slot and links
+// it into the series table; the slot keeps the detector ring memory of the
+// series that had it. It is the only place that takes a slot.
+func (s *shard) place(info *series.Info, ri int) uint32 {
+	var slot uint32
+	if k := len(s.free); k > 0 {
+		slot = s.free[k-1]
+		s.free = s.free[:k-1]
+	} else {
+		slot = s.slots.grow()
+	}
+	se := s.slots.at(slot)
+	*se = seriesState{info: info, next: s.table[info.Hash], rule: uint16(ri), det: se.det}
+	s.table[info.Hash] = slot + 1
+	s.set.active.Add(1)
+	s.stats.active.Add(1)
+	return slot
 }
 
 // groupRef is an interned group key and the number of the shard's series
@@ -381,8 +384,11 @@ type groupRef struct {
 
 // joinGroup counts one more series in the group whose key is key and
 // tells the incident stage at t; it returns the interned key, which the
-// series keeps until leaveGroup, or "" for an empty key (no group).
-func (s *shard) joinGroup(key []byte, t int64) string {
+// series keeps until leaveGroup, or "" for an empty key (no group). With
+// wait it waits for room in the stage's queue (a restore, when every
+// series joins at once and a dropped join would leave its group short
+// for good); a running shard never waits.
+func (s *shard) joinGroup(key []byte, t int64, wait bool) string {
 	if len(key) == 0 {
 		return ""
 	}
@@ -392,7 +398,12 @@ func (s *shard) joinGroup(key []byte, t int64) string {
 	}
 	ref.n++
 	s.groups[ref.key] = ref
-	s.set.opts.Incidents.send(incidentEvent{kind: eventJoin, group: ref.key, t: t})
+	e := incidentEvent{kind: eventJoin, group: ref.key, t: t}
+	if wait {
+		s.set.opts.Incidents.sendWait(e)
+	} else {
+		s.set.opts.Incidents.send(e)
+	}
 	return ref.key
 }
 
@@ -758,7 +769,7 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 			s.groupBuf = newRule.groupKey(se.info.Labels, s.groupBuf)
 			if string(s.groupBuf) != se.group {
 				s.leaveGroup(se.group, t)
-				se.group = s.joinGroup(s.groupBuf, t)
+				se.group = s.joinGroup(s.groupBuf, t, false)
 			}
 		}
 		se.rule = uint16(ri)
