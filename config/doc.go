@@ -61,11 +61,12 @@
 //
 // # Selectors
 //
-// Rule.Match is a Prometheus series selector, parsed by ParseSelector, a small
-// hand-written parser: promql/parser would bring the whole PromQL grammar and
-// its dependencies for one production. Regular expressions are anchored, as
-// in PromQL (labels.NewMatcher). Unlike PromQL, a selector whose only matcher
-// matches the empty string is allowed: a rule may apply to every series.
+// Rule.Match and Exclude are Prometheus series selectors, parsed by
+// ParseSelector with PromQL's own parser (promql/parser), so that they mean
+// what they mean in a query and fail with promtool's messages. Regular
+// expressions are anchored, as in PromQL. Unlike a PromQL query, a selector
+// whose only matcher matches the empty string is allowed: a rule may apply to
+// every series.
 //
 // # Secrets and files
 //
