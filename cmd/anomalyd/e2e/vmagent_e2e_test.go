@@ -198,8 +198,9 @@ func TestVmagentShardE2E(t *testing.T) {
 	t.Run("after the move the instances score as the reference does", func(t *testing.T) {
 		vmCheckValues(t, shards, ref, cut)
 	})
-	t.Run("the old instance keeps a moved series' last outputs on /metrics", func(t *testing.T) {
-		// Until window.series_ttl forgets the series there: what
+	t.Run("the old instance keeps a moved target's last outputs on /metrics", func(t *testing.T) {
+		// Its output series and its group's incident series, until
+		// window.series_ttl forgets the series there: what
 		// deploy/vmagent/README.md tells those who scrape every instance.
 		lines := make([]map[string]bool, len(shards))
 		for i, s := range shards {
@@ -213,6 +214,9 @@ func TestVmagentShardE2E(t *testing.T) {
 			}
 			lines[i] = map[string]bool{}
 			for _, l := range ls {
+				if l.Name == "anomaly_incident_score" {
+					lines[i]["target "+l.Labels["job"]+"/"+l.Labels["instance"]] = true
+				}
 				if l.Name == "anomaly_score" && l.Labels["detector"] == "combined" {
 					delete(l.Labels, "detector")
 					lines[i][e2eFormat(l.Labels)] = true
@@ -220,9 +224,11 @@ func TestVmagentShardE2E(t *testing.T) {
 			}
 		}
 		for k, i := range moved {
-			if old := before[k]; !lines[old][k] || !lines[i][k] {
-				t.Errorf("anomaly_score of %s on /metrics: old instance %d %v, new instance %d %v, want both",
-					k, old, lines[old][k], i, lines[i][k])
+			for _, name := range []string{k, "target " + vmTargets[k]} {
+				if old := before[k]; !lines[old][name] || !lines[i][name] {
+					t.Errorf("outputs of %s on /metrics: old instance %d %v, new instance %d %v, want both",
+						name, old, lines[old][name], i, lines[i][name])
+				}
 			}
 		}
 	})
