@@ -17,7 +17,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test test-accuracy lint fuzz deps vmagent demo bench bench-nab bench-incidents bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
+.PHONY: build run test test-accuracy lint fuzz deps vmagent demo bench bench-nab bench-incidents bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-vmagent bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -161,6 +161,13 @@ BENCH_RUNS ?= 3
 bench: build $(LOAD)
 	$(GO) run ./bench/standard -anomalyd $(BIN) -load $(LOAD) -runs $(BENCH_RUNS) -out $(BENCH_OUT) \
 	  -load-flags "$(LOAD_FLAGS) -warmup-rounds 2"
+
+## bench-vmagent: end-to-end throughput and CPU of the deploy/vmagent recipe (bench/load -> vmagent ->
+## 2 anomalyd) against bench/load -> one anomalyd, alternating, 3 fresh runs each; summary in
+## bench/results/vmagent.txt. Variables of bench/vmagent.sh: RUNS, SERIES, ROUNDS, INSTANCES.
+bench-vmagent: build $(LOAD) vmagent
+	@mkdir -p $(BENCH_OUT)
+	OUT=$(BENCH_OUT)/vmagent.txt bench/vmagent.sh
 
 ## bench-load: bench/load against bin/anomalyd started fresh on 127.0.0.1 (JSON in bench/results)
 ## bench-floor: the same load against the decode-only floor receiver
