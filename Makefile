@@ -17,7 +17,7 @@ BENCH_OUT  ?= bench/results
 LOAD_FLAGS ?= -series 100000 -duration 20s
 LOAD       := bin/load
 
-.PHONY: build run test test-accuracy lint fuzz deps demo bench bench-nab bench-incidents bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-ingest bench-load bench-floor clean
+.PHONY: build run test test-accuracy lint fuzz deps vmagent demo bench bench-nab bench-incidents bench-faults bench-warmup bench-prometheus bench-victoriametrics bench-vmagent bench-ingest bench-load bench-floor clean
 
 ## build: compile bin/anomalyd
 build:
@@ -27,8 +27,8 @@ build:
 run: build
 	./$(BIN) --web.listen-address=127.0.0.1:9700
 
-## deps: install what the tests need (Debian's prometheus and promtool)
-deps:
+## deps: install what the tests need (Debian's prometheus and promtool, and bin/vmagent)
+deps: vmagent
 	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's prometheus package for the end-to-end tests"; \
@@ -38,6 +38,20 @@ deps:
 	  fi; \
 	fi
 	$(GO) mod download
+
+# bin/vmagent: the vmagent the scale-out test (cmd/anomalyd/e2e, TestVmagentShardE2E) puts in front of
+# several anomalyd instances, built from its module at VMAGENT_VERSION when bin/vmagent is missing or
+# another version (the stamp file bin/.vmagent-VERSION says which). Not Debian's victoria-metrics
+# package: its vmagent (1.79) predates -remoteWrite.shardByURL, which the deploy/vmagent recipe needs.
+# Not in go.mod either: vmagent is a program the tests run, not a dependency of anomalyd.
+VMAGENT_VERSION ?= v1.151.0
+vmagent:
+	@if [ ! -x bin/vmagent ] || [ ! -f bin/.vmagent-$(VMAGENT_VERSION) ]; then \
+	  echo "building bin/vmagent $(VMAGENT_VERSION) for the scale-out tests"; \
+	  mkdir -p bin && rm -f bin/vmagent bin/.vmagent-* && \
+	  GOBIN=$(abspath bin) $(GO) install github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent@$(VMAGENT_VERSION) && \
+	  touch bin/.vmagent-$(VMAGENT_VERSION); \
+	fi
 
 ## test: lint, unit tests and end-to-end tests against a real Prometheus,
 ## then the race detector over the packages that share memory between goroutines.
@@ -147,6 +161,13 @@ BENCH_RUNS ?= 3
 bench: build $(LOAD)
 	$(GO) run ./bench/standard -anomalyd $(BIN) -load $(LOAD) -runs $(BENCH_RUNS) -out $(BENCH_OUT) \
 	  -load-flags "$(LOAD_FLAGS) -warmup-rounds 2"
+
+## bench-vmagent: end-to-end throughput and CPU of the deploy/vmagent recipe (bench/load -> vmagent ->
+## 2 anomalyd) against bench/load -> one anomalyd, alternating, 3 fresh runs each; summary in
+## bench/results/vmagent.txt. Variables of bench/vmagent.sh: RUNS, SERIES, ROUNDS, INSTANCES.
+bench-vmagent: build $(LOAD) vmagent
+	@mkdir -p $(BENCH_OUT)
+	OUT=$(BENCH_OUT)/vmagent.txt bench/vmagent.sh
 
 ## bench-load: bench/load against bin/anomalyd started fresh on 127.0.0.1 (JSON in bench/results)
 ## bench-floor: the same load against the decode-only floor receiver

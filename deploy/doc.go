@@ -19,6 +19,9 @@
 //   - kubernetes/: a one-replica StatefulSet with a volume claim for
 //     --storage.path and probes on /-/healthy and /-/ready, its Service and
 //     ConfigMap, and a kustomization.yaml that names the image.
+//   - vmagent/: scale-out, vmagent sharding series by job and instance over
+//     several anomalyd instances that warm moved series from Prometheus: its
+//     flags, the prometheus.yml part and the instances' anomalyd.yml.
 //
 // The tests run promtool (Debian package prometheus) on every file and check
 // that the dashboard only queries series anomalyd documents. They fail, and do
@@ -30,8 +33,11 @@
 // check every flag of the unit and the manifests against `anomalyd -h`, and
 // run a built anomalyd with the shipped arguments (probes, SIGHUP, SIGTERM).
 // systemd-analyze verify and security run on the unit when systemd-analyze is
-// installed; without it the rest still runs. The end-to-end tests in cmd/anomalyd/e2e
-// run prometheus.yml and the rule files as shipped against a real Prometheus.
+// installed; without it the rest still runs. TestVmagentRecipe checks that
+// vmagent shards by the labels anomalyd groups incidents by and that the
+// three files of vmagent/ name the same addresses. The end-to-end tests in cmd/anomalyd/e2e
+// run prometheus.yml and the rule files as shipped against a real Prometheus,
+// and vmagent/'s flags and anomalyd.yml with a real vmagent.
 //
 // Trade-offs: the alerts use the combined detector only (per-detector series
 // exist only with output.per_detector and would alert several times for one
