@@ -33,9 +33,6 @@ const (
 	RemoteWriteProtoMsgV2 = wire.MessageWriteV2 // remote write 2.0
 )
 
-// secretPlaceholder replaces secrets in Config.String, as in Prometheus.
-const secretPlaceholder = "<secret>"
-
 // Default values. Each block's defaults apply key by key: a block that sets
 // one key keeps the defaults of the others.
 var (
@@ -119,7 +116,7 @@ var (
 
 	// DefaultRemoteWriteConfig is the default of each remote_write entry.
 	DefaultRemoteWriteConfig = RemoteWriteConfig{
-		HTTPClientConfig: HTTPClientConfig{RemoteTimeout: model.Duration(30 * time.Second)}, // as Prometheus
+		HTTPClientConfig: HTTPClientConfig{RemoteTimeout: model.Duration(30 * time.Second), Client: DefaultClientConfig}, // 30s as Prometheus
 		QueueConfig:      DefaultQueueConfig,
 		ProtobufMessage:  RemoteWriteProtoMsgV1, // every store that accepts remote write accepts 1.0
 	}
@@ -419,29 +416,6 @@ type RemoteWriteConfig struct {
 	Name             string      `yaml:"name"`
 	QueueConfig      QueueConfig `yaml:"queue_config"`
 	ProtobufMessage  string      `yaml:"protobuf_message"` // prometheus.WriteRequest (default) or io.prometheus.write.v2.Request
-}
-
-// BasicAuth as in Prometheus: password or password_file, not both.
-type BasicAuth struct {
-	Username     string `yaml:"username,omitempty"`
-	Password     string `yaml:"password,omitempty"`
-	PasswordFile string `yaml:"password_file,omitempty"`
-}
-
-// Authorization as in Prometheus: type (default Bearer) and credentials or credentials_file.
-type Authorization struct {
-	Type            string `yaml:"type,omitempty"`
-	Credentials     string `yaml:"credentials,omitempty"`
-	CredentialsFile string `yaml:"credentials_file,omitempty"`
-}
-
-// TLSConfig as in Prometheus.
-type TLSConfig struct {
-	CAFile             string `yaml:"ca_file,omitempty"`
-	CertFile           string `yaml:"cert_file,omitempty"`
-	KeyFile            string `yaml:"key_file,omitempty"`
-	ServerName         string `yaml:"server_name,omitempty"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"`
 }
 
 // QueueConfig as in Prometheus, except that the number of send queues is
@@ -844,27 +818,21 @@ func (c *RemoteWriteConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	// Named RemoteWriteConfig so that strict-mode errors read
 	// "… in type config.RemoteWriteConfig".
 	type RemoteWriteConfig struct {
-		URL             *string            `yaml:"url"`
-		Name            *string            `yaml:"name"`
-		RemoteTimeout   *model.Duration    `yaml:"remote_timeout"`
-		Headers         *map[string]string `yaml:"headers"`
-		BasicAuth       **BasicAuth        `yaml:"basic_auth"`
-		Authorization   **Authorization    `yaml:"authorization"`
-		TLSConfig       *TLSConfig         `yaml:"tls_config"`
-		QueueConfig     *QueueConfig       `yaml:"queue_config"`
-		ProtobufMessage *string            `yaml:"protobuf_message"`
+		Name            *string      `yaml:"name"`
+		QueueConfig     *QueueConfig `yaml:"queue_config"`
+		ProtobufMessage *string      `yaml:"protobuf_message"`
+		Client          clientKeys   `yaml:",inline"`
 	}
-	return unmarshal(&RemoteWriteConfig{
-		URL:             &c.URL,
+	raw := RemoteWriteConfig{
 		Name:            &c.Name,
-		RemoteTimeout:   &c.RemoteTimeout,
-		Headers:         &c.Headers,
-		BasicAuth:       &c.BasicAuth,
-		Authorization:   &c.Authorization,
-		TLSConfig:       &c.TLSConfig,
 		QueueConfig:     &c.QueueConfig,
 		ProtobufMessage: &c.ProtobufMessage,
-	})
+		Client:          newClientKeys(&c.HTTPClientConfig),
+	}
+	if err := unmarshal(&raw); err != nil {
+		return err
+	}
+	return raw.Client.apply(&c.HTTPClientConfig)
 }
 
 // validate checks c, names it after its URL if it has no name and sets the
@@ -921,24 +889,6 @@ func (c *QueueConfig) validate() error {
 		return fmt.Errorf("queue_config.max_disk_usage_bytes must be 0 (memory only) or at least %d (1 MiB), got %d", MinDiskUsageBytes, c.MaxDiskUsageBytes)
 	}
 	return nil
-}
-
-// MarshalYAML implements yaml.Marshaler, hiding the password.
-func (b BasicAuth) MarshalYAML() (any, error) {
-	type plain BasicAuth
-	if b.Password != "" {
-		b.Password = secretPlaceholder
-	}
-	return plain(b), nil
-}
-
-// MarshalYAML implements yaml.Marshaler, hiding the credentials.
-func (a Authorization) MarshalYAML() (any, error) {
-	type plain Authorization
-	if a.Credentials != "" {
-		a.Credentials = secretPlaceholder
-	}
-	return plain(a), nil
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v2"
 
@@ -82,7 +85,7 @@ var badConfigs = []struct {
 	{"rw_bad_duration.bad.yml", "remote_write[1]: not a valid duration string: \"soon\""},
 	{"rw_protobuf_message.bad.yml", "remote_write[0]: protobuf_message must be prometheus.WriteRequest or io.prometheus.write.v2.Request, got \"x\""},
 	{"rw_header_reserved.bad.yml", "remote_write[0]: headers: \"content-type\" is set by anomalyd and cannot be changed"},
-	{"rw_header_authorization.bad.yml", "remote_write[0]: headers: set Authorization with basic_auth or authorization, not headers"},
+	{"rw_header_authorization.bad.yml", "remote_write[0]: headers: set Authorization with basic_auth, authorization or oauth2, not headers"},
 	{"rw_header_name.bad.yml", "remote_write[0]: headers: invalid header name \"X Tenant\""},
 	{"rw_header_value.bad.yml", "remote_write[0]: headers: value of \"X-Tenant\" contains a line break or NUL"},
 	{"rw_basic_and_authorization.bad.yml", "remote_write[0]: basic_auth and authorization must not both be set"},
@@ -274,6 +277,22 @@ func TestExclude(t *testing.T) {
 }
 
 func TestFullConfig(t *testing.T) {
+	proxy, _ := url.Parse("http://proxy.example.com:3128")
+	proxyURL := promcfg.URL{URL: proxy}
+	proxyHeader := promcfg.ProxyHeader{"Proxy-Authorization": {"Basic YW5vbWFseWQ6aHVudGVyMg=="}}
+	fullTLS := func(serverName string) promcfg.TLSConfig {
+		return promcfg.TLSConfig{CAFile: "testdata/secrets/ca.pem", CertFile: "testdata/secrets/client.pem",
+			KeyFile: "testdata/secrets/client-key.pem", ServerName: serverName,
+			MinVersion: promcfg.TLSVersion(tls.VersionTLS12), MaxVersion: promcfg.TLSVersion(tls.VersionTLS13)}
+	}
+	rw := func(url, name string, client promcfg.HTTPClientConfig) *RemoteWriteConfig {
+		return &RemoteWriteConfig{
+			HTTPClientConfig: HTTPClientConfig{URL: url, RemoteTimeout: model.Duration(30 * time.Second), Client: client},
+			Name:             name,
+			QueueConfig:      DefaultQueueConfig,
+			ProtobufMessage:  RemoteWriteProtoMsgV1,
+		}
+	}
 	c, err := LoadFile("testdata/full.good.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -336,12 +355,12 @@ func TestFullConfig(t *testing.T) {
 					URL:           "https://mimir.example.com/api/v1/push",
 					RemoteTimeout: model.Duration(10 * time.Second),
 					Headers:       map[string]string{"X-Scope-OrgID": "anomalyd"},
-					BasicAuth:     &BasicAuth{Username: "anomalyd", PasswordFile: "testdata/secrets/mimir-password"},
-					TLSConfig: TLSConfig{
-						CAFile:     "testdata/secrets/ca.pem",
-						CertFile:   "testdata/secrets/client.pem",
-						KeyFile:    "testdata/secrets/client-key.pem",
-						ServerName: "mimir.internal",
+					Client: promcfg.HTTPClientConfig{
+						BasicAuth: &promcfg.BasicAuth{Username: "anomalyd", PasswordFile: "testdata/secrets/mimir-password"},
+						TLSConfig: fullTLS("mimir.internal"),
+						ProxyConfig: promcfg.ProxyConfig{ProxyURL: proxyURL, NoProxy: "10.0.0.0/8,.internal",
+							ProxyConnectHeader: proxyHeader},
+						EnableHTTP2: true,
 					},
 				},
 				Name: "mimir",
@@ -357,32 +376,38 @@ func TestFullConfig(t *testing.T) {
 				},
 				ProtobufMessage: RemoteWriteProtoMsgV2,
 			},
-			{
-				HTTPClientConfig: HTTPClientConfig{URL: "http://victoriametrics:8428/api/v1/write", RemoteTimeout: model.Duration(30 * time.Second), BasicAuth: &BasicAuth{Username: "anomalyd", Password: "hunter2"}},
-				Name:             "e07efa", // pinned: the name is a label value of our metrics
-				QueueConfig:      DefaultQueueConfig,
-				ProtobufMessage:  RemoteWriteProtoMsgV1,
-			},
-			{
-				HTTPClientConfig: HTTPClientConfig{URL: "https://thanos.example.com/api/v1/receive", RemoteTimeout: model.Duration(30 * time.Second), Authorization: &Authorization{Type: "Bearer", Credentials: "s3cr3t-token"}},
-				Name:             "af29f1",
-				QueueConfig:      DefaultQueueConfig,
-				ProtobufMessage:  RemoteWriteProtoMsgV1,
-			},
-			{
-				HTTPClientConfig: HTTPClientConfig{URL: "https://prometheus.example.com/api/v1/write", RemoteTimeout: model.Duration(30 * time.Second), Authorization: &Authorization{Type: "Bearer", CredentialsFile: "testdata/secrets/prometheus-token"}},
-				Name:             "c3f5d6",
-				QueueConfig:      DefaultQueueConfig,
-				ProtobufMessage:  RemoteWriteProtoMsgV1,
-			},
+			rw("http://victoriametrics:8428/api/v1/write", "e07efa", promcfg.HTTPClientConfig{ // e07efa pinned: the name is a label value of our metrics
+				BasicAuth: &promcfg.BasicAuth{Username: "anomalyd", Password: "hunter2"}, EnableHTTP2: true}),
+			rw("https://thanos.example.com/api/v1/receive", "af29f1", promcfg.HTTPClientConfig{
+				Authorization: &promcfg.Authorization{Type: "Bearer", Credentials: "s3cr3t-token"}, EnableHTTP2: true}),
+			rw("https://prometheus.example.com/api/v1/write", "c3f5d6", promcfg.HTTPClientConfig{
+				Authorization: &promcfg.Authorization{Type: "Bearer", CredentialsFile: "testdata/secrets/prometheus-token"},
+				ProxyConfig:   promcfg.ProxyConfig{ProxyFromEnvironment: true}, EnableHTTP2: true}),
+			rw("https://cortex.example.com/api/v1/push", "58b381", promcfg.HTTPClientConfig{
+				BasicAuth: &promcfg.BasicAuth{UsernameFile: "testdata/secrets/cortex-user", PasswordFile: "testdata/secrets/cortex-password"}, EnableHTTP2: true}),
+			rw("https://grafana-cloud.example.com/api/prom/push", "44f44d", promcfg.HTTPClientConfig{
+				OAuth2: &promcfg.OAuth2{
+					ClientID: "anomalyd", ClientSecretFile: "testdata/secrets/oauth2-secret", Scopes: []string{"metrics.write"},
+					TokenURL: "https://auth.example.com/oauth2/token", EndpointParams: map[string]string{"audience": "metrics"},
+					TLSConfig:   fullTLS("auth.internal"),
+					ProxyConfig: promcfg.ProxyConfig{ProxyURL: proxyURL, NoProxy: ".internal", ProxyConnectHeader: proxyHeader},
+				},
+				EnableHTTP2: true}),
+			rw("https://grafana-cloud.example.com/api/prom/push", "grafana-cloud-2", promcfg.HTTPClientConfig{
+				OAuth2: &promcfg.OAuth2{ClientID: "anomalyd", ClientSecret: "hunter2", TokenURL: "https://auth.example.com/oauth2/token",
+					ProxyConfig: promcfg.ProxyConfig{ProxyFromEnvironment: true}},
+				EnableHTTP2: true}),
 		},
 		Warmup: WarmupConfig{
 			RemoteRead: &HTTPClientConfig{
 				URL:           "https://prometheus.example.com/api/v1/read",
 				RemoteTimeout: model.Duration(2 * time.Minute),
 				Headers:       map[string]string{"X-Scope-OrgID": "anomalyd"},
-				BasicAuth:     &BasicAuth{Username: "anomalyd", Password: "hunter2"},
-				TLSConfig:     TLSConfig{CAFile: "testdata/secrets/ca.pem", ServerName: "prometheus.internal"},
+				Client: promcfg.HTTPClientConfig{
+					BasicAuth:   &promcfg.BasicAuth{Username: "anomalyd", Password: "hunter2"},
+					TLSConfig:   promcfg.TLSConfig{CAFile: "testdata/secrets/ca.pem", ServerName: "prometheus.internal"},
+					EnableHTTP2: true,
+				},
 			},
 			Lookback:           model.Duration(8 * 24 * time.Hour),
 			Concurrency:        2,
@@ -448,12 +473,20 @@ func TestFullConfigHasEveryKey(t *testing.T) {
 
 	// warmup.remote_read has the keys of a remote_write entry, documented there.
 	skip := map[string]bool{"rules.detectors": true, "warmup.remote_read": true}
+	// Keys of Prometheus's client config that anomalyd refuses
+	// (TestUnsupportedClientKeys) cannot be in the file.
+	refused := map[string]bool{}
+	for _, k := range unsupportedClientKeys {
+		refused["remote_write."+k] = true
+	}
+	marshaler := reflect.TypeFor[yaml.Marshaler]()
 	var walkType func(prefix string, t reflect.Type)
 	walkType = func(prefix string, typ reflect.Type) {
 		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
 			typ = typ.Elem()
 		}
-		if typ.Kind() != reflect.Struct {
+		// A type that marshals itself (a URL) is one value, not a block.
+		if typ.Kind() != reflect.Struct || typ.Implements(marshaler) {
 			return
 		}
 		for f := range typ.Fields() {
@@ -466,6 +499,9 @@ func TestFullConfigHasEveryKey(t *testing.T) {
 				continue
 			}
 			p := joinKey(prefix, name)
+			if refused[p] {
+				continue
+			}
 			if !inFile[p] {
 				t.Errorf("testdata/full.good.yml does not set %s", p)
 			}
@@ -544,7 +580,7 @@ func TestPartialBlocks(t *testing.T) {
 	rw0.URL, rw0.Name = "http://localhost:9090/api/v1/write", "e9eb76"
 	rw0.QueueConfig.MaxShards = 8
 	rw1.URL, rw1.Name = "https://localhost:9091/api/v1/write", "f62bc3"
-	rw1.Authorization = &Authorization{Type: "Bearer", Credentials: "token"}
+	rw1.Client.Authorization = &promcfg.Authorization{Type: "Bearer", Credentials: "token"}
 	want.RemoteWrite = []*RemoteWriteConfig{&rw0, &rw1}
 	if err := want.validate(); err != nil {
 		t.Fatal(err)
@@ -666,8 +702,8 @@ func TestStringShowsSecretPlaceholder(t *testing.T) {
 		}
 	}
 	// The loaded config itself keeps the secret.
-	if c.RemoteWrite[1].BasicAuth.Password != "hunter2" {
-		t.Errorf("password = %q", c.RemoteWrite[1].BasicAuth.Password)
+	if c.RemoteWrite[1].Client.BasicAuth.Password != "hunter2" {
+		t.Errorf("password = %q", c.RemoteWrite[1].Client.BasicAuth.Password)
 	}
 }
 
@@ -683,7 +719,9 @@ func TestLoadFile(t *testing.T) {
 	src := "remote_write:\n" +
 		"  - url: https://a/\n    basic_auth: {username: u, password_file: pw}\n" +
 		"    tls_config: {ca_file: /etc/ssl/ca.pem, cert_file: ../c.pem, key_file: k.pem}\n" +
-		"  - url: https://b/\n    authorization: {credentials_file: sub/token}\n"
+		"  - url: https://b/\n    authorization: {credentials_file: sub/token}\n" +
+		"  - url: https://c/\n    oauth2: {client_id: i, client_secret_file: secret, token_url: 'https://t/', tls_config: {ca_file: oca.pem}}\n" +
+		"warmup:\n  remote_read: {url: 'https://d/', basic_auth: {username_file: user}}\n"
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -693,11 +731,14 @@ func TestLoadFile(t *testing.T) {
 	}
 	rw := c.RemoteWrite
 	for _, f := range []struct{ got, want string }{
-		{rw[0].BasicAuth.PasswordFile, filepath.Join(dir, "pw")},
-		{rw[0].TLSConfig.CAFile, "/etc/ssl/ca.pem"},
-		{rw[0].TLSConfig.CertFile, filepath.Join(filepath.Dir(dir), "c.pem")},
-		{rw[0].TLSConfig.KeyFile, filepath.Join(dir, "k.pem")},
-		{rw[1].Authorization.CredentialsFile, filepath.Join(dir, "sub/token")},
+		{rw[0].Client.BasicAuth.PasswordFile, filepath.Join(dir, "pw")},
+		{rw[0].Client.TLSConfig.CAFile, "/etc/ssl/ca.pem"},
+		{rw[0].Client.TLSConfig.CertFile, filepath.Join(filepath.Dir(dir), "c.pem")},
+		{rw[0].Client.TLSConfig.KeyFile, filepath.Join(dir, "k.pem")},
+		{rw[1].Client.Authorization.CredentialsFile, filepath.Join(dir, "sub/token")},
+		{rw[2].Client.OAuth2.ClientSecretFile, filepath.Join(dir, "secret")},
+		{rw[2].Client.OAuth2.TLSConfig.CAFile, filepath.Join(dir, "oca.pem")},
+		{c.Warmup.RemoteRead.Client.BasicAuth.UsernameFile, filepath.Join(dir, "user")},
 	} {
 		if f.got != f.want {
 			t.Errorf("got %q, want %q", f.got, f.want)
@@ -801,18 +842,44 @@ func maskSecrets(c *Config) *Config {
 	return &n
 }
 
+// secretPlaceholder is what String shows for a secret, as Prometheus does.
+const secretPlaceholder = "<secret>"
+
 func maskClientSecrets(c HTTPClientConfig) HTTPClientConfig {
-	if c.BasicAuth != nil && c.BasicAuth.Password != "" {
-		ba := *c.BasicAuth
+	cc := &c.Client
+	if cc.BasicAuth != nil && cc.BasicAuth.Password != "" {
+		ba := *cc.BasicAuth
 		ba.Password = secretPlaceholder
-		c.BasicAuth = &ba
+		cc.BasicAuth = &ba
 	}
-	if c.Authorization != nil && c.Authorization.Credentials != "" {
-		a := *c.Authorization
+	if cc.Authorization != nil && cc.Authorization.Credentials != "" {
+		a := *cc.Authorization
 		a.Credentials = secretPlaceholder
-		c.Authorization = &a
+		cc.Authorization = &a
+	}
+	cc.ProxyConnectHeader = maskProxyHeader(cc.ProxyConnectHeader)
+	if cc.OAuth2 != nil {
+		o := *cc.OAuth2
+		if o.ClientSecret != "" {
+			o.ClientSecret = secretPlaceholder
+		}
+		o.ProxyConnectHeader = maskProxyHeader(o.ProxyConnectHeader)
+		cc.OAuth2 = &o
 	}
 	return c
+}
+
+func maskProxyHeader(h promcfg.ProxyHeader) promcfg.ProxyHeader {
+	if h == nil {
+		return nil
+	}
+	m := promcfg.ProxyHeader{}
+	for k, vs := range h {
+		for range vs {
+			m[k] = append(m[k], secretPlaceholder)
+		}
+	}
+	return m
 }
 
 // FuzzLoad checks that Load does not panic and that every config it accepts

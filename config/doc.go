@@ -71,9 +71,11 @@
 // # Secrets and files
 //
 // Config.String prints the effective configuration as YAML that Load accepts,
-// with basic_auth.password and authorization.credentials shown as <secret>
-// (so two configs differing only in a secret print the same). Credentials in
-// the url are rejected: the url is logged. LoadFile resolves relative
-// password_file, credentials_file, ca_file, cert_file and key_file names
-// against the config file's directory; files are read by the sink, not here.
+// with every secret of Prometheus's HTTP client config (passwords,
+// credentials, client secrets, proxy CONNECT headers) shown as <secret> by
+// its Secret type (so two configs differing only in a secret print the
+// same). Credentials in the url are rejected: the url is logged. LoadFile
+// resolves the relative file names of the client keys (HTTPClientConfig)
+// against the config file's directory; the files are read by the clients
+// NewClient builds, again when they change, not here.
 package config

@@ -22,18 +22,22 @@ const docConfigFile = "../docs/configuration.md"
 // docFreeMaps are keys whose value is a map of names the user chooses
 // (HTTP header names): documented as one key, not walked into.
 var docFreeMaps = map[string]bool{
-	"remote_write[].headers":     true,
-	"warmup.remote_read.headers": true,
+	"remote_write[].headers":                     true,
+	"warmup.remote_read.headers":                 true,
+	"remote_write[].proxy_connect_header":        true,
+	"remote_write[].oauth2.proxy_connect_header": true,
+	"remote_write[].oauth2.endpoint_params":      true,
 }
 
 // docAliases are blocks that take the keys of another block. A key under
 // prefix is documented when the block itself (prefix without the dot) and
 // the same key under as are: a rule's detectors block overrides the
-// top-level detectors keys, and warmup.remote_read has the connection keys
-// of a remote_write entry.
+// top-level detectors keys, warmup.remote_read has the connection keys of a
+// remote_write entry, and oauth2.tls_config the keys of tls_config.
 var docAliases = []struct{ prefix, as string }{
 	{"rules[].detectors.", "detectors."},
 	{"warmup.remote_read.", "remote_write[]."},
+	{"remote_write[].oauth2.tls_config.", "remote_write[].tls_config."},
 }
 
 // docRow is one row of a key table.

@@ -2,33 +2,214 @@ package config
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
 // HTTPClientConfig is how anomalyd reaches another server: a remote_write
 // store or the Prometheus that warm-up reads history from. Keys mirror
-// Prometheus's remote_write and remote_read blocks.
+// Prometheus's remote_write and remote_read blocks: url, remote_timeout and
+// headers, then Prometheus's HTTP client keys inline (Client).
 type HTTPClientConfig struct {
 	URL           string            `yaml:"url"`
 	RemoteTimeout model.Duration    `yaml:"remote_timeout"`
 	Headers       map[string]string `yaml:"headers,omitempty"`
-	BasicAuth     *BasicAuth        `yaml:"basic_auth,omitempty"`
-	Authorization *Authorization    `yaml:"authorization,omitempty"`
-	TLSConfig     TLSConfig         `yaml:"tls_config,omitempty"`
+	// Client holds basic_auth, authorization, oauth2, tls_config, the proxy
+	// keys, follow_redirects and enable_http2, inline as in Prometheus. Only
+	// the keys clientKeys decodes can be set: the type's others
+	// (bearer_token, http_headers, the *_ref keys, inline PEM, the JWT
+	// grant) are unknown keys in a file, so a Config never holds them.
+	Client promcfg.HTTPClientConfig `yaml:",inline"`
+}
+
+// DefaultClientConfig is the default of the Prometheus HTTP client keys.
+// follow_redirects is false, unlike in Prometheus: anomalyd only POSTs, a
+// 301 or 302 turns a POST into a GET without its body, and a 3xx reported
+// as an error tells the user to fix the url.
+var DefaultClientConfig = promcfg.HTTPClientConfig{
+	FollowRedirects: false,
+	EnableHTTP2:     true,
+}
+
+// proxyKeys decode the proxy keys of a client block or of its oauth2 block.
+// Each field points into the value decoded, so a key left out or set to
+// null keeps its value; proxy_url is parsed by apply, so that its error
+// names the key.
+type proxyKeys struct {
+	ProxyURL             *string              `yaml:"proxy_url"`
+	NoProxy              *string              `yaml:"no_proxy"`
+	ProxyFromEnvironment *bool                `yaml:"proxy_from_environment"`
+	ProxyConnectHeader   *promcfg.ProxyHeader `yaml:"proxy_connect_header"`
+}
+
+func newProxyKeys(p *promcfg.ProxyConfig) proxyKeys {
+	raw := ""
+	if p.ProxyURL.URL != nil {
+		raw = p.ProxyURL.String()
+	}
+	return proxyKeys{ProxyURL: &raw, NoProxy: &p.NoProxy,
+		ProxyFromEnvironment: &p.ProxyFromEnvironment, ProxyConnectHeader: &p.ProxyConnectHeader}
+}
+
+// apply parses proxy_url into p; key is its path in errors.
+func (k proxyKeys) apply(key string, p *promcfg.ProxyConfig) error {
+	if *k.ProxyURL == "" {
+		p.ProxyURL = promcfg.URL{}
+		return nil
+	}
+	u, err := url.Parse(*k.ProxyURL)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "socks5" && u.Scheme != "socks5h":
+		return fmt.Errorf("%s: unsupported scheme %q (want http, https or socks5)", key, u.Scheme)
+	case u.Host == "":
+		return fmt.Errorf("%s: %q has no host", key, *k.ProxyURL)
+	}
+	p.ProxyURL = promcfg.URL{URL: u}
+	return nil
+}
+
+// clientKeys decode an HTTPClientConfig: inline in the block's own decoding
+// struct (RemoteWriteConfig.UnmarshalYAML, WarmupConfig.UnmarshalYAML), then
+// apply. The leaves point into the config, so a key left out or set to null
+// keeps its default; the blocks are decoded by apply into types that have
+// only the keys anomalyd supports, so any other key is a strict-mode error
+// naming it ("field password_ref not found in type config.BasicAuth").
+type clientKeys struct {
+	URL             *string            `yaml:"url"`
+	RemoteTimeout   *model.Duration    `yaml:"remote_timeout"`
+	Headers         *map[string]string `yaml:"headers"`
+	BasicAuth       lazy               `yaml:"basic_auth"`
+	Authorization   lazy               `yaml:"authorization"`
+	OAuth2          lazy               `yaml:"oauth2"`
+	TLSConfig       lazy               `yaml:"tls_config"`
+	FollowRedirects *bool              `yaml:"follow_redirects"`
+	EnableHTTP2     *bool              `yaml:"enable_http2"`
+	Proxy           proxyKeys          `yaml:",inline"`
+}
+
+func newClientKeys(c *HTTPClientConfig) clientKeys {
+	return clientKeys{
+		URL: &c.URL, RemoteTimeout: &c.RemoteTimeout, Headers: &c.Headers,
+		FollowRedirects: &c.Client.FollowRedirects, EnableHTTP2: &c.Client.EnableHTTP2,
+		Proxy: newProxyKeys(&c.Client.ProxyConfig),
+	}
+}
+
+// apply decodes the blocks of k into c. Errors name the key.
+func (k *clientKeys) apply(c *HTTPClientConfig) error {
+	cc := &c.Client
+	if k.BasicAuth.unmarshal != nil {
+		// Named BasicAuth so that strict-mode errors read "… in type config.BasicAuth".
+		type BasicAuth struct {
+			Username     string         `yaml:"username"`
+			UsernameFile string         `yaml:"username_file"`
+			Password     promcfg.Secret `yaml:"password"`
+			PasswordFile string         `yaml:"password_file"`
+		}
+		var b BasicAuth
+		if err := k.BasicAuth.unmarshal(&b); err != nil {
+			return err
+		}
+		cc.BasicAuth = &promcfg.BasicAuth{Username: b.Username, UsernameFile: b.UsernameFile,
+			Password: b.Password, PasswordFile: b.PasswordFile}
+	}
+	if k.Authorization.unmarshal != nil {
+		type Authorization struct {
+			Type            string         `yaml:"type"`
+			Credentials     promcfg.Secret `yaml:"credentials"`
+			CredentialsFile string         `yaml:"credentials_file"`
+		}
+		var a Authorization
+		if err := k.Authorization.unmarshal(&a); err != nil {
+			return err
+		}
+		cc.Authorization = &promcfg.Authorization{Type: a.Type, Credentials: a.Credentials, CredentialsFile: a.CredentialsFile}
+	}
+	if k.OAuth2.unmarshal != nil {
+		o := new(promcfg.OAuth2)
+		type OAuth2 struct {
+			ClientID         string            `yaml:"client_id"`
+			ClientSecret     promcfg.Secret    `yaml:"client_secret"`
+			ClientSecretFile string            `yaml:"client_secret_file"`
+			Scopes           []string          `yaml:"scopes"`
+			TokenURL         string            `yaml:"token_url"`
+			EndpointParams   map[string]string `yaml:"endpoint_params"`
+			TLSConfig        lazy              `yaml:"tls_config"`
+			Proxy            proxyKeys         `yaml:",inline"`
+		}
+		raw := OAuth2{Proxy: newProxyKeys(&o.ProxyConfig)}
+		if err := k.OAuth2.unmarshal(&raw); err != nil {
+			return err
+		}
+		o.ClientID, o.ClientSecret, o.ClientSecretFile = raw.ClientID, raw.ClientSecret, raw.ClientSecretFile
+		o.Scopes, o.TokenURL, o.EndpointParams = raw.Scopes, raw.TokenURL, raw.EndpointParams
+		if err := decodeTLSConfig("oauth2.tls_config", raw.TLSConfig, &o.TLSConfig); err != nil {
+			return err
+		}
+		if err := raw.Proxy.apply("oauth2.proxy_url", &o.ProxyConfig); err != nil {
+			return err
+		}
+		cc.OAuth2 = o
+	}
+	if err := decodeTLSConfig("tls_config", k.TLSConfig, &cc.TLSConfig); err != nil {
+		return err
+	}
+	return k.Proxy.apply("proxy_url", &cc.ProxyConfig)
+}
+
+// decodeTLSConfig decodes l over *dst (keys left out keep their values);
+// key is the block's path in errors.
+func decodeTLSConfig(key string, l lazy, dst *promcfg.TLSConfig) error {
+	if l.unmarshal == nil {
+		return nil
+	}
+	type TLSConfig struct {
+		CAFile             string `yaml:"ca_file"`
+		CertFile           string `yaml:"cert_file"`
+		KeyFile            string `yaml:"key_file"`
+		ServerName         string `yaml:"server_name"`
+		InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+		MinVersion         string `yaml:"min_version"`
+		MaxVersion         string `yaml:"max_version"`
+	}
+	t := TLSConfig{CAFile: dst.CAFile, CertFile: dst.CertFile, KeyFile: dst.KeyFile, ServerName: dst.ServerName,
+		InsecureSkipVerify: dst.InsecureSkipVerify, MinVersion: dst.MinVersion.String(), MaxVersion: dst.MaxVersion.String()}
+	if err := l.unmarshal(&t); err != nil {
+		return err
+	}
+	minV, err := parseTLSVersion(key+".min_version", t.MinVersion)
+	if err != nil {
+		return err
+	}
+	maxV, err := parseTLSVersion(key+".max_version", t.MaxVersion)
+	if err != nil {
+		return err
+	}
+	*dst = promcfg.TLSConfig{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: minV, MaxVersion: maxV}
+	return nil
+}
+
+// parseTLSVersion parses TLS10 … TLS13; "" is 0 (Go's default).
+func parseTLSVersion(key, s string) (promcfg.TLSVersion, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if v, ok := promcfg.TLSVersions[s]; ok {
+		return v, nil
+	}
+	return 0, fmt.Errorf("%s: unknown TLS version %q; want TLS10, TLS11, TLS12 or TLS13", key, s)
 }
 
 // validate checks c and sets the default authorization type. Errors are
@@ -57,7 +238,7 @@ func (c *HTTPClientConfig) validate() error {
 	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
 		switch {
 		case strings.EqualFold(name, "Authorization"):
-			return fmt.Errorf("headers: set Authorization with basic_auth or authorization, not headers")
+			return fmt.Errorf("headers: set Authorization with basic_auth, authorization or oauth2, not headers")
 		case reservedHeaders[strings.ToLower(name)]:
 			return fmt.Errorf("headers: %q is set by anomalyd and cannot be changed", name)
 		case !validHeaderName(name):
@@ -66,13 +247,28 @@ func (c *HTTPClientConfig) validate() error {
 			return fmt.Errorf("headers: value of %q contains a line break or NUL", name)
 		}
 	}
-	if c.BasicAuth != nil && c.Authorization != nil {
-		return fmt.Errorf("basic_auth and authorization must not both be set")
+	cc := &c.Client
+	var auth []string
+	for _, a := range []struct {
+		key string
+		set bool
+	}{{"basic_auth", cc.BasicAuth != nil}, {"authorization", cc.Authorization != nil}, {"oauth2", cc.OAuth2 != nil}} {
+		if a.set {
+			auth = append(auth, a.key)
+		}
 	}
-	if ba := c.BasicAuth; ba != nil && ba.Password != "" && ba.PasswordFile != "" {
-		return fmt.Errorf("basic_auth: password and password_file must not both be set")
+	if len(auth) > 1 {
+		return fmt.Errorf("%s and %s must not both be set", auth[0], auth[1])
 	}
-	if a := c.Authorization; a != nil {
+	if ba := cc.BasicAuth; ba != nil {
+		if ba.Username != "" && ba.UsernameFile != "" {
+			return fmt.Errorf("basic_auth: username and username_file must not both be set")
+		}
+		if ba.Password != "" && ba.PasswordFile != "" {
+			return fmt.Errorf("basic_auth: password and password_file must not both be set")
+		}
+	}
+	if a := cc.Authorization; a != nil {
 		if a.Type == "" {
 			a.Type = "Bearer"
 		}
@@ -87,125 +283,151 @@ func (c *HTTPClientConfig) validate() error {
 			return fmt.Errorf("authorization: credentials or credentials_file is required")
 		}
 	}
-	if (c.TLSConfig.CertFile == "") != (c.TLSConfig.KeyFile == "") {
-		return fmt.Errorf("tls_config: cert_file and key_file must be set together")
+	if o := cc.OAuth2; o != nil {
+		if err := validateOAuth2(o); err != nil {
+			return fmt.Errorf("oauth2: %w", err)
+		}
+	}
+	if err := validateTLSConfig(&cc.TLSConfig); err != nil {
+		return fmt.Errorf("tls_config: %w", err)
+	}
+	if err := cc.ProxyConfig.Validate(); err != nil {
+		return err
+	}
+	// What is left of Prometheus's own checks; the above report the same
+	// mistakes naming the key.
+	return cc.Validate()
+}
+
+func validateOAuth2(o *promcfg.OAuth2) error {
+	if o.ClientID == "" {
+		return fmt.Errorf("client_id is required")
+	}
+	switch {
+	case o.ClientSecret != "" && o.ClientSecretFile != "":
+		return fmt.Errorf("client_secret and client_secret_file must not both be set")
+	case o.ClientSecret == "" && o.ClientSecretFile == "":
+		return fmt.Errorf("client_secret or client_secret_file is required")
+	}
+	if o.TokenURL == "" {
+		return fmt.Errorf("token_url is required")
+	}
+	u, err := url.Parse(o.TokenURL)
+	if err != nil {
+		return fmt.Errorf("token_url: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("token_url %q must be http:// or https:// with a host", o.TokenURL)
+	}
+	if err := validateTLSConfig(&o.TLSConfig); err != nil {
+		return fmt.Errorf("tls_config: %w", err)
+	}
+	return o.ProxyConfig.Validate()
+}
+
+func validateTLSConfig(t *promcfg.TLSConfig) error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return fmt.Errorf("cert_file and key_file must be set together")
+	}
+	if t.MinVersion != 0 && t.MaxVersion != 0 && t.MaxVersion < t.MinVersion {
+		return fmt.Errorf("max_version %s is below min_version %s", tlsVersionName(t.MaxVersion), tlsVersionName(t.MinVersion))
 	}
 	return nil
 }
 
+func tlsVersionName(v promcfg.TLSVersion) string { return tls.VersionName(uint16(v)) }
+
 // setDirectory resolves relative file names in c against dir.
-func (c *HTTPClientConfig) setDirectory(dir string) {
-	join := func(p *string) {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(dir, *p)
+func (c *HTTPClientConfig) setDirectory(dir string) { c.Client.SetDirectory(dir) }
+
+// files returns the files c names, by key.
+func (c *HTTPClientConfig) files() [][2]string {
+	var fs [][2]string
+	add := func(key, path string) {
+		if path != "" {
+			fs = append(fs, [2]string{key, path})
 		}
 	}
-	if c.BasicAuth != nil {
-		join(&c.BasicAuth.PasswordFile)
+	addTLS := func(key string, t *promcfg.TLSConfig) {
+		add(key+".ca_file", t.CAFile)
+		add(key+".cert_file", t.CertFile)
+		add(key+".key_file", t.KeyFile)
 	}
-	if c.Authorization != nil {
-		join(&c.Authorization.CredentialsFile)
+	cc := &c.Client
+	if ba := cc.BasicAuth; ba != nil {
+		add("basic_auth.username_file", ba.UsernameFile)
+		add("basic_auth.password_file", ba.PasswordFile)
 	}
-	join(&c.TLSConfig.CAFile)
-	join(&c.TLSConfig.CertFile)
-	join(&c.TLSConfig.KeyFile)
+	if a := cc.Authorization; a != nil {
+		add("authorization.credentials_file", a.CredentialsFile)
+	}
+	if o := cc.OAuth2; o != nil {
+		add("oauth2.client_secret_file", o.ClientSecretFile)
+		addTLS("oauth2.tls_config", &o.TLSConfig)
+	}
+	addTLS("tls_config", &cc.TLSConfig)
+	return fs
 }
 
-// NewClient returns an HTTP client for c that keeps up to conns idle
-// connections (one per request the caller keeps in flight). No proxy: like
-// Prometheus (proxy_from_environment defaults to false), an HTTP_PROXY meant
-// for other traffic is not used silently. Redirects are not followed: a POST
-// turned into a GET would lose its body; a 3xx is reported to the caller so
-// the user fixes the URL. The timeout is the caller's (RemoteTimeout per
-// request, through the request's context).
-func (c *HTTPClientConfig) NewClient(conns int) (*http.Client, error) {
-	tlsCfg, err := newTLSConfig(&c.TLSConfig)
+// NewClient returns an HTTP client for c, named name (the dialer_name of
+// Prometheus's connection metrics), that sends userAgent as User-Agent and
+// c.Headers on every request. Credential, CA and certificate files are read
+// again when they change (the password files on every request), so a
+// rotated secret is used without a restart or a reload; NewClient reads
+// each once, so that a missing file fails now and names its key. The
+// timeout is the caller's (RemoteTimeout per request, through the request's
+// context). No proxy unless configured: like Prometheus
+// (proxy_from_environment defaults to false), an HTTP_PROXY meant for other
+// traffic is not used silently.
+func (c *HTTPClientConfig) NewClient(name, userAgent string) (*http.Client, error) {
+	// Validate a copy: c may come from a test rather than Load, and
+	// validate sets the default authorization type.
+	v := *c
+	if a := v.Client.Authorization; a != nil {
+		a2 := *a
+		v.Client.Authorization = &a2
+	}
+	if err := v.validate(); err != nil {
+		return nil, err
+	}
+	for _, f := range v.files() {
+		if _, err := os.ReadFile(f[1]); err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", f[0], err)
+		}
+	}
+	hc, err := promcfg.NewClientFromConfig(v.Client, name, promcfg.WithUserAgent(userAgent))
 	if err != nil {
 		return nil, err
 	}
-	tr := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:       tlsCfg,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          conns,
-		MaxIdleConnsPerHost:   conns,
-		IdleConnTimeout:       5 * time.Minute,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
+	if len(v.Headers) > 0 {
+		h := make(http.Header, len(v.Headers))
+		for k, val := range v.Headers {
+			h.Set(k, val)
+		}
+		hc.Transport = &headerRoundTripper{header: h, next: hc.Transport}
 	}
-	return &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, nil
+	return hc, nil
 }
 
-// newTLSConfig loads the CA and the client certificate once, at start.
-func newTLSConfig(c *TLSConfig) (*tls.Config, error) {
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         c.ServerName,
-		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // the user asked for it
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read tls_config.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls_config.ca_file %q holds no PEM certificate", c.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if (c.CertFile == "") != (c.KeyFile == "") {
-		return nil, errors.New("tls_config.cert_file and tls_config.key_file must be set together")
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot load tls_config.cert_file / key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+// headerRoundTripper sets the headers of the headers key on every request.
+type headerRoundTripper struct {
+	header http.Header
+	next   http.RoundTripper
 }
 
-// StaticHeaders returns the headers to set on every request: c.Headers, then
-// the Authorization header from basic_auth or authorization (files are read
-// now, once).
-func (c *HTTPClientConfig) StaticHeaders() (http.Header, error) {
-	h := make(http.Header, len(c.Headers)+1)
-	for k, v := range c.Headers {
-		h.Set(k, v)
+func (rt *headerRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A RoundTripper must not change the caller's request.
+	req = req.Clone(req.Context())
+	for k, v := range rt.header {
+		req.Header[k] = v
 	}
-	if c.BasicAuth != nil && c.Authorization != nil {
-		return nil, errors.New("at most one of basic_auth and authorization may be set")
+	return rt.next.RoundTrip(req)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport.
+func (rt *headerRoundTripper) CloseIdleConnections() {
+	if ci, ok := rt.next.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
 	}
-	if ba := c.BasicAuth; ba != nil {
-		pw := ba.Password
-		if ba.PasswordFile != "" {
-			b, err := os.ReadFile(ba.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("cannot read basic_auth.password_file: %w", err)
-			}
-			pw = strings.TrimSpace(string(b))
-		}
-		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(ba.Username+":"+pw)))
-	}
-	if a := c.Authorization; a != nil {
-		typ := a.Type
-		if typ == "" {
-			typ = "Bearer"
-		}
-		cred := a.Credentials
-		if a.CredentialsFile != "" {
-			b, err := os.ReadFile(a.CredentialsFile)
-			if err != nil {
-				return nil, fmt.Errorf("cannot read authorization.credentials_file: %w", err)
-			}
-			cred = strings.TrimSpace(string(b))
-		}
-		h.Set("Authorization", typ+" "+cred)
-	}
-	return h, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v2"
 )
 
 var (
@@ -39,6 +40,7 @@ var (
 	// DefaultWarmupRemoteRead is the default of warmup.remote_read.
 	DefaultWarmupRemoteRead = HTTPClientConfig{
 		RemoteTimeout: model.Duration(time.Minute), // as Prometheus's remote_read
+		Client:        DefaultClientConfig,
 	}
 
 	// DefaultHistoryConfig keeps one hour of output samples for
@@ -140,18 +142,17 @@ func (c *WarmupConfig) UnmarshalYAML(unmarshal func(any) error) error {
 		rr := DefaultWarmupRemoteRead
 		// Named HTTPClientConfig for the same reason as above.
 		type HTTPClientConfig struct {
-			URL           *string            `yaml:"url"`
-			RemoteTimeout *model.Duration    `yaml:"remote_timeout"`
-			Headers       *map[string]string `yaml:"headers"`
-			BasicAuth     **BasicAuth        `yaml:"basic_auth"`
-			Authorization **Authorization    `yaml:"authorization"`
-			TLSConfig     *TLSConfig         `yaml:"tls_config"`
+			Client clientKeys `yaml:",inline"`
 		}
-		if err := raw.RemoteRead.unmarshal(&HTTPClientConfig{
-			URL: &rr.URL, RemoteTimeout: &rr.RemoteTimeout, Headers: &rr.Headers,
-			BasicAuth: &rr.BasicAuth, Authorization: &rr.Authorization, TLSConfig: &rr.TLSConfig,
-		}); err != nil {
+		keys := HTTPClientConfig{Client: newClientKeys(&rr)}
+		if err := raw.RemoteRead.unmarshal(&keys); err != nil {
 			return err
+		}
+		if err := keys.Client.apply(&rr); err != nil {
+			if _, ok := err.(*yaml.TypeError); ok {
+				return err // names its line
+			}
+			return fmt.Errorf("remote_read: %w", err)
 		}
 		c.RemoteRead = &rr
 	}

@@ -51,12 +51,10 @@ const sampleBytes = 16
 // Client reads series history from a Prometheus remote-read endpoint
 // (/api/v1/read). It is safe for concurrent use.
 type Client struct {
-	url       string
-	hc        *http.Client
-	headers   http.Header // static: the user's headers and Authorization
-	userAgent string
-	timeout   time.Duration
-	maxFrame  uint64
+	url      string
+	hc       *http.Client // sends the user's headers, the credentials and User-Agent
+	timeout  time.Duration
+	maxFrame uint64
 	// ignore is a label name left out of the answered series before they
 	// are matched to the series asked for (SetIgnoreLabel), or "".
 	ignore string
@@ -69,19 +67,14 @@ type Client struct {
 // Call it before the first Read.
 func (c *Client) SetIgnoreLabel(name string) { c.ignore = name }
 
-// NewClient returns a client for cfg that keeps up to conns connections
-// (one per request in flight). userAgent is sent as User-Agent, as
+// NewClient returns a client for cfg. userAgent is sent as User-Agent, as
 // "anomalyd/<version>".
-func NewClient(cfg *config.HTTPClientConfig, conns int, userAgent string) (*Client, error) {
-	hc, err := cfg.NewClient(conns)
+func NewClient(cfg *config.HTTPClientConfig, userAgent string) (*Client, error) {
+	hc, err := cfg.NewClient("warmup_remote_read", userAgent)
 	if err != nil {
 		return nil, fmt.Errorf("cannot set up warmup.remote_read: %w", err)
 	}
-	h, err := cfg.StaticHeaders()
-	if err != nil {
-		return nil, fmt.Errorf("cannot set up warmup.remote_read: %w", err)
-	}
-	return &Client{url: cfg.URL, hc: hc, headers: h, userAgent: userAgent,
+	return &Client{url: cfg.URL, hc: hc,
 		timeout: time.Duration(cfg.RemoteTimeout), maxFrame: DefaultMaxFrameBytes}, nil
 }
 
@@ -146,13 +139,9 @@ func (c *Client) read(ctx context.Context, qs []Query, res *reservation) ([][]wi
 		return nil, st, permanentError{fmt.Errorf("cannot build remote-read request: %w", err)}
 	}
 	// Prometheus's remote-read client sends these (storage/remote/client.go).
-	for k, v := range c.headers {
-		req.Header[k] = v
-	}
 	req.Header.Set("Content-Encoding", wire.EncodingSnappy)
 	req.Header.Set("Accept-Encoding", wire.EncodingSnappy)
 	req.Header.Set("Content-Type", wire.ContentTypeProtobuf)
-	req.Header.Set("User-Agent", c.userAgent)
 	req.Header.Set(wire.HeaderReadVersion, wire.ReadVersion)
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 )
@@ -313,5 +317,44 @@ func TestReadIgnoresReplicaLabel(t *testing.T) {
 				t.Fatalf("with SetIgnoreLabel(__replica__): got %d samples %v…, want %d", len(out[0]), head(out[0]), len(want))
 			}
 		})
+	}
+}
+
+// TestReadCredentialsFile: the client is config's: the credentials of
+// authorization.credentials_file arrive, and a rewritten file is sent by
+// the next request without building the client again.
+func TestReadCredentialsFile(t *testing.T) {
+	f, srv := newFakeProm(t)
+	a := lbls("__name__", "up", "job", "a")
+	f.add(a, steps(t0, 10, 15_000, func(i int) float64 { return float64(i) }))
+	tok := filepath.Join(t.TempDir(), "token")
+	write := func(s string) {
+		if err := os.WriteFile(tok, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("first\n")
+	cfg := config.DefaultWarmupRemoteRead
+	cfg.URL = srv.URL + "/api/v1/read"
+	cfg.Client.Authorization = &promcfg.Authorization{Type: "Bearer", CredentialsFile: tok}
+	c, err := NewClient(&cfg, "anomalyd/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Bearer first", "Bearer second"} {
+		out, _, err := c.Read(t.Context(), []Query{{Labels: a, Start: t0, End: t0 + 1e9}}, 64<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out[0]) != 10 {
+			t.Errorf("got %d samples, want 10", len(out[0]))
+		}
+		f.mu.Lock()
+		got := f.header.Get("Authorization")
+		f.mu.Unlock()
+		if got != want {
+			t.Errorf("Authorization %q, want %q", got, want)
+		}
+		write("second\n")
 	}
 }

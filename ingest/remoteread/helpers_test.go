@@ -194,7 +194,7 @@ func testClient(t *testing.T, url string) *Client {
 	cfg := config.DefaultWarmupRemoteRead
 	cfg.URL = url + "/api/v1/read"
 	cfg.Headers = map[string]string{"X-Scope-OrgID": "tenant-1"}
-	c, err := NewClient(&cfg, 2, "anomalyd/test")
+	c, err := NewClient(&cfg, "anomalyd/test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func NewWarmer(cfg *config.WarmupConfig, userAgent string, reg *selfmon.Registry
 	if cfg.RemoteRead == nil {
 		return nil, errors.New("BUG: remoteread: NewWarmer without warmup.remote_read")
 	}
-	c, err := NewClient(cfg.RemoteRead, cfg.Concurrency, userAgent)
+	c, err := NewClient(cfg.RemoteRead, userAgent)
 	if err != nil {
 		return nil, err
 	}

@@ -39,9 +39,6 @@ func (w *RemoteWriter) store(body []byte, rw2 bool, attempt int) (res storeResul
 	if err != nil {
 		return storeResult{err: err}
 	}
-	for k, v := range w.header {
-		req.Header[k] = v
-	}
 	if rw2 {
 		req.Header.Set("Content-Type", wire.ContentTypeWriteV2)
 		req.Header.Set(wire.HeaderWriteVersion, wire.WriteVersion2)
@@ -50,7 +47,6 @@ func (w *RemoteWriter) store(body []byte, rw2 bool, attempt int) (res storeResul
 		req.Header.Set(wire.HeaderWriteVersion, wire.WriteVersion1)
 	}
 	req.Header.Set("Content-Encoding", wire.EncodingSnappy)
-	req.Header.Set("User-Agent", w.userAgent)
 	if attempt > 0 {
 		req.Header.Set(wire.HeaderRetryAttempt, strconv.Itoa(attempt))
 	}

@@ -41,9 +41,7 @@ type RemoteWriter struct {
 	logger *zap.Logger
 	names  series.Names
 
-	client     *http.Client
-	header     http.Header // cfg.Headers and the auth header, set on every request
-	userAgent  string      // version.ComponentUserAgent, read once: main sets version.Version before
+	client     *http.Client // sends cfg.Headers, the credentials and User-Agent
 	timeout    time.Duration
 	rw2        bool        // protobuf_message asks for RW2
 	rw1Only    atomic.Bool // RW2 was refused by the store: RW1 from now on
@@ -144,11 +142,9 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir
 	default:
 		return nil, fmt.Errorf("remote_write %q: unknown protobuf_message %q, want %q or %q", name, cfg.ProtobufMessage, wire.MessageWriteV1, wire.MessageWriteV2)
 	}
-	client, err := cfg.NewClient(qc.MaxShards)
-	if err != nil {
-		return nil, fmt.Errorf("remote_write %q: %w", name, err)
-	}
-	header, err := cfg.StaticHeaders()
+	// User-Agent as Prometheus's: version.ComponentUserAgent, read here:
+	// main sets version.Version before.
+	client, err := cfg.NewClient("remote_write", version.ComponentUserAgent("anomalyd"))
 	if err != nil {
 		return nil, fmt.Errorf("remote_write %q: %w", name, err)
 	}
@@ -159,8 +155,6 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir
 		logger:     logger.With(zap.String("remote", name), zap.String("url", u.Redacted())),
 		names:      names,
 		client:     client,
-		header:     header,
-		userAgent:  version.ComponentUserAgent("anomalyd"),
 		timeout:    time.Duration(cfg.RemoteTimeout),
 		rw2:        rw2,
 		retry429:   qc.RetryOnRateLimit,

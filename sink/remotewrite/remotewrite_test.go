@@ -17,6 +17,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/model/value"
@@ -534,8 +535,8 @@ func TestRemoteWriterRW2Fallback(t *testing.T) {
 }
 
 // TestRemoteWriterAuth: basic auth, authorization and custom headers arrive
-// (files read at start, trailing newline trimmed), over plain HTTP and TLS
-// with a private CA.
+// (files read by the client, trailing newline trimmed), over plain HTTP and
+// TLS with a private CA.
 func TestRemoteWriterAuth(t *testing.T) {
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "pw")
@@ -550,22 +551,22 @@ func TestRemoteWriterAuth(t *testing.T) {
 		want   string
 	}{
 		{"basic password", false, func(c *config.RemoteWriteConfig) {
-			c.BasicAuth = &config.BasicAuth{Username: "u", Password: "p"}
+			c.Client.BasicAuth = &promcfg.BasicAuth{Username: "u", Password: "p"}
 		}, "Authorization", "Basic dTpw"},
 		{"basic password_file", false, func(c *config.RemoteWriteConfig) {
-			c.BasicAuth = &config.BasicAuth{Username: "u", PasswordFile: pwFile}
+			c.Client.BasicAuth = &promcfg.BasicAuth{Username: "u", PasswordFile: pwFile}
 		}, "Authorization", "Basic dTpzM2NyZXQ="},
 		{"bearer", false, func(c *config.RemoteWriteConfig) {
-			c.Authorization = &config.Authorization{Credentials: "abc"}
+			c.Client.Authorization = &promcfg.Authorization{Credentials: "abc"}
 		}, "Authorization", "Bearer abc"},
 		{"credentials_file and type", false, func(c *config.RemoteWriteConfig) {
-			c.Authorization = &config.Authorization{Type: "Token", CredentialsFile: tokFile}
+			c.Client.Authorization = &promcfg.Authorization{Type: "Token", CredentialsFile: tokFile}
 		}, "Authorization", "Token tok-from-file"},
 		{"custom header", false, func(c *config.RemoteWriteConfig) {
 			c.Headers = map[string]string{"X-Scope-OrgID": "tenant-1"}
 		}, "X-Scope-OrgID", "tenant-1"},
 		{"tls ca_file server_name", true, func(c *config.RemoteWriteConfig) {
-			c.Authorization = &config.Authorization{Credentials: "abc"}
+			c.Client.Authorization = &promcfg.Authorization{Credentials: "abc"}
 		}, "Authorization", "Bearer abc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -582,7 +583,7 @@ func TestRemoteWriterAuth(t *testing.T) {
 			if tc.tls {
 				ca := filepath.Join(dir, "ca.pem")
 				os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
-				cfg.TLSConfig = config.TLSConfig{CAFile: ca, ServerName: "example.com"}
+				cfg.Client.TLSConfig = promcfg.TLSConfig{CAFile: ca, ServerName: "example.com"}
 			}
 			w, logs := newTestWriter(t, cfg, nil)
 			w.Start()
@@ -770,13 +771,13 @@ func TestNewRemoteWriterErrors(t *testing.T) {
 	f(func(c *config.RemoteWriteConfig) { c.ProtobufMessage = "v3" }, `unknown protobuf_message "v3"`)
 	f(func(c *config.RemoteWriteConfig) { c.QueueConfig.MaxShards = 0 }, "queue_config.max_shards must be > 0")
 	f(func(c *config.RemoteWriteConfig) {
-		c.BasicAuth = &config.BasicAuth{Username: "u", PasswordFile: "/nonexistent"}
+		c.Client.BasicAuth = &promcfg.BasicAuth{Username: "u", PasswordFile: "/nonexistent"}
 	}, "cannot read basic_auth.password_file")
 	f(func(c *config.RemoteWriteConfig) {
-		c.Authorization = &config.Authorization{CredentialsFile: "/nonexistent"}
+		c.Client.Authorization = &promcfg.Authorization{CredentialsFile: "/nonexistent"}
 	}, "cannot read authorization.credentials_file")
-	f(func(c *config.RemoteWriteConfig) { c.TLSConfig.CertFile = "/c.pem" }, "cert_file and tls_config.key_file must be set together")
-	f(func(c *config.RemoteWriteConfig) { c.TLSConfig.CAFile = "/nonexistent" }, "cannot read tls_config.ca_file")
+	f(func(c *config.RemoteWriteConfig) { c.Client.TLSConfig.CertFile = "/c.pem" }, "tls_config: cert_file and key_file must be set together")
+	f(func(c *config.RemoteWriteConfig) { c.Client.TLSConfig.CAFile = "/nonexistent" }, "cannot read tls_config.ca_file")
 }
 
 func TestParseRetryAfter(t *testing.T) {
