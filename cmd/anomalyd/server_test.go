@@ -135,8 +135,9 @@ func TestOneVersion(t *testing.T) {
 	defer prom.Close()
 	_, url, _ := startServer(t, "warmup: {remote_read: {url: "+prom.URL+"/api/v1/read}}\n")
 	_, body := httpDo(t, http.MethodGet, url+"/metrics", nil)
-	want := fmt.Sprintf(`anomalyd_build_info{version=%q,revision=%q,branch=%q,goversion=%q} 1`,
-		version.Version, version.GetRevision(), version.Branch, runtime.Version())
+	// The text format sorts label names.
+	want := fmt.Sprintf(`anomalyd_build_info{branch=%q,goarch=%q,goos=%q,goversion=%q,revision=%q,tags=%q,version=%q} 1`,
+		version.Branch, runtime.GOARCH, runtime.GOOS, runtime.Version(), version.GetRevision(), version.GetTags(), version.Version)
 	if !strings.Contains(body, want+"\n") {
 		t.Errorf("/metrics lacks %s:\n%s", want, firstLines(body, 5))
 	}
