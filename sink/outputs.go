@@ -209,6 +209,7 @@ func (o *Outputs) Reload(cfg *config.Config) error {
 		ctx, cancel := context.WithTimeout(context.Background(), reloadStopTimeout)
 		old.Stop(ctx)
 		cancel()
+		old.ForgetRemoved(fan)
 		if o.started {
 			// After the old writers released their disk queues.
 			if err := fan.Start(); err != nil {

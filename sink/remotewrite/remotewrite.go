@@ -368,6 +368,22 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir st
 	return f, nil
 }
 
+// ForgetRemoved deletes the metrics of f's remotes that next (the fan-out
+// replacing f after a reload) does not have, so that a removed remote_write
+// entry leaves /metrics. Call it once f is stopped: a writer that is still
+// sending would bring its series back.
+func (f *Fanout) ForgetRemoved(next *Fanout) {
+	keep := map[string]bool{}
+	for _, w := range next.writers {
+		keep[w.name] = true
+	}
+	for _, w := range f.writers {
+		if !keep[w.name] {
+			w.m.sm.forget(w.name)
+		}
+	}
+}
+
 // Writers returns the writers, in config order. The slice is shared: do not modify it.
 func (f *Fanout) Writers() []*RemoteWriter { return f.writers }
 
@@ -498,6 +514,21 @@ func (sm *sinkMetrics) forRemote(remote string, w *RemoteWriter) writerMetrics {
 		droppedLimit:    sm.dropped.WithLabelValues(remote, "disk_limit"),
 		droppedDisk:     sm.dropped.WithLabelValues(remote, "disk_error"),
 		duration:        sm.duration.WithLabelValues(remote),
+	}
+}
+
+// forget deletes every series of remote, so that a remote a reload removed
+// leaves /metrics with its writer.
+func (sm *sinkMetrics) forget(remote string) {
+	l := prometheus.Labels{"remote": remote}
+	for _, v := range []*prometheus.CounterVec{sm.sent, sm.failed, sm.retried, sm.dropped, sm.requests} {
+		v.DeletePartialMatch(l)
+	}
+	sm.duration.DeletePartialMatch(l)
+	sm.capacity.DeletePartialMatch(l)
+	sm.diskMax.DeletePartialMatch(l)
+	for _, name := range []string{pendingName, diskBytesName, diskBlocksName} {
+		promreg.UnregisterFunc(sm.reg, name, l)
 	}
 }
 
