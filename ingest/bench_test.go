@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -99,7 +99,7 @@ func benchmarkIngest(b *testing.B, ha bool) {
 	const nSeries, perRequest = 100_000, 2000
 	cfg := config.Default()
 	opts := window.Options{Shards: runtime.GOMAXPROCS(0), QueueSize: 64, MaxSeries: 1_000_000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	shards := window.New(opts, window.CompileRules(cfg), nopAppender{}, reg)
 	shards.Start()
 	defer shards.Stop(b.Context())

@@ -163,13 +163,13 @@ func (t *haTracker) elect(cluster, replica []byte, now int64) haVerdict {
 			zap.String("replica", name), zap.Duration("silent_for", silent.Round(time.Millisecond)))
 		t.m.haFailovers.Inc()
 		if !t.closed {
-			t.m.haElected.Delete(string(cluster), c.replica)
+			t.m.haElected.DeleteLabelValues(string(cluster), c.replica)
 		}
 	}
 	c.replica = name
 	c.last.Store(now)
 	if !t.closed {
-		t.m.haElected.With(string(cluster), name).Set(1)
+		t.m.haElected.WithLabelValues(string(cluster), name).Set(1)
 	}
 	return haAnalyse
 }
@@ -184,7 +184,7 @@ func (t *haTracker) forgetSilent(now, timeout int64) bool {
 		if now-c.last.Load() > timeout {
 			delete(t.clusters, name)
 			if !t.closed {
-				t.m.haElected.Delete(name, c.replica)
+				t.m.haElected.DeleteLabelValues(name, c.replica)
 			}
 			return true
 		}
@@ -198,7 +198,7 @@ func (t *haTracker) close() {
 	defer t.mu.Unlock()
 	t.closed = true
 	for name, c := range t.clusters {
-		t.m.haElected.Delete(name, c.replica)
+		t.m.haElected.DeleteLabelValues(name, c.replica)
 	}
 }
 

@@ -10,11 +10,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"go.uber.org/zap"
 
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -24,16 +25,16 @@ func testHA() HAOptions {
 }
 
 // newTestTracker returns a tracker and the registry its metrics are in.
-func newTestTracker(o HAOptions) (*haTracker, *selfmon.Registry) {
-	reg := selfmon.NewRegistry()
+func newTestTracker(o HAOptions) (*haTracker, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
 	return newHATracker(o, newMetrics(reg), zap.NewNop()), reg
 }
 
 // selfMetrics returns the text of reg's lines that start with prefix.
-func selfMetrics(t *testing.T, reg *selfmon.Registry, prefix string) string {
+func selfMetrics(t *testing.T, reg *prometheus.Registry, prefix string) string {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := reg.WriteText(&buf); err != nil {
+	if err := promreg.WriteText(&buf, reg); err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
@@ -164,7 +165,7 @@ func newHAEnv(t *testing.T, ha HAOptions) *testEnv {
 	env := newEnv(t, 64, true)
 	o := testOptions()
 	o.HA = ha
-	env.reg = selfmon.NewRegistry()
+	env.reg = prometheus.NewRegistry()
 	env.h = NewHandler(o, env.shards, env.reg, zap.NewNop())
 	return env
 }
@@ -199,10 +200,10 @@ func TestHAHandler(t *testing.T) {
 			t.Fatalf("hash %x is not the hash of the key without the replica label", rec.Series.Hash)
 		}
 	}
-	if got := env.h.m.haDeduplicated.Value(); got != 10 {
+	if got := promreg.Value(env.h.m.haDeduplicated); got != 10 {
 		t.Fatalf("deduplicated samples: %g, want 10", got)
 	}
-	if got := env.h.m.received[protocolLabel(protoV1)].Value(); got != 10 {
+	if got := promreg.Value(env.h.m.received[protocolLabel(protoV1)]); got != 10 {
 		t.Fatalf("samples received (handed to the shards): %g, want 10", got)
 	}
 }
@@ -235,7 +236,7 @@ func TestHADeduplicatedRW2Written(t *testing.T) {
 			t.Fatalf("replica %s: %d, Samples-Written %q, Histograms-Written %q; want 204, 2 and 1", r, w.Code, samples, hists)
 		}
 	}
-	if got := env.h.m.haDeduplicated.Value(); got != 3 {
+	if got := promreg.Value(env.h.m.haDeduplicated); got != 3 {
 		t.Fatalf("deduplicated: %g, want 3 (2 samples, 1 histogram)", got)
 	}
 }
@@ -304,7 +305,7 @@ func TestHATooManyClustersIs400(t *testing.T) {
 	if code != 400 || !strings.Contains(body, `HA cluster "c2"`) || !strings.Contains(body, "ha.max_clusters") {
 		t.Fatalf("second cluster: %d %q; want 400 naming the cluster and ha.max_clusters", code, body)
 	}
-	if got := env.h.m.haTooMany.Value(); got != 1 {
+	if got := promreg.Value(env.h.m.haTooMany); got != 1 {
 		t.Fatalf("rejected too_many_ha_clusters: %g, want 1", got)
 	}
 }
@@ -340,10 +341,10 @@ func TestHAHandlerFailover(t *testing.T) {
 		if k := "__name__\xffg\xffcluster\xffc1\xffjob\xfftest\xff"; len(got) != 1 || got[k] != 7 {
 			t.Fatalf("series: %q; want one, with 7 outputs (4 from a, 3 from b)", keys(got))
 		}
-		if got := env.h.m.haFailovers.Value(); got != 1 {
+		if got := promreg.Value(env.h.m.haFailovers); got != 1 {
 			t.Fatalf("failovers: %g, want 1", got)
 		}
-		if got := env.h.m.haDeduplicated.Value(); got != 4+5+3 {
+		if got := promreg.Value(env.h.m.haDeduplicated); got != 4+5+3 {
 			t.Fatalf("deduplicated: %g, want 12", got)
 		}
 	})

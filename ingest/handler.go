@@ -18,10 +18,10 @@ import (
 	"github.com/anomalyd/anomalyd/window/series"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 	"go.uber.org/zap"
 
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window"
 )
@@ -69,7 +69,7 @@ type Handler struct {
 }
 
 // NewHandler returns a handler that feeds shards.
-func NewHandler(opts Options, shards *window.Shards, reg *selfmon.Registry, logger *zap.Logger) *Handler {
+func NewHandler(opts Options, shards *window.Shards, reg *prometheus.Registry, logger *zap.Logger) *Handler {
 	// One free state per concurrent request worth keeping warm: senders
 	// rarely run more parallel requests than a few per core.
 	h := &Handler{shards: shards, logger: logger, m: newMetrics(reg), states: make(chan *reqState, 4*runtime.GOMAXPROCS(0))}

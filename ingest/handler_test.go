@@ -13,13 +13,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/windowtest"
 )
@@ -33,7 +33,7 @@ type testEnv struct {
 	h      *Handler
 	shards *window.Shards
 	rec    *windowtest.Recorder
-	reg    *selfmon.Registry
+	reg    *prometheus.Registry
 }
 
 func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
@@ -41,7 +41,7 @@ func newEnv(t testing.TB, queueSize int, start bool) *testEnv {
 	cfg := config.Default()
 	rec := &windowtest.Recorder{}
 	opts := window.Options{Shards: 2, QueueSize: queueSize, MaxSeries: 1000, SeriesTTL: time.Hour, PublishInterval: time.Hour}
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	shards := window.New(opts, window.CompileRules(cfg), rec, reg)
 	if start {
 		shards.Start()

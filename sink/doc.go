@@ -16,7 +16,8 @@
 //   - sink/metrics: the /metrics writer, straight from the shard snapshots.
 //   - sink/wire: the remote-protocol wire facts both ingest and sink need
 //     (message names, content types, headers, the streamed frame format).
-//   - sink/selfmon: the registry of anomalyd's own metrics.
+//   - sink/promreg: registration of anomalyd's own metrics on the
+//     Prometheus Go client, safe to repeat on reload, and their text writer.
 //
 // remotewrite, history and metrics do not import each other: each turns the
 // same records (series.Record) into output series by the same rules

@@ -12,11 +12,12 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/history"
 	"github.com/anomalyd/anomalyd/sink/metrics"
 	"github.com/anomalyd/anomalyd/sink/remotewrite"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -38,7 +39,7 @@ const reloadStopTimeout = 10 * time.Second
 // window.IncidentAppender of the incident stage. Reload, Start and Stop are
 // for one owner; they exclude each other.
 type Outputs struct {
-	reg    *selfmon.Registry
+	reg    *prometheus.Registry
 	logger *zap.Logger
 	// queueDir is where the remote-write queues persist; "" for memory only.
 	queueDir string
@@ -89,9 +90,9 @@ func (t tee) Append(recs []series.Record) {
 // defaults applied. Nothing is sent before Start. queueDir is the directory
 // where the remote-write queues persist (the queue subdirectory of
 // --storage.path), "" to keep them in memory only.
-func NewOutputs(cfg *config.Config, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*Outputs, error) {
+func NewOutputs(cfg *config.Config, queueDir string, reg *prometheus.Registry, logger *zap.Logger) (*Outputs, error) {
 	if reg == nil {
-		reg = selfmon.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	if logger == nil {
 		logger = zap.NewNop()
@@ -208,6 +209,7 @@ func (o *Outputs) Reload(cfg *config.Config) error {
 		ctx, cancel := context.WithTimeout(context.Background(), reloadStopTimeout)
 		old.Stop(ctx)
 		cancel()
+		old.ForgetRemoved(fan)
 		if o.started {
 			// After the old writers released their disk queues.
 			if err := fan.Start(); err != nil {

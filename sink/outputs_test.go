@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -39,7 +39,7 @@ func loadConfig(t *testing.T, format string, args ...any) *config.Config {
 func newTestOutputs(t *testing.T, cfg *config.Config) (*Outputs, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	o, err := NewOutputs(cfg, "", selfmon.NewRegistry(), zap.New(core))
+	o, err := NewOutputs(cfg, "", prometheus.NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}

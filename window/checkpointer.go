@@ -13,7 +13,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/checkpoint"
 )
 
@@ -34,34 +36,34 @@ type Checkpointer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	duration, size, series, lastSuccess   *selfmon.Gauge
-	failures                              *selfmon.Counter
-	restored, restoreDuration, restoreAge *selfmon.Gauge
-	restoreFailed                         *selfmon.CounterVec
+	duration, size, series, lastSuccess   prometheus.Gauge
+	failures                              prometheus.Counter
+	restored, restoreDuration, restoreAge prometheus.Gauge
+	restoreFailed                         *prometheus.CounterVec
 }
 
 // NewCheckpointer returns a Checkpointer of shards and the incident stage
 // inc (nil: none) into dir (which must exist), every interval (0: only at
 // shutdown). The incident stage's state goes to the subdirectory
 // incidents, created here.
-func NewCheckpointer(shards *Shards, inc *Incidents, dir string, interval time.Duration, reg *selfmon.Registry, logger *zap.Logger) (*Checkpointer, error) {
+func NewCheckpointer(shards *Shards, inc *Incidents, dir string, interval time.Duration, reg *prometheus.Registry, logger *zap.Logger) (*Checkpointer, error) {
 	incDir := filepath.Join(dir, "incidents")
 	if err := os.MkdirAll(incDir, 0o750); err != nil {
 		return nil, fmt.Errorf("cannot create the incident checkpoint directory: %w", err)
 	}
 	return &Checkpointer{
 		shards: shards, inc: inc, dir: dir, incDir: incDir, interval: interval, logger: logger,
-		duration:    reg.NewGauge("anomalyd_checkpoint_duration_seconds", "How long the last checkpoint took to write."),
-		size:        reg.NewGauge("anomalyd_checkpoint_size_bytes", "Size of the last checkpoint on disk."),
-		series:      reg.NewGauge("anomalyd_checkpoint_series", "Series in the last checkpoint."),
-		lastSuccess: reg.NewGauge("anomalyd_checkpoint_last_success_timestamp_seconds", "When the last checkpoint was completed; 0 before the first."),
-		failures:    reg.NewCounter("anomalyd_checkpoint_failures_total", "Checkpoints that failed; the shards concerned keep their previous checkpoint."),
-		restored:    reg.NewGauge("anomalyd_checkpoint_restored_series", "Series whose state was restored at start."),
-		restoreDuration: reg.NewGauge("anomalyd_checkpoint_restore_duration_seconds",
+		duration:    promreg.NewGauge(reg, "anomalyd_checkpoint_duration_seconds", "How long the last checkpoint took to write."),
+		size:        promreg.NewGauge(reg, "anomalyd_checkpoint_size_bytes", "Size of the last checkpoint on disk."),
+		series:      promreg.NewGauge(reg, "anomalyd_checkpoint_series", "Series in the last checkpoint."),
+		lastSuccess: promreg.NewGauge(reg, "anomalyd_checkpoint_last_success_timestamp_seconds", "When the last checkpoint was completed; 0 before the first."),
+		failures:    promreg.NewCounter(reg, "anomalyd_checkpoint_failures_total", "Checkpoints that failed; the shards concerned keep their previous checkpoint."),
+		restored:    promreg.NewGauge(reg, "anomalyd_checkpoint_restored_series", "Series whose state was restored at start."),
+		restoreDuration: promreg.NewGauge(reg, "anomalyd_checkpoint_restore_duration_seconds",
 			"How long restoring the state took at start."),
-		restoreAge: reg.NewGauge("anomalyd_checkpoint_restore_age_seconds",
+		restoreAge: promreg.NewGauge(reg, "anomalyd_checkpoint_restore_age_seconds",
 			"Age at start of the oldest checkpoint restored: the most the restored state lags; 0 when nothing was restored."),
-		restoreFailed: reg.NewCounterVec("anomalyd_checkpoint_restore_failures_total",
+		restoreFailed: promreg.NewCounterVec(reg, "anomalyd_checkpoint_restore_failures_total",
 			"Checkpoint files that could not be restored at start, by cause; their series started cold.", "reason"),
 	}, nil
 }
@@ -74,7 +76,7 @@ func (c *Checkpointer) Restore() RestoreInfo {
 	start := time.Now()
 	if c.inc != nil {
 		if err := c.restoreIncidents(); err != nil {
-			c.restoreFailed.With(restoreFailure(err)).Inc()
+			c.restoreFailed.WithLabelValues(restoreFailure(err)).Inc()
 			c.logger.Error("cannot restore the incident stage's state; open incidents and each group's learnt rates start over",
 				zap.String("reason", restoreFailure(err)), zap.Error(err))
 		}
@@ -89,7 +91,7 @@ func (c *Checkpointer) Restore() RestoreInfo {
 	c.restoreDuration.Set(took.Seconds())
 	for _, err := range ri.Failed {
 		reason := restoreFailure(err)
-		c.restoreFailed.With(reason).Inc()
+		c.restoreFailed.WithLabelValues(reason).Inc()
 		c.logger.Error("cannot restore a checkpoint; its series start cold", zap.String("reason", reason), zap.Error(err))
 	}
 	if ri.Files == 0 {

@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
 			cfg := config.Default()
 			opts := Options{Shards: 2, QueueSize: 64, MaxSeries: n, SeriesTTL: time.Hour, PublishInterval: time.Second}
-			s := New(opts, CompileRules(cfg), discard{}, selfmon.NewRegistry())
+			s := New(opts, CompileRules(cfg), discard{}, prometheus.NewRegistry())
 			s.Start()
 			defer s.Stop(b.Context())
 			fillSeries(b, s, n)
@@ -41,7 +42,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 			b.Run("restore", func(b *testing.B) {
 				for b.Loop() {
 					b.StopTimer()
-					r := New(opts, CompileRules(cfg), discard{}, selfmon.NewRegistry())
+					r := New(opts, CompileRules(cfg), discard{}, prometheus.NewRegistry())
 					b.StartTimer()
 					if ri := r.Restore(dir, time.Now()); ri.Series != n || len(ri.Failed) > 0 {
 						b.Fatal(ri)

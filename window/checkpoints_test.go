@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/checkpoint"
 	"github.com/anomalyd/anomalyd/window/series"
 	"github.com/anomalyd/anomalyd/window/windowtest"
@@ -206,7 +207,7 @@ func newStoppedEnv(t testing.TB, cfg *config.Config, shards int) *env {
 	opts := Options{Shards: shards, QueueSize: 16, MaxSeries: 100, SeriesTTL: 15 * time.Minute, PublishInterval: time.Nanosecond,
 		PerDetector: cfg.Output.PerDetector}
 	rec := &windowtest.Recorder{}
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	s := New(opts, CompileRules(cfg), rec, reg)
 	t.Cleanup(func() { s.Stop(context.Background()) })
 	return &env{s: s, rec: rec, reg: reg}

@@ -7,8 +7,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -113,16 +115,20 @@ type groupState struct {
 // groups and handing each publication to out (nil: none); Start runs it.
 // The shards decide each series' group, by the incidents.group_by of its
 // rule (Rules).
-func NewIncidents(p incident.Params, maxGroups int, out IncidentAppender, reg *selfmon.Registry) *Incidents {
+func NewIncidents(p incident.Params, maxGroups int, out IncidentAppender, reg *prometheus.Registry) *Incidents {
 	s := &Incidents{p: p, maxGroups: maxGroups, in: make(chan incidentEvent, 1<<16),
 		quit: make(chan struct{}), done: make(chan struct{}), ctl: make(chan func()), groups: map[string]*groupState{}, out: out}
 	s.status.Store(&IncidentStatus{})
-	reg.NewCounterFunc("anomalyd_incidents_opened_total", "Incidents opened, all groups.", func() float64 { return float64(s.opened.Load()) })
-	reg.NewCounterFunc("anomalyd_incidents_events_dropped_total", "Evidence and membership events the incident stage's queue had no room for.",
+	promreg.CounterFunc(reg, "anomalyd_incidents_opened_total",
+		"Incidents opened, all groups.", nil, func() float64 { return float64(s.opened.Load()) })
+	promreg.CounterFunc(reg, "anomalyd_incidents_events_dropped_total",
+		"Evidence and membership events the incident stage's queue had no room for.", nil,
 		func() float64 { return float64(s.dropped.Load()) })
-	reg.NewCounterFunc("anomalyd_incidents_group_limit_total", "Series not grouped because incidents.max_groups was reached.",
+	promreg.CounterFunc(reg, "anomalyd_incidents_group_limit_total",
+		"Series not grouped because incidents.max_groups was reached.", nil,
 		func() float64 { return float64(s.limit.Load()) })
-	reg.NewGaugeFunc("anomalyd_incidents_groups", "Groups the incident stage tracks.", func() float64 { return float64(len(s.status.Load().Groups)) })
+	promreg.GaugeFunc(reg, "anomalyd_incidents_groups",
+		"Groups the incident stage tracks.", nil, func() float64 { return float64(len(s.status.Load().Groups)) })
 	return s
 }
 

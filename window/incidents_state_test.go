@@ -13,7 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/window/incident"
 )
 
@@ -119,7 +120,7 @@ func (sc *stageScenario) step(s *Incidents, i int) (published bool) {
 }
 
 func newTestIncidents() *Incidents {
-	return NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
+	return NewIncidents(incident.DefaultParams(), 10, nil, prometheus.NewRegistry())
 }
 
 // stateAt returns the scenario's stage after steps steps and its state.

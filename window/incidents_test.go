@@ -12,9 +12,9 @@ import (
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/incident"
 )
 
@@ -92,7 +92,7 @@ func gk(pairs ...string) string { return string(key(pairs...)) }
 // ignores from their groups, keeping the detector state of those whose
 // detector settings did not change.
 func TestIncidentGroupByRule(t *testing.T) {
-	inc := NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
+	inc := NewIncidents(incident.DefaultParams(), 10, nil, prometheus.NewRegistry())
 	e := newEnv(t, loadConfig(t, `
 rules:
   - match: '{job="api"}'
@@ -168,7 +168,7 @@ incidents: {group_by: [job]}
 // groups of the live series only, and nothing once every series is gone.
 func TestGroupKeysFollowSeries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		inc := NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
+		inc := NewIncidents(incident.DefaultParams(), 10, nil, prometheus.NewRegistry())
 		e := newEnv(t, config.Default(), func(o *Options) {
 			o.SeriesTTL, o.MaxSeries, o.Incidents = time.Minute, 1000, inc
 		})
@@ -214,10 +214,10 @@ func TestGroupKeysFollowSeries(t *testing.T) {
 func TestSamplePathAllocs(t *testing.T) {
 	p := incident.DefaultParams()
 	p.MinScore = 1e-9 // every ready sample is evidence: the send runs
-	inc := NewIncidents(p, 10, nil, selfmon.NewRegistry())
+	inc := NewIncidents(p, 10, nil, prometheus.NewRegistry())
 	opts := Options{Shards: 1, QueueSize: 4, MaxSeries: 100, SeriesTTL: time.Hour, PublishInterval: time.Hour, Incidents: inc}
 	// Not started: the test goroutine is the shard's.
-	s := New(opts, CompileRules(config.Default()), discard{}, selfmon.NewRegistry())
+	s := New(opts, CompileRules(config.Default()), discard{}, prometheus.NewRegistry())
 	sh := s.shards[0]
 	var keys [][]byte
 	for i := range 8 {
@@ -266,7 +266,7 @@ func (r *incidentRecorder) AppendIncidents(t int64, groups []incident.GroupStatu
 // and a group that ends meanwhile is reported by the next hand-over.
 func TestIncidentStageAppends(t *testing.T) {
 	rec := &incidentRecorder{}
-	s := NewIncidents(incident.DefaultParams(), 10, rec, selfmon.NewRegistry())
+	s := NewIncidents(incident.DefaultParams(), 10, rec, prometheus.NewRegistry())
 	a, b, c := "job\xffa\xff", "job\xffb\xff", "job\xffc\xff"
 	for _, g := range []string{a, b, c} {
 		s.handle(incidentEvent{kind: eventJoin, group: g, t: 500})

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -23,7 +23,7 @@ func BenchmarkSeriesMemory(b *testing.B) {
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
 		opts := Options{Shards: 2, QueueSize: 64, MaxSeries: 2 * n, SeriesTTL: time.Hour, PublishInterval: time.Hour}
-		s := New(opts, CompileRules(config.Default()), discard{}, selfmon.NewRegistry())
+		s := New(opts, CompileRules(config.Default()), discard{}, prometheus.NewRegistry())
 		s.Start()
 		for start := 0; start < n; start += 1000 {
 			batches := make([]*Batch, s.N())

@@ -11,8 +11,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -98,7 +100,7 @@ type Shards struct {
 }
 
 // New builds the shards; Start runs them.
-func New(opts Options, rules *Rules, out Appender, reg *selfmon.Registry) *Shards {
+func New(opts Options, rules *Rules, out Appender, reg *prometheus.Registry) *Shards {
 	// Enough free batches for every queue slot plus one being filled and one
 	// being processed per shard.
 	s := &Shards{opts: opts, out: out, free: make(chan *Batch, opts.Shards*(opts.QueueSize+2)), logger: opts.Logger}
@@ -242,7 +244,7 @@ func (s *Shards) Snapshots(dst [][]series.Record) [][]series.Record {
 // QueueDepth returns the batches waiting in shard i's queue.
 func (s *Shards) QueueDepth(i int) int { return len(s.shards[i].in) }
 
-func (s *Shards) register(reg *selfmon.Registry) {
+func (s *Shards) register(reg *prometheus.Registry) {
 	sum := func(f func(*shardStats) uint64) func() float64 {
 		return func() float64 {
 			var n uint64
@@ -252,46 +254,53 @@ func (s *Shards) register(reg *selfmon.Registry) {
 			return float64(n)
 		}
 	}
-	reg.NewCounterFunc("anomalyd_window_samples_analysed_total",
-		"Samples fed to the detectors (counters: rates computed from them).",
+	promreg.CounterFunc(reg, "anomalyd_window_samples_analysed_total",
+		"Samples fed to the detectors (counters: rates computed from them).", nil,
 		sum(func(st *shardStats) uint64 { return st.samples.Load() }))
-	dropped := reg.NewCounterFuncVec("anomalyd_window_samples_not_analysed_total",
-		"Accepted samples that were not fed to the detectors, by reason.", "reason")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.outOfOrder.Load() }), "out_of_order")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.duplicates.Load() }), "duplicate")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.conflicts.Load() }), "duplicate_timestamp")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.nonFinite.Load() }), "non_finite")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.staleMarkers.Load() }), "stale_marker")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.primed.Load() }), "counter_first_sample")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.ignored.Load() }), "ignored_by_rule")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.excluded.Load() }), "excluded")
-	dropped.Add(sum(func(st *shardStats) uint64 { return st.limited.Load() }), "series_limit")
-	reg.NewCounterFunc("anomalyd_window_rate_resets_total", "Resets seen in series analysed as rates (counters).",
-		sum(func(st *shardStats) uint64 { return st.counterResets.Load() }))
-	reg.NewGaugeFunc("anomalyd_window_series_active", "Series tracked by the shards.",
-		func() float64 { return float64(s.active.Load()) })
-	reg.NewGaugeFunc("anomalyd_window_series_limit", "The max_series limit.",
-		func() float64 { return float64(s.opts.MaxSeries) })
-	reg.NewCounterFunc("anomalyd_window_series_created_total", "Series that started being tracked.",
-		sum(func(st *shardStats) uint64 { return st.seriesCreated.Load() }))
-	reg.NewCounterFunc("anomalyd_window_series_evicted_total", "Series evicted after series_ttl idle or by a reload.",
-		sum(func(st *shardStats) uint64 { return st.seriesEvicted.Load() }))
-	reg.NewCounterFunc("anomalyd_window_processing_seconds_total",
-		"Time the shard goroutines spent processing batches (series lookup and detectors).",
-		func() float64 { return sum(func(st *shardStats) uint64 { return st.processingNanos.Load() })() / 1e9 })
-	depth := reg.NewGaugeFuncVec("anomalyd_window_shard_queue_batches", "Batches waiting in each shard's queue.", "shard")
-	for i := range s.shards {
-		depth.Add(func() float64 { return float64(len(s.shards[i].in)) }, fmt.Sprint(i))
+	dropped := func(f func() float64, reason string) {
+		promreg.CounterFunc(reg, "anomalyd_window_samples_not_analysed_total",
+			"Accepted samples that were not fed to the detectors, by reason.", prometheus.Labels{"reason": reason}, f)
 	}
-	reg.NewGaugeFunc("anomalyd_window_shard_queue_capacity_batches", "Capacity of each shard's queue (window.queue_size).",
+	dropped(sum(func(st *shardStats) uint64 { return st.outOfOrder.Load() }), "out_of_order")
+	dropped(sum(func(st *shardStats) uint64 { return st.duplicates.Load() }), "duplicate")
+	dropped(sum(func(st *shardStats) uint64 { return st.conflicts.Load() }), "duplicate_timestamp")
+	dropped(sum(func(st *shardStats) uint64 { return st.nonFinite.Load() }), "non_finite")
+	dropped(sum(func(st *shardStats) uint64 { return st.staleMarkers.Load() }), "stale_marker")
+	dropped(sum(func(st *shardStats) uint64 { return st.primed.Load() }), "counter_first_sample")
+	dropped(sum(func(st *shardStats) uint64 { return st.ignored.Load() }), "ignored_by_rule")
+	dropped(sum(func(st *shardStats) uint64 { return st.excluded.Load() }), "excluded")
+	dropped(sum(func(st *shardStats) uint64 { return st.limited.Load() }), "series_limit")
+	promreg.CounterFunc(reg, "anomalyd_window_rate_resets_total",
+		"Resets seen in series analysed as rates (counters).", nil,
+		sum(func(st *shardStats) uint64 { return st.counterResets.Load() }))
+	promreg.GaugeFunc(reg, "anomalyd_window_series_active", "Series tracked by the shards.", nil,
+		func() float64 { return float64(s.active.Load()) })
+	promreg.GaugeFunc(reg, "anomalyd_window_series_limit", "The max_series limit.", nil,
+		func() float64 { return float64(s.opts.MaxSeries) })
+	promreg.CounterFunc(reg, "anomalyd_window_series_created_total",
+		"Series that started being tracked.", nil,
+		sum(func(st *shardStats) uint64 { return st.seriesCreated.Load() }))
+	promreg.CounterFunc(reg, "anomalyd_window_series_evicted_total",
+		"Series evicted after series_ttl idle or by a reload.", nil,
+		sum(func(st *shardStats) uint64 { return st.seriesEvicted.Load() }))
+	promreg.CounterFunc(reg, "anomalyd_window_processing_seconds_total",
+		"Time the shard goroutines spent processing batches (series lookup and detectors).", nil,
+		func() float64 { return sum(func(st *shardStats) uint64 { return st.processingNanos.Load() })() / 1e9 })
+	for i := range s.shards {
+		promreg.GaugeFunc(reg, "anomalyd_window_shard_queue_batches", "Batches waiting in each shard's queue.",
+			prometheus.Labels{"shard": fmt.Sprint(i)}, func() float64 { return float64(len(s.shards[i].in)) })
+	}
+	promreg.GaugeFunc(reg, "anomalyd_window_shard_queue_capacity_batches",
+		"Capacity of each shard's queue (window.queue_size).", nil,
 		func() float64 { return float64(s.opts.QueueSize) })
 	if s.opts.Warmup.enabled() {
 		s.registerWarmup(reg, sum)
 	}
 }
 
-func (s *Shards) registerWarmup(reg *selfmon.Registry, sum func(func(*shardStats) uint64) func() float64) {
-	reg.NewGaugeFunc("anomalyd_window_series_warming", "New series holding their live samples while their history is read.",
+func (s *Shards) registerWarmup(reg *prometheus.Registry, sum func(func(*shardStats) uint64) func() float64) {
+	promreg.GaugeFunc(reg, "anomalyd_window_series_warming",
+		"New series holding their live samples while their history is read.", nil,
 		func() float64 {
 			var n int64
 			for _, sh := range s.shards {
@@ -299,19 +308,21 @@ func (s *Shards) registerWarmup(reg *selfmon.Registry, sum func(func(*shardStats
 			}
 			return float64(n)
 		})
-	reg.NewCounterFunc("anomalyd_window_series_warmed_total",
-		"New series whose detectors were fed their history before their first live sample.",
+	promreg.CounterFunc(reg, "anomalyd_window_series_warmed_total",
+		"New series whose detectors were fed their history before their first live sample.", nil,
 		sum(func(st *shardStats) uint64 { return st.warmed.Load() }))
-	reg.NewCounterFunc("anomalyd_window_warmup_history_samples_total",
-		"History samples fed to the detectors of new series (not scored into outputs).",
+	promreg.CounterFunc(reg, "anomalyd_window_warmup_history_samples_total",
+		"History samples fed to the detectors of new series (not scored into outputs).", nil,
 		sum(func(st *shardStats) uint64 { return st.warmHistorySamples.Load() }))
-	cold := reg.NewCounterFuncVec("anomalyd_window_warmup_gave_up_total",
-		"New series that started cold without waiting longer for their history, by reason.", "reason")
-	cold.Add(sum(func(st *shardStats) uint64 { return st.warmRefused.Load() }), "refused")
-	for r, name := range [numGaveUp]string{gaveUpBufferFull: "buffer_full", gaveUpTimeout: "timeout", gaveUpEvicted: "evicted"} {
-		cold.Add(sum(func(st *shardStats) uint64 { return st.warmGaveUp[r].Load() }), name)
+	cold := func(f func() float64, reason string) {
+		promreg.CounterFunc(reg, "anomalyd_window_warmup_gave_up_total",
+			"New series that started cold without waiting longer for their history, by reason.", prometheus.Labels{"reason": reason}, f)
 	}
-	reg.NewCounterFunc("anomalyd_window_warmup_late_total",
-		"Histories that arrived after their series had stopped waiting; ignored.",
+	cold(sum(func(st *shardStats) uint64 { return st.warmRefused.Load() }), "refused")
+	for r, name := range [numGaveUp]string{gaveUpBufferFull: "buffer_full", gaveUpTimeout: "timeout", gaveUpEvicted: "evicted"} {
+		cold(sum(func(st *shardStats) uint64 { return st.warmGaveUp[r].Load() }), name)
+	}
+	promreg.CounterFunc(reg, "anomalyd_window_warmup_late_total",
+		"Histories that arrived after their series had stopped waiting; ignored.", nil,
 		sum(func(st *shardStats) uint64 { return st.warmLate.Load() }))
 }

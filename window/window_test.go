@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 	"github.com/anomalyd/anomalyd/window/windowtest"
@@ -24,7 +24,7 @@ import (
 type env struct {
 	s   *Shards
 	rec *windowtest.Recorder
-	reg *selfmon.Registry
+	reg *prometheus.Registry
 }
 
 func newEnv(t *testing.T, cfg *config.Config, mod func(*Options)) *env {
@@ -34,7 +34,7 @@ func newEnv(t *testing.T, cfg *config.Config, mod func(*Options)) *env {
 		mod(&opts)
 	}
 	rec := &windowtest.Recorder{}
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	s := New(opts, CompileRules(cfg), rec, reg)
 	s.Start()
 	t.Cleanup(func() { s.Stop(t.Context()) })
@@ -413,7 +413,7 @@ rules:
 func TestStopLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	opts := Options{Shards: 4, QueueSize: 4, MaxSeries: 10, SeriesTTL: time.Minute, PublishInterval: time.Second}
-	s := New(opts, CompileRules(config.Default()), &windowtest.Recorder{}, selfmon.NewRegistry())
+	s := New(opts, CompileRules(config.Default()), &windowtest.Recorder{}, prometheus.NewRegistry())
 	s.Start()
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatal(err)
@@ -577,7 +577,7 @@ func TestGaugeTrial(t *testing.T) {
 // and counts the group's series; a series without the group labels is in
 // no group.
 func TestIncidentStage(t *testing.T) {
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	inc := NewIncidents(incident.DefaultParams(), 10, nil, reg)
 	inc.Start()
 	t.Cleanup(inc.Stop)
@@ -619,7 +619,7 @@ func TestIncidentStage(t *testing.T) {
 // An incident stage that never started stops at once, and Stop twice is
 // harmless (a server that failed half-way through starting).
 func TestIncidentStageStopUnstarted(t *testing.T) {
-	inc := NewIncidents(incident.DefaultParams(), 10, nil, selfmon.NewRegistry())
+	inc := NewIncidents(incident.DefaultParams(), 10, nil, prometheus.NewRegistry())
 	done := make(chan struct{})
 	go func() { inc.Stop(); inc.Stop(); close(done) }()
 	select {

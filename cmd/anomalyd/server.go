@@ -19,6 +19,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 
@@ -27,7 +30,7 @@ import (
 	"github.com/anomalyd/anomalyd/ingest/remoteread"
 	"github.com/anomalyd/anomalyd/sink"
 	"github.com/anomalyd/anomalyd/sink/metrics"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window"
 )
 
@@ -38,7 +41,7 @@ type server struct {
 	// webConfigFile is --web.config.file: TLS and basic auth of every
 	// endpoint; "" serves plain HTTP without authentication.
 	webConfigFile string
-	reg           *selfmon.Registry
+	reg           *prometheus.Registry
 	// storage is --storage.path, locked; nil when it is empty.
 	storage *storage
 
@@ -59,8 +62,8 @@ type server struct {
 	// (warmup.remote_read); nil when warm-up is off.
 	warmer *remoteread.Warmer
 
-	reloadOK      *selfmon.Gauge
-	reloadSuccess *selfmon.Gauge
+	reloadOK      prometheus.Gauge
+	reloadSuccess prometheus.Gauge
 }
 
 // serverOptions are the command-line settings of a server.
@@ -84,7 +87,7 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 	if err := web.Validate(opts.webConfigFile); err != nil {
 		return nil, fmt.Errorf("invalid --web.config.file %s: %w", opts.webConfigFile, err)
 	}
-	s := &server{logger: logger, configFile: opts.configFile, webConfigFile: opts.webConfigFile, reg: selfmon.NewRegistry(), cfg: cfg}
+	s := &server{logger: logger, configFile: opts.configFile, webConfigFile: opts.webConfigFile, reg: prometheus.NewRegistry(), cfg: cfg}
 	if opts.storagePath != "" {
 		if s.storage, err = openStorage(opts.storagePath); err != nil {
 			return nil, err
@@ -354,24 +357,31 @@ func (s *server) shutdown(ctx context.Context) error {
 
 func (s *server) registerProcessMetrics() {
 	reg := s.reg
-	s.reloadOK = reg.NewGauge("anomalyd_config_last_reload_successful", "Whether the last configuration reload succeeded.")
+	s.reloadOK = promreg.NewGauge(reg, "anomalyd_config_last_reload_successful", "Whether the last configuration reload succeeded.")
 	s.reloadOK.Set(1)
-	s.reloadSuccess = reg.NewGauge("anomalyd_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.")
+	s.reloadSuccess = promreg.NewGauge(reg, "anomalyd_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.")
 	s.reloadSuccess.Set(float64(time.Now().Unix()))
-	reg.NewGaugeVec("anomalyd_build_info", "Build information.", "version", "revision", "branch", "goversion").
-		With(version.Version, version.GetRevision(), version.Branch, runtime.Version()).Set(1)
+	// The standard process_* and go_* metrics, and anomalyd_build_info from
+	// prometheus/common/version, the version source of --version and the
+	// log. The anomalyd_process_* and anomalyd_go_* below stay: dashboards
+	// and alert rules name them.
+	reg.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		versioncollector.NewCollector("anomalyd"),
+	)
 	start := float64(time.Now().UnixNano()) / 1e9
-	reg.NewGaugeFunc("anomalyd_process_start_time_seconds", "Start time of the process since the Unix epoch.", func() float64 { return start })
-	reg.NewCounterFunc("anomalyd_process_cpu_seconds_total", "User and system CPU time spent.", func() float64 {
+	promreg.GaugeFunc(reg, "anomalyd_process_start_time_seconds", "Start time of the process since the Unix epoch.", nil, func() float64 { return start })
+	promreg.CounterFunc(reg, "anomalyd_process_cpu_seconds_total", "User and system CPU time spent.", nil, func() float64 {
 		var ru syscall.Rusage
 		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 			return 0
 		}
 		return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 	})
-	reg.NewGaugeFunc("anomalyd_process_resident_memory_bytes", "Resident memory size.", residentBytes)
-	reg.NewGaugeFunc("anomalyd_go_goroutines", "Goroutines that currently exist.", func() float64 { return float64(runtime.NumGoroutine()) })
-	reg.NewGaugeFunc("anomalyd_go_heap_inuse_bytes", "Bytes in in-use heap spans.", func() float64 {
+	promreg.GaugeFunc(reg, "anomalyd_process_resident_memory_bytes", "Resident memory size.", nil, residentBytes)
+	promreg.GaugeFunc(reg, "anomalyd_go_goroutines", "Goroutines that currently exist.", nil, func() float64 { return float64(runtime.NumGoroutine()) })
+	promreg.GaugeFunc(reg, "anomalyd_go_heap_inuse_bytes", "Bytes in in-use heap spans.", nil, func() float64 {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		return float64(ms.HeapInuse)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,8 +137,9 @@ func TestOneVersion(t *testing.T) {
 	defer prom.Close()
 	_, url, _ := startServer(t, "warmup: {remote_read: {url: "+prom.URL+"/api/v1/read}}\n")
 	_, body := httpDo(t, http.MethodGet, url+"/metrics", nil)
-	want := fmt.Sprintf(`anomalyd_build_info{version=%q,revision=%q,branch=%q,goversion=%q} 1`,
-		version.Version, version.GetRevision(), version.Branch, runtime.Version())
+	// The text format sorts label names.
+	want := fmt.Sprintf(`anomalyd_build_info{branch=%q,goarch=%q,goos=%q,goversion=%q,revision=%q,tags=%q,version=%q} 1`,
+		version.Branch, runtime.GOARCH, runtime.GOOS, runtime.Version(), version.GetRevision(), version.GetTags(), version.Version)
 	if !strings.Contains(body, want+"\n") {
 		t.Errorf("/metrics lacks %s:\n%s", want, firstLines(body, 5))
 	}
@@ -214,6 +217,68 @@ func TestReload(t *testing.T) {
 	}
 	if !strings.Contains(metrics, "anomalyd_config_last_reload_successful 1") {
 		t.Fatal("anomalyd_config_last_reload_successful is not 1")
+	}
+}
+
+// A reload that removes a remote_write entry removes every series labelled
+// with it from /metrics; the series of the entry it keeps stay.
+func TestReloadRemovesRemoteMetrics(t *testing.T) {
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer store.Close()
+	remote := func(name string) string {
+		return "  - {name: " + name + ", url: '" + store.URL + "/" + name + "', queue_config: {batch_send_deadline: 10ms}}\n"
+	}
+	srv, url, file := startServer(t, "remote_write:\n"+remote("kept")+remote("gone"))
+	// Both send a request, so that every family labelled remote has them.
+	writeGauge(t, url, "g", time.Now().Add(-time.Minute).UnixMilli(), 1, 2)
+	srv.shards.Sync()
+	var metrics string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, metrics = httpDo(t, http.MethodGet, url+"/metrics", nil)
+		if strings.Contains(metrics, `anomalyd_sink_requests_total{code="204",remote="kept"}`) &&
+			strings.Contains(metrics, `anomalyd_sink_requests_total{code="204",remote="gone"}`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no request of both remotes in 10 s:\n%s", grepLines(metrics, "anomalyd_sink_"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	families := func(metrics, remote string) map[string]bool {
+		fams := map[string]bool{}
+		for _, l := range strings.Split(metrics, "\n") {
+			if strings.Contains(l, `remote="`+remote+`"`) && !strings.HasPrefix(l, "#") {
+				fams[l[:strings.IndexByte(l, '{')]] = true
+			}
+		}
+		return fams
+	}
+	before := families(metrics, "gone")
+	for _, f := range []string{"anomalyd_sink_samples_sent_total", "anomalyd_sink_samples_dropped_total", "anomalyd_sink_requests_total",
+		"anomalyd_sink_request_duration_seconds_count", "anomalyd_sink_queue_samples", "anomalyd_sink_queue_capacity_samples",
+		"anomalyd_sink_disk_queue_bytes", "anomalyd_sink_disk_queue_blocks", "anomalyd_sink_disk_queue_max_bytes"} {
+		if !before[f] {
+			t.Errorf("before the reload, /metrics lacks %s{remote=\"gone\"}", f)
+		}
+	}
+
+	os.WriteFile(file, []byte("remote_write:\n"+remote("kept")), 0o644)
+	if code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil); code != 200 {
+		t.Fatalf("reload: got %d %q", code, body)
+	}
+	_, metrics = httpDo(t, http.MethodGet, url+"/metrics", nil)
+	if gone := families(metrics, "gone"); len(gone) != 0 {
+		t.Errorf("after the reload, /metrics still has series of the removed remote:\n%s", grepLines(metrics, `remote="gone"`))
+	}
+	if kept := families(metrics, "kept"); !maps.Equal(kept, before) {
+		t.Errorf("after the reload, the kept remote has the families %v, want %v", slices.Sorted(maps.Keys(kept)), slices.Sorted(maps.Keys(before)))
+	}
+	if !strings.Contains(metrics, `anomalyd_sink_requests_total{code="204",remote="kept"}`) {
+		t.Errorf("the kept remote's requests_total went:\n%s", grepLines(metrics, "anomalyd_sink_requests_total"))
 	}
 }
 

@@ -11,8 +11,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window"
 )
 
@@ -63,7 +64,7 @@ type Warmer struct {
 
 // NewWarmer returns a Warmer reading from cfg.RemoteRead (which must be set).
 // userAgent is sent as User-Agent.
-func NewWarmer(cfg *config.WarmupConfig, userAgent string, reg *selfmon.Registry, logger *zap.Logger) (*Warmer, error) {
+func NewWarmer(cfg *config.WarmupConfig, userAgent string, reg *prometheus.Registry, logger *zap.Logger) (*Warmer, error) {
 	if cfg.RemoteRead == nil {
 		return nil, errors.New("BUG: remoteread: NewWarmer without warmup.remote_read")
 	}

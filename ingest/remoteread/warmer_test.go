@@ -15,11 +15,12 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window"
 	"github.com/anomalyd/anomalyd/window/windowtest"
 )
@@ -30,7 +31,7 @@ type warmEnv struct {
 	w      *Warmer
 	shards *window.Shards
 	rec    *windowtest.Recorder
-	reg    *selfmon.Registry
+	reg    *prometheus.Registry
 }
 
 func newWarmEnv(t *testing.T, mod func(*config.WarmupConfig)) *warmEnv {
@@ -44,7 +45,7 @@ func newWarmEnv(t *testing.T, mod func(*config.WarmupConfig)) *warmEnv {
 	if mod != nil {
 		mod(&cfg)
 	}
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	w, err := NewWarmer(&cfg, "anomalyd/test", reg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +85,7 @@ func (e *warmEnv) send(t *testing.T, key string, samples []window.Sample) {
 // (name and labels as written), or NaN.
 func (e *warmEnv) metric(series string) float64 {
 	var buf bytes.Buffer
-	e.reg.WriteText(&buf)
+	promreg.WriteText(&buf, e.reg)
 	sc := bufio.NewScanner(&buf)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {

@@ -10,13 +10,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -187,12 +188,12 @@ type histChunk struct {
 // and not kept until some expire). names is called by queries for the
 // current output names. It registers the anomalyd_history_* families in reg
 // (nil: a private registry).
-func New(retention time.Duration, maxSeries int, names func() series.Names, reg *selfmon.Registry) *History {
+func New(retention time.Duration, maxSeries int, names func() series.Names, reg *prometheus.Registry) *History {
 	if retention < time.Millisecond || maxSeries < 1 {
 		panic(fmt.Sprintf("BUG: history: New with retention %s, max series %d", retention, maxSeries))
 	}
 	if reg == nil {
-		reg = selfmon.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	h := &History{retention: retention.Milliseconds(), maxInputs: int64(maxSeries), names: names}
 	h.sweepEvery = max(h.retention/sweepFraction, 1)
@@ -213,21 +214,21 @@ func New(retention time.Duration, maxSeries int, names func() series.Names, reg 
 			return float64(n)
 		}
 	}
-	reg.NewGaugeFunc("anomalyd_history_series",
-		"Output series held in the remote-read history.", sum(func(p *histPartition) int64 { return p.numSeries }))
-	reg.NewGaugeFunc("anomalyd_history_bytes",
-		"Bytes of XOR chunks held in the remote-read history (encoded samples only, without per-series overhead).",
+	promreg.GaugeFunc(reg, "anomalyd_history_series",
+		"Output series held in the remote-read history.", nil, sum(func(p *histPartition) int64 { return p.numSeries }))
+	promreg.GaugeFunc(reg, "anomalyd_history_bytes",
+		"Bytes of XOR chunks held in the remote-read history (encoded samples only, without per-series overhead).", nil,
 		sum(func(p *histPartition) int64 { return p.bytes }))
-	reg.NewCounterFunc("anomalyd_history_samples_appended_total",
-		"Output samples appended to the remote-read history.", sum(func(p *histPartition) int64 { return p.appended }))
-	reg.NewCounterFunc("anomalyd_history_samples_out_of_order_total",
-		"Output samples not appended to the remote-read history because they were not newer than their series' last sample.",
+	promreg.CounterFunc(reg, "anomalyd_history_samples_appended_total",
+		"Output samples appended to the remote-read history.", nil, sum(func(p *histPartition) int64 { return p.appended }))
+	promreg.CounterFunc(reg, "anomalyd_history_samples_out_of_order_total",
+		"Output samples not appended to the remote-read history because they were not newer than their series' last sample.", nil,
 		sum(func(p *histPartition) int64 { return p.outOfOrder }))
-	reg.NewCounterFunc("anomalyd_history_samples_over_limit_total",
-		"Output samples not kept in the remote-read history because their input series would exceed history.max_series.",
+	promreg.CounterFunc(reg, "anomalyd_history_samples_over_limit_total",
+		"Output samples not kept in the remote-read history because their input series would exceed history.max_series.", nil,
 		sum(func(p *histPartition) int64 { return p.overLimit }))
-	reg.NewGaugeFunc("anomalyd_history_input_series",
-		"Input series whose output series the remote-read history holds (at most history.max_series).",
+	promreg.GaugeFunc(reg, "anomalyd_history_input_series",
+		"Input series whose output series the remote-read history holds (at most history.max_series).", nil,
 		func() float64 { return float64(h.inputs.Load()) })
 	return h
 }

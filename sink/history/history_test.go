@@ -11,18 +11,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
 // newTestHistory returns a History with sinktest.Names and its registry.
-func newTestHistory(retention time.Duration) (*History, *selfmon.Registry) {
-	reg := selfmon.NewRegistry()
+func newTestHistory(retention time.Duration) (*History, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
 	return New(retention, 1_000_000, func() series.Names { return sinktest.Names }, reg), reg
 }
 
@@ -63,10 +64,10 @@ func walkRecord(rng *rand.Rand, s *series.Info, ts int64, det detectors.Kind, pr
 
 // metricValue returns the value of the self metric line that starts with
 // series (name and labels as written, e.g. `x_total{code="200"}`).
-func metricValue(t *testing.T, reg *selfmon.Registry, infos string) float64 {
+func metricValue(t *testing.T, reg *prometheus.Registry, infos string) float64 {
 	t.Helper()
 	var b strings.Builder
-	if err := reg.WriteText(&b); err != nil {
+	if err := promreg.WriteText(&b, reg); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(b.String(), "\n") {
@@ -452,7 +453,7 @@ func BenchmarkHistoryAppend(b *testing.B) {
 // input series are counted and not kept, those of held ones still are; once
 // held ones expire, new ones are kept again.
 func TestHistoryMaxSeries(t *testing.T) {
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	h := New(time.Hour, 2, func() series.Names { return sinktest.Names }, reg)
 	a, b, c := sinktest.Info("__name__", "a"), sinktest.Info("__name__", "b"), sinktest.Info("__name__", "c")
 	h.Append(sinktest.Records([]*series.Info{a, b, c}, 0))

@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/sink/wire"
 )
 
@@ -45,9 +46,9 @@ type ReadHandler struct {
 	maxFrame   int
 	sem        chan struct{} // a token per request being served
 	logger     *zap.Logger
-	requests   *selfmon.CounterVec
-	queries    *selfmon.Counter
-	duration   *selfmon.Histogram
+	requests   *prometheus.CounterVec
+	queries    prometheus.Counter
+	duration   prometheus.Histogram
 }
 
 // readCodes are the code label values of anomalyd_read_requests_total,
@@ -58,9 +59,9 @@ var readCodes = []string{"200", "400", "405", "413", "415", "500", "503", "abort
 // NewReadHandler returns the handler of POST /api/v1/read over hist, with
 // the limits of cfg (validated, defaults applied), and registers the
 // anomalyd_read_* families in reg (nil: a private registry).
-func NewReadHandler(hist *History, cfg *config.HistoryConfig, reg *selfmon.Registry, logger *zap.Logger) *ReadHandler {
+func NewReadHandler(hist *History, cfg *config.HistoryConfig, reg *prometheus.Registry, logger *zap.Logger) *ReadHandler {
 	if reg == nil {
-		reg = selfmon.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	if logger == nil {
 		logger = zap.NewNop()
@@ -77,15 +78,15 @@ func NewReadHandler(hist *History, cfg *config.HistoryConfig, reg *selfmon.Regis
 		maxFrame:   cfg.MaxBytesInFrame,
 		sem:        make(chan struct{}, cfg.MaxConcurrentReads),
 		logger:     logger,
-		requests: reg.NewCounterVec("anomalyd_read_requests_total",
+		requests: promreg.NewCounterVec(reg, "anomalyd_read_requests_total",
 			`Remote-read requests by HTTP status (code="aborted": a stream cut after its status was sent).`, "code"),
-		queries: reg.NewCounter("anomalyd_read_queries_total",
+		queries: promreg.NewCounter(reg, "anomalyd_read_queries_total",
 			"Remote-read queries answered (a request holds one or more)."),
-		duration: reg.NewHistogram("anomalyd_read_request_duration_seconds",
-			"Time to serve one remote-read request, waiting for a slot included.", selfmon.DefBuckets),
+		duration: promreg.NewHistogram(reg, "anomalyd_read_request_duration_seconds",
+			"Time to serve one remote-read request, waiting for a slot included.", promreg.DefBuckets),
 	}
 	for _, c := range readCodes {
-		h.requests.With(c)
+		h.requests.WithLabelValues(c)
 	}
 	return h
 }
@@ -118,7 +119,7 @@ func (h *ReadHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	aborted := true // until serve returns: it panics with http.ErrAbortHandler to cut a stream
 	defer func() {
 		if aborted {
-			h.requests.With("aborted").Inc()
+			h.requests.WithLabelValues("aborted").Inc()
 		}
 		h.duration.Observe(time.Since(start).Seconds())
 	}()
@@ -134,7 +135,7 @@ func (h *ReadHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, msg, code)
 		h.logger.Debug("remote read request rejected", zap.Int("status", code), zap.String("error", msg))
 	}
-	h.requests.With(strconv.Itoa(code)).Inc()
+	h.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 }
 
 // readQuery is one query of a request, its matchers compiled.

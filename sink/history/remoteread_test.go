@@ -16,13 +16,13 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -80,12 +80,12 @@ func matchOracle(o sinktest.Oracle, ms ...*labels.Matcher) sinktest.Oracle {
 	return out
 }
 
-func newTestReadHandler(h *History, mod func(c *config.HistoryConfig)) (*ReadHandler, *selfmon.Registry) {
+func newTestReadHandler(h *History, mod func(c *config.HistoryConfig)) (*ReadHandler, *prometheus.Registry) {
 	cfg := config.DefaultHistoryConfig
 	if mod != nil {
 		mod(&cfg)
 	}
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	return NewReadHandler(h, &cfg, reg, nil), reg
 }
 

@@ -1,6 +1,6 @@
 // Package metrics writes /metrics: the latest value of every output series,
 // straight from the shards' snapshots in the Prometheus text format 0.0.4,
-// then anomalyd's own metrics (sink/selfmon).
+// then anomalyd's own metrics, gathered from their client_golang registry.
 //
 // The score series are not registered metrics: WriteScores streams the
 // snapshots through one write buffer, family by family (the format wants a

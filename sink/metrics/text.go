@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bufio"
+	"math"
 	"math/bits"
 	"net/http"
 	"strconv"
@@ -9,9 +10,10 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -35,7 +37,7 @@ var outputHelp = [series.NumOutputs + 1]string{
 //
 // With inc not nil the incident series of every group follow the output
 // series.
-func Handler(names func() series.Names, src SnapshotSource, inc IncidentSource, reg *selfmon.Registry) http.Handler {
+func Handler(names func() series.Names, src SnapshotSource, inc IncidentSource, reg *prometheus.Registry) http.Handler {
 	var pool sync.Pool
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
@@ -58,7 +60,7 @@ func Handler(names func() series.Names, src SnapshotSource, inc IncidentSource, 
 		if err := bw.Flush(); err != nil {
 			return
 		}
-		_ = reg.WriteText(w)
+		_ = promreg.WriteText(w, reg)
 	})
 }
 
@@ -124,14 +126,14 @@ func writeSample(w *bufio.Writer, lbls []prompb.Label, name string, v float64) e
 		writeLabelName(w, l.Name)
 		w.WriteString(`="`)
 		if strings.ContainsAny(l.Value, "\\\"\n") {
-			w.WriteString(selfmon.EscapeLabelValue(l.Value))
+			w.WriteString(escapeLabelValue(l.Value))
 		} else {
 			w.WriteString(l.Value)
 		}
 		w.WriteByte('"')
 	}
 	w.WriteString("} ")
-	w.Write(selfmon.AppendFloat(w.AvailableBuffer(), v))
+	w.Write(appendFloat(w.AvailableBuffer(), v))
 	return w.WriteByte('\n')
 }
 
@@ -170,3 +172,21 @@ func writeLabelName(w *bufio.Writer, n string) {
 func isLabelChar(c byte, i int) bool {
 	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9')
 }
+
+// appendFloat appends v as the text format writes it (NaN, +Inf, -Inf).
+func appendFloat(dst []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(dst, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(dst, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(dst, "-Inf"...)
+	}
+	return strconv.AppendFloat(dst, v, 'g', -1, 64)
+}
+
+var labelValueEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+
+// escapeLabelValue escapes a label value for the text format.
+func escapeLabelValue(s string) string { return labelValueEscaper.Replace(s) }

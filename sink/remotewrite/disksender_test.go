@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -17,7 +18,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -26,7 +27,7 @@ import (
 func newDiskWriter(t *testing.T, cfg *config.RemoteWriteConfig, h http.Handler, dir string) (*RemoteWriter, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	w, err := NewRemoteWriter(cfg, sinktest.Names, dir, selfmon.NewRegistry(), zap.New(core))
+	w, err := NewRemoteWriter(cfg, sinktest.Names, dir, prometheus.NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatalf("NewRemoteWriter: %v", err)
 	}
@@ -181,7 +182,7 @@ func TestRemoteWriterDiskShutdown(t *testing.T) {
 		down.Store(true)
 		stopWithin(w2, time.Minute)
 		if diskBlocks(w2) == 0 || counterValue(w2.m.sent) != 0 {
-			t.Errorf("%v sent, %d blocks on disk; want none sent, all on disk", w2.m.sent.Value(), diskBlocks(w2))
+			t.Errorf("%v sent, %d blocks on disk; want none sent, all on disk", promreg.Value(w2.m.sent), diskBlocks(w2))
 		}
 		down.Store(false)
 		w3, _ := newDiskWriter(t, cfg, rc, dir)
@@ -303,7 +304,7 @@ func TestRemoteWriterDiskRW2Fallback(t *testing.T) {
 		stopWithin(w2, time.Second)
 		checkAll(t, rc, infos, 15)
 		if counterValue(w2.m.failed) != 0 {
-			t.Errorf("failed %v", w2.m.failed.Value())
+			t.Errorf("failed %v", promreg.Value(w2.m.failed))
 		}
 	})
 }

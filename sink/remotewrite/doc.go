@@ -148,6 +148,6 @@
 // anomalyd_sink_queue_capacity_samples, anomalyd_sink_disk_queue_bytes,
 // anomalyd_sink_disk_queue_blocks and anomalyd_sink_disk_queue_max_bytes
 // (summed over the queues). The
-// families are registered once per selfmon.Registry (NewFanout) and shared
-// by the writers.
+// families are registered once per registry and shared by the writers; a
+// reload that removes a remote deletes its series (Fanout.ForgetRemoved).
 package remotewrite

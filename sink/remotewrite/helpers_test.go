@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -14,7 +15,7 @@ import (
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/sink/wire"
 )
 
@@ -41,7 +42,7 @@ func testConfig(url string) *config.RemoteWriteConfig {
 func newTestWriter(t *testing.T, cfg *config.RemoteWriteConfig, h http.Handler) (*RemoteWriter, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
-	w, err := NewRemoteWriter(cfg, sinktest.Names, "", selfmon.NewRegistry(), zap.New(core))
+	w, err := NewRemoteWriter(cfg, sinktest.Names, "", prometheus.NewRegistry(), zap.New(core))
 	if err != nil {
 		t.Fatalf("NewRemoteWriter: %v", err)
 	}
@@ -77,4 +78,4 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // handlerTransport fail the request as a network error would.
 const codeTransportError = 999
 
-func counterValue(c *selfmon.Counter) int64 { return int64(c.Value()) }
+func counterValue(c prometheus.Counter) int64 { return int64(promreg.Value(c)) }

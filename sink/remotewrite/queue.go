@@ -10,7 +10,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -145,7 +146,7 @@ type sender struct {
 	batchN   int64 // output samples in batch and batchInc
 
 	enc   encoder
-	codes map[int]*selfmon.Counter // requests_total children by status code
+	codes map[int]prometheus.Counter // requests_total children by status code
 
 	// failing is set while the queue's last request failed and is retried.
 	failing bool
@@ -168,7 +169,7 @@ func newSender(w *RemoteWriter, q *queue, qi int) *sender {
 		q:     q,
 		qi:    qi,
 		enc:   newEncoder(&w.names),
-		codes: map[int]*selfmon.Counter{},
+		codes: map[int]prometheus.Counter{},
 	}
 }
 
@@ -367,7 +368,7 @@ func (s *sender) countRequest(code int) {
 		if code != 0 {
 			label = strconv.Itoa(code)
 		}
-		c = s.w.m.sm.requests.With(s.w.m.remote, label)
+		c = s.w.m.sm.requests.WithLabelValues(s.w.m.remote, label)
 		s.codes[code] = c
 	}
 	c.Inc()

@@ -12,11 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/version"
 	"go.uber.org/zap"
 
 	"github.com/anomalyd/anomalyd/config"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
@@ -91,16 +92,16 @@ type RemoteWriter struct {
 }
 
 // NewRemoteWriter builds a writer for one store and registers the
-// anomalyd_sink_* families in reg (nil: a private registry). A registry can
-// hold the families once only: for several stores on one registry use
-// NewFanout. cfg must be validated with defaults applied; files it names
-// (password_file, credentials_file, TLS files) are read now.
+// anomalyd_sink_* families in reg (nil: a private registry). Writers of
+// several stores on one registry share the families (NewFanout). cfg must
+// be validated with defaults applied; files it names (password_file,
+// credentials_file, TLS files) are read now.
 //
 // queueDir is where the send queues persist (see NewFanout); "" keeps them
 // in memory only.
-func NewRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*RemoteWriter, error) {
+func NewRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir string, reg *prometheus.Registry, logger *zap.Logger) (*RemoteWriter, error) {
 	if reg == nil {
-		reg = selfmon.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	return newRemoteWriter(cfg, names, queueDir, newSinkMetrics(reg), logger)
 }
@@ -333,7 +334,7 @@ type Fanout struct {
 // per remote, named after it, holding one directory per send queue. The
 // disk queues are opened by Start, so that a reload can build the new
 // writers while the old ones still hold the directories.
-func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir string, reg *selfmon.Registry, logger *zap.Logger) (*Fanout, error) {
+func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir string, reg *prometheus.Registry, logger *zap.Logger) (*Fanout, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -342,7 +343,7 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir st
 		return f, nil
 	}
 	if reg == nil {
-		reg = selfmon.NewRegistry()
+		reg = prometheus.NewRegistry()
 	}
 	sm := newSinkMetrics(reg)
 	seen := make(map[string]int, len(cfgs))
@@ -359,6 +360,22 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir st
 		f.writers = append(f.writers, w)
 	}
 	return f, nil
+}
+
+// ForgetRemoved deletes the metrics of f's remotes that next (the fan-out
+// replacing f after a reload) does not have, so that a removed remote_write
+// entry leaves /metrics. Call it once f is stopped: a writer that is still
+// sending would bring its series back.
+func (f *Fanout) ForgetRemoved(next *Fanout) {
+	keep := map[string]bool{}
+	for _, w := range next.writers {
+		keep[w.name] = true
+	}
+	for _, w := range f.writers {
+		if !keep[w.name] {
+			w.m.sm.forget(w.name)
+		}
+	}
 }
 
 // Writers returns the writers, in config order. The slice is shared: do not modify it.
@@ -417,38 +434,44 @@ func (f *Fanout) Stop(ctx context.Context) {
 // sinkMetrics are the anomalyd_sink_* families, registered once per
 // registry and shared by the writers (children per remote).
 type sinkMetrics struct {
-	sent, failed, retried *selfmon.CounterVec
-	dropped               *selfmon.CounterVec
-	requests              *selfmon.CounterVec
-	duration              *selfmon.HistogramVec
-	pending, capacity     *selfmon.GaugeVec
-	diskBytes, diskBlocks *selfmon.GaugeVec
-	diskMax               *selfmon.GaugeVec
+	reg                   *prometheus.Registry
+	sent, failed, retried *prometheus.CounterVec
+	dropped               *prometheus.CounterVec
+	requests              *prometheus.CounterVec
+	duration              *prometheus.HistogramVec
+	capacity, diskMax     *prometheus.GaugeVec
 }
 
-func newSinkMetrics(reg *selfmon.Registry) *sinkMetrics {
+// The families of each remote computed at scrape time from its writer.
+const (
+	pendingName = "anomalyd_sink_queue_samples"
+	pendingHelp = "Output samples queued or being sent, over all send queues, in memory and on disk."
+
+	diskBytesName = "anomalyd_sink_disk_queue_bytes"
+	diskBytesHelp = "Size of the disk queue's segment files, over all send queues (sent blocks included until their segment is removed)."
+
+	diskBlocksName = "anomalyd_sink_disk_queue_blocks"
+	diskBlocksHelp = "Requests (encoded blocks) waiting in the disk queue, over all send queues."
+)
+
+func newSinkMetrics(reg *prometheus.Registry) *sinkMetrics {
 	return &sinkMetrics{
-		sent: reg.NewCounterVec("anomalyd_sink_samples_sent_total",
+		reg: reg,
+		sent: promreg.NewCounterVec(reg, "anomalyd_sink_samples_sent_total",
 			"Output samples the store accepted.", "remote"),
-		failed: reg.NewCounterVec("anomalyd_sink_samples_failed_total",
+		failed: promreg.NewCounterVec(reg, "anomalyd_sink_samples_failed_total",
 			"Output samples the store rejected without retry (4xx, 429 unless retry_on_http_429, or RW2 partial writes).", "remote"),
-		retried: reg.NewCounterVec("anomalyd_sink_samples_retried_total",
+		retried: promreg.NewCounterVec(reg, "anomalyd_sink_samples_retried_total",
 			"Output samples sent again after a network error, 5xx or retried 429 (counted once per retry).", "remote"),
-		dropped: reg.NewCounterVec("anomalyd_sink_samples_dropped_total",
+		dropped: promreg.NewCounterVec(reg, "anomalyd_sink_samples_dropped_total",
 			"Output samples never sent: queue_full = the send queue was full when the record arrived; shutdown = still queued when Stop's deadline ended or appended after Stop; disk_limit = oldest on disk, dropped at queue_config.max_disk_usage_bytes; disk_error = the disk queue could not be written, or a frame could not be read back (cut off by a crash).", "remote", "reason"),
-		requests: reg.NewCounterVec("anomalyd_sink_requests_total",
+		requests: promreg.NewCounterVec(reg, "anomalyd_sink_requests_total",
 			"Remote-write requests by HTTP status code (code=\"error\": no response).", "remote", "code"),
-		duration: reg.NewHistogramVec("anomalyd_sink_request_duration_seconds",
-			"Duration of one remote-write request, until the response body is read.", selfmon.DefBuckets, "remote"),
-		pending: reg.NewGaugeVec("anomalyd_sink_queue_samples",
-			"Output samples queued or being sent, over all send queues, in memory and on disk.", "remote"),
-		diskBytes: reg.NewGaugeVec("anomalyd_sink_disk_queue_bytes",
-			"Size of the disk queue's segment files, over all send queues (sent blocks included until their segment is removed).", "remote"),
-		diskBlocks: reg.NewGaugeVec("anomalyd_sink_disk_queue_blocks",
-			"Requests (encoded blocks) waiting in the disk queue, over all send queues.", "remote"),
-		diskMax: reg.NewGaugeVec("anomalyd_sink_disk_queue_max_bytes",
+		duration: promreg.NewHistogramVec(reg, "anomalyd_sink_request_duration_seconds",
+			"Duration of one remote-write request, until the response body is read.", promreg.DefBuckets, "remote"),
+		diskMax: promreg.NewGaugeVec(reg, "anomalyd_sink_disk_queue_max_bytes",
 			"queue_config.max_disk_usage_bytes: past it the oldest blocks are dropped; 0 when the queue is in memory only.", "remote"),
-		capacity: reg.NewGaugeVec("anomalyd_sink_queue_capacity_samples",
+		capacity: promreg.NewGaugeVec(reg, "anomalyd_sink_queue_capacity_samples",
 			"Output samples the send queues can hold: queue_config.capacity × max_shards.", "remote"),
 	}
 }
@@ -457,33 +480,49 @@ func newSinkMetrics(reg *selfmon.Registry) *sinkMetrics {
 type writerMetrics struct {
 	sm                           *sinkMetrics
 	remote                       string
-	sent, failed, retried        *selfmon.Counter
-	droppedFull, droppedShutdown *selfmon.Counter
-	droppedLimit, droppedDisk    *selfmon.Counter
-	duration                     *selfmon.Histogram
+	sent, failed, retried        prometheus.Counter
+	droppedFull, droppedShutdown prometheus.Counter
+	droppedLimit, droppedDisk    prometheus.Counter
+	duration                     prometheus.Observer
 }
 
 func (sm *sinkMetrics) forRemote(remote string, w *RemoteWriter) writerMetrics {
-	sm.pending.Func(w.queuedSamples, remote)
-	sm.capacity.With(remote).Set(float64(w.capacity) * float64(len(w.queues)))
-	sm.diskBytes.Func(w.diskBytes, remote)
-	sm.diskBlocks.Func(func() float64 {
+	l := prometheus.Labels{"remote": remote}
+	promreg.GaugeFunc(sm.reg, pendingName, pendingHelp, l, w.queuedSamples)
+	sm.capacity.WithLabelValues(remote).Set(float64(w.capacity) * float64(len(w.queues)))
+	promreg.GaugeFunc(sm.reg, diskBytesName, diskBytesHelp, l, w.diskBytes)
+	promreg.GaugeFunc(sm.reg, diskBlocksName, diskBlocksHelp, l, func() float64 {
 		var n int64
 		w.eachQueue(func(q *queue) { n += q.diskBlocks.Load() })
 		return float64(n)
-	}, remote)
-	sm.diskMax.With(remote).Set(float64(w.maxDisk))
+	})
+	sm.diskMax.WithLabelValues(remote).Set(float64(w.maxDisk))
 	return writerMetrics{
 		sm:              sm,
 		remote:          remote,
-		sent:            sm.sent.With(remote),
-		failed:          sm.failed.With(remote),
-		retried:         sm.retried.With(remote),
-		droppedFull:     sm.dropped.With(remote, "queue_full"),
-		droppedShutdown: sm.dropped.With(remote, "shutdown"),
-		droppedLimit:    sm.dropped.With(remote, "disk_limit"),
-		droppedDisk:     sm.dropped.With(remote, "disk_error"),
-		duration:        sm.duration.With(remote),
+		sent:            sm.sent.WithLabelValues(remote),
+		failed:          sm.failed.WithLabelValues(remote),
+		retried:         sm.retried.WithLabelValues(remote),
+		droppedFull:     sm.dropped.WithLabelValues(remote, "queue_full"),
+		droppedShutdown: sm.dropped.WithLabelValues(remote, "shutdown"),
+		droppedLimit:    sm.dropped.WithLabelValues(remote, "disk_limit"),
+		droppedDisk:     sm.dropped.WithLabelValues(remote, "disk_error"),
+		duration:        sm.duration.WithLabelValues(remote),
+	}
+}
+
+// forget deletes every series of remote, so that a remote a reload removed
+// leaves /metrics with its writer.
+func (sm *sinkMetrics) forget(remote string) {
+	l := prometheus.Labels{"remote": remote}
+	for _, v := range []*prometheus.CounterVec{sm.sent, sm.failed, sm.retried, sm.dropped, sm.requests} {
+		v.DeletePartialMatch(l)
+	}
+	sm.duration.DeletePartialMatch(l)
+	sm.capacity.DeletePartialMatch(l)
+	sm.diskMax.DeletePartialMatch(l)
+	for _, name := range []string{pendingName, diskBytesName, diskBlocksName} {
+		promreg.UnregisterFunc(sm.reg, name, l)
 	}
 }
 

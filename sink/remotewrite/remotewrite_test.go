@@ -17,6 +17,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	promcfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/version"
@@ -27,7 +28,7 @@ import (
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
-	"github.com/anomalyd/anomalyd/sink/selfmon"
+	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/sink/wire"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -182,7 +183,7 @@ func TestRemoteWriterRetry(t *testing.T) {
 			t.Errorf("sent %d want %d", got, total)
 		}
 		if counterValue(w.m.retried) == 0 || counterValue(w.m.failed) != 0 || counterValue(w.m.droppedShutdown) != 0 || counterValue(w.m.droppedFull) != 0 {
-			t.Errorf("retried %v failed %v dropped %v/%v", w.m.retried.Value(), w.m.failed.Value(), w.m.droppedFull.Value(), w.m.droppedShutdown.Value())
+			t.Errorf("retried %v failed %v dropped %v/%v", promreg.Value(w.m.retried), promreg.Value(w.m.failed), promreg.Value(w.m.droppedFull), promreg.Value(w.m.droppedShutdown))
 		}
 		retries := 0
 		for _, h := range rc.Headers {
@@ -396,11 +397,11 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 		if n := logs.FilterMessageSnippet("send queue full").Len(); n != 1 {
 			t.Errorf("queue-full logged %d times, want once a minute", n)
 		}
-		reg := selfmon.NewRegistry()
+		reg := prometheus.NewRegistry()
 		sm := newSinkMetrics(reg)
 		sm.forRemote("x", w)
 		var buf bytes.Buffer
-		reg.WriteText(&buf)
+		promreg.WriteText(&buf, reg)
 		for _, line := range []string{`anomalyd_sink_queue_samples{remote="x"} 100`, `anomalyd_sink_queue_capacity_samples{remote="x"} 100`} {
 			if !strings.Contains(buf.String(), line+"\n") {
 				t.Errorf("metrics lack %q:\n%s", line, buf.String())
@@ -460,7 +461,7 @@ func TestRemoteWriterQueueFull(t *testing.T) {
 				t.Errorf("dropped at shutdown %d, want the %d pending", got, pending)
 			}
 			if counterValue(w.m.sent) != 0 {
-				t.Errorf("sent %v", w.m.sent.Value())
+				t.Errorf("sent %v", promreg.Value(w.m.sent))
 			}
 		})
 	})
@@ -509,7 +510,7 @@ func TestRemoteWriterRW2Fallback(t *testing.T) {
 					t.Errorf("sent %d want %d", got, total)
 				}
 				if counterValue(w.m.failed) != 0 || counterValue(w.m.retried) != 0 {
-					t.Errorf("failed %v retried %v, want 0", w.m.failed.Value(), w.m.retried.Value())
+					t.Errorf("failed %v retried %v, want 0", promreg.Value(w.m.failed), promreg.Value(w.m.retried))
 				}
 				// The first round (both queues at the same instant) may send
 				// RW2 once per queue; everything later is RW1.
@@ -659,7 +660,7 @@ func TestRemoteWriterStop(t *testing.T) {
 		cancel()
 		w.Stop(ctx)
 		if rc.Requests() != 0 || counterValue(w.m.sent) != 0 {
-			t.Errorf("%d requests, %v sent; want none", rc.Requests(), w.m.sent.Value())
+			t.Errorf("%d requests, %v sent; want none", rc.Requests(), promreg.Value(w.m.sent))
 		}
 		if got := counterValue(w.m.droppedShutdown); got != 400 {
 			t.Errorf("dropped at shutdown %d want 400", got)
@@ -716,7 +717,7 @@ func TestFanout(t *testing.T) {
 	cfgA.Name = "a"
 	cfgB.Name = ""
 	cfgB.ProtobufMessage = wire.MessageWriteV2
-	reg := selfmon.NewRegistry()
+	reg := prometheus.NewRegistry()
 	f, err := NewFanout([]*config.RemoteWriteConfig{cfgA, cfgB}, sinktest.Names, "", reg, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -728,12 +729,12 @@ func TestFanout(t *testing.T) {
 		t.Errorf("stores got %d and %d samples, want 40 each", a, b)
 	}
 	var buf bytes.Buffer
-	reg.WriteText(&buf)
+	promreg.WriteText(&buf, reg)
 	nameB := strings.TrimPrefix(srvB.URL, "http://")
 	for _, line := range []string{
 		`anomalyd_sink_samples_sent_total{remote="a"} 40`,
 		`anomalyd_sink_samples_sent_total{remote="` + nameB + `"} 40`,
-		`anomalyd_sink_requests_total{remote="a",code="204"} `,
+		`anomalyd_sink_requests_total{code="204",remote="a"} `,
 		`anomalyd_sink_request_duration_seconds_count{remote="a"} `,
 		`anomalyd_sink_queue_capacity_samples{remote="a"} 400000`,
 		`anomalyd_sink_queue_samples{remote="a"} 0`,
