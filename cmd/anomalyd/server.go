@@ -7,14 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"reflect"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -361,42 +356,13 @@ func (s *server) registerProcessMetrics() {
 	s.reloadOK.Set(1)
 	s.reloadSuccess = promreg.NewGauge(reg, "anomalyd_config_last_reload_success_timestamp_seconds", "Time of the last successful configuration load.")
 	s.reloadSuccess.Set(float64(time.Now().Unix()))
-	// The standard process_* and go_* metrics, and anomalyd_build_info from
+	// The standard process_* and go_* metrics, which dashboards of every
+	// Go program read, and anomalyd_build_info from
 	// prometheus/common/version, the version source of --version and the
-	// log. The anomalyd_process_* and anomalyd_go_* below stay: dashboards
-	// and alert rules name them.
+	// log.
 	reg.MustRegister(
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewGoCollector(),
 		versioncollector.NewCollector("anomalyd"),
 	)
-	start := float64(time.Now().UnixNano()) / 1e9
-	promreg.GaugeFunc(reg, "anomalyd_process_start_time_seconds", "Start time of the process since the Unix epoch.", nil, func() float64 { return start })
-	promreg.CounterFunc(reg, "anomalyd_process_cpu_seconds_total", "User and system CPU time spent.", nil, func() float64 {
-		var ru syscall.Rusage
-		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-			return 0
-		}
-		return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
-	})
-	promreg.GaugeFunc(reg, "anomalyd_process_resident_memory_bytes", "Resident memory size.", nil, residentBytes)
-	promreg.GaugeFunc(reg, "anomalyd_go_goroutines", "Goroutines that currently exist.", nil, func() float64 { return float64(runtime.NumGoroutine()) })
-	promreg.GaugeFunc(reg, "anomalyd_go_heap_inuse_bytes", "Bytes in in-use heap spans.", nil, func() float64 {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return float64(ms.HeapInuse)
-	})
-}
-
-func residentBytes() float64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseFloat(f[1], 64)
-	return pages * float64(os.Getpagesize())
 }
