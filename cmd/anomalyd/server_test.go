@@ -282,6 +282,49 @@ func TestReloadRemovesRemoteMetrics(t *testing.T) {
 	}
 }
 
+// A reload that fails while it builds the remote writers (here the second
+// entry's password_file cannot be read) leaves the running writers' series
+// as they were: the queue gauge of the remote it kept still reads the
+// running writer, and the entry it would have added has no series.
+func TestFailedReloadKeepsRemoteMetrics(t *testing.T) {
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable) // the samples stay queued
+	}))
+	defer store.Close()
+	kept := "  - {name: kept, url: '" + store.URL + "/kept', queue_config: {batch_send_deadline: 10ms, min_backoff: 1s, max_backoff: 1s}}\n"
+	srv, url, file := startServer(t, "remote_write:\n"+kept)
+	writeGauge(t, url, "g", time.Now().Add(-time.Minute).UnixMilli(), 1, 2)
+	srv.shards.Sync()
+	queued := func() string {
+		_, metrics := httpDo(t, http.MethodGet, url+"/metrics", nil)
+		return grepLines(metrics, `anomalyd_sink_queue_samples{remote="kept"}`)
+	}
+	var before string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		before = queued()
+		if before != "" && !strings.HasSuffix(before, " 0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no samples queued for the failing store in 10 s: %q", before)
+		}
+	}
+
+	added := "  - {name: added, url: '" + store.URL + "/added', basic_auth: {username: u, password_file: " + filepath.Join(t.TempDir(), "missing") + "}}\n"
+	os.WriteFile(file, []byte("remote_write:\n"+kept+added), 0o644)
+	if code, body := httpDo(t, http.MethodPost, url+"/-/reload", nil); code == 200 {
+		t.Fatalf("reload with an unreadable password_file succeeded: %q", body)
+	}
+	if after := queued(); after != before {
+		t.Errorf("after the failed reload the kept remote's queue reads %q, before %q", after, before)
+	}
+	_, metrics := httpDo(t, http.MethodGet, url+"/metrics", nil)
+	if l := grepLines(metrics, `remote="added"`); l != "" {
+		t.Errorf("after the failed reload /metrics has series of the entry it did not add:\n%s", l)
+	}
+}
+
 // ha applies on reload: off, the two replicas of a pair are two series;
 // on, the first to send is analysed without its replica label and the
 // other is deduplicated.

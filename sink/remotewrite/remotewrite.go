@@ -103,10 +103,19 @@ func NewRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	return newRemoteWriter(cfg, names, queueDir, newSinkMetrics(reg), logger)
+	sm := newSinkMetrics(reg)
+	w, err := newRemoteWriter(cfg, names, queueDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	w.m = sm.forRemote(w.name, w)
+	return w, nil
 }
 
-func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir string, sm *sinkMetrics, logger *zap.Logger) (*RemoteWriter, error) {
+// newRemoteWriter builds a writer without its metrics (w.m), which the
+// caller sets with forRemote once every writer of a fan-out is built: a
+// reload that fails half-way must leave the running writers' series alone.
+func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir string, logger *zap.Logger) (*RemoteWriter, error) {
 	if logger == nil {
 		logger = zap.NewNop()
 	}
@@ -176,7 +185,6 @@ func newRemoteWriter(cfg *config.RemoteWriteConfig, names series.Names, queueDir
 	for i := range w.queues {
 		w.queues[i] = newQueue()
 	}
-	w.m = sm.forRemote(name, w)
 	return w, nil
 }
 
@@ -353,11 +361,14 @@ func NewFanout(cfgs []*config.RemoteWriteConfig, names series.Names, queueDir st
 			return nil, fmt.Errorf("remote_write[%d] and remote_write[%d] have the same name %q: set distinct names", j, i, name)
 		}
 		seen[name] = i
-		w, err := newRemoteWriter(cfg, names, queueDir, sm, logger)
+		w, err := newRemoteWriter(cfg, names, queueDir, logger)
 		if err != nil {
 			return nil, err
 		}
 		f.writers = append(f.writers, w)
+	}
+	for _, w := range f.writers {
+		w.m = sm.forRemote(w.name, w)
 	}
 	return f, nil
 }
