@@ -429,6 +429,17 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 		histsOK     int
 		totalSeries = len(req.series)
 	)
+	// tooFarInFuture counts a sample or histogram of s at t beyond
+	// ingest.max_future, which is refused alone (the other samples of s
+	// are analysed), and keeps the first such error.
+	tooFarInFuture := func(s *wireSeries, what string, t int64) {
+		invalid[reasonTooFarInFuture]++
+		rejectedBy[reasonTooFarInFuture]++
+		if firstErr == "" {
+			firstErr = fmt.Sprintf("series %s: %s timestamp %d is more than %s in the future (ingest.max_future)",
+				formatLabels(req, s), what, t, opts.MaxFuture)
+		}
+	}
 	for si := range req.series {
 		s := &req.series[si]
 		exemplars += int(s.exemplars)
@@ -450,12 +461,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 			b, _, bs := h.startSeries(st, nShards)
 			for _, smp := range req.samples[s.samplesStart:s.samplesEnd] {
 				if smp.t > maxT {
-					invalid[reasonTooFarInFuture]++
-					rejectedBy[reasonTooFarInFuture]++
-					if firstErr == "" {
-						firstErr = fmt.Sprintf("series %s: sample timestamp %d is more than %s in the future (ingest.max_future)",
-							formatLabels(req, s), smp.t, opts.MaxFuture)
-					}
+					tooFarInFuture(s, "sample", smp.t)
 					continue
 				}
 				b.Samples = append(b.Samples, window.Sample{T: smp.t, V: smp.v})
@@ -484,12 +490,7 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 				for _, hsmp := range hs {
 					if hsmp.t > maxT {
 						if !sum { // count each histogram once
-							invalid[reasonTooFarInFuture]++
-							rejectedBy[reasonTooFarInFuture]++
-							if firstErr == "" {
-								firstErr = fmt.Sprintf("series %s: histogram timestamp %d is more than %s in the future (ingest.max_future)",
-									formatLabels(req, s), hsmp.t, opts.MaxFuture)
-							}
+							tooFarInFuture(s, "histogram", hsmp.t)
 						}
 						continue
 					}
