@@ -35,7 +35,7 @@ const (
 // since a warming series is not checkpointed (its held samples and its
 // request are this process's), and it reads its history again after a
 // restart as any new series does.
-const savedFlags = flagCounter | flagSeen | flagPrimed | flagStale | flagHasOutput | flagDeriv
+const savedFlags = flagCounter | flagSeen | flagPrimed | flagStale | flagHasOutput | flagDeriv | flagFractional
 
 // paramsKey identifies detector settings in a checkpoint: the state a Set
 // builds under one Params means nothing under another (an alpha, a season),

@@ -15,13 +15,14 @@ import (
 
 // Series flags.
 const (
-	flagCounter   uint8 = 1 << iota // analysed as a per-second rate
-	flagSeen                        // lastT/lastV hold an accepted sample
-	flagPrimed                      // lastV is a finite base for the next rate
-	flagStale                       // ended by a stale marker; nothing on /metrics
-	flagHasOutput                   // has emitted output since the last stale marker
-	flagWarming                     // waiting for its history; state in shard.warming (warm.go)
-	flagDeriv                       // a gauge that only grew in its trial: analysed as a per-second rate of change
+	flagCounter    uint8 = 1 << iota // analysed as a per-second rate
+	flagSeen                         // lastT/lastV hold an accepted sample
+	flagPrimed                       // lastV is a finite base for the next rate
+	flagStale                        // ended by a stale marker; nothing on /metrics
+	flagHasOutput                    // has emitted output since the last stale marker
+	flagWarming                      // waiting for its history; state in shard.warming (warm.go)
+	flagDeriv                        // a gauge that only grew in its trial: analysed as a per-second rate of change
+	flagFractional                   // a rate's increment was not a whole number: it does not count events (countingNoise)
 )
 
 // A gauge's trial (seriesState.trial): its first trialSamples samples are
@@ -498,12 +499,50 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 			d = v
 			st.counterResets++
 		}
-		x = d / (float64(t-se.lastT) / 1000)
+		secs := float64(t-se.lastT) / 1000
+		x = d / secs
+		if d != math.Trunc(d) {
+			se.flags |= flagFractional
+		}
+		se.flags |= flagPrimed | flagHasOutput
+		se.lastT, se.lastV = t, v
+		st.samples++
+		o := se.det.Update(p, t, x)
+		if se.flags&flagFractional == 0 {
+			countingNoise(&o, d, secs)
+		}
+		return outcomeAnalysed, o, x
 	}
 	se.flags |= flagPrimed | flagHasOutput
 	se.lastT, se.lastV = t, v
 	st.samples++
 	return outcomeAnalysed, se.det.Update(p, t, x), x
+}
+
+// countingNoise applies the noise of a count to o, the verdict on an
+// increment d over secs seconds of a series whose increments have all been
+// whole numbers: it counts events, and a count of λ expected events varies
+// by about √λ whatever the detectors learnt (a scrape counter that always
+// rose by 1 and once by 0 or 2 has a band far narrower than one event). An
+// increment within 2√λ of the expected one, a Poisson count's 95 % range,
+// is not evidence: its scores and record are 0. The combined band is
+// widened to hold that range, so that a score of 0 lies inside it.
+func countingNoise(o *detectors.Output, d, secs float64) {
+	c := &o.Combined
+	if !c.Ready {
+		return
+	}
+	lambda := max(c.Expected*secs, 0)
+	tol := 2 * math.Sqrt(lambda)
+	c.Lower = min(c.Lower, (lambda-tol)/secs)
+	c.Upper = max(c.Upper, (lambda+tol)/secs)
+	if math.Abs(d-lambda) >= tol {
+		return
+	}
+	c.Score, o.Record = 0, 0
+	for k := range o.Per {
+		o.Per[k].Score = 0
+	}
 }
 
 // judgeTrial counts v, the next sample of a gauge in its trial, against

@@ -628,3 +628,58 @@ func TestIncidentStageStopUnstarted(t *testing.T) {
 		t.Fatal("Stop of a stage that never started did not return")
 	}
 }
+
+// A rate whose increments are whole numbers counts events, and an
+// increment within 2√λ of the λ expected is counting noise: Prometheus's
+// own scrape counters rise by 1 a second, and by 0 or 2 when a scrape comes
+// a little early or late, which must not score however narrow the band of
+// a series that never moved is. Beyond that range the detectors judge as
+// before, and a rate with fractional increments is judged as before.
+func TestCountingNoise(t *testing.T) {
+	p, _ := CompileRules(config.Default()).ParamsFor(string(key("__name__", "promhttp_metric_handler_requests_total")))
+	run := func(step float64, tail []float64) []detectors.Output {
+		a := NewAnalyser(p, true)
+		rng := rand.New(rand.NewPCG(3, 4))
+		v, ts := 0.0, t0
+		var last detectors.Output
+		for i := range 1500 {
+			ts, v = t0+int64(i)*1000+int64(rng.IntN(5)), v+step
+			o, ok := a.Observe(ts, v)
+			if i > 0 && !ok {
+				t.Fatalf("sample %d not analysed", i)
+			}
+			last = o
+		}
+		if !last.Combined.Ready {
+			t.Fatalf("not Ready after 1500 samples: %+v", last.Combined)
+		}
+		var outs []detectors.Output
+		for i, d := range tail {
+			ts, v = t0+int64(1500+i)*1000, v+d
+			o, _ := a.Observe(ts, v)
+			outs = append(outs, o)
+		}
+		return outs
+	}
+
+	outs := run(1, []float64{0, 2, 1, 1})
+	for i, o := range outs {
+		if o.Combined.Score != 0 || o.Record != 0 {
+			t.Errorf("scrape counter, increment %d of %v: score %v, record %v, want 0 (counting noise)", i, []float64{0, 2, 1, 1}, o.Combined.Score, o.Record)
+		}
+		for k, r := range o.Per {
+			if r.Score != 0 {
+				t.Errorf("scrape counter, increment %d: detector %v scored %v, want 0", i, detectors.Kind(k), r.Score)
+			}
+		}
+	}
+	if c := outs[3].Combined; c.Lower > -0.9 || c.Upper < 2.9 {
+		t.Errorf("scrape counter: band [%v, %v], want it to hold 1 ± 2 a second", c.Lower, c.Upper)
+	}
+	if o := run(1, []float64{10})[0]; o.Combined.Score <= 1 {
+		t.Errorf("scrape counter rising by 10 where 1 is expected scored %v, want an alarm", o.Combined.Score)
+	}
+	if o := run(0.5, []float64{0})[0]; o.Combined.Score <= 1 {
+		t.Errorf("a rate of fractional increments (0.5 a second) falling to 0 scored %v, want an alarm as before", o.Combined.Score)
+	}
+}
