@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/anomalyd/anomalyd/detectors/statecodec"
 )
 
 // setStateVersion is the first byte of a state written by
@@ -74,9 +76,9 @@ func (s *Set) AppendState(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint16(dst, s.w)
 	dst = append(dst, s.b, s.e)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.buf)))
-	c := stateCodec{b: dst, enc: true}
+	c := statecodec.Encoder(dst)
 	s.stateFields(&c)
-	return c.b
+	return c.Bytes()
 }
 
 // RestoreState makes s the Set that AppendState encoded at the start of
@@ -127,7 +129,7 @@ func (s *Set) RestoreState(p *Params, src []byte) (rest []byte, err error) {
 		return rest, fmt.Errorf("cannot restore detector state: saved with a ring of %d, %d seasonal slots, %d entropy slots (%d float32), "+
 			"configured %d, %d, %d (%d): %w", w, b, e, nbuf, s.w, s.b, s.e, len(s.buf), ErrStateParams)
 	}
-	c := stateCodec{b: src[stateHeader:size], bad: -1}
+	c := statecodec.Decoder(src[stateHeader:size], stateHeader)
 	s.stateFields(&c)
 	if err := s.checkState(p, &c); err != nil {
 		s.Reset()
@@ -137,71 +139,71 @@ func (s *Set) RestoreState(p *Params, src []byte) (rest []byte, err error) {
 }
 
 // stateFields walks every field of s in the order of the encoding, buf
-// last, appending (c.enc) or decoding each. One list serves both
+// last, appending (c.Encoding()) or decoding each. One list serves both
 // directions, so they cannot disagree; w, b, e are the header's, and init
 // is Init's (RestoreState calls it), not state.
-func (s *Set) stateFields(c *stateCodec) {
-	c.f64(&s.ewma.mean)
-	c.f64(&s.ewma.variance)
-	c.f64(&s.ewma.mae)
+func (s *Set) stateFields(c *statecodec.Codec) {
+	c.F64(&s.ewma.mean)
+	c.F64(&s.ewma.variance)
+	c.F64(&s.ewma.mae)
 
 	h := &s.hw
-	c.f64(&h.level)
-	c.f64(&h.trend)
-	c.f64(&h.dev)
-	c.f64(&h.v0)
-	c.i64(&h.start)
-	c.i64(&h.epoch)
-	c.u64(&h.seen)
-	c.u64(&h.trusted)
-	c.bool(&h.primed)
+	c.F64(&h.level)
+	c.F64(&h.trend)
+	c.F64(&h.dev)
+	c.F64(&h.v0)
+	c.I64(&h.start)
+	c.I64(&h.epoch)
+	c.U64(&h.seen)
+	c.U64(&h.trusted)
+	c.Bool(&h.primed)
 
 	e := &s.ent
-	c.f64(&e.ref)
+	c.F64(&e.ref)
 	for _, sc := range [2]*entropyScale{&e.fast, &e.slow} {
-		c.f32(&sc.lo)
-		c.f32(&sc.hi)
-		c.u8(&sc.nreg)
-		c.u8(&sc.pos)
-		c.u8(&sc.fill)
-		c.u8(&sc.wait)
-		c.u8(&sc.echo)
-		c.u16(&sc.newer)
-		c.f32(&sc.pend)
+		c.F32(&sc.lo)
+		c.F32(&sc.hi)
+		c.U8(&sc.nreg)
+		c.U8(&sc.pos)
+		c.U8(&sc.fill)
+		c.U8(&sc.wait)
+		c.U8(&sc.echo)
+		c.U16(&sc.newer)
+		c.F32(&sc.pend)
 	}
-	c.f32(&e.acc)
-	c.u8(&e.nacc)
-	c.bool(&e.seen)
+	c.F32(&e.acc)
+	c.U8(&e.nacc)
+	c.Bool(&e.seen)
 
 	w := &s.win
-	c.i64(&w.tBase)
-	c.f64(&w.vRef)
-	c.f64(&w.sx)
-	c.f64(&w.sy)
-	c.f64(&w.sxx)
-	c.f64(&w.sxy)
-	c.f64(&w.syy)
-	c.u16(&w.head)
-	c.u16(&w.n)
-	c.f64(&w.mae)
+	c.I64(&w.tBase)
+	c.F64(&w.vRef)
+	c.F64(&w.sx)
+	c.F64(&w.sy)
+	c.F64(&w.sxx)
+	c.F64(&w.sxy)
+	c.F64(&w.syy)
+	c.U16(&w.head)
+	c.U16(&w.n)
+	c.F64(&w.mae)
 
 	for i := range s.cal {
-		c.f32(&s.cal[i].m)
-		c.f32(&s.cal[i].q)
-		c.u32(&s.cal[i].n)
+		c.F32(&s.cal[i].m)
+		c.F32(&s.cal[i].q)
+		c.U32(&s.cal[i].n)
 	}
-	c.u32(&s.n)
-	c.u8(&s.held)
-	c.f32(&s.run)
+	c.U32(&s.n)
+	c.U8(&s.held)
+	c.F32(&s.run)
 
-	c.f32s(s.buf)
+	c.F32s(s.buf)
 }
 
 // checkState reports what in a decoded s no Set made with p can hold (see
 // RestoreState); c is the codec that decoded it.
-func (s *Set) checkState(p *Params, c *stateCodec) error {
-	if c.bad >= 0 {
-		return fmt.Errorf("bool byte %d at offset %d, want 0 or 1", c.badByte, stateHeader+c.bad)
+func (s *Set) checkState(p *Params, c *statecodec.Codec) error {
+	if err := c.Err(); err != nil {
+		return err
 	}
 	// The detectors keep these finite: the float32s saturate (f32), the
 	// EWMA and Holt-Winters start over when they overflow, ref, v0 and
@@ -284,101 +286,4 @@ func finiteSlots(name string, slots []float32) error {
 		}
 	}
 	return nil
-}
-
-// stateCodec appends fields to b (enc) or decodes them from its front.
-// RestoreState checks the length first, so decoding cannot run out.
-type stateCodec struct {
-	b       []byte
-	enc     bool
-	bad     int   // offset of the first bool byte other than 0 or 1, -1 if none
-	badByte uint8 // its value
-	off     int   // bytes decoded
-}
-
-func (c *stateCodec) u8(x *uint8) {
-	if c.enc {
-		c.b = append(c.b, *x)
-		return
-	}
-	*x = c.b[0]
-	c.b, c.off = c.b[1:], c.off+1
-}
-
-func (c *stateCodec) u16(x *uint16) {
-	if c.enc {
-		c.b = binary.LittleEndian.AppendUint16(c.b, *x)
-		return
-	}
-	*x = binary.LittleEndian.Uint16(c.b)
-	c.b, c.off = c.b[2:], c.off+2
-}
-
-func (c *stateCodec) u32(x *uint32) {
-	if c.enc {
-		c.b = binary.LittleEndian.AppendUint32(c.b, *x)
-		return
-	}
-	*x = binary.LittleEndian.Uint32(c.b)
-	c.b, c.off = c.b[4:], c.off+4
-}
-
-func (c *stateCodec) u64(x *uint64) {
-	if c.enc {
-		c.b = binary.LittleEndian.AppendUint64(c.b, *x)
-		return
-	}
-	*x = binary.LittleEndian.Uint64(c.b)
-	c.b, c.off = c.b[8:], c.off+8
-}
-
-func (c *stateCodec) i64(x *int64) {
-	u := uint64(*x)
-	c.u64(&u)
-	*x = int64(u)
-}
-
-// f64 and f32 carry the bits, so every value, NaN payloads and −0
-// included, comes back exactly.
-func (c *stateCodec) f64(x *float64) {
-	u := math.Float64bits(*x)
-	c.u64(&u)
-	*x = math.Float64frombits(u)
-}
-
-func (c *stateCodec) f32(x *float32) {
-	u := math.Float32bits(*x)
-	c.u32(&u)
-	*x = math.Float32frombits(u)
-}
-
-// f32s is f32 over a slice, in one loop.
-func (c *stateCodec) f32s(xs []float32) {
-	if c.enc {
-		for _, x := range xs {
-			c.b = binary.LittleEndian.AppendUint32(c.b, math.Float32bits(x))
-		}
-		return
-	}
-	src := c.b[:4*len(xs)]
-	for i := range xs {
-		xs[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i : 4*i+4]))
-	}
-	c.b, c.off = c.b[len(src):], c.off+len(src)
-}
-
-// bool is one byte, 0 or 1; any other byte decodes as true and is
-// reported (c.bad), so that every state that restores encodes back to the
-// same bytes.
-func (c *stateCodec) bool(x *bool) {
-	var u uint8
-	if *x {
-		u = 1
-	}
-	off := c.off
-	c.u8(&u)
-	if u > 1 && c.bad < 0 {
-		c.bad, c.badByte = off, u
-	}
-	*x = u != 0
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/anomalyd/anomalyd/detectors/statecodec"
 	"github.com/anomalyd/anomalyd/window/checkpoint"
 	"github.com/anomalyd/anomalyd/window/incident"
 )
@@ -132,7 +133,7 @@ func (s *Incidents) Restore(src []byte) error {
 	if s.started.Load() {
 		return errors.New("cannot restore the incident stage: it is running")
 	}
-	r := stateReader{b: src}
+	r := stateReader{statecodec.Decoder(src, 0)}
 	groups, nextID, recent, err := s.readState(&r)
 	if err != nil {
 		s.groups, s.nextID, s.recent, s.dirty, s.restoring = map[string]*groupState{}, 0, nil, nil, false
@@ -164,7 +165,7 @@ func (s *Incidents) restored() {
 
 // readState decodes and checks what appendState wrote.
 func (s *Incidents) readState(r *stateReader) (map[string]*groupState, uint64, []incident.Incident, error) {
-	if len(r.b) == 0 {
+	if len(r.Bytes()) == 0 {
 		return nil, 0, nil, errors.New("empty input")
 	}
 	if v := r.u8(); v != incidentsStateVersion {
@@ -183,7 +184,7 @@ func (s *Incidents) readState(r *stateReader) (map[string]*groupState, uint64, [
 		return nil
 	}
 	n := r.u32()
-	if r.err == nil && n > maxRecent {
+	if r.Err() == nil && n > maxRecent {
 		return nil, 0, nil, fmt.Errorf("%d closed incidents, the stage keeps %d", n, maxRecent)
 	}
 	var recent []incident.Incident
@@ -201,8 +202,8 @@ func (s *Incidents) readState(r *stateReader) (map[string]*groupState, uint64, [
 		recent = append(recent, inc)
 	}
 	n = r.u32()
-	if r.err == nil && uint64(n)*minGroupState > uint64(len(r.b)) {
-		return nil, 0, nil, fmt.Errorf("%d groups need at least %d bytes, %d left", n, uint64(n)*minGroupState, len(r.b))
+	if r.Err() == nil && uint64(n)*minGroupState > uint64(len(r.Bytes())) {
+		return nil, 0, nil, fmt.Errorf("%d groups need at least %d bytes, %d left", n, uint64(n)*minGroupState, len(r.Bytes()))
 	}
 	groups := make(map[string]*groupState, n)
 	prev := ""
@@ -210,8 +211,8 @@ func (s *Incidents) readState(r *stateReader) (map[string]*groupState, uint64, [
 		gs := &groupState{key: r.str(), lastT: int64(r.u64()), peak: math.Float64frombits(r.u64()), series: int(int64(r.u64()))}
 		open := r.u8()
 		switch {
-		case r.err != nil:
-			return nil, 0, nil, r.err
+		case r.Err() != nil:
+			return nil, 0, nil, r.Err()
 		case i > 0 && gs.key <= prev:
 			return nil, 0, nil, fmt.Errorf("group %q after %q: keys not in strictly increasing order", gs.key, prev)
 		case !(gs.peak >= 0 && gs.peak <= math.MaxFloat64):
@@ -236,77 +237,44 @@ func (s *Incidents) readState(r *stateReader) (map[string]*groupState, uint64, [
 			inc.Group = gs.key // one copy of the key
 			gs.open = &inc
 		}
-		g, rest, err := incident.RestoreGroup(&s.p, r.b)
+		g, rest, err := incident.RestoreGroup(&s.p, r.Bytes())
 		if err != nil {
 			return nil, 0, nil, fmt.Errorf("group %q: %w", gs.key, err)
 		}
-		gs.g, r.b = g, rest
+		gs.g = g
+		r.skipTo(rest)
 		groups[gs.key] = gs
 	}
-	if r.err != nil {
-		return nil, 0, nil, r.err
+	if err := r.Err(); err != nil {
+		return nil, 0, nil, err
 	}
-	if len(r.b) != 0 {
-		return nil, 0, nil, fmt.Errorf("%d bytes after the state", len(r.b))
+	if len(r.Bytes()) != 0 {
+		return nil, 0, nil, fmt.Errorf("%d bytes after the state", len(r.Bytes()))
 	}
 	return groups, nextID, recent, nil
 }
 
-// stateReader decodes the stage's fields from the front of b, keeping the
-// first error: once set, every later field reads as zero.
-type stateReader struct {
-	b   []byte
-	err error
-}
+// stateReader decodes the stage's fields: the shared state codec, and the
+// incidents and groups window/incident encodes in between.
+type stateReader struct{ statecodec.Codec }
 
-func (r *stateReader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if len(r.b) < n {
-		r.err = fmt.Errorf("truncated: %d bytes left, %d needed", len(r.b), n)
-		return nil
-	}
-	b := r.b[:n:n]
-	r.b = r.b[n:]
-	return b
-}
+func (r *stateReader) u8() (x uint8)   { r.U8(&x); return x }
+func (r *stateReader) u32() (x uint32) { r.U32(&x); return x }
+func (r *stateReader) u64() (x uint64) { r.U64(&x); return x }
+func (r *stateReader) str() (x string) { r.Str(&x); return x }
 
-func (r *stateReader) u8() uint8 {
-	if b := r.take(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (r *stateReader) u32() uint32 {
-	if b := r.take(4); b != nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (r *stateReader) u64() uint64 {
-	if b := r.take(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
-}
-
-// str reads a u32 length and as many bytes, checking the length against
-// the bytes left before it copies them.
-func (r *stateReader) str() string {
-	return string(r.take(int(r.u32())))
-}
+// skipTo moves past what a window/incident restore read, rest being what
+// it left of r.Bytes().
+func (r *stateReader) skipTo(rest []byte) { r.Take(len(r.Bytes()) - len(rest)) }
 
 func (r *stateReader) incident() (incident.Incident, error) {
-	if r.err != nil {
-		return incident.Incident{}, r.err
+	if err := r.Err(); err != nil {
+		return incident.Incident{}, err
 	}
-	inc, rest, err := incident.RestoreIncident(r.b)
+	inc, rest, err := incident.RestoreIncident(r.Bytes())
 	if err != nil {
 		return incident.Incident{}, err
 	}
-	r.b = rest
+	r.skipTo(rest)
 	return inc, nil
 }

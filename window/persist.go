@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/detectors/statecodec"
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
@@ -20,15 +20,15 @@ import (
 //	uvarint len(labels) ‖ labels (the canonical key)
 //	params u64: the paramsKey of the rule the detector state was built under
 //	flags u8, trial u8, lastT i64, lastV f64
-//	last: lastOut (outSize bytes)
+//	last: lastOut
 //	per u8 (0 or 1) ‖ NumKinds × lastOut when 1
 //	the detector state (detectors.Set.AppendState) to the end
 //
 // A lastOut is t i64, score, expected, lower, upper f64, warmup u8,
-// driver u8, shown u8, peak f32. Floats are their IEEE 754 bits.
+// driver u8, shown u8, peak f32 (lastOut.fields). Floats are their IEEE
+// 754 bits, bools a byte 0 or 1, in the encoding of detectors/statecodec.
 const (
 	seriesRecordVersion = 1
-	outSize             = 8 + 4*8 + 3 + 4
 )
 
 // savedFlags are the flags a record keeps: flagWarming is not among them,
@@ -53,36 +53,39 @@ func (s *shard) appendSeries(dst []byte, se *seriesState) []byte {
 	dst = append(dst, seriesRecordVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(se.info.Labels)))
 	dst = append(dst, se.info.Labels...)
-	dst = binary.LittleEndian.AppendUint64(dst, ru.paramsKey)
-	dst = append(dst, se.flags&savedFlags, se.trial)
-	dst = binary.LittleEndian.AppendUint64(dst, uint64(se.lastT))
-	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(se.lastV))
-	dst = se.last.appendTo(dst)
-	if se.per == nil {
-		dst = append(dst, 0)
-	} else {
-		dst = append(dst, 1)
+	c := statecodec.Encoder(dst)
+	params, flags, trial, lastT, lastV := ru.paramsKey, se.flags&savedFlags, se.trial, se.lastT, se.lastV
+	c.U64(&params)
+	c.U8(&flags)
+	c.U8(&trial)
+	c.I64(&lastT)
+	c.F64(&lastV)
+	se.last.fields(&c)
+	hasPer := se.per != nil
+	c.Bool(&hasPer)
+	if hasPer {
 		for k := range se.per {
-			dst = se.per[k].appendTo(dst)
+			se.per[k].fields(&c)
 		}
 	}
-	return se.det.AppendState(dst)
+	return se.det.AppendState(c.Bytes())
 }
 
-func (l *lastOut) appendTo(dst []byte) []byte {
-	dst = binary.LittleEndian.AppendUint64(dst, uint64(l.t))
-	for _, f := range [...]float64{l.score, l.expected, l.lower, l.upper} {
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
+// fields walks l in the order of the encoding (see seriesRecordVersion),
+// appending or decoding and checking it.
+func (l *lastOut) fields(c *statecodec.Codec) {
+	c.I64(&l.t)
+	c.F64(&l.score)
+	c.F64(&l.expected)
+	c.F64(&l.lower)
+	c.F64(&l.upper)
+	c.Bool(&l.warmup)
+	c.U8((*uint8)(&l.driver))
+	if l.driver > detectors.NumKinds {
+		c.Fail("output driver %d", l.driver)
 	}
-	dst = append(dst, b2u(l.warmup), uint8(l.driver), b2u(l.shown))
-	return binary.LittleEndian.AppendUint32(dst, math.Float32bits(l.peak))
-}
-
-func b2u(b bool) uint8 {
-	if b {
-		return 1
-	}
-	return 0
+	c.Bool(&l.shown)
+	c.F32(&l.peak)
 }
 
 // errRecord is the cause of every record that cannot be read: the file's
@@ -127,54 +130,30 @@ func parseSeries(rec []byte) (savedSeries, error) {
 	if err := checkKey(sv.labels); err != nil {
 		return sv, err
 	}
-	const fixed = 8 + 2 + 8 + 8 + outSize + 1
-	if len(p) < fixed {
-		return sv, fmt.Errorf("%w: truncated: %d bytes after the labels", errRecord, len(p))
-	}
-	le := binary.LittleEndian
-	sv.params = le.Uint64(p)
-	sv.flags, sv.trial = p[8], p[9]
+	c := statecodec.Decoder(p, len(rec)-len(p))
+	c.U64(&sv.params)
+	c.U8(&sv.flags)
 	if sv.flags&^savedFlags != 0 {
-		return sv, fmt.Errorf("%w: unknown flags %#x", errRecord, sv.flags)
+		c.Fail("unknown flags %#x", sv.flags)
 	}
-	sv.lastT, sv.lastV = int64(le.Uint64(p[10:])), math.Float64frombits(le.Uint64(p[18:]))
-	p = p[26:]
-	var err error
-	if p, err = sv.last.parse(p); err != nil {
-		return sv, err
-	}
-	sv.hasPer, p = p[0] == 1, p[1:]
+	c.U8(&sv.trial)
+	c.I64(&sv.lastT)
+	c.F64(&sv.lastV)
+	sv.last.fields(&c)
+	c.Bool(&sv.hasPer)
 	if sv.hasPer {
-		if len(p) < len(sv.per)*outSize {
-			return sv, fmt.Errorf("%w: truncated per-detector outputs", errRecord)
-		}
 		for k := range sv.per {
-			if p, err = sv.per[k].parse(p); err != nil {
-				return sv, err
-			}
+			sv.per[k].fields(&c)
 		}
 	}
+	if err := c.Err(); err != nil {
+		return sv, fmt.Errorf("%w: %v", errRecord, err)
+	}
+	p = c.Bytes()
 	sv.det = p
 	s, e := series.NameSpan([]byte(sv.labels))
 	sv.nameStart, sv.ne = s, e
 	return sv, nil
-}
-
-// parse reads a lastOut from the front of p (at least outSize bytes).
-func (l *lastOut) parse(p []byte) ([]byte, error) {
-	le := binary.LittleEndian
-	l.t = int64(le.Uint64(p))
-	l.score = math.Float64frombits(le.Uint64(p[8:]))
-	l.expected = math.Float64frombits(le.Uint64(p[16:]))
-	l.lower = math.Float64frombits(le.Uint64(p[24:]))
-	l.upper = math.Float64frombits(le.Uint64(p[32:]))
-	w, d, sh := p[40], p[41], p[42]
-	if w > 1 || sh > 1 || d > uint8(detectors.NumKinds) {
-		return nil, fmt.Errorf("%w: bad output flags %d %d %d", errRecord, w, d, sh)
-	}
-	l.warmup, l.driver, l.shown = w == 1, detectors.Kind(d), sh == 1
-	l.peak = math.Float32frombits(le.Uint32(p[43:]))
-	return p[outSize:], nil
 }
 
 // checkKey checks that s is a canonical key: name and value each ended by

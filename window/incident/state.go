@@ -2,7 +2,6 @@ package incident
 
 import (
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/detectors/statecodec"
 )
 
 // stateVersion is the first byte of every state this package writes
@@ -55,9 +55,9 @@ const (
 // usually the key of the member or contributor holding it; it is then
 // encoded as one byte, not twice (codec.strOr).
 func (g *Group) AppendState(dst []byte) []byte {
-	c := codec{b: append(dst, stateVersion), enc: true}
+	c := codec{statecodec.Encoder(append(dst, stateVersion))}
 	g.fields(&c)
-	return c.b
+	return c.Bytes()
 }
 
 // RestoreGroup returns the Group that AppendState encoded at the start of
@@ -86,13 +86,13 @@ func RestoreGroup(p *Params, src []byte) (*Group, []byte, error) {
 		return nil, nil, fmt.Errorf("cannot restore incident group: %w", err)
 	}
 	g := NewGroup(p)
-	c := codec{b: src[1:], off: 1}
+	c := codec{statecodec.Decoder(src[1:], 1)}
 	g.fields(&c)
-	if c.err != nil {
-		return nil, nil, fmt.Errorf("cannot restore incident group: %w", c.err)
+	if c.Err() != nil {
+		return nil, nil, fmt.Errorf("cannot restore incident group: %w", c.Err())
 	}
 	g.trim()
-	return g, c.b, nil
+	return g, c.Bytes(), nil
 }
 
 func checkVersion(src []byte) error {
@@ -106,26 +106,26 @@ func checkVersion(src []byte) error {
 }
 
 // fields walks every field of g in the order of the encoding, appending
-// (c.enc) or decoding and checking each. One list serves both directions,
+// (c.Encoding()) or decoding and checking each. One list serves both directions,
 // so they cannot disagree.
 func (g *Group) fields(c *codec) {
-	c.i64(&g.dt)
+	c.I64(&g.dt)
 	c.nonNegative("group interval", g.dt)
-	c.i64(&g.first)
-	c.bool(&g.open)
-	c.i64(&g.start)
-	c.i64(&g.end)
-	c.f64(&g.peak)
-	if !c.enc && !(g.peak >= 0 && g.peak <= math.MaxFloat64) {
-		c.fail("peak score is %g", g.peak)
+	c.I64(&g.first)
+	c.Bool(&g.open)
+	c.I64(&g.start)
+	c.I64(&g.end)
+	c.F64(&g.peak)
+	if !c.Encoding() && !(g.peak >= 0 && g.peak <= math.MaxFloat64) {
+		c.Fail("peak score is %g", g.peak)
 	}
-	c.int(&g.opened)
+	c.Int(&g.opened)
 	c.nonNegative("incidents opened", int64(g.opened))
 	c.contributors(&g.topAtPeak, "contributor at the peak")
 
 	n := len(g.members)
 	c.count(&n, memberSize, "members")
-	if c.enc {
+	if c.Encoding() {
 		for _, k := range slices.Sorted(maps.Keys(g.members)) {
 			g.members[k].fields(c)
 		}
@@ -135,11 +135,11 @@ func (g *Group) fields(c *codec) {
 	for i := range n {
 		m := new(member)
 		m.fields(c)
-		if c.err != nil {
+		if c.Err() != nil {
 			return
 		}
 		if i > 0 && m.key <= prev {
-			c.fail("member %q after %q: keys not in strictly increasing order", m.key, prev)
+			c.Fail("member %q after %q: keys not in strictly increasing order", m.key, prev)
 			return
 		}
 		prev = m.key
@@ -149,51 +149,51 @@ func (g *Group) fields(c *codec) {
 
 // fields walks every field of m; see Group.fields.
 func (m *member) fields(c *codec) {
-	c.str(&m.key)
-	c.i64(&m.dt)
+	c.Str(&m.key)
+	c.I64(&m.dt)
 	c.nonNegative("member interval", m.dt)
-	c.i64(&m.last)
+	c.I64(&m.last)
 	// Decayed counts of samples: finite and not negative.
 	for b := range m.counts {
-		c.f64(&m.counts[b])
+		c.F64(&m.counts[b])
 		c.count64(m.counts[b], "evidence count")
 	}
-	c.f64(&m.exposure)
+	c.F64(&m.exposure)
 	c.count64(m.exposure, "exposure")
-	c.f64(&m.records)
+	c.F64(&m.records)
 	c.count64(m.records, "record count")
-	c.f64(&m.chained)
+	c.F64(&m.chained)
 	c.count64(m.chained, "chained record count")
-	c.i64(&m.recT)
-	c.int(&m.links)
+	c.I64(&m.recT)
+	c.Int(&m.links)
 	// Not negative: the ring is indexed links mod its length.
 	c.nonNegative("chain length", int64(m.links))
 	for i := range m.link {
-		c.f32(&m.link[i])
+		c.F32(&m.link[i])
 		c.surprise(float64(m.link[i]), "chain link surprise")
 	}
-	c.i64(&m.since)
-	c.i64(&m.live)
+	c.I64(&m.since)
+	c.I64(&m.live)
 	// A surprise is a logarithm floored at 0; +Inf when a score lies so
 	// far out that its chance underflows, which the group can hold.
-	c.f64(&m.surprise)
+	c.F64(&m.surprise)
 	c.surprise(m.surprise, "surprise")
-	c.f64(&m.best)
+	c.F64(&m.best)
 	c.surprise(m.best, "best surprise")
-	c.f64(&m.score)
-	if !c.enc && math.IsNaN(m.score) {
-		c.fail("member %q: score is NaN", m.key)
+	c.F64(&m.score)
+	if !c.Encoding() && math.IsNaN(m.score) {
+		c.Fail("member %q: score is NaN", m.key)
 	}
-	c.i64(&m.at)
+	c.I64(&m.at)
 	c.detail(&m.detail, m.key)
 }
 
 // contributorFields walks every field of x.
 func contributorFields(c *codec, x *Contributor) {
-	c.str(&x.Series)
-	c.i64(&x.T)
-	c.f64(&x.Score)
-	c.f64(&x.Surprise)
+	c.Str(&x.Series)
+	c.I64(&x.T)
+	c.F64(&x.Score)
+	c.F64(&x.Surprise)
 	c.surprise(x.Surprise, "contributor surprise")
 	c.detail(&x.Detail, x.Series)
 }
@@ -205,9 +205,9 @@ func contributorFields(c *codec, x *Contributor) {
 //
 // in the encoding of Group.AppendState.
 func (inc *Incident) AppendState(dst []byte) []byte {
-	c := codec{b: append(dst, stateVersion), enc: true}
+	c := codec{statecodec.Encoder(append(dst, stateVersion))}
 	inc.fields(&c)
-	return c.b
+	return c.Bytes()
 }
 
 // RestoreIncident returns the Incident that Incident.AppendState encoded
@@ -219,150 +219,35 @@ func RestoreIncident(src []byte) (Incident, []byte, error) {
 	if err := checkVersion(src); err != nil {
 		return Incident{}, nil, fmt.Errorf("cannot restore incident: %w", err)
 	}
-	c := codec{b: src[1:], off: 1}
+	c := codec{statecodec.Decoder(src[1:], 1)}
 	inc.fields(&c)
-	if c.err != nil {
-		return Incident{}, nil, fmt.Errorf("cannot restore incident: %w", c.err)
+	if c.Err() != nil {
+		return Incident{}, nil, fmt.Errorf("cannot restore incident: %w", c.Err())
 	}
-	return inc, c.b, nil
+	return inc, c.Bytes(), nil
 }
 
 func (inc *Incident) fields(c *codec) {
-	c.u64(&inc.ID)
-	c.str(&inc.Group)
-	c.i64(&inc.Start)
-	c.i64(&inc.End)
-	c.bool(&inc.Open)
-	c.f64(&inc.Peak)
-	if !c.enc && !(inc.Peak >= 0 && inc.Peak <= math.MaxFloat64) {
-		c.fail("incident %d: peak score is %g", inc.ID, inc.Peak)
+	c.U64(&inc.ID)
+	c.Str(&inc.Group)
+	c.I64(&inc.Start)
+	c.I64(&inc.End)
+	c.Bool(&inc.Open)
+	c.F64(&inc.Peak)
+	if !c.Encoding() && !(inc.Peak >= 0 && inc.Peak <= math.MaxFloat64) {
+		c.Fail("incident %d: peak score is %g", inc.ID, inc.Peak)
 	}
-	c.int(&inc.Series)
+	c.Int(&inc.Series)
 	c.nonNegative("incident series", int64(inc.Series))
 	c.contributors(&inc.Top, "incident contributor")
 	if len(inc.Top) > MaxTop {
-		c.fail("incident %d: %d contributors, at most %d are kept", inc.ID, len(inc.Top), MaxTop)
+		c.Fail("incident %d: %d contributors, at most %d are kept", inc.ID, len(inc.Top), MaxTop)
 	}
 }
 
-// codec appends fields to b (enc) or decodes them from its front. A
-// decoder checks every length against the bytes left, and keeps the first
-// error (err): once set, every later field decodes as zero and nothing is
-// allocated.
-type codec struct {
-	b   []byte
-	enc bool
-	err error
-	off int // bytes decoded, for messages
-}
-
-// take returns the next n bytes of a decoder, or nil and an error if
-// fewer are left.
-func (c *codec) take(n int) []byte {
-	if c.err != nil {
-		return nil
-	}
-	if len(c.b) < n {
-		c.err = fmt.Errorf("truncated at offset %d: %d bytes left, %d needed", c.off, len(c.b), n)
-		return nil
-	}
-	b := c.b[:n:n]
-	c.b, c.off = c.b[n:], c.off+n
-	return b
-}
-
-// fail records a decoded value no Group holds (the first only).
-func (c *codec) fail(format string, args ...any) {
-	if !c.enc && c.err == nil {
-		c.err = fmt.Errorf(format, args...)
-	}
-}
-
-func (c *codec) u8(x *uint8) {
-	if c.enc {
-		c.b = append(c.b, *x)
-		return
-	}
-	if b := c.take(1); b != nil {
-		*x = b[0]
-	}
-}
-
-func (c *codec) u32(x *uint32) {
-	if c.enc {
-		c.b = binary.LittleEndian.AppendUint32(c.b, *x)
-		return
-	}
-	if b := c.take(4); b != nil {
-		*x = binary.LittleEndian.Uint32(b)
-	}
-}
-
-func (c *codec) u64(x *uint64) {
-	if c.enc {
-		c.b = binary.LittleEndian.AppendUint64(c.b, *x)
-		return
-	}
-	if b := c.take(8); b != nil {
-		*x = binary.LittleEndian.Uint64(b)
-	}
-}
-
-func (c *codec) i64(x *int64) {
-	u := uint64(*x)
-	c.u64(&u)
-	*x = int64(u)
-}
-
-// int is an int as i64.
-func (c *codec) int(x *int) {
-	u := int64(*x)
-	c.i64(&u)
-	*x = int(u)
-}
-
-// f64 and f32 carry the bits, so every value, NaN payloads and −0
-// included, comes back exactly.
-func (c *codec) f64(x *float64) {
-	u := math.Float64bits(*x)
-	c.u64(&u)
-	*x = math.Float64frombits(u)
-}
-
-func (c *codec) f32(x *float32) {
-	u := math.Float32bits(*x)
-	c.u32(&u)
-	*x = math.Float32frombits(u)
-}
-
-// bool is one byte, 0 or 1; any other is refused, so that every state
-// that restores encodes back to the same bytes.
-func (c *codec) bool(x *bool) {
-	var u uint8
-	if *x {
-		u = 1
-	}
-	off := c.off
-	c.u8(&u)
-	if u > 1 {
-		c.fail("bool byte %d at offset %d, want 0 or 1", u, off)
-	}
-	*x = u == 1
-}
-
-// str is a u32 length and the bytes; a decoder checks the length against
-// the bytes left before it copies them.
-func (c *codec) str(x *string) {
-	n := uint32(len(*x))
-	c.u32(&n)
-	if c.enc {
-		c.b = append(c.b, *x...)
-		return
-	}
-	if b := c.take(int(n)); b != nil {
-		*x = string(b)
-	}
-}
+// codec is the shared state codec with the decoders' checks of this
+// package's states.
+type codec struct{ statecodec.Codec }
 
 // strOr is str for a string that usually equals ref: one byte 0 then,
 // else 1 and the string. A 1 followed by ref is refused, so that a
@@ -372,19 +257,19 @@ func (c *codec) strOr(x *string, ref string) {
 	if *x != ref {
 		full = 1
 	}
-	off := c.off
-	c.u8(&full)
+	off := c.Offset()
+	c.U8(&full)
 	switch {
-	case c.err != nil:
+	case c.Err() != nil:
 	case full == 0:
 		*x = ref
 	case full == 1:
-		c.str(x)
+		c.Str(x)
 		if *x == ref {
-			c.fail("series %q at offset %d encoded in full, where it is the key", ref, off)
+			c.Fail("series %q at offset %d encoded in full, where it is the key", ref, off)
 		}
 	default:
-		c.fail("series flag %d at offset %d, want 0 or 1", full, off)
+		c.Fail("series flag %d at offset %d, want 0 or 1", full, off)
 	}
 }
 
@@ -393,9 +278,9 @@ func (c *codec) strOr(x *string, ref string) {
 // allocated for them.
 func (c *codec) count(n *int, size int, what string) {
 	u := uint32(*n)
-	c.u32(&u)
-	if !c.enc && c.err == nil && uint64(u)*uint64(size) > uint64(len(c.b)) {
-		c.fail("%d %s need at least %d bytes, %d left", u, what, uint64(u)*uint64(size), len(c.b))
+	c.U32(&u)
+	if !c.Encoding() && c.Err() == nil && uint64(u)*uint64(size) > uint64(len(c.Bytes())) {
+		c.Fail("%d %s need at least %d bytes, %d left", u, what, uint64(u)*uint64(size), len(c.Bytes()))
 	}
 	*n = int(u)
 }
@@ -403,8 +288,8 @@ func (c *codec) count(n *int, size int, what string) {
 func (c *codec) contributors(xs *[]Contributor, what string) {
 	n := len(*xs)
 	c.count(&n, contributorSize, what+"s")
-	if !c.enc {
-		if c.err != nil || n == 0 {
+	if !c.Encoding() {
+		if c.Err() != nil || n == 0 {
 			return
 		}
 		*xs = make([]Contributor, n)
@@ -416,30 +301,30 @@ func (c *codec) contributors(xs *[]Contributor, what string) {
 
 func (c *codec) detail(d *Detail, key string) {
 	c.strOr(&d.Series, key)
-	c.f64(&d.Value)
-	c.f64(&d.Expected)
-	c.f64(&d.Lower)
-	c.f64(&d.Upper)
-	c.f64(&d.Score)
-	c.u8((*uint8)(&d.Driver))
+	c.F64(&d.Value)
+	c.F64(&d.Expected)
+	c.F64(&d.Lower)
+	c.F64(&d.Upper)
+	c.F64(&d.Score)
+	c.U8((*uint8)(&d.Driver))
 	if d.Driver > detectors.KindCombined {
-		c.fail("series %q: detector kind %d", key, d.Driver)
+		c.Fail("series %q: detector kind %d", key, d.Driver)
 	}
-	c.f64(&d.Record)
-	c.u32(&d.Age)
+	c.F64(&d.Record)
+	c.U32(&d.Age)
 }
 
 // nonNegative refuses a negative decoded integer.
 func (c *codec) nonNegative(what string, x int64) {
 	if x < 0 {
-		c.fail("%s is %d", what, x)
+		c.Fail("%s is %d", what, x)
 	}
 }
 
 // count64 refuses a decoded decayed count that is not finite and ≥ 0.
 func (c *codec) count64(x float64, what string) {
 	if !(x >= 0 && x <= math.MaxFloat64) {
-		c.fail("%s is %g", what, x)
+		c.Fail("%s is %g", what, x)
 	}
 }
 
@@ -447,7 +332,7 @@ func (c *codec) count64(x float64, what string) {
 // a group can hold).
 func (c *codec) surprise(x float64, what string) {
 	if !(x >= 0) {
-		c.fail("%s is %g", what, x)
+		c.Fail("%s is %g", what, x)
 	}
 }
 
