@@ -1,7 +1,6 @@
 package window
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -83,31 +82,33 @@ func (s *Incidents) State() ([]byte, error) {
 	return b, nil
 }
 
-// appendState appends the state (see State) to dst.
+// appendState appends the state (see State) to dst, in the encoding of
+// detectors/statecodec that readState decodes.
 func (s *Incidents) appendState(dst []byte) []byte {
-	dst = append(dst, incidentsStateVersion)
-	dst = binary.LittleEndian.AppendUint64(dst, s.nextID)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.recent)))
+	c := statecodec.Encoder(dst)
+	version, nRecent := uint8(incidentsStateVersion), uint32(len(s.recent))
+	c.U8(&version)
+	c.U64(&s.nextID)
+	c.U32(&nRecent)
 	for i := range s.recent {
-		dst = s.recent[i].AppendState(dst)
+		c = statecodec.Encoder(s.recent[i].AppendState(c.Bytes()))
 	}
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.groups)))
+	nGroups := uint32(len(s.groups))
+	c.U32(&nGroups)
 	for _, k := range slices.Sorted(maps.Keys(s.groups)) {
 		gs := s.groups[k]
-		dst = binary.LittleEndian.AppendUint32(dst, uint32(len(k)))
-		dst = append(dst, k...)
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(gs.lastT))
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(gs.peak))
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(gs.series))
-		if gs.open == nil {
-			dst = append(dst, 0)
-		} else {
-			dst = append(dst, 1)
-			dst = gs.open.AppendState(dst)
+		lastT, series, open := gs.lastT, int64(gs.series), gs.open != nil
+		c.Str(&k)
+		c.I64(&lastT)
+		c.F64(&gs.peak)
+		c.I64(&series)
+		c.Bool(&open)
+		if open {
+			c = statecodec.Encoder(gs.open.AppendState(c.Bytes()))
 		}
-		dst = gs.g.AppendState(dst)
+		c = statecodec.Encoder(gs.g.AppendState(c.Bytes()))
 	}
-	return dst
+	return c.Bytes()
 }
 
 // Restore makes the stage's state the one State returned, before Start.
