@@ -591,6 +591,21 @@ func vmCheckValues(t *testing.T, shards []string, ref string, since int64) {
 	}
 	t.Logf("output samples compared with the reference's: %v; %d differ", compared, differ)
 	if differ > 0 {
+		// What each instance did with its input, to tell a sample lost or
+		// reordered on the way from a different warm-up.
+		for _, s := range append(slices.Clone(shards), ref) {
+			body, err := e2eGet(s + "/metrics")
+			if err != nil {
+				t.Logf("%s: %v", s, err)
+				continue
+			}
+			for _, l := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(l, "anomalyd_window_samples_not_analysed_total") || strings.HasPrefix(l, "anomalyd_warmup_series_total") ||
+					strings.HasPrefix(l, "anomalyd_ingest_samples_received_total") {
+					t.Logf("%s: %s", s, l)
+				}
+			}
+		}
 		t.Errorf("%d output samples differ from the reference's: %q", differ, first)
 	}
 	// Every series has vmMinSamples scores in the reference, the last
