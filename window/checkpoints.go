@@ -331,6 +331,12 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 	se.lastT, se.lastV = sv.lastT, sv.lastV
 	se.seen = nowMs
 	se.last = sv.last
+	s.counts.put(se.count)
+	se.count = nil
+	if sv.hasCount {
+		se.count = s.counts.get()
+		*se.count = sv.count
+	}
 	se.per = nil
 	if s.set.opts.PerDetector {
 		se.per = new([detectors.NumKinds]lastOut)

@@ -53,7 +53,14 @@ func restartLoad(nSeries, n int) []testSeries {
 			case 1: // a counter
 				ts.counter = true
 				ts.pairs[1] = "c_total"
-				total += 10 + 2*noise()
+				switch {
+				case s%8 == 1:
+					total += 10 + 2*noise()
+				case i > n-n/5: // counting events, whose rate falls late: the count test
+					total += math.Round(4 + 4*noise())
+				default:
+					total += math.Round(10 + 6*noise())
+				}
 				v = total
 			case 2: // a gauge that only grows
 				ts.pairs[1] = "grows"
@@ -429,4 +436,51 @@ func FuzzRestoreSeries(f *testing.F) {
 		}
 		s.forget(slot)
 	})
+}
+
+// TestRestoreVersion1Record: a record written before the count test
+// (version 1, no count field) still restores, with the count test to learn
+// again, and a record of the count test keeps its state.
+func TestRestoreVersion1Record(t *testing.T) {
+	cfg := config.Default()
+	a := newStoppedEnv(t, cfg, 1)
+	a.s.Start()
+	for _, ts := range restartLoad(8, 300) {
+		a.send(t, ts.counter, ts.samples, ts.pairs...)
+	}
+	a.s.Stop(context.Background())
+	sh := a.s.shards[0]
+	var counted int
+	for i := range sh.slots.n {
+		se := sh.slots.at(i)
+		if se.info == nil {
+			continue
+		}
+		rec := sh.appendSeries(nil, se)
+		sv, err := parseSeries(rec)
+		if err != nil {
+			t.Fatalf("%s: %v", series.Format(se.info.Labels), err)
+		}
+		if sv.hasCount != (se.count != nil) || se.count != nil && sv.count != *se.count {
+			t.Fatalf("%s: count test read back as %v %+v, saved %+v", series.Format(se.info.Labels), sv.hasCount, sv.count, se.count)
+		}
+		if se.count != nil {
+			counted++
+			continue
+		}
+		// The version 1 layout: the same record without the count byte,
+		// which comes right before the detector state.
+		at := len(rec) - len(sv.det) - 1
+		v1 := append(append([]byte{1}, rec[1:at]...), rec[at+1:]...)
+		old, err := parseSeries(v1)
+		if err != nil {
+			t.Fatalf("%s: version 1 record: %v", series.Format(se.info.Labels), err)
+		}
+		if old.hasCount || old.labels != sv.labels || old.lastT != sv.lastT || string(old.det) != string(sv.det) {
+			t.Fatalf("%s: version 1 record read as %+v, want %+v", series.Format(se.info.Labels), old, sv)
+		}
+	}
+	if counted == 0 {
+		t.Fatal("no series of whole increments has a count test: the load does not exercise it")
+	}
 }

@@ -22,13 +22,17 @@ import (
 //	flags u8, trial u8, lastT i64, lastV f64
 //	last: lastOut
 //	per u8 (0 or 1) ‖ NumKinds × lastOut when 1
+//	count u8 (0 or 1) ‖ the count test's state (detectors.CountShift.StateFields) when 1
 //	the detector state (detectors.Set.AppendState) to the end
 //
 // A lastOut is t i64, score, expected, lower, upper f64, warmup u8,
 // driver u8, shown u8, peak f32 (lastOut.fields). Floats are their IEEE
 // 754 bits, bools a byte 0 or 1, in the encoding of detectors/statecodec.
+//
+// Version 1 records, written before the count test, have no count field
+// and are read as count 0: the test learns the series again.
 const (
-	seriesRecordVersion = 1
+	seriesRecordVersion = 2
 )
 
 // savedFlags are the flags a record keeps: flagWarming is not among them,
@@ -68,6 +72,11 @@ func (s *shard) appendSeries(dst []byte, se *seriesState) []byte {
 			se.per[k].fields(&c)
 		}
 	}
+	hasCount := se.count != nil
+	c.Bool(&hasCount)
+	if hasCount {
+		se.count.StateFields(&c)
+	}
 	return se.det.AppendState(c.Bytes())
 }
 
@@ -104,6 +113,8 @@ type savedSeries struct {
 	last          lastOut
 	hasPer        bool
 	per           [detectors.NumKinds]lastOut
+	hasCount      bool
+	count         detectors.CountShift
 	det           []byte
 	nameStart, ne uint32
 }
@@ -112,12 +123,13 @@ type savedSeries struct {
 // a canonical key, known flags, drivers that are detectors.
 func parseSeries(rec []byte) (savedSeries, error) {
 	var sv savedSeries
-	if len(rec) == 0 || rec[0] != seriesRecordVersion {
+	if len(rec) == 0 || rec[0] != seriesRecordVersion && rec[0] != 1 {
 		if len(rec) == 0 {
 			return sv, fmt.Errorf("%w: empty", errRecord)
 		}
-		return sv, fmt.Errorf("%w: version %d, want %d", errRecord, rec[0], seriesRecordVersion)
+		return sv, fmt.Errorf("%w: version %d, want 1 or %d", errRecord, rec[0], seriesRecordVersion)
 	}
+	version := rec[0]
 	n, k := binary.Uvarint(rec[1:])
 	if k <= 0 || n == 0 || n > uint64(len(rec)) {
 		return sv, fmt.Errorf("%w: bad label length", errRecord)
@@ -146,8 +158,19 @@ func parseSeries(rec []byte) (savedSeries, error) {
 			sv.per[k].fields(&c)
 		}
 	}
+	if version >= 2 {
+		c.Bool(&sv.hasCount)
+		if sv.hasCount {
+			sv.count.StateFields(&c)
+		}
+	}
 	if err := c.Err(); err != nil {
 		return sv, fmt.Errorf("%w: %v", errRecord, err)
+	}
+	if sv.hasCount {
+		if err := sv.count.CheckState(); err != nil {
+			return sv, fmt.Errorf("%w: %v", errRecord, err)
+		}
 	}
 	p = c.Bytes()
 	sv.det = p

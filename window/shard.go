@@ -71,6 +71,9 @@ type seriesState struct {
 	// labels, canonically, interned per shard: shard.groups), "" for none.
 	group string
 	per   *[detectors.NumKinds]lastOut
+	// count is the count test of a counter whose increments have all been
+	// whole numbers (countShift), nil for any other series.
+	count *detectors.CountShift
 	det   detectors.Set
 }
 
@@ -138,6 +141,7 @@ type shard struct {
 	table  map[uint64]uint32 // hash → slot+1 of the first series with it
 	slots  slab
 	free   []uint32
+	counts countPool // the count tests of the shard's series
 	rules  *Rules
 	ignore *fastcache.Cache // canonical labels of series a rule ignores
 	// groups interns the incident group keys of the shard's series, so
@@ -249,6 +253,8 @@ func (s *shard) process(b *Batch) {
 			se.flags ^= flagCounter
 			se.flags &^= flagPrimed | flagDeriv
 			se.trial = 0
+			s.counts.put(se.count)
+			se.count = nil
 			se.det.Reset()
 		}
 		samples := b.Samples[bs.SamplesStart:bs.SamplesEnd]
@@ -443,7 +449,7 @@ const (
 // Analyser (the backtest), and touches nothing but se and st. It returns
 // the outcome, the detectors' verdict and the value they analysed (for a
 // counter or a growing gauge, its per-second rate).
-func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats) (outcome, detectors.Output, float64) {
+func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats, cp *countPool) (outcome, detectors.Output, float64) {
 	if value.IsStaleNaN(v) {
 		if se.flags&flagSeen != 0 && t < se.lastT {
 			st.outOfOrder++
@@ -501,8 +507,10 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		}
 		secs := float64(t-se.lastT) / 1000
 		x = d / secs
-		if d != math.Trunc(d) {
+		if d != math.Trunc(d) && se.flags&flagFractional == 0 {
 			se.flags |= flagFractional
+			cp.put(se.count)
+			se.count = nil
 		}
 		se.flags |= flagPrimed | flagHasOutput
 		se.lastT, se.lastV = t, v
@@ -510,6 +518,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		o := se.det.Update(p, t, x)
 		if se.flags&flagFractional == 0 {
 			countingNoise(&o, d, secs)
+			se.countShift(p, &o, d, secs, cp)
 		}
 		return outcomeAnalysed, o, x
 	}
@@ -545,6 +554,66 @@ func countingNoise(o *detectors.Output, d, secs float64) {
 	}
 }
 
+// countShift runs the count test (detectors.CountShift) of a series whose
+// increments have all been whole numbers on its increment d over secs
+// seconds, and raises o, the detectors' verdict, to the test's score when
+// the test scores higher, from 1 on: a count's rate that moved and stayed moved is
+// evidence that adds up over samples, where each sample alone is within
+// its noise. The verdict then reports the test's baseline rate as expected,
+// its count range (2√λ, as countingNoise) as the band and the EWMA as the
+// driver: the baseline is an exponentially weighted mean of the rate. As
+// every score, it counts only once the detectors are Ready.
+func (se *seriesState) countShift(p *detectors.Params, o *detectors.Output, d, secs float64, cp *countPool) {
+	if se.count == nil {
+		se.count = cp.get()
+	}
+	score, rate, judged := se.count.Update(d, secs, p.Window)
+	c := &o.Combined
+	if !judged || !c.Ready || score < 1 || !(score > c.Score) {
+		return // below half its decision level the test is not evidence
+	}
+	lambda := rate * secs
+	tol := 2 * math.Sqrt(lambda)
+	c.Score, c.Expected = score, rate
+	c.Lower, c.Upper = max(lambda-tol, 0)/secs, (lambda+tol)/secs
+	o.Driver = detectors.KindEWMA
+}
+
+// countPool hands out count tests from chunks, so that a series starting
+// one (a counter's first whole increment, a gauge found to grow) does not
+// allocate on the ingest path, and takes back those of series that stop
+// being tested or leave. A shard has one; so has an Analyser.
+type countPool struct {
+	chunk []detectors.CountShift
+	free  []*detectors.CountShift
+}
+
+// countChunk is how many count tests a pool allocates at once.
+const countChunk = 256
+
+// get returns a zero CountShift.
+func (cp *countPool) get() *detectors.CountShift {
+	if n := len(cp.free); n > 0 {
+		c := cp.free[n-1]
+		cp.free = cp.free[:n-1]
+		*c = detectors.CountShift{}
+		return c
+	}
+	if len(cp.chunk) == 0 {
+		cp.chunk = make([]detectors.CountShift, countChunk)
+	}
+	c := &cp.chunk[0]
+	cp.chunk = cp.chunk[1:]
+	return c
+}
+
+// put takes c back (nil: nothing); its series must no longer hold it.
+func (cp *countPool) put(c *detectors.CountShift) {
+	if c != nil {
+		cp.free = append(cp.free, c)
+	}
+}
+
 // judgeTrial counts v, the next sample of a gauge in its trial, against
 // the last one and reports whether the trial ended with the series
 // analysed as a rate of change: trialSamples samples none of which fell,
@@ -565,7 +634,7 @@ func (se *seriesState) judgeTrial(v float64) bool {
 // sample handles one sample of series se and emits what it produced.
 func (s *shard) sample(se *seriesState, t int64, v float64) {
 	ru := &s.rules.rules[se.rule]
-	res, o, x := se.observe(ru.params, t, v, &s.local)
+	res, o, x := se.observe(ru.params, t, v, &s.local, &s.counts)
 	switch res {
 	case outcomeSkipped:
 		return
@@ -707,6 +776,7 @@ func (s *shard) unlink(i uint32) {
 	}
 	det := se.det
 	det.Reset()
+	s.counts.put(se.count)
 	*se = seriesState{det: det}
 	s.free = append(s.free, i)
 	s.set.active.Add(-1)
@@ -800,6 +870,8 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		if !old.sameTreatment(int(se.rule), rules, ri) {
 			se.det.Init(newRule.params)
 			se.flags &^= flagPrimed
+			s.counts.put(se.count)
+			se.count = nil
 		}
 		if s.set.opts.Incidents != nil {
 			// Its rule, or its rule's group_by, may have changed: a series

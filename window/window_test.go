@@ -683,3 +683,50 @@ func TestCountingNoise(t *testing.T) {
 		t.Errorf("a rate of fractional increments (0.5 a second) falling to 0 scored %v, want an alarm as before", o.Combined.Score)
 	}
 }
+
+// TestCountShiftRaisesScore: a request counter counting 15 a second whose
+// rate falls to a quarter scores each sample within its noise, but the
+// count test adds them up: the combined score alarms within a few samples,
+// reporting the rate before the fall as expected. A counter whose
+// increments are not whole numbers is not tested.
+func TestCountShiftRaisesScore(t *testing.T) {
+	p, _ := CompileRules(config.Default()).ParamsFor(string(key("__name__", "http_requests_total")))
+	run := func(scale float64) (int, detectors.Output, *seriesState) {
+		a := NewAnalyser(p, true)
+		rng := rand.New(rand.NewPCG(5, 6))
+		draw := func(lambda float64) float64 {
+			l, k, q := math.Exp(-lambda), 0.0, 1.0
+			for q *= rng.Float64(); q > l; q *= rng.Float64() {
+				k++
+			}
+			return k
+		}
+		v := 0.0
+		for i := range 1500 {
+			v += draw(15) * scale
+			if o, _ := a.Observe(t0+int64(i)*1000, v); o.Combined.Score >= 2 && i > 200 {
+				t.Fatalf("scale %g: sample %d alarmed before the fall: %+v", scale, i, o.Combined)
+			}
+		}
+		for i := range 30 {
+			v += draw(15.0/4) * scale
+			if o, _ := a.Observe(t0+int64(1500+i)*1000, v); o.Combined.Score >= 2 {
+				return i + 1, o, &a.se
+			}
+		}
+		return -1, detectors.Output{}, &a.se
+	}
+	n, o, se := run(1)
+	if n < 0 || n > 8 {
+		t.Fatalf("a request rate falling from 15 to 3.75 a second alarmed after %d samples, want ≤ 8", n)
+	}
+	if c := o.Combined; o.Driver != detectors.KindEWMA || math.Abs(c.Expected-15) > 2 || c.Lower > c.Expected || c.Upper < c.Expected {
+		t.Errorf("alarm after %d samples reports %+v, driver %v: want the rate before the fall, about 15, in its band, driver ewma", n, c, o.Driver)
+	}
+	if se.count == nil {
+		t.Error("a counter of whole increments has no count test")
+	}
+	if n, _, se := run(0.37); n >= 0 && n <= 8 || se.count != nil {
+		t.Errorf("a counter of fractional increments: alarm after %d samples, count test %v; want the detectors' verdict alone", n, se.count)
+	}
+}
