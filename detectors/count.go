@@ -21,10 +21,12 @@ import (
 // The baseline is the series' own rate, a decayed mean over about
 // 1/countAlpha increments. The test is quasi-Poisson: each ratio is divided
 // by the series' dispersion (variance over mean of its increments, at
-// least 1, learnt from each increment before it is judged), and a series
-// whose increments vary more than countMaxDispersion times as much as
-// independent events do (batches, bursts) is not tested, since its counts
-// are not the evidence a Poisson model says.
+// least 1, learnt from the increments that are not evidence of a shift),
+// and a series whose increments vary more than countMaxDispersion times as
+// much as independent events do (batches, bursts) is not tested, since its
+// counts are not the evidence a Poisson model says. Nor is one that has not
+// counted countDispersionPrior events in its memory: a counter of batches
+// whose first batch comes after the warm-up shows what it is only then.
 //
 // The zero CountShift is ready to use. It is pure state, updated by one
 // goroutine.
@@ -61,9 +63,10 @@ const (
 	// independent events do is not tested.
 	countMaxDispersion = 2
 	// countDispersionPrior is the weight, in expected events, of the prior
-	// that a count varies as independent events do (dispersion 1): a series
-	// of rare events cannot show its dispersion before it has counted some
-	// ten events, and its first event must not count as a batch.
+	// that a count varies as independent events do (dispersion 1), and the
+	// events a series must have counted in its memory to be judged: a
+	// series cannot show its dispersion before it has counted some ten
+	// events.
 	countDispersionPrior = 10
 	// countDecision is the CUSUM level (nats) at which a shift is called:
 	// a Poisson count crosses it by chance about once in e¹⁶/2 ≈ 4·10⁶
@@ -96,16 +99,8 @@ func (c *CountShift) Update(d, secs float64, window int) (score, rate float64, j
 	if c.n > 0 {
 		rate = (c.events + 1) / c.exposure
 		lambda = rate * secs
-		// The dispersion learns from this increment before it is judged:
-		// a count that comes in batches shows it in its first batch, which
-		// must not be judged as a Poisson count. A shift raises it too,
-		// and after some tens of samples of a large one the test stops,
-		// having called it.
-		dev := d - lambda
-		c.dev2 = c.dev2*(1-countAlpha) + dev*dev
-		c.expect = c.expect*(1-countAlpha) + lambda
 	}
-	if phi := c.dispersion(); c.n >= countWarmup && phi <= countMaxDispersion {
+	if phi := c.dispersion(); c.n >= countWarmup && c.events >= countDispersionPrior && phi <= countMaxDispersion {
 		phi = max(phi, 1)
 		sd := math.Sqrt(phi * lambda)
 		hi := lambda + countSigmas*sd
@@ -128,6 +123,15 @@ func (c *CountShift) Update(d, secs float64, window int) (score, rate float64, j
 		// learn a level shift.
 		c.events = max(c.fast*c.exposure-1, 0)
 		c.up, c.down, c.held = 0, 0, 0
+	}
+	if c.n > 0 && score < 1 {
+		// The dispersion is learnt from the increments that are not
+		// evidence of a shift: those of a shift, measured against the
+		// rate before it, are not the count's noise, and learning them
+		// would switch the test off while it calls the shift.
+		dev := d - lambda
+		c.dev2 = c.dev2*(1-countAlpha) + dev*dev
+		c.expect = c.expect*(1-countAlpha) + lambda
 	}
 	c.events = c.events*(1-countAlpha) + d
 	c.exposure = c.exposure*(1-countAlpha) + secs
