@@ -243,6 +243,9 @@ type replayReport struct {
 	Incidents incidentReport `json:"incidents"`
 	// Live is the run's own incident stage, from its report.
 	Live stageResult `json:"live"`
+	// Evidence is what the faults' signal series that count events held
+	// within the allowed samples (countEvidence).
+	Evidence []countEvidence `json:"evidence"`
 }
 
 // replay runs o.anomalyd's backtest over the export o.replay and prints
@@ -303,6 +306,10 @@ func (o *options) replayExport(stdout, stderr io.Writer) error {
 			lv.Source, lv.Openings, lv.Quiet.Openings, lv.Quiet.PerTargetHour, lv.Caught, len(lv.Faults))
 	}
 	ir.print(stdout, rep.Begin, rep.Settings.Quiet, rep.Settings.ScrapeInterval)
+	if rr.Evidence, err = faultCountEvidence(o.replay, rep, within); err != nil {
+		return err
+	}
+	printCountEvidence(stdout, rr.Evidence, within, rep.Settings.ScrapeInterval, maxFalsePerTargetHour)
 	if o.replayJSON != "" {
 		b, _ := json.MarshalIndent(rr, "", "  ")
 		if err := os.WriteFile(o.replayJSON, append(b, '\n'), 0o644); err != nil {
