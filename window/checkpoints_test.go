@@ -390,18 +390,24 @@ rules:
 	}
 }
 
+// loadedShard runs restartLoad(nSeries, n) through one shard under cfg
+// and returns the stopped shard, to read its series' records.
+func loadedShard(tb testing.TB, cfg *config.Config, nSeries, n int) *shard {
+	a := newStoppedEnv(tb, cfg, 1)
+	a.s.Start()
+	for _, ts := range restartLoad(nSeries, n) {
+		a.send(tb, ts.counter, ts.samples, ts.pairs...)
+	}
+	a.s.Stop(context.Background())
+	return a.s.shards[0]
+}
+
 // FuzzRestoreSeries: no record, however damaged, panics the shard that
 // restores it, and a record it takes encodes back to one that restores to
 // the same series.
 func FuzzRestoreSeries(f *testing.F) {
 	cfg := config.Default()
-	a := newStoppedEnv(f, cfg, 1)
-	a.s.Start()
-	for _, ts := range restartLoad(4, 150) {
-		a.send(f, ts.counter, ts.samples, ts.pairs...)
-	}
-	a.s.Stop(context.Background())
-	sh := a.s.shards[0]
+	sh := loadedShard(f, cfg, 4, 150)
 	for i := range sh.slots.n {
 		if se := sh.slots.at(i); se.info != nil {
 			f.Add(sh.appendSeries(nil, se))
@@ -442,14 +448,7 @@ func FuzzRestoreSeries(f *testing.F) {
 // (version 1, no count field) still restores, with the count test to learn
 // again, and a record of the count test keeps its state.
 func TestRestoreVersion1Record(t *testing.T) {
-	cfg := config.Default()
-	a := newStoppedEnv(t, cfg, 1)
-	a.s.Start()
-	for _, ts := range restartLoad(8, 300) {
-		a.send(t, ts.counter, ts.samples, ts.pairs...)
-	}
-	a.s.Stop(context.Background())
-	sh := a.s.shards[0]
+	sh := loadedShard(t, config.Default(), 8, 300)
 	var counted int
 	for i := range sh.slots.n {
 		se := sh.slots.at(i)
