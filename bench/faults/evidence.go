@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -37,11 +39,16 @@ const evidenceBefore = 10 * time.Minute
 
 // faultCountEvidence returns, for each fault of rep and each of its signal
 // series in the export dir that counts events, the evidence its first
-// `within` samples from the fault's start hold (countEvidence).
+// `within` samples from the fault's start hold (countEvidence). A target
+// folder without series.txt has no labels to select signals by and adds
+// nothing.
 func faultCountEvidence(dir string, rep *report, within int) ([]countEvidence, error) {
 	var out []countEvidence
 	for _, f := range rep.Faults {
 		index, err := readExportIndex(filepath.Join(dir, f.Target.Job))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // an export without label sets: nothing to select signals by
+		}
 		if err != nil {
 			return nil, err
 		}
