@@ -168,8 +168,9 @@ func (c *CountShift) StateFields(k *statecodec.Codec) {
 }
 
 // CheckState reports what in a decoded c Update cannot have made: a value
-// that is not finite, negative sums or statistics, or a learnt state without exposure. It keeps a restored
-// CountShift from dividing by zero or scoring NaN.
+// that is not finite, negative sums or statistics, or a learnt state
+// without exposure. It keeps a restored CountShift from dividing by zero or
+// scoring NaN.
 func (c *CountShift) CheckState() error {
 	for _, f := range [...]struct {
 		name string

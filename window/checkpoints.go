@@ -331,8 +331,7 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 	se.lastT, se.lastV = sv.lastT, sv.lastV
 	se.seen = nowMs
 	se.last = sv.last
-	s.counts.put(se.count)
-	se.count = nil
+	se.dropCount(&s.counts)
 	if sv.hasCount {
 		se.count = s.counts.get()
 		*se.count = sv.count

@@ -253,8 +253,7 @@ func (s *shard) process(b *Batch) {
 			se.flags ^= flagCounter
 			se.flags &^= flagPrimed | flagDeriv
 			se.trial = 0
-			s.counts.put(se.count)
-			se.count = nil
+			se.dropCount(&s.counts)
 			se.det.Reset()
 		}
 		samples := b.Samples[bs.SamplesStart:bs.SamplesEnd]
@@ -446,7 +445,7 @@ const (
 // markers first (by bits, before any arithmetic), then order and
 // duplicates, then non-finite values, then counters to rates, then the
 // detectors. It is the whole per-sample logic, shared by the shards and by
-// Analyser (the backtest), and touches nothing but se and st. It returns
+// Analyser (the backtest), and touches nothing but se, st and cp. It returns
 // the outcome, the detectors' verdict and the value they analysed (for a
 // counter or a growing gauge, its per-second rate).
 func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats, cp *countPool) (outcome, detectors.Output, float64) {
@@ -509,8 +508,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		x = d / secs
 		if d != math.Trunc(d) && se.flags&flagFractional == 0 {
 			se.flags |= flagFractional
-			cp.put(se.count)
-			se.count = nil
+			se.dropCount(cp)
 		}
 		se.flags |= flagPrimed | flagHasOutput
 		se.lastT, se.lastV = t, v
@@ -557,9 +555,9 @@ func countingNoise(o *detectors.Output, d, secs float64) {
 // countShift runs the count test (detectors.CountShift) of a series whose
 // increments have all been whole numbers on its increment d over secs
 // seconds, and raises o, the detectors' verdict, to the test's score when
-// the test scores higher, from 1 on: a count's rate that moved and stayed moved is
-// evidence that adds up over samples, where each sample alone is within
-// its noise. The verdict then reports the test's baseline rate as expected,
+// the test scores higher, from 1 on: a count's rate that moved and stayed
+// moved is evidence that adds up over samples, where each sample alone is
+// within its noise. The verdict then reports the test's baseline rate as expected,
 // its count range (2√λ, as countingNoise) as the band and the EWMA as the
 // driver: the baseline is an exponentially weighted mean of the rate. As
 // every score, it counts only once the detectors are Ready.
@@ -577,6 +575,14 @@ func (se *seriesState) countShift(p *detectors.Params, o *detectors.Output, d, s
 	c.Score, c.Expected = score, rate
 	c.Lower, c.Upper = max(lambda-tol, 0)/secs, (lambda+tol)/secs
 	o.Driver = detectors.KindEWMA
+}
+
+// dropCount ends se's count test, giving its state back to cp: the series
+// stopped counting events (a fractional increment, a change of meaning or
+// of rule).
+func (se *seriesState) dropCount(cp *countPool) {
+	cp.put(se.count)
+	se.count = nil
 }
 
 // countPool hands out count tests from chunks, so that a series starting
@@ -870,8 +876,7 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		if !old.sameTreatment(int(se.rule), rules, ri) {
 			se.det.Init(newRule.params)
 			se.flags &^= flagPrimed
-			s.counts.put(se.count)
-			se.count = nil
+			se.dropCount(&s.counts)
 		}
 		if s.set.opts.Incidents != nil {
 			// Its rule, or its rule's group_by, may have changed: a series
