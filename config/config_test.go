@@ -940,7 +940,7 @@ rules:
 	if got := c.Warmup.LookbackFor(c); got != 3*time.Hour {
 		t.Errorf("LookbackFor with lookback: 3h = %s", got)
 	}
-	if d := Default(); d.Warmup.Enabled() || !d.History.Enabled() {
-		t.Errorf("defaults: warm-up enabled %v (want false), history enabled %v (want true)", d.Warmup.Enabled(), d.History.Enabled())
+	if d := Default(); d.Warmup.Enabled() || d.History.Enabled() {
+		t.Errorf("defaults: warm-up enabled %v, history enabled %v (want both false)", d.Warmup.Enabled(), d.History.Enabled())
 	}
 }

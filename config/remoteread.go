@@ -43,11 +43,14 @@ var (
 		Client:        DefaultClientConfig,
 	}
 
-	// DefaultHistoryConfig keeps one hour of output samples for
-	// POST /api/v1/read.
+	// DefaultHistoryConfig keeps no output samples: the history is off
+	// unless history.retention is set.
 	DefaultHistoryConfig = HistoryConfig{
-		// 1h: enough for Grafana's default "last 1 hour" panel.
-		Retention: model.Duration(time.Hour),
+		// Off: a user with a store has the scores there (they are on
+		// /metrics and remote write), and keeping every output series
+		// costs more CPU and memory per series than the detectors do.
+		// 1h is the value to set for Grafana's default "last 1 hour".
+		Retention: 0,
 		// 100 000 input series: at 1h and a 15 s interval the history
 		// holds ~12 KiB per input series (4 output series of XOR chunks
 		// at ~6.5 bytes a sample, go test ./sink/history -run TestHistoryMemoryPerSeries), so

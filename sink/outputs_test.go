@@ -72,6 +72,7 @@ func TestOutputsAppend(t *testing.T) {
 	defer srvB.Close()
 	cfg := loadConfig(t, `
 output: {score_name: s, expected_name: e, lower_name: l, upper_name: u}
+history: {retention: 1h}
 remote_write:
   - {url: %s, name: a}
   - {url: %s, name: b, protobuf_message: io.prometheus.write.v2.Request}
@@ -99,7 +100,7 @@ func readHistory(t *testing.T, o *Outputs) sinktest.Oracle {
 	t.Helper()
 	h := o.ReadHandler()
 	if h == nil {
-		t.Fatal("no read handler: the history is on by default")
+		t.Fatal("no read handler: history.retention is set")
 	}
 	q := sinktest.PBQuery(math.MinInt64, math.MaxInt64, sinktest.PBMatcher(prompb.LabelMatcher_RE, "__name__", ".+"))
 	rec := sinktest.PostRead(h, sinktest.EncodeRead(t, &prompb.ReadRequest{Queries: []*prompb.Query{q}, AcceptedResponseTypes: sinktest.SamplesOnly}), nil)
@@ -135,7 +136,7 @@ func TestOutputsReload(t *testing.T) {
 	srvA, srvB := httptest.NewServer(rcA), httptest.NewServer(rcB)
 	defer srvA.Close()
 	defer srvB.Close()
-	const text = "output: {score_name: %s}\nremote_write: [{url: %s, queue_config: {batch_send_deadline: 1h}}]\n"
+	const text = "output: {score_name: %s}\nhistory: {retention: 1h}\nremote_write: [{url: %s, queue_config: {batch_send_deadline: 1h}}]\n"
 	o, logs := newTestOutputs(t, loadConfig(t, text, "first_score", srvA.URL))
 	o.Start()
 	defer stopOutputs(o)
@@ -188,7 +189,7 @@ func TestOutputsReload(t *testing.T) {
 
 	// History settings wait for a restart, and the history stays.
 	read := o.ReadHandler()
-	if err := o.Reload(loadConfig(t, "history: {retention: 2h}\n"+text, "renamed_score", srvB.URL)); err != nil {
+	if err := o.Reload(loadConfig(t, strings.Replace(text, "retention: 1h", "retention: 2h", 1), "renamed_score", srvB.URL)); err != nil {
 		t.Fatal(err)
 	}
 	if logs.FilterMessageSnippet("history settings changed").Len() != 1 {

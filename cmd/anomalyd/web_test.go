@@ -126,7 +126,8 @@ func bcryptHash(t *testing.T, password string) string {
 // user's.
 func TestWebBasicAuth(t *testing.T) {
 	webCfg := writeWebConfig(t, "basic_auth_users:\n  prometheus: "+bcryptHash(t, "s3cret")+"\n")
-	_, addr, _ := startServerWith(t, "", serverOptions{webConfigFile: webCfg, enableLifecycle: true, enablePprof: true})
+	// The history on, so that /api/v1/read is served too.
+	_, addr, _ := startServerWith(t, "history: {retention: 1h}\n", serverOptions{webConfigFile: webCfg, enableLifecycle: true, enablePprof: true})
 	base := "http://" + addr
 	for _, r := range webEndpoints(t) {
 		for _, cred := range []struct{ user, pass string }{{"", ""}, {"prometheus", "wrong"}, {"nobody", "s3cret"}} {

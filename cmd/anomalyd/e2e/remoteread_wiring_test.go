@@ -13,13 +13,13 @@ import (
 )
 
 // TestRemoteReadWiring: the anomalyd binary serves /api/v1/read when
-// history.retention > 0 (the default) and 404 otherwise, and a reload keeps
+// history.retention > 0 and 404 otherwise (the default), and a reload keeps
 // the history, answering under renamed outputs. TestRemoteReadE2E reads it
 // through a real Prometheus.
 func TestRemoteReadWiring(t *testing.T) {
 	env := e2eNewEnv(t)
-	t.Run("on by default, kept across reloads", func(t *testing.T) {
-		base := wuStartAnomalyd(t, env, "anomalyd-rr-on", "output: {score_name: anomaly_score}\n")
+	t.Run("on with a retention, kept across reloads", func(t *testing.T) {
+		base := wuStartAnomalyd(t, env, "anomalyd-rr-on", "output: {score_name: anomaly_score}\nhistory: {retention: 1h}\n")
 		labels := map[string]string{"__name__": "rr_gauge", "job": "t"}
 		t0 := time.Now().Add(-time.Minute).UnixMilli()
 		var samples []prompb.Sample
@@ -64,8 +64,8 @@ func TestRemoteReadWiring(t *testing.T) {
 		wuPost(t, base, labels, []prompb.Sample{{Timestamp: t0 + 20_000, Value: 11}})
 		readScores("renamed_score", 21)
 	})
-	t.Run("off with retention 0s", func(t *testing.T) {
-		base := wuStartAnomalyd(t, env, "anomalyd-rr-off", "history: {retention: 0s}\n")
+	t.Run("off by default", func(t *testing.T) {
+		base := wuStartAnomalyd(t, env, "anomalyd-rr-off", "")
 		if code, _, body := rrRead(t, base, rrQuery(0, 1, "__name__", "anomaly_score")); code != 404 {
 			t.Errorf("read with the history off: %d %s, want 404", code, body)
 		}

@@ -78,8 +78,9 @@ func TestVmagentShardE2E(t *testing.T) {
 	// expected value and a band, after detectors.warmup (10) samples instead
 	// of 110, which lets the test tell warm from cold and compare real
 	// values within a minute. The live samples are a second apart: a
-	// shorter publish interval lets /metrics follow them.
-	cfg += "detectors:\n  calibration:\n    enabled: false\nwindow:\n  publish_interval: 100ms\n"
+	// shorter publish interval lets /metrics follow them. The score history
+	// on: the test reads every instance's scores back through it (vmRead).
+	cfg += "detectors:\n  calibration:\n    enabled: false\nwindow:\n  publish_interval: 100ms\nhistory:\n  retention: 1h\n"
 	startAnomalyd := func(name string) string {
 		dir := env.mkdir(t, name)
 		env.write(t, dir, "anomalyd.yml", cfg)
