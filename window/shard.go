@@ -138,7 +138,7 @@ type shard struct {
 	set    *Shards
 	in     chan *Batch
 	ctl    chan func()
-	table  map[uint64]uint32 // hash → slot+1 of the first series with it
+	table  seriesTable // hash → slot+1 of the first series with it
 	slots  slab
 	free   []uint32
 	counts countPool // the count tests of the shard's series
@@ -173,7 +173,6 @@ func newShard(id int, set *Shards, rules *Rules, done chan struct{}) *shard {
 		set:   set,
 		in:    make(chan *Batch, set.opts.QueueSize),
 		ctl:   make(chan func()),
-		table: map[uint64]uint32{},
 		rules: rules,
 		// 32 MiB per shard is the minimum fastcache size; at ~150 bytes of
 		// labels per series it remembers ~200k ignored series per shard.
@@ -289,7 +288,7 @@ func (s *shard) commitStats() {
 }
 
 func (s *shard) lookup(hash uint64, key []byte) (uint32, bool) {
-	ref := s.table[hash]
+	ref := s.table.get(hash)
 	for ref != 0 {
 		se := s.slots.at(ref - 1)
 		if se.info.Labels == string(key) { // no allocation: compiler optimises the conversion
@@ -374,8 +373,8 @@ func (s *shard) place(info *series.Info, ri int) uint32 {
 		slot = s.slots.grow()
 	}
 	se := s.slots.at(slot)
-	*se = seriesState{info: info, next: s.table[info.Hash], rule: uint16(ri), det: se.det}
-	s.table[info.Hash] = slot + 1
+	*se = seriesState{info: info, next: s.table.get(info.Hash), rule: uint16(ri), det: se.det}
+	s.table.set(info.Hash, slot+1)
 	s.set.active.Add(1)
 	s.stats.active.Add(1)
 	return slot
@@ -764,11 +763,11 @@ func (s *shard) remove(i uint32, t int64, ru *rule) {
 func (s *shard) unlink(i uint32) {
 	se := s.slots.at(i)
 	h := se.info.Hash
-	if ref := s.table[h]; ref == i+1 {
+	if ref := s.table.get(h); ref == i+1 {
 		if se.next == 0 {
-			delete(s.table, h)
+			s.table.del(h)
 		} else {
-			s.table[h] = se.next
+			s.table.set(h, se.next)
 		}
 	} else {
 		for ref != 0 {
