@@ -443,7 +443,15 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 	for si := range req.series {
 		s := &req.series[si]
 		exemplars += int(s.exemplars)
-		why, detail := h.canonicalise(req, s, proto, opts)
+		var (
+			why    reason
+			detail string
+		)
+		// The key: name 0xff value 0xff … over the sorted labels, empty
+		// values and the HA replica label dropped. Built in scratch to
+		// hash it, then copied once into the shard's batch: the one copy
+		// out of the request buffer.
+		st.key, why, detail = h.canonicalKey(st.key[:0], req, s, proto, opts, strip)
 		if why != reasonOK {
 			invalid[why]++
 			rejectedBy[why] += int(s.samplesEnd-s.samplesStart) + int(s.histograms)
@@ -453,11 +461,6 @@ func (h *Handler) route(st *reqState, proto string, opts *Options, strip string,
 			continue
 		}
 		if s.samplesEnd > s.samplesStart {
-			// The key: name 0xff value 0xff … over the sorted labels, empty
-			// values and the HA replica label dropped. Built in scratch to
-			// hash it, then copied once into the shard's batch: the one copy
-			// out of the request buffer.
-			st.key = appendKey(st.key[:0], req, s, strip, "")
 			b, _, bs := h.startSeries(st, nShards)
 			for _, smp := range req.samples[s.samplesStart:s.samplesEnd] {
 				if smp.t > maxT {

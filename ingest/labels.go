@@ -13,6 +13,70 @@ import (
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
+// canonicalKey validates the labels of s, sorting them in place, and
+// appends its canonical key (see appendKey) to dst. It returns reasonOK or
+// why the series is invalid, with a readable detail; the key is only
+// meaningful with reasonOK.
+//
+// Senders almost always send a series' labels sorted by name, so for them
+// it checks the order, validates and builds the key in one pass over the
+// labels, which is most of ingest's work per sample after decoding: the
+// answers are those of canonicalise and appendKey, which take over at the
+// first label out of order or invalid.
+func (h *Handler) canonicalKey(dst []byte, req *request, s *wireSeries, proto string, opts *Options, skip string) ([]byte, reason, string) {
+	if s.badRef != refOK || (proto == protoV2 && s.histograms > 0 && s.samplesEnd > s.samplesStart) {
+		why, detail := h.canonicalise(req, s, proto, opts)
+		return dst, why, detail
+	}
+	checkUTF8 := proto != protoV2 || !req.symbolsUTF8
+	start := len(dst)
+	n := 0
+	hasName := false
+	var prev []byte
+	for i, l := range req.labels[s.labelsStart:s.labelsEnd] {
+		name, value := req.str(l.name), req.str(l.value)
+		// Out of order, or invalid: the general path sorts first, so it
+		// gives the answer (an invalid series' first fault is that of its
+		// sorted labels). Most adjacent names differ in their first byte.
+		if i > 0 {
+			if len(name) > 0 && len(prev) > 0 && name[0] != prev[0] {
+				if name[0] < prev[0] {
+					return h.sortedKey(dst[:start], req, s, proto, opts, skip)
+				}
+			} else if bytes.Compare(name, prev) <= 0 {
+				return h.sortedKey(dst[:start], req, s, proto, opts, skip)
+			}
+		}
+		prev = name
+		if len(name) == 0 || len(name) > opts.MaxLabelNameLength || len(value) > opts.MaxLabelValueLength ||
+			(checkUTF8 && !(isASCII(name) && isASCII(value)) && (!utf8.Valid(name) || !utf8.Valid(value))) {
+			return h.sortedKey(dst[:start], req, s, proto, opts, skip)
+		}
+		if len(value) == 0 {
+			continue // an empty value means the label is absent
+		}
+		if string(name) == labels.MetricName { // no allocation: the compiler optimises the conversion
+			hasName = true
+		}
+		n++
+		if skip == "" || string(name) != skip {
+			dst = series.AppendLabel(dst, name, value)
+		}
+	}
+	if why, detail := checkCounts(s, proto, opts, hasName, n); why != reasonOK {
+		return dst, why, detail
+	}
+	return dst, reasonOK, ""
+}
+
+// sortedKey is canonicalKey's general path: canonicalise, then appendKey.
+func (h *Handler) sortedKey(dst []byte, req *request, s *wireSeries, proto string, opts *Options, skip string) ([]byte, reason, string) {
+	if why, detail := h.canonicalise(req, s, proto, opts); why != reasonOK {
+		return dst, why, detail
+	}
+	return appendKey(dst, req, s, skip, ""), reasonOK, ""
+}
+
 // canonicalise sorts the labels of s in place and validates them. It
 // returns reasonOK or why the series is invalid, with a readable detail.
 func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *Options) (reason, string) {
@@ -80,6 +144,13 @@ func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *
 		}
 		n++
 	}
+	return checkCounts(s, proto, opts, hasName, n)
+}
+
+// checkCounts is the validation of a series after its labels: a name,
+// at most ingest.max_labels_per_series labels (n, the non-empty ones),
+// and in RW2 a sample or a histogram.
+func checkCounts(s *wireSeries, proto string, opts *Options, hasName bool, n int) (reason, string) {
 	if !hasName {
 		return reasonMissingName, "no __name__ label"
 	}
