@@ -101,6 +101,10 @@ type entropyState struct {
 	acc        float32 // Σ (v − ref)/SlowScale over the values since the last slow value
 	nacc       uint8   // values in acc
 	seen       bool    // ref is set
+	// fastD and slowD are the G statistics of the last matches (see
+	// entropyScale.matched), outside the scales, where they would cost
+	// their alignment padding twice.
+	fastD, slowD float64
 }
 
 // entropyScale is the window and regimes of one time scale: single values
@@ -115,6 +119,10 @@ type entropyScale struct {
 	// echo is how many more values the ring holds a value that alarmed,
 	// or at the slow scale a mean of one (see Echoes on entropyState).
 	echo uint8
+	// matched says the last window matched a regime, now regime 0, at G
+	// statistic lastD (entropyState.fastD or slowD). Not part of the saved
+	// state: a restored or reset scale computes its next window in full.
+	matched bool
 	// newer has bit i set if regime i (most recently matched first) was
 	// added since the candidate opened, the candidate included.
 	newer uint16
@@ -273,10 +281,10 @@ func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool
 		if e.nacc++; int(e.nacc) == p.SlowScale {
 			m := e.acc
 			e.acc, e.nacc = 0, 0
-			slow, _ = e.slow.step(nb, p.SlowRegimes, sr, sm, m, true, 0)
+			slow, _ = e.slow.step(nb, p.SlowRegimes, sr, sm, m, true, 0, &e.slowD)
 		}
 	}
-	score, full := e.fast.step(nb, p.Regimes, fr, fm, y, false, p.RecordK*spread)
+	score, full := e.fast.step(nb, p.Regimes, fr, fm, y, false, p.RecordK*spread, &e.fastD)
 	if score > 1 && p.SlowScale > 0 {
 		// The slow ring holds the mean v is part of for Window means.
 		e.slow.echo = uint8(p.Window)
@@ -305,7 +313,7 @@ func (e *entropyState) update(p *EntropyParams, buf []float32, rdy, slowRdy bool
 // A score above 1 is an alarm: the Window−1 values after it are its echo
 // (see entropyState), in which only a value in a bin no remembered regime
 // has mass in alarms.
-func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool, margin float64) (float64, bool) {
+func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool, margin float64, lastD *float64) (float64, bool) {
 	if s.fill == 0 && s.nreg == 0 {
 		s.lo, s.hi = y, y
 	}
@@ -313,7 +321,7 @@ func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y flo
 	if echo {
 		s.echo--
 	}
-	score, full := s.judge(nb, regimes, ring, mass, y, confirmAll, margin, echo)
+	score, full := s.judge(nb, regimes, ring, mass, y, confirmAll, margin, echo, lastD)
 	if score > 1 {
 		s.echo = uint8(len(ring) - 1)
 	}
@@ -321,9 +329,11 @@ func (s *entropyScale) step(nb, regimes int, ring []float32, mass []uint8, y flo
 }
 
 // judge is step without the echo bookkeeping; echo reports that the ring
-// holds a value that alarmed.
-func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool, margin float64, echo bool) (float64, bool) {
+// holds a value that alarmed; lastD holds the G statistic of the last
+// match (see matched).
+func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y float32, confirmAll bool, margin float64, echo bool, lastD *float64) (float64, bool) {
 	var score float64
+	same := s.matched && int(s.fill) == len(ring) && s.wait == 0
 	if y < s.lo || y > s.hi {
 		if margin > 0 && s.hi > s.lo {
 			if ex := max(float64(s.lo)-float64(y), float64(y)-float64(s.hi)); ex > margin && !echo {
@@ -331,7 +341,11 @@ func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y fl
 			}
 		}
 		s.expand(mass[:int(s.nreg)*nb], nb, min(s.lo, y), max(s.hi, y))
+		same = false
 	}
+	lo, step := float64(s.lo), (float64(s.hi)-float64(s.lo))/float64(nb)
+	// y replacing a value of its own bin leaves the histogram as it was.
+	same = same && binOf(nb, lo, step, float64(ring[s.pos])) == binOf(nb, lo, step, float64(y))
 	ring[s.pos] = y
 	if s.pos++; int(s.pos) == len(ring) {
 		s.pos = 0
@@ -342,9 +356,17 @@ func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y fl
 			return 0, false
 		}
 	}
+	T := chi2p01[nb-1]
+	if same {
+		// The same histogram against the same regimes: the last window
+		// matched, which only moved its regime to the front, and no
+		// candidate is pending. So every regime's D is as it was and
+		// regime 0 matches again at lastD, as the loop below would find.
+		// Most windows of a steady series are such windows.
+		return max(score, *lastD/T), true
+	}
 
 	var cnt [MaxEntropyBins]int
-	lo, step := float64(s.lo), (float64(s.hi)-float64(s.lo))/float64(nb)
 	for _, x := range ring {
 		cnt[binOf(nb, lo, step, float64(x))]++
 	}
@@ -385,8 +407,8 @@ func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y fl
 			oldD = d
 		}
 	}
-	T := chi2p01[nb-1]
 	matched := best >= 0 && bestD < T
+	s.matched, *lastD = matched, bestD
 	if matched {
 		score = max(score, bestD/T)
 	}

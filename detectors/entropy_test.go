@@ -430,3 +430,51 @@ func TestEntropyEcho(t *testing.T) {
 		t.Fatalf("a second spike 3 after the first: %+v, want an alarm (score ≥ 2)", out[at+3])
 	}
 }
+
+// TestEntropyReuseExact: a window whose histogram is the last one's, after
+// a match, reuses that match's D (entropyScale.judge). A Set that forgets
+// the last match before every sample, and so computes every window in
+// full, gives the same Output bit for bit, on noise, on a steady series
+// of a few levels, on a constant and on small counts, and the reuse is
+// taken on most samples of the steady ones.
+func TestEntropyReuseExact(t *testing.T) {
+	p := stateParams()
+	nz := noise(5, 1)
+	rng := rand.New(rand.NewPCG(5, 6))
+	n := 6000
+	sine := randomSeries(9, n)
+	cases := map[string]func(i int) float64{
+		"noise":       func(i int) float64 { return 50 + 3*nz() },
+		"levels":      func(i int) float64 { return float64(10 * (1 + i/1500 + rng.IntN(10)/9)) },
+		"constant":    func(int) float64 { return 7 },
+		"counts":      func(int) float64 { return float64(rng.IntN(3) + rng.IntN(2)) },
+		"sine+spikes": func(i int) float64 { return sine.v[i] },
+	}
+	for name, gen := range cases {
+		var a, b Set
+		a.Init(&p)
+		b.Init(&p)
+		w, nb := 2*int(a.w)+2*int(a.b), p.Entropy.Bins
+		reused := 0
+		for i := range n {
+			tm := int64(1_700_000_000_000) + int64(i)*30_000
+			v := gen(i)
+			sc := &a.ent.fast
+			fr, _, _, _ := entropyViews(&p.Entropy, a.buf[w:])
+			y := f32(v - a.ent.ref)
+			lo, step := float64(sc.lo), (float64(sc.hi)-float64(sc.lo))/float64(nb)
+			if a.ent.seen && sc.matched && int(sc.fill) == len(fr) && sc.wait == 0 && y >= sc.lo && y <= sc.hi &&
+				binOf(nb, lo, step, float64(fr[sc.pos])) == binOf(nb, lo, step, float64(y)) {
+				reused++
+			}
+			b.ent.fast.matched, b.ent.slow.matched = false, false
+			if got, want := b.Update(&p, tm, v), a.Update(&p, tm, v); got != want {
+				t.Fatalf("%s, sample %d: computed in full %+v, with reuse %+v", name, i, got, want)
+			}
+		}
+		t.Logf("%s: %d of %d windows reused the last match", name, reused, n)
+		if (name == "levels" || name == "constant") && reused < n/2 {
+			t.Errorf("%s: %d of %d windows reused the last match, want most", name, reused, n)
+		}
+	}
+}

@@ -14,12 +14,12 @@ import (
 // value shares buf: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 312 bytes plus one
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 328 bytes plus one
 // allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes for the ring and
 // the seasonal slots and 272 for Entropy's rings and masses at both scales
 // (fast ring 64, masses 96; slow ring 64, masses 48), 704
-// (a size class): 1016 bytes a series, also after rounding; with Entropy
-// disabled 744, 760 after rounding (TestSetMemoryBudget).
+// (a size class): 1032 bytes a series, also after rounding; with Entropy
+// disabled 760 (TestSetMemoryBudget).
 // The calibration is 12 bytes a detector (48), the two slow mean
 // absolute errors 16 and the run hold 5 (in what was padding).
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.

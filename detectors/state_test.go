@@ -148,6 +148,10 @@ func TestSetStateComplete(t *testing.T) {
 			sc.s.nreg = 1 + sc.s.nreg%uint8(sc.regimes)
 		}
 		s.ent.nacc = 1 + s.ent.nacc%uint8(en.SlowScale-1)
+		// Not state: what the last window matched, which a restored Set
+		// recomputes (TestEntropyReuseExact).
+		s.ent.fast.matched, s.ent.slow.matched = false, false
+		s.ent.fastD, s.ent.slowD = 0, 0
 
 		b := s.AppendState(nil)
 		if len(b) != s.StateSize() {
