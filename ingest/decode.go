@@ -199,6 +199,17 @@ func (r *request) decodeV1() error {
 func (r *request) decodeSeriesV1(b []byte) error {
 	s := wireSeries{labelsStart: int32(len(r.labels)), samplesStart: int32(len(r.samples)), histStart: int32(len(r.hists))}
 	for i := 0; i < len(b); {
+		// Fast path: a label (field 1, length-delimited: tag 0x0a) shorter
+		// than 128 bytes, a one-byte length: nearly every field of a series.
+		if b[i] == 0x0a && i+1 < len(b) && b[i+1] < 0x80 {
+			if end := i + 2 + int(b[i+1]); end <= len(b) {
+				if err := r.appendLabel(b[i+2 : end]); err != nil {
+					return err
+				}
+				i = end
+				continue
+			}
+		}
 		num, typ, _, p, next, err := field(b, i)
 		if err != nil {
 			return err
@@ -209,33 +220,9 @@ func (r *request) decodeSeriesV1(b []byte) error {
 			if typ != wireBytes {
 				return fmt.Errorf("labels: wire type %d", typ)
 			}
-			// Fast path: name then value, each with a one-byte length, as
-			// every sender encodes a Label. Anything else takes the general walk.
-			if n := len(p); n >= 4 && p[0] == 0x0a && p[1] < 0x80 {
-				nl := int(p[1])
-				if v := 2 + nl; v+2 <= n && p[v] == 0x12 && p[v+1] < 0x80 && v+2+int(p[v+1]) == n {
-					r.labels = append(r.labels, labelRef{name: r.spanOf(p[2:v]), value: r.spanOf(p[v+2:])})
-					continue
-				}
+			if err := r.appendLabel(p); err != nil {
+				return err
 			}
-			var l labelRef
-			for j := 0; j < len(p); {
-				n, t, _, q, nx, err := field(p, j)
-				if err != nil {
-					return fmt.Errorf("label: %w", err)
-				}
-				j = nx
-				if (n == 1 || n == 2) && t != wireBytes {
-					return fmt.Errorf("label field %d: wire type %d", n, t)
-				}
-				switch n {
-				case 1:
-					l.name = r.spanOf(q)
-				case 2:
-					l.value = r.spanOf(q)
-				}
-			}
-			r.labels = append(r.labels, l)
 		case 2: // samples
 			if err := r.appendSample(typ, p); err != nil {
 				return err
@@ -251,6 +238,38 @@ func (r *request) decodeSeriesV1(b []byte) error {
 	}
 	s.labelsEnd, s.samplesEnd = int32(len(r.labels)), int32(len(r.samples))
 	r.series = append(r.series, s)
+	return nil
+}
+
+// appendLabel decodes a Label message onto r.labels.
+func (r *request) appendLabel(p []byte) error {
+	// Fast path: name then value, each with a one-byte length, as every
+	// sender encodes a Label. Anything else takes the general walk.
+	if n := len(p); n >= 4 && p[0] == 0x0a && p[1] < 0x80 {
+		nl := int(p[1])
+		if v := 2 + nl; v+2 <= n && p[v] == 0x12 && p[v+1] < 0x80 && v+2+int(p[v+1]) == n {
+			r.labels = append(r.labels, labelRef{name: r.spanOf(p[2:v]), value: r.spanOf(p[v+2:])})
+			return nil
+		}
+	}
+	var l labelRef
+	for j := 0; j < len(p); {
+		n, t, _, q, nx, err := field(p, j)
+		if err != nil {
+			return fmt.Errorf("label: %w", err)
+		}
+		j = nx
+		if (n == 1 || n == 2) && t != wireBytes {
+			return fmt.Errorf("label field %d: wire type %d", n, t)
+		}
+		switch n {
+		case 1:
+			l.name = r.spanOf(q)
+		case 2:
+			l.value = r.spanOf(q)
+		}
+	}
+	r.labels = append(r.labels, l)
 	return nil
 }
 
