@@ -20,24 +20,28 @@ var benchInput = func() series {
 const benchLap = 4096 * 15000
 
 // BenchmarkSetUpdate measures Set.Update with DefaultParams and with
-// Entropy, the costliest detector, off.
+// Entropy, the costliest detector, off, and Set.UpdateCombined (what a
+// shard runs without per-detector outputs) with DefaultParams.
 func BenchmarkSetUpdate(b *testing.B) {
-	for _, ent := range []bool{true, false} {
-		name := "defaults"
-		if !ent {
-			name = "entropy-off"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, tc := range []struct {
+		name          string
+		ent, combined bool
+	}{{"defaults", true, false}, {"entropy-off", false, false}, {"combined", true, true}} {
+		b.Run(tc.name, func(b *testing.B) {
 			p := DefaultParams()
-			p.Entropy.Enabled = ent
+			p.Entropy.Enabled = tc.ent
 			var s Set
 			s.Init(&p)
+			update := s.Update
+			if tc.combined {
+				update = s.UpdateCombined
+			}
 			var sink Output
 			i := 0
 			b.ReportAllocs()
 			for b.Loop() {
 				j := i & 4095
-				sink = s.Update(&p, benchInput.t[j]+int64(i>>12)*benchLap, benchInput.v[j])
+				sink = update(&p, benchInput.t[j]+int64(i>>12)*benchLap, benchInput.v[j])
 				i++
 			}
 			_ = sink

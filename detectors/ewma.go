@@ -82,7 +82,7 @@ func (d *EWMA) Init(p *Params) {
 // Update scores v and includes it; t is not used. It does not allocate.
 func (d *EWMA) Update(t int64, v float64) Result {
 	r := d.s.update(&d.p.EWMA, d.n, ready(d.n, d.p.Warmup), v)
-	d.cal.apply(&r, &d.p.Calibration)
+	calibrateBand(&r, d.cal.apply(&r, &d.p.Calibration))
 	d.n = inc(d.n)
 	return r
 }

@@ -284,7 +284,7 @@ func (d *HoltWinters) Update(t int64, v float64) Result {
 		nb = hp.SeasonBuckets
 	}
 	r := d.h.update(hp, d.seasonal[:nb], d.deviation[:nb], d.n, ready(d.n, d.p.Warmup), t, v)
-	d.cal.apply(&r, &d.p.Calibration)
+	calibrateBand(&r, d.cal.apply(&r, &d.p.Calibration))
 	d.n = inc(d.n)
 	return r
 }

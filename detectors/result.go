@@ -150,6 +150,14 @@ func ready(n uint32, warmup int) bool {
 //
 // Ties keep the lower Kind. Disabled detectors are never Ready.
 func combine(out *Output, p *Params, slopeOut bool) {
+	drv := driver(out, p, slopeOut)
+	out.Driver = drv
+	out.Combined = out.Per[drv]
+}
+
+// driver is the detector that drives Combined (see combine). It reads
+// only the scores and Ready flags of out.Per.
+func driver(out *Output, p *Params, slopeOut bool) Kind {
 	drv, lvl := levelVote(out)
 	if lvl && slopeOut && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {
 		drv = KindSlope
@@ -161,8 +169,7 @@ func combine(out *Output, p *Params, slopeOut bool) {
 	if !any {
 		drv = firstEnabled(p)
 	}
-	out.Driver = drv
-	out.Combined = out.Per[drv]
+	return drv
 }
 
 // levelVote returns the Ready level detector {EWMA, ZScore, HoltWinters}
@@ -313,20 +320,21 @@ type calib struct {
 	n    uint32
 }
 
-// apply replaces r's raw score and band by the calibrated ones (once
-// CalibWarmup raw scores have been seen), then includes the raw score in
-// c. A Result that is not Ready, or a disabled calibration, passes
-// unchanged.
-func (c *calib) apply(r *Result, p *CalibrationParams) {
+// apply replaces r's raw score by the calibrated one (once CalibWarmup
+// raw scores have been seen), then includes the raw score in c. It
+// returns x for calibrateBand, which widens the band to the calibrated
+// one, or NaN if the band stays as it is. A Result that is not Ready, or
+// a disabled calibration, passes unchanged.
+func (c *calib) apply(r *Result, p *CalibrationParams) (x float64) {
+	x = math.NaN()
 	if !p.Enabled || !r.Ready {
-		return
+		return x
 	}
 	g := math.Log1p(r.Score)
 	m, q := float64(c.m), float64(c.q)
 	if c.n >= CalibWarmup {
 		sd := max(math.Sqrt(q), CalibMinSpread)
-		h := (r.Upper - r.Lower) / 2 * math.Expm1(m+p.K*sd)
-		r.Lower, r.Upper = clampFinite(r.Expected-h), clampFinite(r.Expected+h)
+		x = m + p.K*sd
 		r.Score = clampScore(max(0, (g-m)/(p.K*sd)))
 	}
 	// Exponentially weighted mean and variance (Finch 2009): a plain mean
@@ -348,4 +356,17 @@ func (c *calib) apply(r *Result, p *CalibrationParams) {
 		// not Ready until its calibration is.
 		r.Score, r.Ready = 0, false
 	}
+	return x
+}
+
+// calibrateBand widens r's raw band to the calibrated one: the raw score
+// z at which the calibrated score is 1 is expm1(x), x from apply, so the
+// half-width h of the band where the raw score is 1 becomes h·expm1(x).
+// A NaN x leaves the band.
+func calibrateBand(r *Result, x float64) {
+	if x != x { // NaN
+		return
+	}
+	h := (r.Upper - r.Lower) / 2 * math.Expm1(x)
+	r.Lower, r.Upper = clampFinite(r.Expected-h), clampFinite(r.Expected+h)
 }

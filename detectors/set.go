@@ -117,6 +117,19 @@ func (s *Set) Bytes() int {
 // outside the band is not called normal once the detectors' spreads have
 // widened with its first sample.
 func (s *Set) Update(p *Params, t int64, v float64) Output {
+	return s.update(p, t, v, true)
+}
+
+// UpdateCombined is Update for a caller that reads only Combined, Driver
+// and the Per scores: the bands of Per results other than the driver's
+// and the level vote's stay uncalibrated (the raw band, where the raw
+// score is 1). It saves a math.Expm1 per detector that does not drive,
+// a fifth of Update's CPU.
+func (s *Set) UpdateCombined(p *Params, t int64, v float64) Output {
+	return s.update(p, t, v, false)
+}
+
+func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 	if !s.init {
 		panic("BUG: detectors: Set.Update called before Set.Init")
 	}
@@ -155,10 +168,26 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 	}
 	out.Age = s.n
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
+	var band [numCalibrated]float64 // calibrateBand's x, per detector
 	for k := range numCalibrated {
-		s.cal[k].apply(&out.Per[k], &p.Calibration)
+		band[k] = s.cal[k].apply(&out.Per[k], &p.Calibration)
 	}
 	s.n = inc(s.n)
+	if allBands {
+		for k := range numCalibrated {
+			calibrateBand(&out.Per[k], band[k])
+		}
+	} else {
+		// The bands that Combined and the run hold read: the driver's and
+		// the level vote's (the same detector, most of the time).
+		drv := driver(&out, p, slopeOut)
+		if drv < numCalibrated {
+			calibrateBand(&out.Per[drv], band[drv])
+		}
+		if lvl, ok := levelVote(&out); ok && lvl != drv {
+			calibrateBand(&out.Per[lvl], band[lvl])
+		}
+	}
 	combine(&out, p, slopeOut)
 	s.run, s.held = holdRun(&out, s.run, s.held, v)
 	return out

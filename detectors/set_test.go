@@ -401,3 +401,45 @@ func TestHoldRun(t *testing.T) {
 		t.Errorf("held sample 13: band %g [%g, %g], want 10 [8, 12]", c.Expected, c.Lower, c.Upper)
 	}
 }
+
+// UpdateCombined gives what Update gives, except that the bands of the
+// Per results that neither drive Combined nor are the level vote stay
+// raw: Combined, Driver, Record, Age, every Per score and Ready flag, and
+// those two detectors' bands are bit for bit Update's, on a series that
+// has every detector drive at some point.
+func TestUpdateCombinedMatchesUpdate(t *testing.T) {
+	p := DefaultParams()
+	p.HoltWinters.Season = model.Duration(6 * time.Hour)
+	s := randomSeries(23, 6000)
+	var a, b Set
+	a.Init(&p)
+	b.Init(&p)
+	drove := map[Kind]int{}
+	rawBands := 0
+	for i := range s.t {
+		want, got := a.Update(&p, s.t[i], s.v[i]), b.UpdateCombined(&p, s.t[i], s.v[i])
+		if got.Combined != want.Combined || got.Driver != want.Driver || got.Record != want.Record || got.Age != want.Age {
+			t.Fatalf("sample %d: UpdateCombined %+v (driver %v), Update %+v (driver %v)", i, got.Combined, got.Driver, want.Combined, want.Driver)
+		}
+		lvl, lvlOK := levelVote(&want)
+		for k := range NumKinds {
+			g, w := got.Per[k], want.Per[k]
+			if g.Score != w.Score || g.Ready != w.Ready || g.Expected != w.Expected {
+				t.Fatalf("sample %d, %v: UpdateCombined %+v, Update %+v", i, Kind(k), g, w)
+			}
+			if (Kind(k) == want.Driver || (lvlOK && Kind(k) == lvl)) && g != w {
+				t.Fatalf("sample %d, %v drives or is the level vote: band %g..%g, Update's %g..%g", i, Kind(k), g.Lower, g.Upper, w.Lower, w.Upper)
+			}
+			if g != w {
+				rawBands++
+			}
+		}
+		if want.Combined.Ready {
+			drove[want.Driver]++
+		}
+	}
+	t.Logf("drivers %v; %d Per bands left raw", drove, rawBands)
+	if len(drove) < 3 || rawBands == 0 {
+		t.Fatalf("drivers %v, %d raw bands: the series does not exercise UpdateCombined", drove, rawBands)
+	}
+}

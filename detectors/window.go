@@ -263,7 +263,7 @@ func (d *ZScore) Init(p *Params) {
 // does not allocate.
 func (d *ZScore) Update(t int64, v float64) Result {
 	r := d.w.zscore(d.p.ZScore.K, ready(d.n, d.p.Warmup), d.n, v)
-	d.cal.apply(&r, &d.p.Calibration)
+	calibrateBand(&r, d.cal.apply(&r, &d.p.Calibration))
 	d.w.push(d.ring, t, v)
 	d.n = inc(d.n)
 	return r
@@ -307,7 +307,7 @@ func (d *Slope) Init(p *Params) {
 // sample. t is in ms and strictly increasing. It does not allocate.
 func (d *Slope) Update(t int64, v float64) Result {
 	r := d.w.slope(d.ring, d.p.Slope.K, ready(d.n, d.p.Warmup), t)
-	d.cal.apply(&r, &d.p.Calibration)
+	calibrateBand(&r, d.cal.apply(&r, &d.p.Calibration))
 	d.w.push(d.ring, t, v)
 	d.n = inc(d.n)
 	return r

@@ -30,7 +30,7 @@ func NewAnalyser(p *detectors.Params, counter bool) *Analyser {
 // the sample was not fed to the detectors (out of order, duplicate,
 // non-finite, stale marker, a counter's first sample); then o is zero.
 func (a *Analyser) Observe(t int64, v float64) (o detectors.Output, analysed bool) {
-	res, o, _ := a.se.observe(a.params, t, v, &a.st, &a.counts)
+	res, o, _ := a.se.observe(a.params, t, v, &a.st, &a.counts, true)
 	return o, res == outcomeAnalysed
 }
 

@@ -446,8 +446,10 @@ const (
 // detectors. It is the whole per-sample logic, shared by the shards and by
 // Analyser (the backtest), and touches nothing but se, st and cp. It returns
 // the outcome, the detectors' verdict and the value they analysed (for a
-// counter or a growing gauge, its per-second rate).
-func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats, cp *countPool) (outcome, detectors.Output, float64) {
+// counter or a growing gauge, its per-second rate). allBands asks for
+// every detector's calibrated band (per-detector outputs, the backtest);
+// without it only those Combined is made of are (Set.UpdateCombined).
+func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *localStats, cp *countPool, allBands bool) (outcome, detectors.Output, float64) {
 	if value.IsStaleNaN(v) {
 		if se.flags&flagSeen != 0 && t < se.lastT {
 			st.outOfOrder++
@@ -512,7 +514,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		se.flags |= flagPrimed | flagHasOutput
 		se.lastT, se.lastV = t, v
 		st.samples++
-		o := se.det.Update(p, t, x)
+		o := se.update(p, t, x, allBands)
 		if se.flags&flagFractional == 0 {
 			countingNoise(&o, d, secs)
 			se.countShift(p, &o, d, secs, cp)
@@ -522,7 +524,16 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 	se.flags |= flagPrimed | flagHasOutput
 	se.lastT, se.lastV = t, v
 	st.samples++
-	return outcomeAnalysed, se.det.Update(p, t, x), x
+	return outcomeAnalysed, se.update(p, t, x, allBands), x
+}
+
+// update runs the detectors on (t, x), with every calibrated band or only
+// Combined's (see observe).
+func (se *seriesState) update(p *detectors.Params, t int64, x float64, allBands bool) detectors.Output {
+	if allBands {
+		return se.det.Update(p, t, x)
+	}
+	return se.det.UpdateCombined(p, t, x)
 }
 
 // countingNoise applies the noise of a count to o, the verdict on an
@@ -639,7 +650,7 @@ func (se *seriesState) judgeTrial(v float64) bool {
 // sample handles one sample of series se and emits what it produced.
 func (s *shard) sample(se *seriesState, t int64, v float64) {
 	ru := &s.rules.rules[se.rule]
-	res, o, x := se.observe(ru.params, t, v, &s.local, &s.counts)
+	res, o, x := se.observe(ru.params, t, v, &s.local, &s.counts, se.per != nil)
 	switch res {
 	case outcomeSkipped:
 		return

@@ -184,7 +184,7 @@ func (s *shard) finishWarming(slot uint32, se *seriesState, w *warmState, histor
 		var st localStats
 		for _, h := range history {
 			if h.T < cutoff {
-				se.observe(p, h.T, h.V, &st, &s.counts)
+				se.observe(p, h.T, h.V, &st, &s.counts, false)
 			}
 		}
 		// Nothing was emitted: no stale markers are owed for the history.
