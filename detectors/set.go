@@ -168,7 +168,8 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 	}
 	out.Age = s.n
 	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
-	var band [numCalibrated]float64 // calibrateBand's x, per detector
+	// calibrateBand's x, per detector.
+	var band [numCalibrated]float64
 	for k := range numCalibrated {
 		band[k] = s.cal[k].apply(&out.Per[k], &p.Calibration)
 	}

@@ -139,6 +139,7 @@ type shard struct {
 	in     chan *Batch
 	ctl    chan func()
 	table  seriesTable // hash → slot+1 of the first series with it
+	found  []uint32    // process's lookups of a batch: slot+1, 0 if absent
 	slots  slab
 	free   []uint32
 	counts countPool // the count tests of the shard's series
@@ -233,15 +234,34 @@ func (s *shard) run(done chan<- struct{}) {
 func (s *shard) process(b *Batch) {
 	start := time.Now()
 	nowMs := start.UnixMilli()
+	// Look every series up first: the lookups of a batch do not depend on
+	// one another, so the processor overlaps their cache misses (the
+	// table entry, the series, its labels), where one lookup before each
+	// series' detectors waits for its misses alone. found[i] is slot+1 of
+	// series i, 0 if it was not there.
+	found := s.found[:0]
+	for i := range b.Series {
+		bs := &b.Series[i]
+		slot, ok := s.lookup(bs.Hash, b.Keys[bs.KeyStart:bs.KeyEnd])
+		if !ok {
+			slot = ^uint32(0)
+		}
+		found = append(found, slot+1)
+	}
+	s.found = found
 	for i := range b.Series {
 		bs := &b.Series[i]
 		key := b.Keys[bs.KeyStart:bs.KeyEnd]
-		slot, ok := s.lookup(bs.Hash, key)
-		if !ok {
-			var created bool
-			slot, created = s.create(bs, key, b, nowMs)
-			if !created {
-				continue
+		slot := found[i] - 1
+		if found[i] == 0 {
+			// New, or created by an earlier entry of this batch.
+			var ok bool
+			if slot, ok = s.lookup(bs.Hash, key); !ok {
+				var created bool
+				slot, created = s.create(bs, key, b, nowMs)
+				if !created {
+					continue
+				}
 			}
 		}
 		se := s.slots.at(slot)
