@@ -28,12 +28,26 @@ func (h *Handler) canonicalKey(dst []byte, req *request, s *wireSeries, proto st
 		why, detail := h.canonicalise(req, s, proto, opts)
 		return dst, why, detail
 	}
+	ls := req.labels[s.labelsStart:s.labelsEnd]
 	checkUTF8 := proto != protoV2 || !req.symbolsUTF8
+	if checkUTF8 && len(ls) > 0 {
+		// RW1 labels of a series sit together in the buffer, name before
+		// value, in the order sent: one ASCII pass over their span
+		// (framing included, see canonicalise) usually settles UTF-8.
+		lo, hi := ls[0].name.off, ls[len(ls)-1].value.off+ls[len(ls)-1].value.len
+		total := uint32(0)
+		for _, l := range ls {
+			total += l.name.len + l.value.len
+		}
+		if hi >= lo && hi-lo <= total+8*uint32(len(ls)) && isASCII(req.buf[lo:hi]) {
+			checkUTF8 = false
+		}
+	}
 	start := len(dst)
 	n := 0
 	hasName := false
 	var prev []byte
-	for i, l := range req.labels[s.labelsStart:s.labelsEnd] {
+	for i, l := range ls {
 		name, value := req.str(l.name), req.str(l.value)
 		// Out of order, or invalid: the general path sorts first, so it
 		// gives the answer (an invalid series' first fault is that of its
