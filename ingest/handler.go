@@ -255,6 +255,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, result,
 	if h.closing.Load() {
 		return proto, res, errorf(http.StatusServiceUnavailable, "anomalyd is shutting down")
 	}
+	// Back-pressure before the work: with a shard's queue full the request
+	// would be refused in part after decoding it, CPU the shards need to
+	// catch up. The sender retries the whole request either way.
+	if h.shards.Full() {
+		return proto, res, errorf(http.StatusServiceUnavailable, "cannot accept samples: %v; retry later", window.ErrQueueFull)
+	}
 	opts := h.opts.Load()
 	if r.ContentLength > opts.MaxCompressedBytes {
 		return proto, res, errorf(http.StatusRequestEntityTooLarge,

@@ -264,6 +264,54 @@ func TestBackPressureIs503(t *testing.T) {
 	}
 }
 
+// readCounter is a request body that counts the bytes read from it.
+type readCounter struct {
+	r *bytes.Reader
+	n int
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestFullQueueRefusedBeforeDecoding: with a shard queue full, a request
+// gets 503 with Retry-After before its body is read, so the CPU of
+// decoding it goes to the shards; once the queue has room, the same
+// request is accepted.
+func TestFullQueueRefusedBeforeDecoding(t *testing.T) {
+	env := newEnv(t, 1, false) // shards not running: queues fill up
+	ts := now()
+	wr := &prompb.WriteRequest{}
+	for j := range 20 {
+		wr.Timeseries = append(wr.Timeseries, gaugeSeries("g", ts, 1, prompb.Label{Name: "i", Value: string(rune('a' + j))}))
+	}
+	body := encodeV1(t, wr)
+	for i := 0; !env.shards.Full(); i++ {
+		if i == 10 {
+			t.Fatal("the queues never filled")
+		}
+		post(env.h, body, nil)
+	}
+	rc := &readCounter{r: bytes.NewReader(body)}
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/write", rc)
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Encoding", "snappy")
+	w := httptest.NewRecorder()
+	env.h.ServeHTTP(w, req)
+	if w.Code != 503 || w.Header().Get("Retry-After") == "" || rc.n != 0 {
+		t.Fatalf("queue full: %d (Retry-After %q), %d body bytes read; want 503 with Retry-After and the body unread: %s",
+			w.Code, w.Header().Get("Retry-After"), rc.n, w.Body)
+	}
+	env.shards.Start()
+	t.Cleanup(func() { env.shards.Stop(t.Context()) })
+	env.shards.Sync()
+	if w := post(env.h, body, nil); w.Code != 204 {
+		t.Fatalf("after the queues drained: %d, want 204: %s", w.Code, w.Body)
+	}
+}
+
 func TestShutdownIs503(t *testing.T) {
 	env := newEnv(t, 16, true)
 	env.h.Shutdown()

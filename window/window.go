@@ -145,6 +145,19 @@ func (s *Shards) Enqueue(i int, b *Batch) error {
 	}
 }
 
+// Full reports whether some shard's queue is full right now: a request
+// whose series span every shard, as a sender's do, would be refused in
+// part (Enqueue returns ErrQueueFull), so ingest refuses it before
+// spending CPU on decoding it.
+func (s *Shards) Full() bool {
+	for _, sh := range s.shards {
+		if len(sh.in) == cap(sh.in) {
+			return true
+		}
+	}
+	return false
+}
+
 // Stop refuses new batches, lets every shard drain its queue and publish,
 // and returns when they are done or ctx ends.
 func (s *Shards) Stop(ctx context.Context) error {
