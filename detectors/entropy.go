@@ -373,9 +373,16 @@ func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y fl
 	// D = 2·Σ c_b·(ln c_b − ln W − ln q_b), with q_b = m_b / Σm.
 	w := len(ring)
 	var plnp float64 // Σ c_b·(ln c_b − ln W)
+	// The bins the window has values in, in order, and their counts: the
+	// regime loop below visits only those.
+	var nzBin [MaxEntropyBins]uint8
+	var nzCnt [MaxEntropyBins]float64
+	nz := 0
 	for b := range nb {
 		if c := cnt[b]; c > 0 {
 			plnp += float64(c) * (lnTab[c] - lnTab[w])
+			nzBin[nz], nzCnt[nz] = uint8(b), float64(c)
+			nz++
 		}
 	}
 	best, bestD := -1, math.Inf(1)
@@ -387,18 +394,17 @@ func (s *entropyScale) judge(nb, regimes int, ring []float32, mass []uint8, y fl
 			sum += int(m)
 		}
 		d := plnp
-		for b, m := range row {
-			if c := cnt[b]; c > 0 {
-				if m == 0 {
-					if confirmAll {
-						d -= float64(c) * (lnEmptyMass - lnTab[sum])
-						continue
-					}
-					d = math.Inf(1)
-					break
+		for k, b := range nzBin[:nz] {
+			c, m := nzCnt[k], row[b]
+			if m == 0 {
+				if confirmAll {
+					d -= c * (lnEmptyMass - lnTab[sum])
+					continue
 				}
-				d -= float64(c) * (lnTab[m] - lnTab[sum])
+				d = math.Inf(1)
+				break
 			}
+			d -= c * (lnTab[m] - lnTab[sum])
 		}
 		if d *= 2; d < bestD {
 			best, bestD = r, d
