@@ -53,7 +53,8 @@ func TestHAPairE2E(t *testing.T) {
 	env.dURL = "http://" + pd
 	// detectors.warmup 5 without calibration: past warm-up (anomaly_expected
 	// written) within seconds, so the test can see that the detectors keep
-	// their state across the failover.
+	// their state across the failover. The score history on: the test reads
+	// the outputs back through it (haScores).
 	env.write(t, dDir, "anomalyd.yml", fmt.Sprintf(`ha:
   enabled: true
   failover_timeout: %s
@@ -62,6 +63,8 @@ window:
 detectors:
   warmup: 5
   calibration: {enabled: false}
+history:
+  retention: 1h
 `, haFailoverTimeout))
 	env.d = env.start(t, "anomalyd", dDir, env.anomalydBin, "--config.file=anomalyd.yml", "--web.listen-address="+pd, "--log.level=info")
 	env.waitReady(t, env.d, env.dURL)
