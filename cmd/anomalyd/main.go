@@ -88,10 +88,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	// Most of anomalyd's heap is long-lived series state and ingest barely
-	// allocates, so a small GC target saves memory at little CPU cost (as
-	// VictoriaMetrics does). GOGC in the environment still wins.
+	// allocates, so collections are rare whatever the target, and the
+	// headroom a larger one leaves is memory per series for nothing (as
+	// VictoriaMetrics keeps its GC target small). GOGC in the environment
+	// still wins.
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(30)
+		debug.SetGCPercent(10)
 	}
 	logger, err := newLogger(*logLevel, *logFormat, stderr)
 	if err != nil {
