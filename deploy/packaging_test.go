@@ -35,7 +35,7 @@ const (
 // bytesPerSeries is anomalyd's peak RSS per series with the default
 // settings, as `make bench` measured it (README, docs/performance.md): the
 // memory a deployment must have for window.max_series series.
-const bytesPerSeries = 3090
+const bytesPerSeries = 2745
 
 // minStartupBudget is the least time the startup probe may give the restore
 // of a checkpoint before the kubelet restarts the container: a million
