@@ -29,20 +29,7 @@ func (h *Handler) canonicalKey(dst []byte, req *request, s *wireSeries, proto st
 		return dst, why, detail
 	}
 	ls := req.labels[s.labelsStart:s.labelsEnd]
-	checkUTF8 := proto != protoV2 || !req.symbolsUTF8
-	if checkUTF8 && len(ls) > 0 {
-		// RW1 labels of a series sit together in the buffer, name before
-		// value, in the order sent: one ASCII pass over their span
-		// (framing included, see canonicalise) usually settles UTF-8.
-		lo, hi := ls[0].name.off, ls[len(ls)-1].value.off+ls[len(ls)-1].value.len
-		total := uint32(0)
-		for _, l := range ls {
-			total += l.name.len + l.value.len
-		}
-		if hi >= lo && hi-lo <= total+8*uint32(len(ls)) && isASCII(req.buf[lo:hi]) {
-			checkUTF8 = false
-		}
-	}
+	checkUTF8 := needUTF8Check(req, ls, proto)
 	start := len(dst)
 	n := 0
 	hasName := false
@@ -63,7 +50,7 @@ func (h *Handler) canonicalKey(dst []byte, req *request, s *wireSeries, proto st
 		}
 		prev = name
 		if len(name) == 0 || len(name) > opts.MaxLabelNameLength || len(value) > opts.MaxLabelValueLength ||
-			(checkUTF8 && !(isASCII(name) && isASCII(value)) && (!utf8.Valid(name) || !utf8.Valid(value))) {
+			(checkUTF8 && (!utf8.Valid(name) || !utf8.Valid(value))) {
 			return h.sortedKey(dst[:start], req, s, proto, opts, skip)
 		}
 		if len(value) == 0 {
@@ -101,27 +88,7 @@ func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *
 		return reasonSamplesAndHistograms, "a series must not carry both samples and histograms"
 	}
 	ls := req.labels[s.labelsStart:s.labelsEnd]
-	// UTF-8: RW2 symbols were checked once per request. RW1 labels of a
-	// series sit together in the buffer, so one ASCII pass over their span
-	// (tags and one-byte lengths are ASCII too) usually settles it.
-	checkUTF8 := true
-	if proto == protoV2 {
-		checkUTF8 = !req.symbolsUTF8
-	} else if len(ls) > 0 {
-		lo, hi := ls[0].name.off, ls[0].value.off+ls[0].value.len
-		total := uint32(0)
-		for _, l := range ls {
-			lo = min(lo, l.name.off, l.value.off)
-			hi = max(hi, l.name.off+l.name.len, l.value.off+l.value.len)
-			total += l.name.len + l.value.len
-		}
-		// Only when the span is the labels and their framing: per label a
-		// TimeSeries tag and length, a Label tag and length for the name and
-		// for the value (6 bytes with one-byte lengths; 8 allows longer).
-		if hi-lo <= total+8*uint32(len(ls)) && isASCII(req.buf[lo:hi]) {
-			checkUTF8 = false
-		}
-	}
+	checkUTF8 := needUTF8Check(req, ls, proto)
 	// Insertion sort by name: senders almost always send sorted labels, so
 	// this is one pass; it does not allocate, unlike sort.Slice.
 	for i := 1; i < len(ls); i++ {
@@ -159,6 +126,31 @@ func (h *Handler) canonicalise(req *request, s *wireSeries, proto string, opts *
 		n++
 	}
 	return checkCounts(s, proto, opts, hasName, n)
+}
+
+// needUTF8Check reports whether the labels ls of a series must be
+// checked one by one for UTF-8. RW2 symbols were checked once per request.
+// RW1 labels of a series sit together in the buffer, so one ASCII pass
+// over their span (tags and one-byte lengths are ASCII too) usually
+// settles it.
+func needUTF8Check(req *request, ls []labelRef, proto string) bool {
+	if proto == protoV2 {
+		return !req.symbolsUTF8
+	}
+	if len(ls) == 0 {
+		return true
+	}
+	lo, hi := ls[0].name.off, ls[0].value.off+ls[0].value.len
+	total := uint32(0)
+	for _, l := range ls {
+		lo = min(lo, l.name.off, l.value.off)
+		hi = max(hi, l.name.off+l.name.len, l.value.off+l.value.len)
+		total += l.name.len + l.value.len
+	}
+	// Only when the span is the labels and their framing: per label a
+	// TimeSeries tag and length, a Label tag and length for the name and
+	// for the value (6 bytes with one-byte lengths; 8 allows longer).
+	return hi-lo > total+8*uint32(len(ls)) || !isASCII(req.buf[lo:hi])
 }
 
 // checkCounts is the validation of a series after its labels: a name,
