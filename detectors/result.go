@@ -134,7 +134,8 @@ func ready(n uint32, warmup int) bool {
 	return int64(n) >= int64(warmup)
 }
 
-// combine fills out.Combined and out.Driver from out.Per:
+// driver is the detector whose Result becomes out.Combined, chosen from
+// the scores and Ready flags of out.Per:
 //
 //   - among the Ready level detectors {EWMA, ZScore, HoltWinters} take the
 //     one with the lowest score: a level alarm needs all of them to agree;
@@ -149,14 +150,6 @@ func ready(n uint32, warmup int) bool {
 //     drives and Combined is its not-Ready Result with Score 0.
 //
 // Ties keep the lower Kind. Disabled detectors are never Ready.
-func combine(out *Output, p *Params, slopeOut bool) {
-	drv := driver(out, p, slopeOut)
-	out.Driver = drv
-	out.Combined = out.Per[drv]
-}
-
-// driver is the detector that drives Combined (see combine). It reads
-// only the scores and Ready flags of out.Per.
 func driver(out *Output, p *Params, slopeOut bool) Kind {
 	drv, lvl := levelVote(out)
 	if lvl && slopeOut && out.Per[KindSlope].Ready && out.Per[KindSlope].Score > out.Per[drv].Score {

@@ -123,8 +123,8 @@ func (s *Set) Update(p *Params, t int64, v float64) Output {
 // UpdateCombined is Update for a caller that reads only Combined, Driver
 // and the Per scores: the bands of Per results other than the driver's
 // and the level vote's stay uncalibrated (the raw band, where the raw
-// score is 1). It saves a math.Expm1 per detector that does not drive,
-// a fifth of Update's CPU.
+// score is 1). It saves a math.Expm1 per calibrated detector whose band
+// nothing reads.
 func (s *Set) UpdateCombined(p *Params, t int64, v float64) Output {
 	return s.update(p, t, v, false)
 }
@@ -174,6 +174,8 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 		band[k] = s.cal[k].apply(&out.Per[k], &p.Calibration)
 	}
 	s.n = inc(s.n)
+	// The driver depends only on scores, so the bands can wait for it.
+	drv := driver(&out, p, slopeOut)
 	if allBands {
 		for k := range numCalibrated {
 			calibrateBand(&out.Per[k], band[k])
@@ -181,7 +183,6 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 	} else {
 		// The bands that Combined and the run hold read: the driver's and
 		// the level vote's (the same detector, most of the time).
-		drv := driver(&out, p, slopeOut)
 		if drv < numCalibrated {
 			calibrateBand(&out.Per[drv], band[drv])
 		}
@@ -189,7 +190,7 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 			calibrateBand(&out.Per[lvl], band[lvl])
 		}
 	}
-	combine(&out, p, slopeOut)
+	out.Driver, out.Combined = drv, out.Per[drv]
 	s.run, s.held = holdRun(&out, s.run, s.held, v)
 	return out
 }

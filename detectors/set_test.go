@@ -17,9 +17,8 @@ func TestCombine(t *testing.T) {
 	f := func(name string, p *Params, per [NumKinds]Result, wantDriver Kind) {
 		t.Helper()
 		out := Output{Per: per}
-		combine(&out, p, slopeOut)
-		if out.Driver != wantDriver || out.Combined != per[wantDriver] {
-			t.Errorf("%s: got driver %s combined %+v, want %s %+v", name, out.Driver, out.Combined, wantDriver, per[wantDriver])
+		if got := driver(&out, p, slopeOut); got != wantDriver {
+			t.Errorf("%s: got driver %s, want %s", name, got, wantDriver)
 		}
 	}
 	r := func(score float64) Result { return Result{Expected: score * 10, Score: score, Ready: true} }
