@@ -118,6 +118,3 @@ func (t *seriesTable) grow() {
 		}
 	}
 }
-
-// bytes is the memory the table holds.
-func (t *seriesTable) bytes() int { return 16 * len(t.entries) }

@@ -72,7 +72,7 @@ func TestSeriesTableEmpty(t *testing.T) {
 	if got := tab.get(42); got != 7 {
 		t.Errorf("get after set = %d, want 7", got)
 	}
-	if tab.bytes() != 16*minTableSize {
-		t.Errorf("bytes = %d, want %d", tab.bytes(), 16*minTableSize)
+	if len(tab.entries) != minTableSize {
+		t.Errorf("first table of %d entries, want %d", len(tab.entries), minTableSize)
 	}
 }
