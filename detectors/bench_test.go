@@ -97,3 +97,15 @@ func BenchmarkSetState(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkInitConstant is what waking a sleeping series costs: rebuilding
+// the state of a day-long constant at a 15 s interval (WarmUp samples
+// replayed). Its allocation is reused here, as a slot's is.
+func BenchmarkInitConstant(b *testing.B) {
+	p := DefaultParams()
+	var s Set
+	const n = 5760
+	for b.Loop() {
+		s.InitConstant(&p, 42, n, 1_700_000_000_000, 1_700_000_000_000+(n-1)*15_000)
+	}
+}

@@ -125,18 +125,18 @@
 //
 // # Memory
 //
-// A Set is 328 bytes plus one allocation of float32s: 2 per ring entry, 2
+// A Set is 312 bytes plus one allocation of float32s: 2 per ring entry, 2
 // per seasonal slot (432 bytes with DefaultParams), and Entropy's 1 per
 // ring entry plus its Regimes·Bins uint8 masses at each scale (160 fast,
-// 112 slow): 1032 bytes in all, also after the allocator's size-class
-// rounding (704 is a class). Of the 328, 48 are the four calibrations, 16
-// the two slow mean absolute errors, 56 Entropy's reference value, the
-// two scales' ranges and pending confirmations and the running mean, 16
-// the G statistics of its last matches (which spare it the G-tests of a
-// window whose histogram did not change), and 5 the run hold (see
-// Combined score). Disabled detectors cost no ring or slot memory (Entropy
-// disabled: 760 bytes, a size class). The state holds no pointers besides that slice, so it can be
-// serialised.
+// 112 slow): 1016 bytes in all, 1024 after the allocator's size-class
+// rounding (704 is a class, 320 the one above 312). Of the 312, 48 are the
+// four calibrations, 16 the two slow mean absolute errors, 56 Entropy's
+// reference value, the two scales' ranges and pending confirmations and
+// the running mean, 16 the G statistics of its last matches (which spare
+// it the G-tests of a window whose histogram did not change), and 5 the
+// run hold (see Combined score). Disabled detectors cost no ring or slot
+// memory (Entropy disabled: 744 bytes). The state holds no pointers
+// besides that allocation, so it can be serialised.
 //
 // # State
 //

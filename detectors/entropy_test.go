@@ -460,7 +460,7 @@ func TestEntropyReuseExact(t *testing.T) {
 			tm := int64(1_700_000_000_000) + int64(i)*30_000
 			v := gen(i)
 			sc := &a.ent.fast
-			fr, _, _, _ := entropyViews(&p.Entropy, a.buf[w:])
+			fr, _, _, _ := entropyViews(&p.Entropy, a.slots()[w:])
 			y := f32(v - a.ent.ref)
 			lo, step := float64(sc.lo), (float64(sc.hi)-float64(sc.lo))/float64(nb)
 			if a.ent.seen && sc.matched && int(sc.fill) == len(fr) && sc.wait == 0 && y >= sc.lo && y <= sc.hi &&

@@ -8,25 +8,28 @@ import (
 // Set is the complete detector state of one series: the five detectors and
 // the ring buffer that ZScore and Slope share. The zero value is not
 // usable: call Init. A Set holds no pointers besides its one allocation,
-// buf, so its fields and buf are all there is to serialise: AppendState
+// mem, so its fields and mem are all there is to serialise: AppendState
 // writes them (StateSize bytes, 979 with DefaultParams) and RestoreState
 // reads them back (see State in the package doc). A copy by
-// value shares buf: only one of the copies may be updated. A Set is owned
+// value shares mem: only one of the copies may be updated. A Set is owned
 // by one goroutine (the shard) and is not safe for concurrent use.
 //
-// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 328 bytes plus one
-// allocation of 4·(2·Window + 2·SeasonBuckets) = 432 bytes for the ring and
-// the seasonal slots and 272 for Entropy's rings and masses at both scales
-// (fast ring 64, masses 96; slow ring 64, masses 48), 704
-// (a size class): 1032 bytes a series, also after rounding; with Entropy
-// disabled 760 (TestSetMemoryBudget).
+// Memory with DefaultParams: unsafe.Sizeof(Set{}) = 312 bytes (320 after
+// the allocator's rounding) plus one allocation of 4·(2·Window +
+// 2·SeasonBuckets) = 432 bytes for the ring and the seasonal slots and 272
+// for Entropy's rings and masses at both scales (fast ring 64, masses 96;
+// slow ring 64, masses 48), 704 (a size class): 1016 bytes a series; with
+// Entropy disabled 744 (TestSetMemoryBudget).
 // The calibration is 12 bytes a detector (48), the two slow mean
 // absolute errors 16 and the run hold 5 (in what was padding).
 // 48 slots would add 192 bytes; disabling ZScore and Slope saves 240.
 type Set struct {
-	// buf is the one allocation: the ring (2 float32 an entry, see window)
-	// followed by the Holt-Winters seasonal and deviation slots.
-	buf  []float32
+	// mem is the one allocation, 2w + 2b + e float32 (see slots): the ring
+	// (2 float32 an entry, see window), the Holt-Winters seasonal and
+	// deviation slots, Entropy's rings and masses. A pointer rather than a
+	// slice: the sizes below give its length, and the 16 bytes keep a Set
+	// within the 320-byte size class when a shard allocates it on its own.
+	mem  *float32
 	ewma ewmaState
 	hw   hwState
 	ent  entropyState
@@ -58,29 +61,79 @@ func (s *Set) Init(p *Params) {
 	if p.Entropy.Enabled {
 		e = entropySlots(&p.Entropy)
 	}
-	buf := s.buf
-	switch need := 2*w + 2*b + e; {
+	mem := s.mem
+	switch need, have := 2*w+2*b+e, len(s.slots()); {
 	case need == 0:
-		buf = nil
-	case cap(buf) >= need:
-		buf = buf[:need]
-		clear(buf)
+		mem = nil
+	case have >= need:
+		clear(unsafe.Slice(mem, need))
 	default:
-		buf = make([]float32, need)
+		mem = unsafe.SliceData(make([]float32, need))
 	}
-	*s = Set{buf: buf, w: uint16(w), b: uint8(b), e: uint8(e), init: true}
+	*s = Set{mem: mem, w: uint16(w), b: uint8(b), e: uint8(e), init: true}
+}
+
+// slots returns the allocation: 2w + 2b + e float32.
+func (s *Set) slots() []float32 {
+	if s.mem == nil {
+		return nil
+	}
+	return unsafe.Slice(s.mem, 2*int(s.w)+2*int(s.b)+int(s.e))
+}
+
+// InitConstant sizes s for p and puts it in the state n Updates with the
+// value v would leave it in, at n evenly spaced times from t0 to t1 (n ≥ 1;
+// t0 = t1 when n is 1): the state of a series whose value has never changed,
+// rebuilt when it first changes (the shards hold such a series without
+// detector state until then). It replays at most p.WarmUp() of those
+// samples, the last ones, and then counts all n: every detector is past its
+// warm-up after WarmUp samples, and what it keeps of a constant beyond them
+// is the constant. So for n ≤ p.WarmUp() the state is exactly the one the
+// n Updates give, and for more it differs only in what had decayed already
+// (an EWMA variance 0.9^WarmUp of its start) and in Holt-Winters' seasonal
+// slots, which only the replayed span visits.
+func (s *Set) InitConstant(p *Params, v float64, n uint32, t0, t1 int64) {
+	s.Init(p)
+	if n == 0 {
+		return
+	}
+	m := min(int64(n), int64(p.WarmUp()))
+	span, gaps := t1-t0, max(int64(n)-1, 1)
+	for i := m - 1; i >= 0; i-- {
+		// i gaps before t1; exact for integer spacing.
+		s.update(p, t1-span*i/gaps, v, false)
+	}
+	s.n = max(s.n, n)
+}
+
+// WarmUp returns how many samples a Set takes to be past every enabled
+// detector's warm-up: p.Warmup, then CalibWarmup raw scores to calibrate
+// (with calibration on), EntropyWarmup for Entropy, and EntropyWarmup slow
+// values of SlowScale samples each for its slow scale.
+func (p *Params) WarmUp() int {
+	n := p.Warmup
+	if p.Calibration.Enabled {
+		n = max(n, p.Warmup+CalibWarmup)
+	}
+	if en := &p.Entropy; en.Enabled {
+		n = max(n, p.Warmup+EntropyWarmup, en.Window)
+		if en.SlowScale > 0 {
+			n = max(n, EntropyWarmup*en.SlowScale)
+		}
+	}
+	return n
 }
 
 // Reset returns s to the state right after Init, keeping the allocation.
 func (s *Set) Reset() {
-	clear(s.buf)
-	*s = Set{buf: s.buf, w: s.w, b: s.b, e: s.e, init: s.init}
+	clear(s.slots())
+	*s = Set{mem: s.mem, w: s.w, b: s.b, e: s.e, init: s.init}
 }
 
 // Bytes returns the memory s holds: the struct and its allocation (before
 // the allocator rounds the latter up to a size class).
 func (s *Set) Bytes() int {
-	return int(unsafe.Sizeof(*s)) + 4*cap(s.buf)
+	return int(unsafe.Sizeof(*s)) + 4*len(s.slots())
 }
 
 // Update scores the sample (t, v) with every enabled detector, then
@@ -142,9 +195,10 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 			out.Per[KindEWMA] = r
 		}
 	}
+	buf := s.slots()
 	w := 2 * int(s.w)
 	if w > 0 {
-		ring := s.buf[:w]
+		ring := buf[:w]
 		if p.ZScore.Enabled {
 			out.Per[KindZScore] = s.win.zscore(p.ZScore.K, rdy, s.n, v)
 		}
@@ -155,13 +209,13 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 	}
 	if p.HoltWinters.Enabled {
 		b := int(s.b)
-		seas, devs := s.buf[w:w+b], s.buf[w+b:w+2*b]
+		seas, devs := buf[w:w+b], buf[w+b:w+2*b]
 		out.Per[KindHoltWinters] = s.hw.update(&p.HoltWinters, seas, devs, s.n, rdy, t, v)
 	}
 	if p.Entropy.Enabled {
 		o := w + 2*int(s.b)
 		rec := s.ent.record(v) // against the range before v
-		out.Per[KindEntropy] = s.ent.update(&p.Entropy, s.buf[o:o+int(s.e)], entropyReady(s.n, p), entropySlowReady(s.n, p), v, spread)
+		out.Per[KindEntropy] = s.ent.update(&p.Entropy, buf[o:o+int(s.e)], entropyReady(s.n, p), entropySlowReady(s.n, p), v, spread)
 		if out.Per[KindEntropy].Ready {
 			out.Record = rec
 		}

@@ -96,12 +96,12 @@ func TestReset(t *testing.T) {
 	want := runSet(&p, s)
 	var set Set
 	set.Init(&p)
-	buf := &set.buf[0]
+	buf := &set.slots()[0]
 	for i := range 1234 {
 		set.Update(&p, s.t[i]-10*day, s.v[i]*3) // other data first
 	}
 	set.Reset()
-	if &set.buf[0] != buf {
+	if &set.slots()[0] != buf {
 		t.Fatal("Reset reallocated the ring")
 	}
 	for i := range s.t {
@@ -130,8 +130,8 @@ func TestSetDisabled(t *testing.T) {
 	p.ZScore.Enabled, p.Slope.Enabled, p.Entropy.Enabled = false, false, false
 	var set Set
 	set.Init(&p)
-	if len(set.buf) != 2*24 {
-		t.Fatalf("buf has %d float32, want 48 (the seasonal slots only)", len(set.buf))
+	if len(set.slots()) != 2*24 {
+		t.Fatalf("buf has %d float32, want 48 (the seasonal slots only)", len(set.slots()))
 	}
 	s := randomSeries(23, 2000)
 	for i := range s.t {
@@ -150,13 +150,13 @@ func TestSetDisabled(t *testing.T) {
 	}
 	p.HoltWinters.Enabled = false
 	set.Init(&p)
-	if set.buf != nil {
-		t.Fatalf("EWMA only: buf %d float32, want none", len(set.buf))
+	if set.mem != nil {
+		t.Fatalf("EWMA only: buf %d float32, want none", len(set.slots()))
 	}
 	p.HoltWinters.Enabled, p.HoltWinters.Season = true, 0
 	set.Init(&p)
-	if set.buf != nil {
-		t.Fatalf("EWMA + HW without season: buf %d float32, want none", len(set.buf))
+	if set.mem != nil {
+		t.Fatalf("EWMA + HW without season: buf %d float32, want none", len(set.slots()))
 	}
 }
 
@@ -209,7 +209,7 @@ func TestSetUpdateDoesNotAllocate(t *testing.T) {
 }
 
 // The state of one series with DefaultParams (Entropy on, both scales) is
-// at most 1032 bytes, and 760 with Entropy disabled: the struct plus
+// at most 1016 bytes, and 744 with Entropy disabled: the struct plus
 // its one allocation (2 float32 a ring entry, 2 a seasonal slot, 1 an
 // Entropy ring entry at each scale, 1 per 4 Entropy masses).
 func TestSetMemoryBudget(t *testing.T) {
@@ -219,13 +219,13 @@ func TestSetMemoryBudget(t *testing.T) {
 		var set Set
 		set.Init(&p)
 		want := int(unsafe.Sizeof(Set{})) + 4*(2*p.Window+2*p.HoltWinters.SeasonBuckets)
-		budget := 760
+		budget := 744
 		if ent {
 			want += 4 * entropySlots(&p.Entropy)
-			budget = 1032
+			budget = 1016
 		}
-		if got := set.Bytes(); got != want || cap(set.buf) != len(set.buf) {
-			t.Fatalf("entropy %v: Bytes() = %d (cap %d), want %d", ent, got, cap(set.buf), want)
+		if got := set.Bytes(); got != want {
+			t.Fatalf("entropy %v: Bytes() = %d, want %d", ent, got, want)
 		}
 		if got := set.Bytes(); got > budget {
 			t.Fatalf("entropy %v: one series takes %d bytes (struct %d + ring %d·8 + slots %d·8), budget %d",
@@ -440,5 +440,69 @@ func TestUpdateCombinedMatchesUpdate(t *testing.T) {
 	t.Logf("drivers %v; %d Per bands left raw", drove, rawBands)
 	if len(drove) < 3 || rawBands == 0 {
 		t.Fatalf("drivers %v, %d raw bands: the series does not exercise UpdateCombined", drove, rawBands)
+	}
+}
+
+// TestInitConstantExact checks InitConstant against a Set fed the constant
+// samples one by one: for up to WarmUp samples at a regular interval, the
+// Sets agree bit for bit on every output that follows.
+func TestInitConstantExact(t *testing.T) {
+	p := DefaultParams()
+	const step = 15_000
+	for _, v := range []float64{0, 3.5, -2e9} {
+		for _, n := range []uint32{1, 2, 57, 111, uint32(p.WarmUp())} {
+			var fed, built Set
+			fed.Init(&p)
+			t0 := int64(1_700_000_000_000)
+			for i := range int64(n) {
+				fed.Update(&p, t0+i*step, v)
+			}
+			t1 := t0 + int64(n-1)*step
+			built.InitConstant(&p, v, n, t0, t1)
+			walk := randomSeries(uint64(n), 300)
+			for i := range walk.t {
+				tm, x := t1+int64(i+1)*step, v+walk.v[i]-50
+				a, b := fed.Update(&p, tm, x), built.Update(&p, tm, x)
+				if a != b {
+					t.Fatalf("v=%g n=%d: sample %d after the constant: outputs differ:\nfed   %+v\nbuilt %+v", v, n, i, a, b)
+				}
+			}
+		}
+	}
+}
+
+// TestInitConstantLong checks InitConstant for a constant longer than
+// WarmUp, which it rebuilds from WarmUp samples: the age is the whole run,
+// and a step after it alarms as on a Set fed every sample.
+func TestInitConstantLong(t *testing.T) {
+	p := DefaultParams()
+	const step = 15_000
+	n := uint32(2 * 24 * time.Hour / (step * time.Millisecond))
+	var fed, built Set
+	fed.Init(&p)
+	t0 := int64(1_700_000_000_000)
+	for i := range int64(n) {
+		fed.Update(&p, t0+i*step, 42)
+	}
+	t1 := t0 + int64(n-1)*step
+	built.InitConstant(&p, 42, n, t0, t1)
+	var differ int
+	for i := range 200 {
+		tm, x := t1+int64(i+1)*step, 50.0
+		a, b := fed.Update(&p, tm, x), built.Update(&p, tm, x)
+		if i == 0 {
+			if b.Age != n || a.Age != n {
+				t.Errorf("ages %d (fed) and %d (built), want %d", a.Age, b.Age, n)
+			}
+			if a.Combined.Score < 1 || b.Combined.Score < 1 {
+				t.Errorf("the step scored %.3g (fed) and %.3g (built), want both ≥ 1", a.Combined.Score, b.Combined.Score)
+			}
+		}
+		if (a.Combined.Score >= 1) != (b.Combined.Score >= 1) {
+			differ++
+		}
+	}
+	if differ > 0 {
+		t.Errorf("%d of 200 samples after the step: alarm decisions differ", differ)
 	}
 }

@@ -47,7 +47,7 @@ var ErrStateParams = errors.New("the state was saved with other detector setting
 // StateSize returns the exact number of bytes AppendState appends for s:
 // 275 + 4·len(buf); 979 with DefaultParams.
 func (s *Set) StateSize() int {
-	return stateHeader + stateFields + 4*len(s.buf)
+	return stateHeader + stateFields + 4*len(s.slots())
 }
 
 // AppendState appends the complete state of s to dst and returns the
@@ -75,7 +75,7 @@ func (s *Set) AppendState(dst []byte) []byte {
 	dst = append(dst, setStateVersion)
 	dst = binary.LittleEndian.AppendUint16(dst, s.w)
 	dst = append(dst, s.b, s.e)
-	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.buf)))
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(s.slots())))
 	c := statecodec.Encoder(dst)
 	s.stateFields(&c)
 	return c.Bytes()
@@ -83,7 +83,7 @@ func (s *Set) AppendState(dst []byte) []byte {
 
 // RestoreState makes s the Set that AppendState encoded at the start of
 // src, to be updated with p from then on, and returns the rest of src.
-// It calls Init(p) first (so p must be valid, and s.buf is reused if it is
+// It calls Init(p) first (so p must be valid, and its allocation is reused if it is
 // large enough) and does not allocate otherwise. A restored Set gives,
 // sample for sample, the Outputs the saved one would have given.
 //
@@ -125,9 +125,9 @@ func (s *Set) RestoreState(p *Params, src []byte) (rest []byte, err error) {
 	}
 	size := stateHeader + stateFields + 4*int(nbuf)
 	rest = src[size:]
-	if w != s.w || b != s.b || e != s.e || int(nbuf) != len(s.buf) {
+	if w != s.w || b != s.b || e != s.e || int(nbuf) != len(s.slots()) {
 		return rest, fmt.Errorf("cannot restore detector state: saved with a ring of %d, %d seasonal slots, %d entropy slots (%d float32), "+
-			"configured %d, %d, %d (%d): %w", w, b, e, nbuf, s.w, s.b, s.e, len(s.buf), ErrStateParams)
+			"configured %d, %d, %d (%d): %w", w, b, e, nbuf, s.w, s.b, s.e, len(s.slots()), ErrStateParams)
 	}
 	c := statecodec.Decoder(src[stateHeader:size], stateHeader)
 	s.stateFields(&c)
@@ -196,7 +196,7 @@ func (s *Set) stateFields(c *statecodec.Codec) {
 	c.U8(&s.held)
 	c.F32(&s.run)
 
-	c.F32s(s.buf)
+	c.F32s(s.slots())
 }
 
 // checkState reports what in a decoded s no Set made with p can hold (see
@@ -238,17 +238,17 @@ func (s *Set) checkState(p *Params, c *statecodec.Codec) error {
 	if s.win.n > s.w || s.win.head >= max(s.w, 1) {
 		return fmt.Errorf("ring head %d and length %d outside its capacity %d", s.win.head, s.win.n, s.w)
 	}
-	if err := finiteSlots("ring", s.buf[:w]); err != nil {
+	if err := finiteSlots("ring", s.slots()[:w]); err != nil {
 		return err
 	}
-	if err := finiteSlots("seasonal slot", s.buf[w:w+2*int(s.b)]); err != nil {
+	if err := finiteSlots("seasonal slot", s.slots()[w:w+2*int(s.b)]); err != nil {
 		return err
 	}
 	if s.e == 0 {
 		return nil
 	}
 	ep := &p.Entropy
-	fr, _, sr, _ := entropyViews(ep, s.buf[w+2*int(s.b):])
+	fr, _, sr, _ := entropyViews(ep, s.slots()[w+2*int(s.b):])
 	if err := s.ent.fast.check("fast", ep.Window, ep.Regimes); err != nil {
 		return err
 	}

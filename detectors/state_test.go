@@ -65,6 +65,8 @@ func diffState(a, b reflect.Value) string {
 		if x, y := a.Float(), b.Float(); math.Float64bits(x) != math.Float64bits(y) {
 			return fmt.Sprintf(": %v and %v", x, y)
 		}
+	case reflect.Pointer:
+		// Set.mem: the caller compares the allocations (Set.slots).
 	case reflect.Bool:
 		if a.Bool() != b.Bool() {
 			return fmt.Sprintf(": %v and %v", a.Bool(), b.Bool())
@@ -86,7 +88,7 @@ func diffState(a, b reflect.Value) string {
 // fillState sets every field under v (a settable value at path) to a
 // pseudo-random value that is not zero and not NaN: bools true, numbers
 // random non-zero, floats finite. It fails on any kind a Set must not
-// hold: a pointer, a map, a string, or a slice other than Set.buf.
+// hold: a pointer other than Set.mem, a map, a string, a slice.
 func fillState(t *testing.T, rng *rand.Rand, v reflect.Value, path string) {
 	t.Helper()
 	switch v.Kind() {
@@ -104,13 +106,11 @@ func fillState(t *testing.T, rng *rand.Rand, v reflect.Value, path string) {
 		for i := range v.Len() {
 			fillState(t, rng, v.Index(i), fmt.Sprintf("%s[%d]", path, i))
 		}
-	case reflect.Slice:
-		if path != "Set.buf" {
-			t.Fatalf("%s is a %s: a Set holds no pointers besides buf; encode it in stateFields and teach this test", path, v.Type())
+	case reflect.Pointer:
+		if path != "Set.mem" {
+			t.Fatalf("%s is a %s: a Set holds no pointers besides mem; encode it in stateFields and teach this test", path, v.Type())
 		}
-		for i := range v.Len() {
-			fillState(t, rng, v.Index(i), fmt.Sprintf("%s[%d]", path, i))
-		}
+		// The allocation: filled by the caller, which has the Set.
 	case reflect.Bool:
 		v.SetBool(true) // false is what Init leaves
 	case reflect.Float32, reflect.Float64:
@@ -120,7 +120,7 @@ func fillState(t *testing.T, rng *rand.Rand, v reflect.Value, path string) {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		v.SetUint(rng.Uint64()>>(64-v.Type().Bits()) | 1)
 	default:
-		t.Fatalf("%s is a %s: a Set holds no pointers besides buf; encode it in stateFields and teach this test", path, v.Type())
+		t.Fatalf("%s is a %s: a Set holds no pointers besides mem; encode it in stateFields and teach this test", path, v.Type())
 	}
 }
 
@@ -134,6 +134,9 @@ func TestSetStateComplete(t *testing.T) {
 		var s Set
 		s.Init(&p)
 		fillState(t, rng, reflect.ValueOf(&s).Elem(), "Set")
+		for i, buf := 0, s.slots(); i < len(buf); i++ {
+			fillState(t, rng, reflect.ValueOf(&buf[i]).Elem(), fmt.Sprintf("Set.mem[%d]", i))
+		}
 		// The indexes RestoreState checks, brought into range (and kept
 		// non-zero, so that they are still told apart from Init's zeros).
 		s.win.head = 1 + s.win.head%(s.w-1)
@@ -162,8 +165,11 @@ func TestSetStateComplete(t *testing.T) {
 		if err != nil || len(rest) != 0 {
 			t.Fatalf("round %d: RestoreState: %d bytes left, error %v", round, len(rest), err)
 		}
-		if d := diffState(reflect.ValueOf(r), reflect.ValueOf(s)); d != "" || !reflect.DeepEqual(r, s) {
+		if d := diffState(reflect.ValueOf(r), reflect.ValueOf(s)); d != "" {
 			t.Fatalf("round %d: restored and saved Set differ at Set%s: a field is missing from stateFields (and setStateVersion needs a bump)", round, d)
+		}
+		if d := diffState(reflect.ValueOf(r.slots()), reflect.ValueOf(s.slots())); d != "" {
+			t.Fatalf("round %d: restored and saved Set differ at Set.mem%s", round, d)
 		}
 	}
 }
@@ -179,11 +185,11 @@ func TestSetStateResume(t *testing.T) {
 		a := setAfter(&p, s, at)
 		state := a.AppendState(nil)
 		b := setAfter(&other, randomSeries(32, 500), 500) // dirty, other settings
-		buf := &b.buf[0]
+		buf := &b.slots()[0]
 		if rest, err := b.RestoreState(&p, state); err != nil || len(rest) != 0 {
 			t.Fatalf("snapshot after %d samples: %d bytes left, error %v", at, len(rest), err)
 		}
-		if &b.buf[0] != buf {
+		if &b.slots()[0] != buf {
 			t.Fatalf("snapshot after %d samples: RestoreState reallocated a buf large enough", at)
 		}
 		for i := at; i < len(s.t); i++ {
@@ -320,7 +326,7 @@ func TestRestoreStateInvalid(t *testing.T) {
 	f := func(name string, mod func(s *Set) []byte, want string) {
 		t.Helper()
 		s := *base
-		s.buf = append([]float32(nil), base.buf...)
+		s.mem = unsafe.SliceData(append([]float32(nil), base.slots()...))
 		state := mod(&s)
 		if state == nil {
 			state = s.AppendState(nil)
@@ -346,10 +352,10 @@ func TestRestoreStateInvalid(t *testing.T) {
 	f("holt-winters dev stale marker", func(s *Set) []byte { s.hw.dev = staleNaN; return nil }, prefix+"holt-winters dev is NaN")
 	f("holt-winters level +Inf", func(s *Set) []byte { s.hw.level = math.Inf(1); return nil }, prefix+"holt-winters level is +Inf")
 	f("calibration -Inf", func(s *Set) []byte { s.cal[KindSlope].q = float32(math.Inf(-1)); return nil }, prefix+"slope calibration q is -Inf")
-	f("ring value", func(s *Set) []byte { s.buf[7] = float32(math.NaN()); return nil }, prefix+"ring 7 is NaN")
-	f("seasonal slot", func(s *Set) []byte { s.buf[2*30+30] = float32(math.Inf(1)); return nil }, prefix+"seasonal slot 30 is +Inf")
+	f("ring value", func(s *Set) []byte { s.slots()[7] = float32(math.NaN()); return nil }, prefix+"ring 7 is NaN")
+	f("seasonal slot", func(s *Set) []byte { s.slots()[2*30+30] = float32(math.Inf(1)); return nil }, prefix+"seasonal slot 30 is +Inf")
 	f("entropy slow ring", func(s *Set) []byte {
-		_, _, sr, _ := entropyViews(&p.Entropy, s.buf[2*30+2*24:])
+		_, _, sr, _ := entropyViews(&p.Entropy, s.slots()[2*30+2*24:])
 		sr[3] = float32(math.NaN())
 		return nil
 	}, prefix+"entropy slow ring 3 is NaN")
@@ -372,7 +378,7 @@ func TestRestoreStateInvalid(t *testing.T) {
 	}, prefix+"bool byte 2 at offset 97, want 0 or 1")
 	f("window mae NaN", func(s *Set) []byte { s.win.mae = staleNaN; return nil }, prefix+"window mae is NaN")
 	f("masses that look like NaN", func(s *Set) []byte {
-		_, fm, _, _ := entropyViews(&p.Entropy, s.buf[2*30+2*24:])
+		_, fm, _, _ := entropyViews(&p.Entropy, s.slots()[2*30+2*24:])
 		for i := range 8 {
 			fm[i] = 0xff
 		}
