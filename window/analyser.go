@@ -13,6 +13,7 @@ type Analyser struct {
 	params *detectors.Params
 	st     localStats
 	counts countPool
+	last   detectors.Output // the last verdict, emitted again while the series sleeps
 }
 
 // NewAnalyser returns an Analyser for a series analysed with p; counter
@@ -22,16 +23,27 @@ func NewAnalyser(p *detectors.Params, counter bool) *Analyser {
 	if counter {
 		a.se.flags |= flagCounter
 	}
-	a.se.det.Init(p)
+	a.se.detSet().Init(p)
 	return a
 }
 
 // Observe applies one sample (t in milliseconds). analysed is false when
 // the sample was not fed to the detectors (out of order, duplicate,
 // non-finite, stale marker, a counter's first sample); then o is zero.
+//
+// While the series sleeps (see seriesState.hold), o is the last verdict
+// again, per-detector results included, as a shard emits it.
 func (a *Analyser) Observe(t int64, v float64) (o detectors.Output, analysed bool) {
 	res, o, _ := a.se.observe(a.params, t, v, &a.st, &a.counts, true)
-	return o, res == outcomeAnalysed
+	switch res {
+	case outcomeHeld:
+		return a.last, true
+	case outcomeAnalysed:
+		a.last = o
+		a.se.last = verdict(t, &o) // what maySleep compares with
+		return o, true
+	}
+	return o, false
 }
 
 // ParamsFor returns the detector settings the first matching rule gives a

@@ -343,8 +343,17 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 			*se.per = sv.per
 		}
 	}
-	if sv.params == r.paramsKey {
-		rest, err := se.det.RestoreState(r.params, sv.det)
+	if se.asleep {
+		s.local.woken++
+	}
+	se.runN, se.runV, se.runT0, se.asleep = sv.runN, sv.runV, sv.runT0, false
+	switch {
+	case sv.params == r.paramsKey && sv.asleep:
+		se.det = nil
+		se.asleep = true
+		s.local.slept++
+	case sv.params == r.paramsKey:
+		rest, err := se.detSet().RestoreState(r.params, sv.det)
 		if err == nil && len(rest) > 0 {
 			err = fmt.Errorf("%d bytes after the detector state", len(rest))
 		}
@@ -354,11 +363,11 @@ func (s *shard) restoreSeries(sv *savedSeries, nowMs int64) (uint32, restoreResu
 			}
 			return 0, restoreSkipped, fmt.Errorf("series %s: %w", series.Format(sv.labels), err)
 		}
-	} else {
+	default:
 		// Saved under other detector settings: as on a reload that changes
 		// them, the detectors start over and a rate starts from the next
 		// sample.
-		se.det.Init(r.params)
+		se.restart(r.params, &s.local)
 		se.flags &^= flagPrimed
 	}
 	return slot, res, nil

@@ -29,8 +29,9 @@ type testSeries struct {
 // restartLoad is a deterministic load of every kind of series a shard
 // treats differently: gauges with noise and a season, counters (rates), a
 // gauge that only grows (its trial makes it a rate of change), one that
-// ends with a stale marker, and spikes after the restart point so that
-// alarms are compared too. 15 s samples.
+// ends with a stale marker, constants (which sleep) that change after the
+// restart point, and spikes after it so that alarms are compared too.
+// 15 s samples.
 func restartLoad(nSeries, n int) []testSeries {
 	var out []testSeries
 	x := uint64(7)
@@ -54,6 +55,11 @@ func restartLoad(nSeries, n int) []testSeries {
 				ts.counter = true
 				ts.pairs[1] = "c_total"
 				switch {
+				case s%16 == 13: // a constant rate, which sleeps, changing after the restart
+					total += 3
+					if i > n-n/5 {
+						total += 2
+					}
 				case s%8 == 1:
 					total += 10 + 2*noise()
 				case i > n-n/5: // counting events, whose rate falls late: the count test
@@ -68,7 +74,10 @@ func restartLoad(nSeries, n int) []testSeries {
 				v = total
 			case 3: // a gauge that shifts level after the restart
 				v = 50 + noise()
-				if i > n-n/3 {
+				if s%8 == 7 { // a constant, which sleeps
+					v = 50
+				}
+				if i > n-n/3 || s%8 == 7 && i > n-n/5 {
 					v += 20
 				}
 			}
@@ -130,10 +139,16 @@ func compareRuns(t *testing.T, got, want []series.Record) {
 // per-detector outputs included, whether the checkpoint was taken while
 // the shards ran or after they stopped, and into another shard count.
 func TestCheckpointResume(t *testing.T) {
-	cfg := loadConfig(t, "output: {per_detector: true, driver: true}\n")
+	t.Run("per-detector outputs", func(t *testing.T) { testCheckpointResume(t, true) })
+	// Without them, constant series sleep and are saved asleep.
+	t.Run("combined only", func(t *testing.T) { testCheckpointResume(t, false) })
+}
+
+func testCheckpointResume(t *testing.T, perDetector bool) {
+	cfg := loadConfig(t, fmt.Sprintf("output: {per_detector: %v, driver: true}\n", perDetector))
 	const nSeries, n, cut = 24, 1200, 900
 	load := restartLoad(nSeries, n)
-	ref := newEnv(t, cfg, func(o *Options) { o.PerDetector = true })
+	ref := newEnv(t, cfg, func(o *Options) { o.PerDetector = perDetector })
 	ref.feed(t, load, 0, n)
 	want := ref.rec.Take()
 	refSnap := ref.snapshot()
@@ -157,8 +172,11 @@ func TestCheckpointResume(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			a := newEnv(t, cfg, func(o *Options) { o.Shards, o.PerDetector = tc.shardsBefore, true })
+			a := newEnv(t, cfg, func(o *Options) { o.Shards, o.PerDetector = tc.shardsBefore, perDetector })
 			a.feed(t, load, 0, cut)
+			if asleep := a.s.asleep(); asleep == 0 == !perDetector {
+				t.Fatalf("%d series asleep at the checkpoint", asleep)
+			}
 			if tc.live {
 				info, err := a.s.Checkpoint(t.Context(), dir, time.Now())
 				if err != nil || info.Series != nSeries {
@@ -407,7 +425,7 @@ func loadedShard(tb testing.TB, cfg *config.Config, nSeries, n int) *shard {
 // the same series.
 func FuzzRestoreSeries(f *testing.F) {
 	cfg := config.Default()
-	sh := loadedShard(f, cfg, 4, 150)
+	sh := loadedShard(f, cfg, 16, 300) // 16: sleeping series among them
 	for i := range sh.slots.n {
 		if se := sh.slots.at(i); se.info != nil {
 			f.Add(sh.appendSeries(nil, se))
@@ -445,8 +463,13 @@ func FuzzRestoreSeries(f *testing.F) {
 }
 
 // TestRestoreVersion1Record: a record written before the count test
-// (version 1, no count field) still restores, with the count test to learn
-// again, and a record of the count test keeps its state.
+// (version 1, no count field) or before series slept (versions 1 and 2, no
+// run fields) still restores, with the count test to learn again and the
+// run broken, and a record of the count test keeps its state.
+
+// runFieldsLen is the size of a record's run fields: runN, runV, runT0, asleep.
+const runFieldsLen = 4 + 8 + 8 + 1
+
 func TestRestoreVersion1Record(t *testing.T) {
 	sh := loadedShard(t, config.Default(), 8, 300)
 	var counted int
@@ -467,16 +490,23 @@ func TestRestoreVersion1Record(t *testing.T) {
 			counted++
 			continue
 		}
-		// The version 1 layout: the same record without the count byte,
-		// which comes right before the detector state.
-		at := len(rec) - len(sv.det) - 1
-		v1 := append(append([]byte{1}, rec[1:at]...), rec[at+1:]...)
-		old, err := parseSeries(v1)
-		if err != nil {
-			t.Fatalf("%s: version 1 record: %v", series.Format(se.info.Labels), err)
+		if sv.asleep {
+			continue // versions 1 and 2 have no sleeping series
 		}
-		if old.hasCount || old.labels != sv.labels || old.lastT != sv.lastT || string(old.det) != string(sv.det) {
-			t.Fatalf("%s: version 1 record read as %+v, want %+v", series.Format(se.info.Labels), old, sv)
+		// The version 1 layout: the same record without the count byte
+		// and the run fields (21 bytes), which come right before the
+		// detector state; version 2 has the count byte.
+		at := len(rec) - len(sv.det) - runFieldsLen
+		v2 := append(append([]byte{2}, rec[1:at]...), rec[at+runFieldsLen:]...)
+		v1 := append(append([]byte{1}, rec[1:at-1]...), rec[at+runFieldsLen:]...)
+		for v, r := range [][]byte{v1, v2} {
+			old, err := parseSeries(r)
+			if err != nil {
+				t.Fatalf("%s: version %d record: %v", series.Format(se.info.Labels), v+1, err)
+			}
+			if old.hasCount || old.labels != sv.labels || old.lastT != sv.lastT || string(old.det) != string(sv.det) || old.runN != runBroken {
+				t.Fatalf("%s: version %d record read as %+v, want %+v", series.Format(se.info.Labels), v+1, old, sv)
+			}
 		}
 	}
 	if counted == 0 {

@@ -14,9 +14,24 @@ import (
 )
 
 // BenchmarkSeriesMemory reports the live heap per tracked series with the
-// default detectors (labels of ~150 bytes), measured after a GC.
+// default detectors (labels of ~150 bytes), measured after a GC: series
+// whose values move, and constants, which sleep once their verdict settles
+// (seriesState.hold).
 func BenchmarkSeriesMemory(b *testing.B) {
-	const n = 100_000
+	b.Run("moving", func(b *testing.B) { benchSeriesMemory(b, 100_000, 3, func(i, r int) float64 { return float64(i + r) }) })
+	b.Run("constant", func(b *testing.B) { benchSeriesMemory(b, 100_000, 150, func(i, r int) float64 { return float64(i) }) })
+}
+
+// benchSeriesMemory feeds n series rounds samples each, value(series, round).
+func benchSeriesMemory(b *testing.B, n, rounds int, value func(i, r int) float64) {
+	keys, nameLens := make([][]byte, n), make([]uint32, n)
+	for i := range n {
+		name := fmt.Sprintf("http_request_duration_seconds_gauge_%d", i%40)
+		keys[i] = key("__name__", name, "code", "200",
+			"handler", fmt.Sprintf("/api/v1/items/%d", i%97), "instance", fmt.Sprintf("api-%04d.example.internal:8080", i/400),
+			"job", "api", "method", "GET", "series", fmt.Sprint(i))
+		nameLens[i] = uint32(len(name))
+	}
 	// The timer runs: b.Loop ends once a second of work has been timed,
 	// after the first round here (with it stopped it never would).
 	for b.Loop() {
@@ -26,12 +41,11 @@ func BenchmarkSeriesMemory(b *testing.B) {
 		opts := Options{Shards: 2, QueueSize: 64, MaxSeries: 2 * n, SeriesTTL: time.Hour, PublishInterval: time.Hour}
 		s := New(opts, CompileRules(config.Default()), discard{}, prometheus.NewRegistry())
 		s.Start()
-		for start := 0; start < n; start += 1000 {
+		for r, start := 0, 0; r < rounds; r, start = r+(start+1000)/n, (start+1000)%n {
+			// One sample of 1000 series a batch, as a scrape sends them.
 			batches := make([]*Batch, s.N())
 			for i := start; i < start+1000; i++ {
-				k := key("__name__", fmt.Sprintf("http_request_duration_seconds_gauge_%d", i%40), "code", "200",
-					"handler", fmt.Sprintf("/api/v1/items/%d", i%97), "instance", fmt.Sprintf("api-%04d.example.internal:8080", i/400),
-					"job", "api", "method", "GET", "series", fmt.Sprint(i))
+				k := keys[i]
 				h := xxhash.Sum64(k)
 				sh := int(h % uint64(s.N()))
 				if batches[sh] == nil {
@@ -41,11 +55,9 @@ func BenchmarkSeriesMemory(b *testing.B) {
 				ks := uint32(len(bt.Keys))
 				bt.Keys = append(bt.Keys, k...)
 				ss := uint32(len(bt.Samples))
-				for r := range 3 {
-					bt.Samples = append(bt.Samples, Sample{T: t0 + int64(r)*15_000, V: float64(i + r)})
-				}
+				bt.Samples = append(bt.Samples, Sample{T: t0 + int64(r)*15_000, V: value(i, r)})
 				bt.Series = append(bt.Series, BatchSeries{Hash: h, KeyStart: ks, KeyEnd: uint32(len(bt.Keys)),
-					NameStart: ks + 9, NameEnd: ks + 9 + uint32(len(fmt.Sprintf("http_request_duration_seconds_gauge_%d", i%40))),
+					NameStart: ks + 9, NameEnd: ks + 9 + nameLens[i],
 					SamplesStart: ss, SamplesEnd: uint32(len(bt.Samples))})
 			}
 			for i, bt := range batches {
@@ -57,9 +69,17 @@ func BenchmarkSeriesMemory(b *testing.B) {
 			}
 		}
 		s.Sync()
+		// Not the series': the batches the free list keeps, as many as
+		// the feeding loop had in flight.
+		for len(s.free) > 0 {
+			<-s.free
+		}
 		runtime.GC()
 		runtime.ReadMemStats(&m1)
-		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/n, "heap-bytes/series")
+		b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n), "heap-bytes/series")
+		if rounds > 100 {
+			b.ReportMetric(float64(s.asleep())/float64(n), "asleep/series")
+		}
 		s.Stop(b.Context())
 	}
 }

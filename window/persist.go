@@ -23,16 +23,19 @@ import (
 //	last: lastOut
 //	per u8 (0 or 1) ‖ NumKinds × lastOut when 1
 //	count u8 (0 or 1) ‖ the count test's state (detectors.CountShift.StateFields) when 1
-//	the detector state (detectors.Set.AppendState) to the end
+//	runN u32, runV f64, runT0 i64, asleep u8 (the run of equal values, see seriesState.hold)
+//	the detector state (detectors.Set.AppendState) to the end, none when asleep
 //
 // A lastOut is t i64, score, expected, lower, upper f64, warmup u8,
 // driver u8, shown u8, peak f32 (lastOut.fields). Floats are their IEEE
 // 754 bits, bools a byte 0 or 1, in the encoding of detectors/statecodec.
 //
 // Version 1 records, written before the count test, have no count field
-// and are read as count 0: the test learns the series again.
+// and are read as count 0: the test learns the series again. Versions 1
+// and 2, written before series slept, have no run fields and are read as
+// a run already broken: the series never sleeps.
 const (
-	seriesRecordVersion = 2
+	seriesRecordVersion = 3
 )
 
 // savedFlags are the flags a record keeps: flagWarming is not among them,
@@ -77,6 +80,14 @@ func (s *shard) appendSeries(dst []byte, se *seriesState) []byte {
 	if hasCount {
 		se.count.StateFields(&c)
 	}
+	runN, runV, runT0, asleep := se.runN, se.runV, se.runT0, se.asleep
+	c.U32(&runN)
+	c.F64(&runV)
+	c.I64(&runT0)
+	c.Bool(&asleep)
+	if asleep {
+		return c.Bytes()
+	}
 	return se.det.AppendState(c.Bytes())
 }
 
@@ -115,6 +126,10 @@ type savedSeries struct {
 	per           [detectors.NumKinds]lastOut
 	hasCount      bool
 	count         detectors.CountShift
+	runN          uint32
+	runV          float64
+	runT0         int64
+	asleep        bool
 	det           []byte
 	nameStart, ne uint32
 }
@@ -123,11 +138,11 @@ type savedSeries struct {
 // a canonical key, known flags, drivers that are detectors.
 func parseSeries(rec []byte) (savedSeries, error) {
 	var sv savedSeries
-	if len(rec) == 0 || rec[0] != seriesRecordVersion && rec[0] != 1 {
+	if len(rec) == 0 || rec[0] < 1 || rec[0] > seriesRecordVersion {
 		if len(rec) == 0 {
 			return sv, fmt.Errorf("%w: empty", errRecord)
 		}
-		return sv, fmt.Errorf("%w: version %d, want 1 or %d", errRecord, rec[0], seriesRecordVersion)
+		return sv, fmt.Errorf("%w: version %d, want 1 to %d", errRecord, rec[0], seriesRecordVersion)
 	}
 	version := rec[0]
 	n, k := binary.Uvarint(rec[1:])
@@ -162,6 +177,19 @@ func parseSeries(rec []byte) (savedSeries, error) {
 		c.Bool(&sv.hasCount)
 		if sv.hasCount {
 			sv.count.StateFields(&c)
+		}
+	}
+	sv.runN = runBroken
+	if version >= 3 {
+		c.U32(&sv.runN)
+		c.F64(&sv.runV)
+		c.I64(&sv.runT0)
+		c.Bool(&sv.asleep)
+		if sv.asleep && (sv.runN < 2 || sv.runN == runBroken || sv.hasCount) {
+			c.Fail("asleep with a run of %d and a count test %v", sv.runN, sv.hasCount)
+		}
+		if sv.asleep && len(c.Bytes()) > 0 {
+			c.Fail("%d bytes of detector state after a series asleep", len(c.Bytes()))
 		}
 	}
 	if err := c.Err(); err != nil {

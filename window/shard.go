@@ -74,8 +74,18 @@ type seriesState struct {
 	// count is the count test of a counter whose increments have all been
 	// whole numbers (countShift), nil for any other series.
 	count *detectors.CountShift
-	det   detectors.Set
+	// The run of equal values (see hold): runN analysed samples since the
+	// detectors started, the first at runT0, have all had the value runV;
+	// runN is 0 before the first and runBroken once one differed.
+	runV   float64
+	runT0  int64
+	runN   uint32
+	asleep bool           // det and count are given up until the value changes (see hold)
+	det    *detectors.Set // nil while asleep
 }
+
+// runBroken is seriesState.runN once a series' analysed value changed.
+const runBroken = math.MaxUint32
 
 // slab holds series in fixed-size chunks that never move: growing it
 // never copies existing series (at a million series a doubling slice would
@@ -115,6 +125,7 @@ type shardStats struct {
 	seriesCreated   atomic.Uint64
 	seriesEvicted   atomic.Uint64
 	active          atomic.Int64
+	asleep          atomic.Int64 // series asleep (see hold)
 	processingNanos atomic.Uint64
 	// Warm-up (warm.go).
 	warming            atomic.Int64  // series waiting for their history
@@ -131,6 +142,7 @@ type shardStats struct {
 type localStats struct {
 	samples, outOfOrder, duplicates, conflicts, nonFinite, staleMarkers,
 	counterResets, primed, ignored, excluded, limited uint64
+	slept, woken uint64 // series that fell asleep, woke or left asleep (see hold)
 }
 
 type shard struct {
@@ -273,7 +285,7 @@ func (s *shard) process(b *Batch) {
 			se.flags &^= flagPrimed | flagDeriv
 			se.trial = 0
 			se.dropCount(&s.counts)
-			se.det.Reset()
+			se.restart(s.rules.rules[se.rule].params, &s.local)
 		}
 		samples := b.Samples[bs.SamplesStart:bs.SamplesEnd]
 		if se.flags&flagWarming != 0 { // new, waiting for its history (warm.go)
@@ -301,6 +313,7 @@ func (s *shard) commitStats() {
 	st.staleMarkers.Add(l.staleMarkers)
 	st.counterResets.Add(l.counterResets)
 	st.primed.Add(l.primed)
+	st.asleep.Add(int64(l.slept) - int64(l.woken))
 	st.ignored.Add(l.ignored)
 	st.excluded.Add(l.excluded)
 	st.limited.Add(l.limited)
@@ -370,7 +383,7 @@ func (s *shard) create(bs *BatchSeries, key []byte, b *Batch, nowMs int64) (uint
 		s.groupBuf = r.groupKey(labels, s.groupBuf)
 		se.group = s.joinGroup(s.groupBuf, nowMs, false)
 	}
-	se.det.Init(r.params)
+	se.detSet().Init(r.params)
 	s.stats.seriesCreated.Add(1)
 	// Every series created here is new to this process or was evicted (its
 	// state is gone either way), so it reads its history. Without samples
@@ -458,6 +471,7 @@ const (
 	outcomeSkipped  outcome = iota // counted in the stats, nothing to emit
 	outcomeStale                   // a stale marker ended a series with outputs: emit stale markers
 	outcomeAnalysed                // the detectors ran: emit their verdict
+	outcomeHeld                    // the series is asleep and the value unchanged: emit its last verdict again
 )
 
 // observe applies one sample to se, in the order PROTOCOL.md gives: stale
@@ -511,7 +525,7 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 		// It only grew: from this sample on its rate of change is
 		// analysed, by detectors that have seen none yet.
 		se.flags |= flagDeriv
-		se.det.Reset()
+		se.restart(p, st)
 	}
 	if se.flags&(flagCounter|flagDeriv) != 0 {
 		if se.flags&flagPrimed == 0 {
@@ -531,20 +545,138 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 			se.flags |= flagFractional
 			se.dropCount(cp)
 		}
+		prevT, counts := se.lastT, se.flags&flagFractional == 0
 		se.flags |= flagPrimed | flagHasOutput
 		se.lastT, se.lastV = t, v
 		st.samples++
+		if se.hold(p, t, prevT, x, counts, st, cp) {
+			return outcomeHeld, detectors.Output{}, x
+		}
 		o := se.update(p, t, x, allBands)
-		if se.flags&flagFractional == 0 {
+		if counts {
 			countingNoise(&o, d, secs)
 			se.countShift(p, &o, d, secs, cp)
 		}
+		se.maySleep(&o, st, cp)
 		return outcomeAnalysed, o, x
 	}
+	prevT := se.lastT
 	se.flags |= flagPrimed | flagHasOutput
 	se.lastT, se.lastV = t, v
 	st.samples++
-	return outcomeAnalysed, se.update(p, t, x, allBands), x
+	if se.hold(p, t, prevT, x, false, st, cp) {
+		return outcomeHeld, detectors.Output{}, x
+	}
+	o := se.update(p, t, x, allBands)
+	se.maySleep(&o, st, cp)
+	return outcomeAnalysed, o, x
+}
+
+// Sleeping series. Most series a Prometheus scrapes never change (in a
+// node_exporter or a Prometheus, build and config info, limits, sizes,
+// errors that never happen), and a constant's detector state, the bulk of
+// a series' memory, only says that it is constant. So a series whose
+// analysed value has been the same since its detectors started, and whose
+// verdict has settled (Ready, score 0, the same as the sample before),
+// sleeps: it drops its detector state and count test and, while the value
+// stays, emits its last verdict again without running the detectors. The
+// first different value wakes it: detectors.Set.InitConstant rebuilds the
+// state from the run (its last WarmUp samples, exactly what feeding them
+// would give) and, for a counter, the count test is fed the same
+// increments; then the value is analysed as on a series that never slept.
+// A series sleeps at most once in its detectors' life: once its value
+// changed, it is not constant.
+
+// hold counts x, the value of an analysed sample at t, in se's run of equal
+// values and reports whether the sample is held: se is asleep and x is its
+// value. A different value ends the run, waking se first (prevT: the time
+// of the run's last sample). counts says whether the increments are whole
+// numbers fed to the count test.
+func (se *seriesState) hold(p *detectors.Params, t, prevT int64, x float64, counts bool, st *localStats, cp *countPool) bool {
+	switch {
+	case se.runN == runBroken:
+	case se.runN == 0:
+		se.runV, se.runT0, se.runN = x, t, 1
+	case math.Float64bits(x) == math.Float64bits(se.runV):
+		if se.asleep && se.per != nil {
+			// Per-detector outputs were turned on: they need the detectors.
+			se.wake(p, prevT, counts, st, cp)
+		}
+		if se.runN < runBroken-1 {
+			se.runN++
+		}
+		return se.asleep
+	default:
+		if se.asleep {
+			se.wake(p, prevT, counts, st, cp)
+		}
+		se.runN = runBroken
+	}
+	return false
+}
+
+// maySleep puts se to sleep after the verdict o on a sample of its run if
+// the verdict has settled: Ready, nothing to report, and what se.last (the
+// verdict before it) says. A series with per-detector outputs stays awake:
+// only the combined verdict is kept to emit again.
+func (se *seriesState) maySleep(o *detectors.Output, st *localStats, cp *countPool) {
+	c := &o.Combined
+	if se.runN == runBroken || se.runN < 2 || se.per != nil || !c.Ready || c.Score != 0 || o.Record != 0 ||
+		se.last.warmup || se.last.score != 0 || se.last.driver != o.Driver ||
+		se.last.expected != c.Expected || se.last.lower != c.Lower || se.last.upper != c.Upper {
+		return
+	}
+	se.det = nil // a series that sleeps could sleep for ever: its memory goes
+	se.dropCount(cp)
+	se.asleep = true
+	st.slept++
+}
+
+// detSet returns se's detectors, allocating them if se has none: it
+// sleeps, or its slot's last series did. A Set is allocated on its own
+// rather than inside seriesState so that a sleeping series frees it.
+func (se *seriesState) detSet() *detectors.Set {
+	if se.det == nil {
+		se.det = new(detectors.Set)
+	}
+	return se.det
+}
+
+// wake rebuilds the detector state of a sleeping series from its run, whose
+// last sample was at tEnd, and for a counter (counts) its count test.
+func (se *seriesState) wake(p *detectors.Params, tEnd int64, counts bool, st *localStats, cp *countPool) {
+	se.detSet().InitConstant(p, se.runV, se.runN, se.runT0, tEnd)
+	se.asleep = false
+	st.woken++
+	if !counts {
+		return
+	}
+	// The count test saw every increment of the run; as InitConstant, it
+	// is fed the last WarmUp, at the same times.
+	n := int64(se.runN)
+	m := min(n, int64(p.WarmUp()))
+	span, gaps := tEnd-se.runT0, max(n-1, 1)
+	if se.count == nil {
+		se.count = cp.get()
+	}
+	prev := tEnd - span*m/gaps
+	for i := m - 1; i >= 0; i-- {
+		t := tEnd - span*i/gaps
+		secs := float64(t-prev) / 1000
+		se.count.Update(math.Round(se.runV*secs), secs, p.Window)
+		prev = t
+	}
+}
+
+// restart starts se's detectors over under p: the series changed meaning
+// (a counter, a rate of change) or settings.
+func (se *seriesState) restart(p *detectors.Params, st *localStats) {
+	if se.asleep {
+		se.asleep = false
+		st.woken++
+	}
+	se.detSet().Init(p)
+	se.runN = 0
 }
 
 // update runs the detectors on (t, x), with every calibrated band or only
@@ -678,6 +810,10 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		s.emitStale(se, t, ru)
 		s.dirty = true
 		return
+	case outcomeHeld:
+		o.Combined = detectors.Result{Score: se.last.score, Expected: se.last.expected,
+			Lower: se.last.lower, Upper: se.last.upper, Ready: !se.last.warmup}
+		o.Driver = se.last.driver
 	}
 	s.dirty = true
 	if inc := s.set.opts.Incidents; inc != nil && se.group != "" && o.Combined.Ready && o.Combined.Score >= inc.MinScore() {
@@ -687,9 +823,7 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		}
 		inc.send(incidentEvent{kind: eventEvidence, group: se.group, t: t, dt: dt, detail: evidenceDetail(se.info, x, &o)})
 	}
-	cur := lastOut{t: t, score: o.Combined.Score, expected: o.Combined.Expected,
-		lower: o.Combined.Lower, upper: o.Combined.Upper, warmup: !o.Combined.Ready, driver: o.Driver}
-	se.last.replace(cur)
+	se.last.replace(verdict(t, &o))
 	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
 	if se.per != nil {
 		for k := range detectors.NumKinds {
@@ -701,6 +835,13 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 			s.out = append(s.out, se.per[k].record(se.info, detectors.Kind(k), 0))
 		}
 	}
+}
+
+// verdict is the combined output o of a sample at t as a lastOut.
+func verdict(t int64, o *detectors.Output) lastOut {
+	c := &o.Combined
+	return lastOut{t: t, score: c.Score, expected: c.Expected, lower: c.Lower, upper: c.Upper,
+		warmup: !c.Ready, driver: o.Driver}
 }
 
 // replace makes cur the latest output, carrying the highest score of the
@@ -810,8 +951,13 @@ func (s *shard) unlink(i uint32) {
 			ref = prev.next
 		}
 	}
+	if se.asleep {
+		s.local.woken++
+	}
 	det := se.det
-	det.Reset()
+	if det != nil {
+		det.Reset() // its allocation kept for the slot's next series
+	}
 	s.counts.put(se.count)
 	*se = seriesState{det: det}
 	s.free = append(s.free, i)
@@ -904,7 +1050,7 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 			s.stalePer(se, t, gone)
 		}
 		if !old.sameTreatment(int(se.rule), rules, ri) {
-			se.det.Init(newRule.params)
+			se.restart(newRule.params, &s.local)
 			se.flags &^= flagPrimed
 			se.dropCount(&s.counts)
 		}
@@ -926,5 +1072,6 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		}
 	}
 	s.flushOut()
+	s.commitStats()
 	s.dirty = true
 }

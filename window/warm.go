@@ -183,10 +183,19 @@ func (s *shard) finishWarming(slot uint32, se *seriesState, w *warmState, histor
 		// input: they are kept out of the window stats.
 		var st localStats
 		for _, h := range history {
-			if h.T < cutoff {
-				se.observe(p, h.T, h.V, &st, &s.counts, false)
+			if h.T >= cutoff {
+				continue
+			}
+			if res, o, _ := se.observe(p, h.T, h.V, &st, &s.counts, false); res == outcomeAnalysed {
+				// What maySleep compares with, and what a series that
+				// sleeps in its history emits for the live samples. Shown:
+				// no history score is carried to /metrics as a peak.
+				se.last = verdict(h.T, &o)
+				se.last.shown = true
 			}
 		}
+		s.local.slept += st.slept
+		s.local.woken += st.woken
 		// Nothing was emitted: no stale markers are owed for the history.
 		se.flags &^= flagHasOutput
 		s.stats.warmHistorySamples.Add(st.samples)

@@ -254,6 +254,15 @@ func (s *Shards) Snapshots(dst [][]series.Record) [][]series.Record {
 	return dst
 }
 
+// asleep returns how many series sleep (see seriesState.hold).
+func (s *Shards) asleep() int64 {
+	var n int64
+	for _, sh := range s.shards {
+		n += sh.stats.asleep.Load()
+	}
+	return n
+}
+
 // QueueDepth returns the batches waiting in shard i's queue.
 func (s *Shards) QueueDepth(i int) int { return len(s.shards[i].in) }
 
@@ -288,6 +297,9 @@ func (s *Shards) register(reg *prometheus.Registry) {
 		sum(func(st *shardStats) uint64 { return st.counterResets.Load() }))
 	promreg.GaugeFunc(reg, "anomalyd_window_series_active", "Series tracked by the shards.", nil,
 		func() float64 { return float64(s.active.Load()) })
+	promreg.GaugeFunc(reg, "anomalyd_window_series_asleep",
+		"Series whose value has not changed since their detectors started, held without detector state until it does.", nil,
+		func() float64 { return float64(s.asleep()) })
 	promreg.GaugeFunc(reg, "anomalyd_window_series_limit", "The max_series limit.", nil,
 		func() float64 { return float64(s.opts.MaxSeries) })
 	promreg.CounterFunc(reg, "anomalyd_window_series_created_total",

@@ -730,3 +730,79 @@ func TestCountShiftRaisesScore(t *testing.T) {
 		t.Errorf("a counter of fractional increments: alarm after %d samples, count test %v; want the detectors' verdict alone", n, se.count)
 	}
 }
+
+// TestSleepChangesNothing: a series that sleeps through a constant run and
+// wakes at its first change gives, sample for sample, the verdicts of one
+// that never slept (an Analyser with per-detector outputs stays awake), for
+// runs up to WarmUp samples, where the rebuilt state is exact: a gauge, a
+// counter counting events at a constant rate (its count test is rebuilt
+// too), and a constant gauge with a missed scrape (the replay spaces the
+// run evenly, so its verdicts after waking may differ a little: only the
+// alarm decision is compared).
+func TestSleepChangesNothing(t *testing.T) {
+	p := detectors.DefaultParams()
+	walk := func(i int) float64 { return float64(i*i%23) - 11 }
+	for _, tc := range []struct {
+		name    string
+		counter bool
+		exact   bool
+		run     int
+		value   func(i int, changed bool) float64
+		skip    int // a sample index left out of the run, 0 for none
+	}{
+		{"gauge", false, true, 700, func(i int, changed bool) float64 {
+			if !changed {
+				return 42.5
+			}
+			return 42.5 + walk(i)
+		}, 0},
+		{"counter", true, true, 700, func(i int, changed bool) float64 {
+			if !changed {
+				return float64(3 * i)
+			}
+			return float64(3*700 + 12*(i-700) + i%3)
+		}, 0},
+		{"gauge with a gap", false, false, 700, func(i int, changed bool) float64 {
+			if !changed {
+				return 7
+			}
+			return 7 + 3*walk(i)
+		}, 350},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, awake := NewAnalyser(&p, tc.counter), NewAnalyser(&p, tc.counter)
+			awake.se.per = new([detectors.NumKinds]lastOut)
+			var alarms int
+			for i := range tc.run + 300 {
+				if i == tc.skip && i > 0 {
+					continue
+				}
+				ts, v := t0+int64(i)*15_000, tc.value(i, i >= tc.run)
+				got, ok1 := a.Observe(ts, v)
+				want, ok2 := awake.Observe(ts, v)
+				if ok1 != ok2 {
+					t.Fatalf("sample %d: analysed %v, awake %v", i, ok1, ok2)
+				}
+				if i == tc.run-1 && !a.se.asleep {
+					t.Fatalf("not asleep at the end of a run of %d", tc.run)
+				}
+				if want.Combined.Score >= 1 {
+					alarms++
+				}
+				if tc.exact && (got.Combined != want.Combined || got.Driver != want.Driver || got.Record != want.Record) {
+					t.Fatalf("sample %d: got %+v (driver %s, record %g), never asleep %+v (driver %s, record %g)",
+						i, got.Combined, got.Driver, got.Record, want.Combined, want.Driver, want.Record)
+				}
+				if (got.Combined.Score >= 1) != (want.Combined.Score >= 1) {
+					t.Fatalf("sample %d: score %g, never asleep %g", i, got.Combined.Score, want.Combined.Score)
+				}
+			}
+			if a.st.slept != 1 || a.st.woken != 1 || awake.st.slept != 0 {
+				t.Fatalf("slept %d and woke %d times, want once; the awake one slept %d times", a.st.slept, a.st.woken, awake.st.slept)
+			}
+			if alarms == 0 {
+				t.Fatal("nothing alarmed after the change: the test compares only quiet verdicts")
+			}
+		})
+	}
+}
