@@ -179,21 +179,30 @@ const chainPrior = 2.0
 // last Window samples): 8 records in a row leave no doubt.
 const maxLinks = 8
 
-// logPartialExp returns ln Σ_{j<k} T^j/j!, by the log-sum-exp of its terms.
+// logPartialExp returns ln Σ_{j<k} T^j/j!. The largest term is at
+// j* = min(k−1, ⌊T⌋) (a term is T/j times the one before); the sum is taken
+// relative to it, each other term from its neighbour by that ratio, so that
+// nothing overflows and one logarithm is the only transcendental call:
+// Evaluate calls it for every k up to maxFisher.
 func logPartialExp(T float64, k int) float64 {
 	if T <= 0 {
 		return 0 // only j = 0 counts: T^0/0! = 1
 	}
-	lt := math.Log(T)
-	top := float64(k-1)*lt - lgamma(k) // the largest term when T ≥ k-1
-	for j := range k {
-		top = max(top, float64(j)*lt-lgamma(j+1))
+	js := k - 1
+	if T < float64(js) {
+		js = int(T)
 	}
-	var s float64
-	for j := range k {
-		s += math.Exp(float64(j)*lt - lgamma(j+1) - top)
+	s, r := 1.0, 1.0
+	for j := js; j > 0; j-- {
+		r *= float64(j) / T
+		s += r
 	}
-	return top + math.Log(s)
+	r = 1
+	for j := js + 1; j < k; j++ {
+		r *= T / float64(j)
+		s += r
+	}
+	return float64(js)*math.Log(T) - lgamma(js+1) + math.Log(s)
 }
 
 // lgamma returns ln Γ(n) = ln (n-1)! for 1 ≤ n ≤ maxFisher+1.
@@ -418,6 +427,37 @@ func (m *member) decay(t int64, halfLife time.Duration) {
 	m.chained *= f
 }
 
+// order is the order of contributors, most surprising first, compared as
+// a contributor of surprise and series key against c: negative if it comes
+// before c. Ties go by series, so that the contributors an incident reports
+// do not depend on the members map's order (a group restored from its
+// state reports the same ones).
+func order(surprise float64, series string, c *Contributor) int {
+	if o := cmp.Compare(c.Surprise, surprise); o != 0 {
+		return o
+	}
+	return strings.Compare(series, c.Series)
+}
+
+// siftDown restores the heap of h below i, whose root is the contributor
+// that comes last in order.
+func siftDown(h []Contributor, i int) {
+	for {
+		j := 2*i + 1
+		if j >= len(h) {
+			return
+		}
+		if k := j + 1; k < len(h) && order(h[k].Surprise, h[k].Series, &h[j]) > 0 {
+			j = k
+		}
+		if order(h[j].Surprise, h[j].Series, &h[i]) <= 0 {
+			return
+		}
+		h[i], h[j] = h[j], h[i]
+		i = j
+	}
+}
+
 // State is a group's incident state at one time.
 type State struct {
 	Score  float64 // ≥ 1: an incident
@@ -428,12 +468,19 @@ type State struct {
 }
 
 // Evaluate returns the group's state at time t (milliseconds) for a group
-// of n series; top, when not nil, receives the live contributors, most
-// surprising first. t may be earlier than an earlier call's (series arrive
-// out of order across a group): the incident then opens at t, and closes
-// only Quiet samples after the latest time its score reached 1.
+// of n series; top, when not nil, receives the most surprising live
+// contributors, most surprising first, at most maxFisher of them (an
+// incident reports MaxTop). t may be earlier than an earlier call's (series
+// arrive out of order across a group): the incident then opens at t, and
+// closes only Quiet samples after the latest time its score reached 1.
 func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
+	// Only the first maxFisher live contributors in order count (the score
+	// reads no more), so a group of many live series keeps those in a
+	// heap, the least surprising of them at its root, rather than sorting
+	// them all: a group is evaluated at every batch that brings it
+	// evidence.
 	g.live = g.live[:0]
+	live := 0
 	for _, m := range g.members {
 		// Live at t: t falls in the member's run of evidence. Series of a
 		// group may arrive out of time order (senders batch per shard), so
@@ -441,27 +488,33 @@ func (g *Group) Evaluate(t int64, n int, top *[]Contributor) State {
 		if t >= m.live || t < m.since {
 			continue
 		}
-		g.live = append(g.live, Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail})
+		live++
+		switch {
+		case len(g.live) < maxFisher:
+			g.live = append(g.live, Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail})
+			if len(g.live) == maxFisher {
+				for i := maxFisher/2 - 1; i >= 0; i-- {
+					siftDown(g.live, i)
+				}
+			}
+		case order(m.surprise, m.key, &g.live[0]) < 0:
+			g.live[0] = Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail}
+			siftDown(g.live, 0)
+		}
 	}
-	// Ties by series, so that the contributors an incident reports do not
-	// depend on the map's order: a group restored from its state reports
-	// the same ones.
-	slices.SortFunc(g.live, func(a, b Contributor) int {
-		return cmp.Or(cmp.Compare(b.Surprise, a.Surprise), strings.Compare(a.Series, b.Series))
-	})
+	slices.SortFunc(g.live, func(a, b Contributor) int { return order(a.Surprise, a.Series, &b) })
 	// The best k of the live series, most surprising first: the chance
 	// that k given series are all this unusual is that of a Gamma(k, 1)
 	// variable exceeding T, the sum of their surprises (Fisher's method:
 	// e^-T Σ_{j<k} T^j/j!), and any k of the n series could have been the
 	// ones, C(n, k) ways. Evidence is the surprise left after both.
 	var best, sum, lnChoose float64
-	n = max(n, len(g.live), 1)
-	for k, c := range g.live[:min(len(g.live), maxFisher)] {
+	n = max(n, live, 1)
+	for k, c := range g.live {
 		sum += c.Surprise
 		lnChoose += math.Log(float64(n-k) / float64(k+1))
 		best = max(best, sum-logPartialExp(sum, k+1)-lnChoose)
 	}
-	live := len(g.live)
 	if top != nil {
 		*top = append((*top)[:0], g.live...)
 	}

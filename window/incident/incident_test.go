@@ -1,8 +1,14 @@
 package incident
 
 import (
+	"cmp"
 	"fmt"
+	"math"
+	"math/big"
 	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -289,5 +295,95 @@ func TestChainedRecords(t *testing.T) {
 	}
 	if len(opened) != 1 || opened[0] > day+2 {
 		t.Errorf("climb from step %d to %d: incidents opened at steps %v; want one at its start", day, 2*day, opened)
+	}
+}
+
+// TestEvaluateKeepsTheMostSurprising: with more live series than the score
+// reads, Evaluate keeps exactly the first maxFisher of them in order (most
+// surprising first, ties by series), as sorting them all would, and counts
+// them all.
+func TestEvaluateKeepsTheMostSurprising(t *testing.T) {
+	p := DefaultParams()
+	rng := rand.New(rand.NewPCG(3, 5))
+	for _, n := range []int{10, maxFisher, maxFisher + 1, 300} {
+		g := NewGroup(&p)
+		t0 := int64(1_700_000_000_000)
+		for i := range 200 {
+			tm := t0 + int64(i)*step
+			for k := range n {
+				score := noise(rng, 0.02)
+				if i == 199 {
+					score = 1 + float64(rng.IntN(8)) // ties in surprise, told apart by series
+				}
+				g.Observe(fmt.Sprintf("s%03d", k), tm, step, score)
+			}
+		}
+		tm := t0 + 199*step
+		var top []Contributor
+		st := g.Evaluate(tm, n, &top)
+		var want []Contributor
+		for _, m := range g.members {
+			if tm < m.live && tm >= m.since {
+				want = append(want, Contributor{Series: m.key, T: m.at, Score: m.score, Surprise: m.surprise, Detail: m.detail})
+			}
+		}
+		slices.SortFunc(want, func(a, b Contributor) int {
+			return cmp.Or(cmp.Compare(b.Surprise, a.Surprise), strings.Compare(a.Series, b.Series))
+		})
+		if st.Series != len(want) || len(want) < min(n, maxFisher) {
+			t.Fatalf("%d series: %d live, %d by the members (the test wants them all live)", n, st.Series, len(want))
+		}
+		if !reflect.DeepEqual(top, want[:min(len(want), maxFisher)]) {
+			t.Fatalf("%d series: top\n%v\nwant\n%v", n, top, want[:min(len(want), maxFisher)])
+		}
+	}
+}
+
+// BenchmarkEvaluate is one evaluation of a node_exporter-sized group (500
+// series) in which 200 show live evidence, as a shard batch brings it.
+func BenchmarkEvaluate(b *testing.B) {
+	p := DefaultParams()
+	rng := rand.New(rand.NewPCG(3, 5))
+	g := NewGroup(&p)
+	t0 := int64(1_700_000_000_000)
+	for i := range 100 {
+		for k := range 500 {
+			score := noise(rng, 0.01)
+			if i == 99 && k%5 < 2 {
+				score = 1 + rng.Float64()
+			}
+			g.Observe(fmt.Sprintf("s%03d", k), t0+int64(i)*step, step, score)
+		}
+	}
+	var top []Contributor
+	b.ReportAllocs()
+	for b.Loop() {
+		g.Evaluate(t0+99*step, 500, &top)
+	}
+}
+
+// TestLogPartialExp checks ln Σ_{j<k} T^j/j! against the sum in 256-bit
+// floats, from T near 0 to far beyond k, where the terms would overflow a
+// float64.
+func TestLogPartialExp(t *testing.T) {
+	for _, T := range []float64{1e-9, 0.3, 1, 2.5, 7, 31.9, 64, 150, 1e4, 1e9, 1e300} {
+		for k := 1; k <= maxFisher+1; k++ {
+			sum, term := new(big.Float).SetPrec(256), new(big.Float).SetPrec(256).SetInt64(1)
+			bt := new(big.Float).SetPrec(256).SetFloat64(T)
+			for j := range k {
+				if j > 0 {
+					term.Mul(term, bt)
+					term.Quo(term, new(big.Float).SetInt64(int64(j)))
+				}
+				sum.Add(sum, term)
+			}
+			mant := new(big.Float)
+			exp := sum.MantExp(mant)
+			m, _ := mant.Float64()
+			want := math.Log(m) + float64(exp)*math.Ln2
+			if got := logPartialExp(T, k); math.Abs(got-want) > 1e-12*max(1, math.Abs(want)) {
+				t.Fatalf("T=%g k=%d: %v, want %v", T, k, got, want)
+			}
+		}
 	}
 }
