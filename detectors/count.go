@@ -74,6 +74,25 @@ const (
 	countDecision = 16
 )
 
+// InitConstant puts c in the state that n increments at the constant rate
+// (events per second) leave it in, at n evenly spaced times from t0 to t1,
+// the first increment measured from one interval before t0: the count test
+// of a counter that counted at one rate since its detectors started, rebuilt
+// with them (Set.InitConstant, whose samples it replays, the last
+// p.WarmUp() of them). Each increment is the rate times its interval,
+// rounded to a whole number, as the increments it stands for were. The
+// interval is the run's: n < 2 (no interval) leaves c zero.
+func (c *CountShift) InitConstant(p *Params, rate float64, n uint32, t0, t1 int64) {
+	*c = CountShift{}
+	if n < 2 || t1 <= t0 {
+		return
+	}
+	constantRun(p, n, t0, t1, func(t, prev int64) {
+		secs := float64(t-prev) / 1000
+		c.Update(math.Round(rate*secs), secs, p.Window)
+	})
+}
+
 // Update judges d events counted over secs seconds against the series'
 // baseline, then learns from them. window is the number of increments a
 // shift must hold to become the new baseline (Params.Window, the detectors'

@@ -230,3 +230,24 @@ func poisson(r *rand.Rand, lambda float64) int {
 		k++
 	}
 }
+
+// TestCountShiftInitConstant: a count test rebuilt from a run of n
+// increments at one rate is the one fed them, for n from 2 up to WarmUp
+// at a regular interval.
+func TestCountShiftInitConstant(t *testing.T) {
+	p := DefaultParams()
+	const step = 15_000
+	for _, rate := range []float64{0, 0.2, 3} {
+		for _, n := range []uint32{2, 40, uint32(p.WarmUp())} {
+			var fed, built CountShift
+			for range n {
+				fed.Update(math.Round(rate*step/1000), step/1000, p.Window)
+			}
+			t0 := int64(1_700_000_000_000)
+			built.InitConstant(&p, rate, n, t0, t0+int64(n-1)*step)
+			if fed != built {
+				t.Fatalf("rate %g, %d increments: rebuilt %+v, fed %+v", rate, n, built, fed)
+			}
+		}
+	}
+}

@@ -94,16 +94,25 @@ func (s *Set) slots() []float32 {
 // slots, which only the replayed span visits.
 func (s *Set) InitConstant(p *Params, v float64, n uint32, t0, t1 int64) {
 	s.Init(p)
+	constantRun(p, n, t0, t1, func(t, _ int64) { s.update(p, t, v, false) })
+	s.n = max(s.n, n)
+}
+
+// constantRun calls f with the times of the samples InitConstant replays,
+// oldest first: the last p.WarmUp() of n evenly spaced from t0 to t1 (exact
+// for integer spacing), each with the time of the sample before it.
+func constantRun(p *Params, n uint32, t0, t1 int64, f func(t, prev int64)) {
 	if n == 0 {
 		return
 	}
 	m := min(int64(n), int64(p.WarmUp()))
 	span, gaps := t1-t0, max(int64(n)-1, 1)
+	prev := t1 - span*m/gaps
 	for i := m - 1; i >= 0; i-- {
-		// i gaps before t1; exact for integer spacing.
-		s.update(p, t1-span*i/gaps, v, false)
+		t := t1 - span*i/gaps // i gaps before t1
+		f(t, prev)
+		prev = t
 	}
-	s.n = max(s.n, n)
 }
 
 // WarmUp returns how many samples a Set takes to be past every enabled

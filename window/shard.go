@@ -651,21 +651,10 @@ func (se *seriesState) wake(p *detectors.Params, tEnd int64, counts bool, st *lo
 	if !counts {
 		return
 	}
-	// The count test saw every increment of the run; as InitConstant, it
-	// is fed the last WarmUp, at the same times.
-	n := int64(se.runN)
-	m := min(n, int64(p.WarmUp()))
-	span, gaps := tEnd-se.runT0, max(n-1, 1)
 	if se.count == nil {
 		se.count = cp.get()
 	}
-	prev := tEnd - span*m/gaps
-	for i := m - 1; i >= 0; i-- {
-		t := tEnd - span*i/gaps
-		secs := float64(t-prev) / 1000
-		se.count.Update(math.Round(se.runV*secs), secs, p.Window)
-		prev = t
-	}
+	se.count.InitConstant(p, se.runV, se.runN, se.runT0, tEnd)
 }
 
 // restart starts se's detectors over under p: the series changed meaning
