@@ -862,7 +862,14 @@ func (l *lastOut) record(info *series.Info, k detectors.Kind, drivers uint8) ser
 // emitStale emits stale markers at t for every output series of se under
 // rule ru, the driver series included.
 func (s *shard) emitStale(se *seriesState, t int64, ru *rule) {
-	se.last = lastOut{shown: true} // a revived series holds no score from before
+	// A revived series holds no score from before. One asleep keeps its
+	// verdict: revived with the same value, it emits that again, as its
+	// detectors would have said it.
+	if se.asleep {
+		se.last.peak, se.last.shown = 0, true
+	} else {
+		se.last = lastOut{shown: true}
+	}
 	s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: ru.drivers})
 	if se.per != nil {
 		s.stalePer(se, t, ru.enabled)

@@ -806,3 +806,26 @@ func TestSleepChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestSleepingSeriesRevived: a sleeping series ended by a stale marker and
+// revived with the same value emits the verdict it had, not an empty one.
+func TestSleepingSeriesRevived(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	const n = 300
+	e.send(t, false, ramp(t0, n, 15_000, func(int) float64 { return 7 }), "__name__", "g")
+	recs := e.rec.Take()
+	if got := e.s.asleep(); got != 1 {
+		t.Fatalf("%d series asleep after %d constant samples, want 1", got, n)
+	}
+	before := recs[len(recs)-1]
+	e.send(t, false, []Sample{{T: t0 + n*15_000, V: math.Float64frombits(value.StaleNaN)}, {T: t0 + (n+1)*15_000, V: 7}}, "__name__", "g")
+	recs = e.rec.Take()
+	if len(recs) != 2 || !recs[0].Stale || recs[1].Stale {
+		t.Fatalf("got %+v, want a stale marker and a record", recs)
+	}
+	after := recs[1]
+	if after.Expected != 7 || after.Expected != before.Expected || after.Lower != before.Lower ||
+		after.Upper != before.Upper || after.Warmup || after.Score != 0 {
+		t.Fatalf("revived with the same value: %+v, before the marker %+v", after, before)
+	}
+}
