@@ -829,3 +829,52 @@ func TestSleepingSeriesRevived(t *testing.T) {
 		t.Fatalf("revived with the same value: %+v, before the marker %+v", after, before)
 	}
 }
+
+// TestSleepUnderOtherSettings: under other detector settings too, a series
+// that sleeps through a constant run gives the verdicts of one that never
+// slept when the run is at most WarmUp long (the rebuilt state is exact),
+// and the same alarm decisions when it is longer (200 samples without
+// Entropy, whose WarmUp is 110; three times WarmUp).
+func TestSleepUnderOtherSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(p *detectors.Params)
+	}{
+		{"entropy off", func(p *detectors.Params) { p.Entropy.Enabled = false }},
+		{"calibration off", func(p *detectors.Params) { p.Calibration.Enabled = false }},
+		{"no season", func(p *detectors.Params) { p.HoltWinters.Season = 0 }},
+		{"no slow scale", func(p *detectors.Params) { p.Entropy.SlowScale = 0 }},
+		{"short window", func(p *detectors.Params) { p.Window, p.Warmup = 5, 3 }},
+		{"level detectors only", func(p *detectors.Params) { p.Slope.Enabled, p.Entropy.Enabled = false, false }},
+	} {
+		p := detectors.DefaultParams()
+		tc.mod(&p)
+		for _, run := range []int{200, 3 * p.WarmUp()} {
+			a, awake := NewAnalyser(&p, false), NewAnalyser(&p, false)
+			awake.se.per = new([detectors.NumKinds]lastOut)
+			var alarms int
+			for i := range run + 200 {
+				v := 3.25
+				if i >= run {
+					v += float64(i*i%19) - 9
+				}
+				ts := t0 + int64(i)*15_000
+				got, _ := a.Observe(ts, v)
+				want, _ := awake.Observe(ts, v)
+				if want.Combined.Score >= 1 {
+					alarms++
+				}
+				if run <= p.WarmUp() && (got.Combined != want.Combined || got.Driver != want.Driver) {
+					t.Fatalf("%s, run %d, sample %d: got %+v (%s), never asleep %+v (%s)",
+						tc.name, run, i, got.Combined, got.Driver, want.Combined, want.Driver)
+				}
+				if (got.Combined.Score >= 1) != (want.Combined.Score >= 1) {
+					t.Fatalf("%s, run %d, sample %d: score %g, never asleep %g", tc.name, run, i, got.Combined.Score, want.Combined.Score)
+				}
+			}
+			if a.st.slept != 1 || a.st.woken != 1 || alarms == 0 {
+				t.Fatalf("%s, run %d: slept %d, woke %d times, %d alarms after the change", tc.name, run, a.st.slept, a.st.woken, alarms)
+			}
+		}
+	}
+}
