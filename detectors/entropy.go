@@ -181,20 +181,22 @@ const entropyMaxScore = 10
 const EntropyWarmup = 100
 
 // entropyReady reports whether Entropy, having seen n samples before the
-// current one, is past its warm-up: p.Warmup + EntropyWarmup.
-func entropyReady(n uint32, p *Params) bool {
-	return ready(n, p.Warmup+EntropyWarmup)
-}
+// current one, is past its warm-up (entropyWarm).
+func entropyReady(n uint32, p *Params) bool { return ready(n, entropyWarm(p)) }
+
+// entropyWarm is Entropy's warm-up: p.Warmup + EntropyWarmup samples.
+func entropyWarm(p *Params) int { return p.Warmup + EntropyWarmup }
 
 // entropySlowReady reports whether the slow scale, having seen n samples
-// before the current one, is past its warm-up: like the fast scale it
+// before the current one, is past its warm-up (entropySlowWarm).
+func entropySlowReady(n uint32, p *Params) bool { return ready(n, entropySlowWarm(p)) }
+
+// entropySlowWarm is the slow scale's warm-up: like the fast scale it
 // needs EntropyWarmup values of its own, SlowScale·EntropyWarmup samples
 // (800 by default). Ready after 32 or 64 means instead, it alarms on the
 // noise of the unit tests (TestEntropyNoiseQuiet, TestStep,
 // TestDriftCalibrated) while its first regimes form.
-func entropySlowReady(n uint32, p *Params) bool {
-	return ready(n, max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale))
-}
+func entropySlowWarm(p *Params) int { return max(p.Warmup, EntropyWarmup*p.Entropy.SlowScale) }
 
 // entropyCandidateScore is the score of a candidate regime until it is
 // judged: above every match, below the alarm level 1.

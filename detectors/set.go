@@ -117,17 +117,18 @@ func constantRun(p *Params, n uint32, t0, t1 int64, f func(t, prev int64)) {
 
 // WarmUp returns how many samples a Set takes to be past every enabled
 // detector's warm-up: p.Warmup, then CalibWarmup raw scores to calibrate
-// (with calibration on), EntropyWarmup for Entropy, and EntropyWarmup slow
-// values of SlowScale samples each for its slow scale.
+// (with calibration on; a calibration counts the raw scores of a Ready
+// detector), and Entropy's own, fast and slow (entropyWarm,
+// entropySlowWarm), its ring full.
 func (p *Params) WarmUp() int {
 	n := p.Warmup
 	if p.Calibration.Enabled {
 		n = max(n, p.Warmup+CalibWarmup)
 	}
 	if en := &p.Entropy; en.Enabled {
-		n = max(n, p.Warmup+EntropyWarmup, en.Window)
+		n = max(n, entropyWarm(p), en.Window)
 		if en.SlowScale > 0 {
-			n = max(n, EntropyWarmup*en.SlowScale)
+			n = max(n, entropySlowWarm(p))
 		}
 	}
 	return n

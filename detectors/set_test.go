@@ -506,3 +506,43 @@ func TestInitConstantLong(t *testing.T) {
 		t.Errorf("%d of 200 samples after the step: alarm decisions differ", differ)
 	}
 }
+
+// TestWarmUp: from sample Params.WarmUp on every enabled detector is Ready,
+// Entropy's slow scale included (which Ready does not show), under several
+// settings, so that InitConstant's replay of WarmUp samples leaves none of
+// them in its warm-up; where the slow scale does not set it, it is the
+// first such sample.
+func TestWarmUp(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(p *Params)
+	}{
+		{"defaults", func(*Params) {}},
+		{"entropy off", func(p *Params) { p.Entropy.Enabled = false }},
+		{"no slow scale", func(p *Params) { p.Entropy.SlowScale = 0 }},
+		{"calibration off, entropy off", func(p *Params) { p.Calibration.Enabled, p.Entropy.Enabled = false, false }},
+		{"long warmup", func(p *Params) { p.Warmup = 150 }},
+	} {
+		p := DefaultParams()
+		tc.mod(&p)
+		var s Set
+		s.Init(&p)
+		in := randomSeries(41, p.WarmUp()+1)
+		for i := range in.t {
+			o := s.Update(&p, in.t[i], in.v[i])
+			all := true
+			for k := range NumKinds {
+				if p.Enabled(Kind(k)) && !o.Per[k].Ready {
+					all = false
+				}
+			}
+			slowSets := p.Entropy.Enabled && p.Entropy.SlowScale > 0 && entropySlowWarm(&p) == p.WarmUp()
+			if want := i >= p.WarmUp(); all != want && (want || !slowSets) {
+				t.Fatalf("%s: at sample %d (WarmUp %d) every enabled detector Ready: %v", tc.name, i, p.WarmUp(), all)
+			}
+		}
+		if p.Entropy.Enabled && p.Entropy.SlowScale > 0 && !entropySlowReady(uint32(p.WarmUp()), &p) {
+			t.Fatalf("%s: the slow scale is not Ready at WarmUp %d", tc.name, p.WarmUp())
+		}
+	}
+}
