@@ -581,9 +581,10 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 // sleeps: it drops its detector state and count test and, while the value
 // stays, emits its last verdict again without running the detectors. The
 // first different value wakes it: detectors.Set.InitConstant rebuilds the
-// state from the run (its last WarmUp samples, exactly what feeding them
-// would give) and, for a counter, the count test is fed the same
-// increments; then the value is analysed as on a series that never slept.
+// state from the run (from its last WarmUp samples, evenly spaced: for a
+// run that long or shorter at a regular interval, exactly what feeding it
+// gave) and, for a counter, CountShift.InitConstant the count test; then
+// the value is analysed as on a series that never slept.
 // A series sleeps at most once in its detectors' life: once its value
 // changed, it is not constant.
 
@@ -800,9 +801,7 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		s.dirty = true
 		return
 	case outcomeHeld:
-		o.Combined = detectors.Result{Score: se.last.score, Expected: se.last.expected,
-			Lower: se.last.lower, Upper: se.last.upper, Ready: !se.last.warmup}
-		o.Driver = se.last.driver
+		o.Combined, o.Driver = se.last.result()
 	}
 	s.dirty = true
 	if inc := s.set.opts.Incidents; inc != nil && se.group != "" && o.Combined.Ready && o.Combined.Score >= inc.MinScore() {
@@ -831,6 +830,11 @@ func verdict(t int64, o *detectors.Output) lastOut {
 	c := &o.Combined
 	return lastOut{t: t, score: c.Score, expected: c.Expected, lower: c.Lower, upper: c.Upper,
 		warmup: !c.Ready, driver: o.Driver}
+}
+
+// result is the verdict l holds as detectors give it: verdict's inverse.
+func (l *lastOut) result() (detectors.Result, detectors.Kind) {
+	return detectors.Result{Score: l.score, Expected: l.expected, Lower: l.lower, Upper: l.upper, Ready: !l.warmup}, l.driver
 }
 
 // replace makes cur the latest output, carrying the highest score of the
