@@ -134,6 +134,17 @@ func (p *Params) WarmUp() int {
 	return n
 }
 
+// Recent calls f with the samples in the rolling window, oldest first: the
+// last Params.Window values Update was given (fewer at first), with their
+// times in ms, as the ring keeps them (a value to 6e-8 of the window's
+// spread from its reference, a time to the millisecond; see window). f is
+// not called when neither ZScore nor Slope is enabled.
+func (s *Set) Recent(f func(t int64, v float64)) {
+	if s.w > 0 {
+		s.win.each(s.slots()[:2*int(s.w)], f)
+	}
+}
+
 // Reset returns s to the state right after Init, keeping the allocation.
 func (s *Set) Reset() {
 	clear(s.slots())

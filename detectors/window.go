@@ -52,6 +52,18 @@ func (w *window) reset() {
 	*w = window{}
 }
 
+// each calls f with the entries, oldest first, as time (ms) and value.
+func (w *window) each(ring []float32, f func(t int64, v float64)) {
+	c := len(ring) / 2
+	for j, i := 0, int(w.head); j < int(w.n); j++ {
+		x, y := float64(ring[2*i+1]), float64(ring[2*i])
+		f(w.tBase+int64(math.Round(1000*x)), w.vRef+y)
+		if i++; i == c {
+			i = 0
+		}
+	}
+}
+
 // push appends (t, v), evicting the oldest entry if the ring is full.
 func (w *window) push(ring []float32, t int64, v float64) {
 	c := len(ring) / 2

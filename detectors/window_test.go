@@ -209,3 +209,53 @@ func TestWindowMAEOverflow(t *testing.T) {
 		}
 	}
 }
+
+// Recent gives back the window's samples, oldest first, across wraps and
+// rebases, to float32 precision of their offsets.
+func TestSetRecent(t *testing.T) {
+	p := DefaultParams()
+	var s Set
+	s.Init(&p)
+	var got [][2]float64
+	collect := func() {
+		got = got[:0]
+		s.Recent(func(t int64, v float64) { got = append(got, [2]float64{float64(t), v}) })
+	}
+	collect()
+	if len(got) != 0 {
+		t.Fatalf("a new Set recalls %v", got)
+	}
+	const t0 = 1_700_000_000_000
+	val := func(i int) float64 { return 1e9 + float64(i%7)*0.5 }
+	for i := range 3*p.Window + 5 {
+		ti := int64(t0 + i*15_000)
+		if i >= 2*p.Window { // a gap of a day moves the base
+			ti += 86_400_000
+		}
+		s.Update(&p, ti, val(i))
+		collect()
+		if want := min(i+1, p.Window); len(got) != want {
+			t.Fatalf("after %d samples: %d recalled, want %d", i+1, len(got), want)
+		}
+		last := got[len(got)-1]
+		if int64(last[0]) != ti || math.Abs(last[1]-val(i)) > 1e-3 {
+			t.Fatalf("after %d samples the newest is %v, want (%d, %v)", i+1, last, ti, val(i))
+		}
+		for j := 1; j < len(got); j++ {
+			if got[j][0] <= got[j-1][0] {
+				t.Fatalf("after %d samples: times out of order: %v", i+1, got)
+			}
+			k := i - (len(got) - 1) + j
+			if math.Abs(got[j][1]-val(k)) > 1e-3 {
+				t.Fatalf("after %d samples: entry %d is %v, want %v", i+1, j, got[j][1], val(k))
+			}
+		}
+	}
+	p.ZScore.Enabled, p.Slope.Enabled = false, false
+	s.Init(&p)
+	s.Update(&p, t0, 1)
+	collect()
+	if len(got) != 0 {
+		t.Fatalf("without a window: %v", got)
+	}
+}

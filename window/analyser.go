@@ -34,13 +34,13 @@ func NewAnalyser(p *detectors.Params, counter bool) *Analyser {
 // While the series sleeps (see seriesState.hold), o is the last verdict
 // again, per-detector results included, as a shard emits it.
 func (a *Analyser) Observe(t int64, v float64) (o detectors.Output, analysed bool) {
-	res, o, _ := a.se.observe(a.params, t, v, &a.st, &a.counts, true)
+	res, o, x := a.se.observe(a.params, t, v, &a.st, &a.counts, true)
 	switch res {
 	case outcomeHeld:
 		return a.last, true
 	case outcomeAnalysed:
 		a.last = o
-		a.se.last = verdict(t, &o) // what maySleep compares with
+		a.se.last = verdict(t, x, &o) // what maySleep compares with
 		return o, true
 	}
 	return o, false

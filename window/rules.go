@@ -106,14 +106,7 @@ func driverSet(p *detectors.Params, on bool) uint8 {
 // match returns the index of the first rule that selects the canonical
 // label set labels (the implicit default matches everything).
 func (rs *Rules) match(labels string) int {
-	get := func(name string) string {
-		for n, v, rest := series.NextLabel(labels); n != ""; n, v, rest = series.NextLabel(rest) {
-			if n == name {
-				return v
-			}
-		}
-		return ""
-	}
+	get := func(name string) string { return series.LabelValue(labels, name) }
 	for i := range rs.rules[:len(rs.rules)-1] {
 		if config.MatchesAll(rs.rules[i].matchers, get) {
 			return i

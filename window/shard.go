@@ -46,6 +46,7 @@ const (
 type lastOut struct {
 	t                             int64
 	score, expected, lower, upper float64
+	value                         float64 // the analysed value (series.Record.Analysed)
 	warmup                        bool
 	driver                        detectors.Kind // of a combined output: detectors.Output.Driver
 	// shown: a /metrics snapshot has this output; until one has, peak holds
@@ -811,7 +812,7 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		}
 		inc.send(incidentEvent{kind: eventEvidence, group: se.group, t: t, dt: dt, detail: evidenceDetail(se.info, x, &o)})
 	}
-	se.last.replace(verdict(t, &o))
+	se.last.replace(verdict(t, x, &o))
 	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
 	if se.per != nil {
 		for k := range detectors.NumKinds {
@@ -819,17 +820,18 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 				continue
 			}
 			r := &o.Per[k]
-			se.per[k].replace(lastOut{t: t, score: r.Score, expected: r.Expected, lower: r.Lower, upper: r.Upper, warmup: !r.Ready})
+			se.per[k].replace(lastOut{t: t, score: r.Score, expected: r.Expected, lower: r.Lower, upper: r.Upper, value: x, warmup: !r.Ready})
 			s.out = append(s.out, se.per[k].record(se.info, detectors.Kind(k), 0))
 		}
 	}
 }
 
-// verdict is the combined output o of a sample at t as a lastOut.
-func verdict(t int64, o *detectors.Output) lastOut {
+// verdict is the combined output o of a sample at t, analysed value x,
+// as a lastOut.
+func verdict(t int64, x float64, o *detectors.Output) lastOut {
 	c := &o.Combined
 	return lastOut{t: t, score: c.Score, expected: c.Expected, lower: c.Lower, upper: c.Upper,
-		warmup: !c.Ready, driver: o.Driver}
+		value: x, warmup: !c.Ready, driver: o.Driver}
 }
 
 // result is the verdict l holds as detectors give it: verdict's inverse.
@@ -859,8 +861,12 @@ func (l *lastOut) snapshotRecord(info *series.Info, k detectors.Kind, drivers ui
 // record returns l as the record of detector k, with the driver series in
 // drivers (0 for a single detector; series.Record.DriverSet).
 func (l *lastOut) record(info *series.Info, k detectors.Kind, drivers uint8) series.Record {
-	return series.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup, Driver: l.driver, DriverSet: drivers,
+	r := series.Record{Series: info, T: l.t, Detector: k, Warmup: l.warmup, Driver: l.driver, DriverSet: drivers,
 		Score: l.score, Expected: l.expected, Lower: l.lower, Upper: l.upper}
+	if !l.warmup {
+		r.Analysed = l.value
+	}
+	return r
 }
 
 // emitStale emits stale markers at t for every output series of se under

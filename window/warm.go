@@ -186,11 +186,11 @@ func (s *shard) finishWarming(slot uint32, se *seriesState, w *warmState, histor
 			if h.T >= cutoff {
 				continue
 			}
-			if res, o, _ := se.observe(p, h.T, h.V, &st, &s.counts, false); res == outcomeAnalysed {
+			if res, o, x := se.observe(p, h.T, h.V, &st, &s.counts, false); res == outcomeAnalysed {
 				// What maySleep compares with, and what a series that
 				// sleeps in its history emits for the live samples. Shown:
 				// no history score is carried to /metrics as a peak.
-				se.last = verdict(h.T, &o)
+				se.last = verdict(h.T, x, &o)
 				se.last.shown = true
 			}
 		}

@@ -42,7 +42,7 @@
 //     newest rather than the oldest keeps what is already batched in order
 //     and avoids touching the sender's data. Memory per queue is at most
 //     about 2 × capacity records (two slices swapped between Append and the
-//     sender), 56 bytes each, in the worst case of warm-up records.
+//     sender), 64 bytes each, in the worst case of warm-up records.
 //   - Append takes one short lock per queue and copies records in (one
 //     pass over the records per queue: max_shards is small). The sender
 //     swaps the whole slice out under the same lock, so neither side holds

@@ -30,7 +30,7 @@ func samplesOf(r *series.Record) int64 {
 // pending counts the output samples the queue holds: in buf and inc and in
 // the sender's hands (swapped out, in the batch, in flight). Appenders
 // refuse a record that would take pending above the capacity, so memory is
-// bounded by about two slices of capacity records each (≤ 2 × capacity × 56
+// bounded by about two slices of capacity records each (≤ 2 × capacity × 64
 // bytes, the size of a series.Record, in the worst case of warm-up records,
 // 1 sample each; an incident sample is 40 bytes).
 type queue struct {

@@ -105,6 +105,17 @@ func NextLabel(s string) (name, value, rest string) {
 	return name, s[:j], s[j+1:]
 }
 
+// LabelValue returns the value of label name in the canonical key key, ""
+// when it has none, as Prometheus's matchers see an absent label.
+func LabelValue(key, name string) string {
+	for n, v, rest := NextLabel(key); n != ""; n, v, rest = NextLabel(rest) {
+		if n == name {
+			return v
+		}
+	}
+	return ""
+}
+
 // Format returns a canonical key as Prometheus prints a label set,
 // {a="1", b="2"}, for logs and errors.
 func Format(key string) string {
@@ -151,6 +162,12 @@ type Record struct {
 	OnlyDrivers bool
 
 	Score, Expected, Lower, Upper float64
+	// Analysed is the value the detectors analysed: the sample, or for a
+	// counter (and a gauge that only grows) its per-second rate, the
+	// quantity Expected, Lower and Upper bound. It is no output series: it
+	// is for readers that show the record beside its input (the UI); 0 on a
+	// stale or warm-up record.
+	Analysed float64
 }
 
 // Names are the output series names (config.OutputConfig).

@@ -1,0 +1,139 @@
+package window
+
+import (
+	"cmp"
+	"container/heap"
+	"slices"
+
+	"github.com/anomalyd/anomalyd/detectors"
+	"github.com/anomalyd/anomalyd/window/series"
+)
+
+// topCount is what Top found besides the series it returns.
+type topCount struct {
+	live      int // live series with a Ready verdict
+	anomalous int // those of them keep accepts that score 1 or more
+}
+
+// Top returns the latest combined record of the k series whose latest
+// verdict scores highest, among the live series with a Ready verdict that
+// keep accepts (nil: all), highest first, ties in label order, and how many
+// live series have a Ready verdict and how many of those keep accepts
+// score 1 or more. The score
+// is that of the latest sample, not the highest since the last scrape:
+// reading it takes nothing from /metrics.
+//
+// Each shard answers on its own goroutine, in one pass over its series,
+// and ingests nothing meanwhile; keep runs there, so it must be quick and
+// must not call back into Shards. Callers bound how often they ask. Top
+// returns nothing before the shards start.
+func (s *Shards) Top(k int, keep func(*series.Info) bool) (top []series.Record, live, anomalous int) {
+	var all []series.Record
+	var n topCount
+	if k <= 0 {
+		return nil, 0, 0
+	}
+	for i, sh := range s.shards {
+		s.onShard(i, func() {
+			h := sh.top(k, keep, &n)
+			all = append(all, h...)
+		})
+	}
+	slices.SortFunc(all, byScore)
+	return all[:min(k, len(all))], n.live, n.anomalous
+}
+
+// byScore orders records by descending score, then by labels.
+func byScore(a, b series.Record) int {
+	if c := cmp.Compare(b.Score, a.Score); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Series.Labels, b.Series.Labels)
+}
+
+// topHeap is a min-heap of records by byScore's order: its root is the
+// record that leaves first when a higher one arrives.
+type topHeap []series.Record
+
+func (h topHeap) Len() int           { return len(h) }
+func (h topHeap) Less(i, j int) bool { return byScore(h[i], h[j]) > 0 }
+func (h topHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *topHeap) Push(x any)        { *h = append(*h, x.(series.Record)) }
+func (h *topHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return r
+}
+
+// top returns shard s's k highest Ready verdicts that keep accepts, in no
+// order, and adds what it saw to n. The score is compared before keep
+// runs, so a selective keep is asked only about series that could enter.
+func (s *shard) top(k int, keep func(*series.Info) bool, n *topCount) []series.Record {
+	h := make(topHeap, 0, k)
+	for i := range s.slots.n {
+		se := s.slots.at(i)
+		if se.info == nil || se.flags&(flagStale|flagHasOutput) != flagHasOutput || se.last.warmup {
+			continue
+		}
+		n.live++
+		score := se.last.score
+		full := len(h) == k
+		if full && score < h[0].Score && score < 1 {
+			continue
+		}
+		if keep != nil && !keep(se.info) {
+			continue
+		}
+		if score >= 1 {
+			n.anomalous++
+		}
+		r := se.last.record(se.info, detectors.KindCombined, 0)
+		switch {
+		case !full:
+			heap.Push(&h, r)
+		case byScore(r, h[0]) < 0:
+			h[0] = r
+			heap.Fix(&h, 0)
+		}
+	}
+	return h
+}
+
+// Recent calls f with the analysed values the detectors keep of each of
+// infos (i its index), oldest first: their rolling window, the last
+// detectors.Params.Window samples (detectors.Set.Recent). A sleeping series
+// gives the first and the latest sample of its run of one value (its value
+// did not change between them). A series that is gone, or whose detectors
+// keep no window, gives nothing. Like Top, it runs on the goroutine of each
+// shard that holds one of infos, and so does f.
+func (s *Shards) Recent(infos []*series.Info, f func(i int, t int64, v float64)) {
+	byShard := make(map[int][]int)
+	for i, info := range infos {
+		sh := int(info.Hash % uint64(len(s.shards)))
+		byShard[sh] = append(byShard[sh], i)
+	}
+	for i, which := range byShard {
+		sh := s.shards[i]
+		s.onShard(i, func() {
+			for _, j := range which {
+				sh.recent(infos[j], func(t int64, v float64) { f(j, t, v) })
+			}
+		})
+	}
+}
+
+// recent is Recent for one series of shard s.
+func (s *shard) recent(info *series.Info, f func(t int64, v float64)) {
+	ref, ok := s.lookup(info.Hash, []byte(info.Labels))
+	if !ok {
+		return
+	}
+	switch se := s.slots.at(ref); {
+	case se.asleep:
+		f(se.runT0, se.runV)
+		f(se.lastT, se.runV)
+	case se.det != nil:
+		se.det.Recent(f)
+	}
+}
