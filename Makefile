@@ -27,14 +27,15 @@ build:
 run: build
 	./$(BIN) --web.listen-address=127.0.0.1:9700
 
-## deps: install what the tests need (Debian's prometheus and promtool, and bin/vmagent)
+## deps: install what the tests need (Debian's prometheus and promtool, chromium for the page's
+## test, and bin/vmagent)
 deps: vmagent
-	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's prometheus package for the end-to-end tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	    echo "installing Debian's prometheus and chromium packages for the end-to-end tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium fonts-dejavu-core; \
 	  else \
-	    echo "prometheus and promtool are needed: run 'sudo apt-get install -y prometheus'" >&2; exit 1; \
+	    echo "prometheus, promtool and chromium are needed: run 'sudo apt-get install -y prometheus chromium'" >&2; exit 1; \
 	  fi; \
 	fi
 	$(GO) mod download

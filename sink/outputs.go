@@ -18,6 +18,7 @@ import (
 	"github.com/anomalyd/anomalyd/sink/history"
 	"github.com/anomalyd/anomalyd/sink/metrics"
 	"github.com/anomalyd/anomalyd/sink/remotewrite"
+	"github.com/anomalyd/anomalyd/sink/ui"
 	"github.com/anomalyd/anomalyd/window/incident"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -29,7 +30,8 @@ import (
 const reloadStopTimeout = 10 * time.Second
 
 // Outputs is where the shards' records go: the remote-write fan-out over the
-// remote_write entries and, when history.retention > 0, the score history.
+// remote_write entries, the UI's store of recent samples and, when
+// history.retention > 0, the score history.
 // The incident stage's series go to the remote-write fan-out too. Outputs
 // owns the current output names, which the remote writers, the history's
 // queries and /metrics use.
@@ -54,6 +56,9 @@ type Outputs struct {
 	// them: history settings take effect after a restart.
 	history *history.History
 	read    *history.ReadHandler
+	// recent keeps what the UI plots: the recent samples of the series
+	// that matter now. A reload keeps it.
+	recent *ui.Store
 
 	mu      sync.Mutex     // guards what follows
 	cfg     *config.Config // the config of the current fan-out
@@ -109,6 +114,7 @@ func NewOutputs(cfg *config.Config, queueDir string, reg *prometheus.Registry, l
 		o.history = history.New(time.Duration(cfg.History.Retention), cfg.History.MaxSeries, o.Names, reg)
 		o.read = history.NewReadHandler(o.history, &cfg.History, reg, logger)
 	}
+	o.recent = ui.NewStore(ui.DefaultOptions, reg)
 	o.to.Store(o.boxFor(fan))
 	return o, nil
 }
@@ -122,10 +128,13 @@ func namesOf(c *config.OutputConfig) series.Names {
 // fan-out.
 func (o *Outputs) boxFor(fan *remotewrite.Fanout) *appenderBox {
 	if o.history == nil {
-		return &appenderBox{fan, fan}
+		return &appenderBox{tee{fan, o.recent}, fan}
 	}
-	return &appenderBox{tee{fan, o.history}, fan}
+	return &appenderBox{tee{fan, o.history, o.recent}, fan}
 }
+
+// Recent returns the store of what the UI plots.
+func (o *Outputs) Recent() *ui.Store { return o.recent }
 
 // Append hands recs to the remote writers and the history. It does not
 // block on the network and does not keep recs.

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/anomalyd/anomalyd/detectors"
-	"github.com/anomalyd/anomalyd/sink/metrics"
+	"github.com/anomalyd/anomalyd/sink/ui"
 	"github.com/anomalyd/anomalyd/window/incident"
 	wseries "github.com/anomalyd/anomalyd/window/series"
 )
@@ -156,7 +156,7 @@ func TestIncidentLog(t *testing.T) {
 		}},
 		{ID: 1, Group: canonical("instance", "s:1", "job", "shop"), Start: 500_000, End: 520_000, Peak: 1.1, Series: 1},
 	}}
-	srv := httptest.NewServer(metrics.IncidentsHandler(src))
+	srv := httptest.NewServer(ui.IncidentsHandler(src))
 	defer srv.Close()
 	ctx := context.Background()
 

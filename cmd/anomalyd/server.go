@@ -24,8 +24,8 @@ import (
 	"github.com/anomalyd/anomalyd/ingest"
 	"github.com/anomalyd/anomalyd/ingest/remoteread"
 	"github.com/anomalyd/anomalyd/sink"
-	"github.com/anomalyd/anomalyd/sink/metrics"
 	"github.com/anomalyd/anomalyd/sink/promreg"
+	"github.com/anomalyd/anomalyd/sink/ui"
 	"github.com/anomalyd/anomalyd/window"
 )
 
@@ -138,7 +138,10 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 		mux.Handle("/api/v1/read", h)
 	}
 	mux.Handle("/metrics", s.out.MetricsHandler(s.shards, s.incidents))
-	mux.Handle("/api/v1/incidents", metrics.IncidentsHandler(s.incidents))
+	mux.Handle("/api/v1/incidents", ui.IncidentsHandler(s.incidents))
+	uiAPI := ui.NewAPI(s.out.Recent(), s.shards)
+	mux.HandleFunc("/api/v1/anomalies", uiAPI.Anomalies)
+	mux.HandleFunc("/api/v1/series", uiAPI.Series)
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
 	})
@@ -195,12 +198,10 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 	if !opts.enablePprof {
 		pprofNote = "  (404: needs --web.enable-pprof)"
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		fmt.Fprintf(w, "anomalyd %s\n\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /-/healthy /-/ready\nPOST /-/reload%s\nGET  /debug/pprof/%s\n", version.Version, reloadNote, pprofNote)
+	// The page, and under /api the list of endpoints for scripts and curl.
+	mux.Handle("/", ui.PageHandler())
+	mux.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "anomalyd %s\n\nGET  /             the page: incidents, the most anomalous series, and why\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /api/v1/anomalies  the most anomalous series, now or over a range\nGET  /api/v1/series?match[]=…  recent samples of the series the page keeps\nGET  /-/healthy /-/ready\nPOST /-/reload%s\nGET  /debug/pprof/%s\n", version.Version, reloadNote, pprofNote)
 	})
 	s.http = &http.Server{
 		Handler: mux,

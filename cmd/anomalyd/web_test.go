@@ -64,6 +64,10 @@ func webEndpoints(t *testing.T) []webRequest {
 		{http.MethodPost, "/api/v1/read", snappy.Encode(nil, read), http.StatusOK},
 		{http.MethodGet, "/metrics", nil, http.StatusOK},
 		{http.MethodGet, "/api/v1/incidents", nil, http.StatusOK},
+		{http.MethodGet, "/api/v1/anomalies", nil, http.StatusOK},
+		{http.MethodGet, "/api/v1/series?match[]=up", nil, http.StatusOK},
+		{http.MethodGet, "/api", nil, http.StatusOK},
+		{http.MethodGet, "/static/app.js", nil, http.StatusOK},
 		{http.MethodGet, "/api/v1/status/config", nil, http.StatusOK},
 		{http.MethodGet, "/-/healthy", nil, http.StatusOK},
 		{http.MethodGet, "/-/ready", nil, http.StatusOK},
@@ -266,8 +270,8 @@ func TestWebLifecycle(t *testing.T) {
 	if err := srv.reload(); err != nil {
 		t.Errorf("reload (SIGHUP) without --web.enable-lifecycle: %v", err)
 	}
-	if _, idx := httpDo(t, http.MethodGet, base+"/", nil); !strings.Contains(idx, "--web.enable-lifecycle") {
-		t.Errorf("the index does not say /-/reload needs --web.enable-lifecycle:\n%s", idx)
+	if _, idx := httpDo(t, http.MethodGet, base+"/api", nil); !strings.Contains(idx, "--web.enable-lifecycle") {
+		t.Errorf("the endpoint list does not say /-/reload needs --web.enable-lifecycle:\n%s", idx)
 	}
 
 	_, addr, _ = startServerWith(t, "", serverOptions{enableLifecycle: true})
