@@ -179,6 +179,8 @@ func TestReason(t *testing.T) {
 		{Detail{Driver: detectors.KindHoltWinters, Score: 3, Value: 1, Expected: 5}, "seasonal deviation: below what is usual at this time"},
 		{Detail{Driver: detectors.KindZScore, Score: 3, Value: 9, Expected: 5, Lower: 4, Upper: 6}, "spike above the expected band"},
 		{Detail{Driver: detectors.KindEWMA, Score: 3, Value: 1, Expected: 5, Lower: 4, Upper: 6}, "drop below the expected band"},
+		{Detail{Driver: detectors.KindEWMA, Score: 30, Value: 4.5, Expected: 5, Lower: 4, Upper: 6},
+			"sustained shift below the expected value: the recent samples together are unusual, this one is within its band"},
 	} {
 		if got := tc.d.Reason(); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.d, got, tc.want)

@@ -70,7 +70,10 @@ func (d *Detail) Reason() string {
 	if d.Value < d.Lower {
 		return "drop below the expected band"
 	}
-	return fmt.Sprintf("%s the expected value", dir)
+	// Inside its band and still anomalous: a score held up by a run beyond
+	// the band, or a counter's count test, whose evidence adds up over
+	// samples each within its noise.
+	return fmt.Sprintf("sustained shift %s the expected value: the recent samples together are unusual, this one is within its band", dir)
 }
 
 // Incident is one incident of one group.
