@@ -139,9 +139,14 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 	}
 	mux.Handle("/metrics", s.out.MetricsHandler(s.shards, s.incidents))
 	mux.Handle("/api/v1/incidents", ui.IncidentsHandler(s.incidents))
-	uiAPI := ui.NewAPI(s.out.Recent(), s.shards)
+	uiAPI := ui.NewAPI(s.out.Recent(), s.shards, func() []string {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.cfg.Incidents.GroupBy
+	})
 	mux.HandleFunc("/api/v1/anomalies", uiAPI.Anomalies)
 	mux.HandleFunc("/api/v1/series", uiAPI.Series)
+	mux.HandleFunc("/api/v1/detail", uiAPI.Detail)
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "anomalyd is Healthy.")
 	})
@@ -201,7 +206,7 @@ func newServer(cfg *config.Config, opts serverOptions, logger *zap.Logger) (_ *s
 	// The page, and under /api the list of endpoints for scripts and curl.
 	mux.Handle("/", ui.PageHandler())
 	mux.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "anomalyd %s\n\nGET  /             the page: incidents, the most anomalous series, and why\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /api/v1/anomalies  the most anomalous series, now or over a range\nGET  /api/v1/series?match[]=…  recent samples of the series the page keeps\nGET  /-/healthy /-/ready\nPOST /-/reload%s\nGET  /debug/pprof/%s\n", version.Version, reloadNote, pprofNote)
+		fmt.Fprintf(w, "anomalyd %s\n\nGET  /             the page: incidents, the most anomalous series, and why\nPOST /api/v1/write  remote write 1.0 and 2.0\nPOST /api/v1/read   remote read of recent scores (history.retention > 0)\nGET  /metrics       anomaly scores and self metrics\nGET  /api/v1/status/config  the effective configuration\nGET  /api/v1/incidents  open and recent incidents\nGET  /api/v1/anomalies  the most anomalous series, now or over a range\nGET  /api/v1/series?match[]=…  recent samples of the series the page keeps\nGET  /api/v1/detail?match[]=…  one series: verdict, recent samples, trend, similar series of its group\nGET  /-/healthy /-/ready\nPOST /-/reload%s\nGET  /debug/pprof/%s\n", version.Version, reloadNote, pprofNote)
 	})
 	s.http = &http.Server{
 		Handler: mux,

@@ -66,6 +66,7 @@ func webEndpoints(t *testing.T) []webRequest {
 		{http.MethodGet, "/api/v1/incidents", nil, http.StatusOK},
 		{http.MethodGet, "/api/v1/anomalies", nil, http.StatusOK},
 		{http.MethodGet, "/api/v1/series?match[]=up", nil, http.StatusOK},
+		{http.MethodGet, "/api/v1/detail?match[]=web_gauge", nil, http.StatusNotFound}, // one sample: no verdict yet
 		{http.MethodGet, "/api", nil, http.StatusOK},
 		{http.MethodGet, "/static/app.js", nil, http.StatusOK},
 		{http.MethodGet, "/api/v1/status/config", nil, http.StatusOK},

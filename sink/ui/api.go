@@ -39,6 +39,10 @@ const (
 	maxWatch = 50
 	// maxSeriesAnswer bounds the series one /api/v1/series answer carries.
 	maxSeriesAnswer = 1000
+	// maxGroupScan is how many series of a group /api/v1/detail compares
+	// (its highest-scoring), and maxSimilar how many it returns.
+	maxGroupScan = 500
+	maxSimilar   = 5
 )
 
 // API serves the JSON endpoints behind the page: /api/v1/anomalies and
@@ -46,15 +50,19 @@ const (
 type API struct {
 	store *Store
 	src   Source
-	now   func() time.Time
+	// groupBy returns the labels that make a series' group
+	// (incidents.group_by).
+	groupBy func() []string
+	now     func() time.Time
 	// topMu lets one request at a time scan the shards, each of which
 	// stops ingesting while it answers.
 	topMu sync.Mutex
 }
 
-// NewAPI returns the API over store and src.
-func NewAPI(store *Store, src Source) *API {
-	return &API{store: store, src: src, now: time.Now}
+// NewAPI returns the API over store and src; groupBy gives the labels of
+// a series' group, among which /api/v1/detail looks for similar series.
+func NewAPI(store *Store, src Source, groupBy func() []string) *API {
+	return &API{store: store, src: src, groupBy: groupBy, now: time.Now}
 }
 
 // withRecent returns, for each of infos, its kept points (kept[i], oldest
@@ -273,6 +281,10 @@ func (a *API) Anomalies(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, data)
 }
 
+// trendWindow is how many of a series' latest points its trend class is
+// drawn from: about what its detectors' window holds by default.
+const trendWindow = 30
+
 // Series serves GET /api/v1/series: the kept series that match[] selects
 // (required), each with its recent points, oldest first: [time in seconds,
 // value, expected, lower, upper, score]. The first points may come from
@@ -373,4 +385,93 @@ func finite(v float64) float64 {
 		return 0
 	}
 	return v
+}
+
+// Detail serves GET /api/v1/detail: the live series match[] picks (its
+// highest-scoring one when it picks several) with its latest verdict and
+// why, its recent points (as /api/v1/series), its trend class from its
+// recent values, and the series of its group (the same values of the
+// incidents.group_by labels) whose recent values correlate most with its
+// own. 404 when no live series with a verdict matches.
+func (a *API) Detail(w http.ResponseWriter, r *http.Request) {
+	if getOnly(w, r) {
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	keep, err := parseMatch(r)
+	if err != nil {
+		badRequest(w, "%v", err)
+		return
+	}
+	if keep == nil {
+		badRequest(w, "no match[] parameter: give a series selector")
+		return
+	}
+	a.topMu.Lock()
+	top, _, _ := a.src.Top(1, keep)
+	a.topMu.Unlock()
+	if len(top) == 0 {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]string{"status": "error", "errorType": "not_found", "error": "no live series with a verdict matches"})
+		return
+	}
+	rc := &top[0]
+	info := rc.Series
+	row := rowOf(info, rc.T, rc.Score, rc.Analysed, rc.Expected, rc.Lower, rc.Upper, rc.Driver)
+	kept, ok := a.store.Lookup(info.Labels)
+	row.Kept = ok
+	pts := a.withRecent([]*series.Info{info}, [][]Point{kept})[0]
+	row.Points = pointsJSON(pts)
+	data := map[string]any{"series": row}
+	if tr, ok := trendOf(recentOnly(pts)); ok {
+		data["trend"] = tr
+	}
+
+	// The group: the series with the same group labels, its
+	// highest-scoring first.
+	var group []string
+	for _, name := range a.groupBy() {
+		if v := series.LabelValue(info.Labels, name); v != "" {
+			group = append(group, name, v)
+		}
+	}
+	sims := []Similar{}
+	if len(group) > 0 {
+		a.topMu.Lock()
+		members, _, _ := a.src.Top(maxGroupScan, func(o *series.Info) bool {
+			for i := 0; i < len(group); i += 2 {
+				if series.LabelValue(o.Labels, group[i]) != group[i+1] {
+					return false
+				}
+			}
+			return o.Labels != info.Labels
+		})
+		a.topMu.Unlock()
+		infos := make([]*series.Info, 0, len(members)+1)
+		infos = append(infos, info)
+		for i := range members {
+			infos = append(infos, members[i].Series)
+		}
+		recent := make([][]Point, len(infos))
+		a.src.Recent(infos, func(i int, t int64, v float64) { recent[i] = append(recent[i], Point{T: t, Value: v}) })
+		sims = similar(info, recent[0], infos[1:], recent[1:], maxSimilar)
+		g := map[string]string{}
+		for i := 0; i < len(group); i += 2 {
+			g[group[i]] = group[i+1]
+		}
+		data["group"] = g
+		data["group_series_compared"] = len(members)
+	}
+	data["similar"] = sims
+	writeJSON(w, data)
+}
+
+// recentOnly returns the points a trend is drawn from: the last
+// trendWindow, so that the class describes what the series does now.
+func recentOnly(pts []Point) []Point {
+	return pts[max(0, len(pts)-trendWindow):]
 }

@@ -108,7 +108,7 @@ func newTestAPI() (*API, *Store, *fakeTop, []*series.Info) {
 		}
 		top.recs = append(top.recs, r)
 	}
-	a := NewAPI(s, top)
+	a := NewAPI(s, top, func() []string { return []string{"job", "instance"} })
 	a.now = func() time.Time { return time.UnixMilli(10_000) }
 	return a, s, top, infos
 }
@@ -292,4 +292,31 @@ func TestPage(t *testing.T) {
 			}
 		}
 	}
+}
+
+type detailAnswer struct {
+	Status string `json:"status"`
+	Data   struct {
+		Series struct {
+			Labels map[string]string `json:"labels"`
+			Score  float64           `json:"score"`
+			Kept   bool              `json:"kept"`
+			Points [][]*float64      `json:"points"`
+		} `json:"series"`
+		Trend    Trend             `json:"trend"`
+		Similar  []Similar         `json:"similar"`
+		Group    map[string]string `json:"group"`
+		Compared int               `json:"group_series_compared"`
+	} `json:"data"`
+}
+
+func getDetail(t *testing.T, a *API, sel string) (int, detailAnswer) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	a.Detail(w, httptest.NewRequest(http.MethodGet, "/api/v1/detail?match[]="+q(sel), nil))
+	var d detailAnswer
+	if err := json.Unmarshal(w.Body.Bytes(), &d); err != nil {
+		t.Fatalf("%d %q: %v", w.Code, w.Body.String(), err)
+	}
+	return w.Code, d
 }

@@ -150,8 +150,22 @@ func TestUIChromium(t *testing.T) {
 
 	// A series' own page: the big plot.
 	dom = c.load(base+"/#/series/"+url.PathEscape(`{__name__="shop_request_latency_seconds", handler="/h0", instance="shop-1:9100", job="shop"}`), "one-series")
-	if !strings.Contains(dom, `<svg class="plot" width="900"`) || !strings.Contains(dom, "driven by") {
+	if !strings.Contains(dom, `<svg class="plot" width="900"`) || !strings.Contains(dom, `<p id="verdict">`) {
 		t.Errorf("series page without its plot or verdict:\n%s", dom)
+	}
+	if !regexp.MustCompile(`<p id="trend">.*<b>(increasing|decreasing|flat|noisy)</b>`).MatchString(dom) {
+		t.Errorf("series page without its trend class:\n%s", dom)
+	}
+	// The stepped series move together: the most similar series of /h0
+	// are others of the shop group.
+	sims := uiRows(dom, "similar-row")
+	if len(sims) == 0 {
+		t.Fatalf("series page lists no similar series:\n%s", dom)
+	}
+	for _, r := range sims {
+		if !strings.Contains(r, "handler=") {
+			t.Errorf("similar series %q is not of the shop group", r)
+		}
 	}
 	t.Logf("screenshots in %s", shots)
 }

@@ -319,21 +319,43 @@ async function seriesView() {
 }
 
 async function oneSeriesView(sel) {
-  const data = await api("api/v1/anomalies?points=true&limit=1&match[]=" + encodeURIComponent(sel));
-  const row = data.series[0];
-  const head = el("h1", {}, row ? labelText(row.labels) : sel);
-  const parts = [el("p", {}, el("a", { href: "#/series" }, "← series")), head];
-  if (row) {
-    parts.push(el("p", {}, `Latest (${ago(row.time)}): value ${fmtNum(row.value)}, expected ${fmtNum(row.expected)} ` +
-      `[${fmtNum(row.lower)}, ${fmtNum(row.upper)}], score ${fmtNum(row.score)}, driven by ${row.detector}: ` +
-      row.reason + "."));
-  } else {
-    parts.push(el("p", { class: "muted" }, "No live series with a verdict matches."));
+  let d;
+  try {
+    d = await api("api/v1/detail?match[]=" + encodeURIComponent(sel));
+  } catch (e) {
+    main.replaceChildren(el("p", {}, el("a", { href: "#/series" }, "← series")), el("h1", {}, sel),
+      el("p", { class: "muted", id: "no-series" }, "No live series with a verdict matches: " + e.message));
+    return;
   }
-  if (row && row.points && row.points.length) {
+  const row = d.series;
+  const parts = [el("p", {}, el("a", { href: "#/series" }, "← series")), el("h1", {}, labelText(row.labels))];
+  parts.push(el("p", { id: "verdict" }, `Latest (${ago(row.time)}): value ${fmtNum(row.value)}, expected ${fmtNum(row.expected)} ` +
+    `[${fmtNum(row.lower)}, ${fmtNum(row.upper)}], score `, el("b", { class: "score " + (row.score >= 2 ? "bad" : row.score >= 1 ? "warn" : "ok") }, fmtNum(row.score)),
+    `, driven by ${row.detector}: ${row.reason}.`));
+  if (d.trend) {
+    parts.push(el("p", { id: "trend" }, "Trend over its last " + d.trend.samples + " values: ",
+      el("b", {}, d.trend.class), ` (slope ${fmtNum(d.trend.slope_per_second)} per second, noise ${fmtNum(d.trend.noise)} around a level of ${fmtNum(d.trend.level)}).`));
+  }
+  if (row.points && row.points.length) {
     parts.push(plot(row.points, 900, 260, { axes: true }), legend(),
       el("p", { class: "muted" }, "The band starts where anomalyd began keeping the series: at its first score of 1 or more, " +
         "or when a list showed it. Before that, the values its detectors hold."));
+  }
+  if (d.group) {
+    parts.push(el("h2", {}, "Most similar series of its group " + labelText(d.group)));
+    if (d.similar.length) {
+      const t = el("table", { id: "similar" }, el("thead", {}, el("tr", {}, el("th", {}, "series"),
+        el("th", { class: "num" }, "correlation"), el("th", { class: "num" }, "common samples"))));
+      const b = el("tbody");
+      for (const s of d.similar) {
+        b.append(el("tr", { class: "similar-row" }, el("td", {}, seriesLink(s.labels, d.group)),
+          el("td", { class: "num" }, s.correlation.toFixed(2)), el("td", { class: "num" }, s.samples)));
+      }
+      t.append(b);
+      parts.push(t);
+    } else {
+      parts.push(el("p", { class: "muted" }, `None of the ${d.group_series_compared} other series compared moves with it.`));
+    }
   }
   main.replaceChildren(...parts);
 }
