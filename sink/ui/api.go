@@ -139,8 +139,9 @@ func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// seriesJSON is one listed series: its verdict at a sample and why.
-type seriesJSON struct {
+// verdictJSON is a series' verdict on one sample and why, as every
+// endpoint here writes it.
+type verdictJSON struct {
 	Labels   map[string]string `json:"labels"`
 	Time     time.Time         `json:"time"`
 	Score    float64           `json:"score"`
@@ -150,6 +151,24 @@ type seriesJSON struct {
 	Upper    float64           `json:"upper"`
 	Detector string            `json:"detector"`
 	Reason   string            `json:"reason"`
+}
+
+// verdictOf is the verdict d on the sample at t (ms) of the series with
+// canonical labels key, showing score; the reason is "within its band"
+// while d scores below 1.
+func verdictOf(key string, t int64, score float64, d *incident.Detail) verdictJSON {
+	reason := "within its band"
+	if d.Score >= 1 {
+		reason = d.Reason()
+	}
+	return verdictJSON{Labels: LabelMap(key), Time: time.UnixMilli(t).UTC(), Score: finite(score),
+		Value: finite(d.Value), Expected: finite(d.Expected), Lower: finite(d.Lower), Upper: finite(d.Upper),
+		Detector: d.Driver.String(), Reason: reason}
+}
+
+// seriesJSON is one listed series: its verdict and, for a plot, its points.
+type seriesJSON struct {
+	verdictJSON
 	// Kept: the store keeps its recent samples (/api/v1/series has them).
 	Kept bool `json:"kept"`
 	// Points are its recent points, with points=true.
@@ -158,13 +177,31 @@ type seriesJSON struct {
 
 func rowOf(info *series.Info, t int64, score, value, expected, lower, upper float64, driver detectors.Kind) seriesJSON {
 	d := incident.Detail{Value: value, Expected: expected, Lower: lower, Upper: upper, Score: score, Driver: driver}
-	reason := "within its band"
-	if score >= 1 {
-		reason = d.Reason()
+	return seriesJSON{verdictJSON: verdictOf(info.Labels, t, score, &d)}
+}
+
+// parseRequest answers what a request that is not a GET or whose
+// parameters do not parse gets, and returns its match[] selection (nil:
+// none given); ok is false when it answered. required: match[] must be
+// given.
+func parseRequest(w http.ResponseWriter, r *http.Request, required bool) (keep func(*series.Info) bool, ok bool) {
+	if getOnly(w, r) {
+		return nil, false
 	}
-	return seriesJSON{Labels: LabelMap(info.Labels), Time: time.UnixMilli(t).UTC(), Score: finite(score),
-		Value: finite(value), Expected: finite(expected), Lower: finite(lower), Upper: finite(upper),
-		Detector: driver.String(), Reason: reason}
+	if err := r.ParseForm(); err != nil {
+		badRequest(w, "%v", err)
+		return nil, false
+	}
+	keep, err := parseMatch(r)
+	switch {
+	case err != nil:
+		badRequest(w, "%v", err)
+		return nil, false
+	case keep == nil && required:
+		badRequest(w, "no match[] parameter: give at least one series selector")
+		return nil, false
+	}
+	return keep, true
 }
 
 // Anomalies serves GET /api/v1/anomalies: the most anomalous series, now
@@ -177,16 +214,8 @@ func rowOf(info *series.Info, t int64, score, value, expected, lower, upper floa
 // Prometheus duration such as 15m or 1h), points (true: each series with
 // its recent points, as /api/v1/series gives them).
 func (a *API) Anomalies(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		badRequest(w, "%v", err)
-		return
-	}
-	keep, err := parseMatch(r)
-	if err != nil {
-		badRequest(w, "%v", err)
+	keep, ok := parseRequest(w, r, false)
+	if !ok {
 		return
 	}
 	limit, err := intParam(r, "limit", defaultLimit, 1, maxRows)
@@ -293,20 +322,8 @@ const trendWindow = 30
 // only a value: expected, lower, upper and score are null. limit (1–1000,
 // default 1000) bounds the series.
 func (a *API) Series(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		badRequest(w, "%v", err)
-		return
-	}
-	keep, err := parseMatch(r)
-	if err != nil {
-		badRequest(w, "%v", err)
-		return
-	}
-	if keep == nil {
-		badRequest(w, "no match[] parameter: give at least one series selector")
+	keep, ok := parseRequest(w, r, true)
+	if !ok {
 		return
 	}
 	limit, err := intParam(r, "limit", maxSeriesAnswer, 1, maxSeriesAnswer)
@@ -394,20 +411,8 @@ func finite(v float64) float64 {
 // incidents.group_by labels) whose recent values correlate most with its
 // own. 404 when no live series with a verdict matches.
 func (a *API) Detail(w http.ResponseWriter, r *http.Request) {
-	if getOnly(w, r) {
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		badRequest(w, "%v", err)
-		return
-	}
-	keep, err := parseMatch(r)
-	if err != nil {
-		badRequest(w, "%v", err)
-		return
-	}
-	if keep == nil {
-		badRequest(w, "no match[] parameter: give a series selector")
+	keep, ok := parseRequest(w, r, true)
+	if !ok {
 		return
 	}
 	a.topMu.Lock()

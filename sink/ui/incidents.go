@@ -39,30 +39,15 @@ type incidentJSON struct {
 	Open   bool              `json:"open"`
 	Peak   float64           `json:"peak_score"`
 	Series int               `json:"series"`
-	Top    []contributorJSON `json:"top_series"`
-}
-
-type contributorJSON struct {
-	Labels   map[string]string `json:"labels"`
-	Time     time.Time         `json:"time"`
-	Value    float64           `json:"value"`
-	Expected float64           `json:"expected"`
-	Lower    float64           `json:"lower"`
-	Upper    float64           `json:"upper"`
-	Score    float64           `json:"score"`
-	Detector string            `json:"detector"`
-	Reason   string            `json:"reason"`
+	Top    []verdictJSON     `json:"top_series"`
 }
 
 func toJSON(in *incident.Incident) incidentJSON {
 	out := incidentJSON{ID: strconv.FormatUint(in.ID, 10), Group: LabelMap(in.Group), Start: time.UnixMilli(in.Start).UTC(),
-		End: time.UnixMilli(in.End).UTC(), Open: in.Open, Peak: finite(in.Peak), Series: in.Series, Top: []contributorJSON{}}
+		End: time.UnixMilli(in.End).UTC(), Open: in.Open, Peak: finite(in.Peak), Series: in.Series, Top: []verdictJSON{}}
 	for i := range in.Top {
 		c := &in.Top[i]
-		d := &c.Detail
-		out.Top = append(out.Top, contributorJSON{Labels: LabelMap(d.Series), Time: time.UnixMilli(c.T).UTC(),
-			Value: finite(d.Value), Expected: finite(d.Expected), Lower: finite(d.Lower), Upper: finite(d.Upper),
-			Score: finite(c.Score), Detector: d.Driver.String(), Reason: d.Reason()})
+		out.Top = append(out.Top, verdictOf(c.Detail.Series, c.T, c.Score, &c.Detail))
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -187,4 +188,37 @@ func BenchmarkStoreAppend(b *testing.B) {
 		s.Append(recs)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
+}
+
+// The store's memory is bounded by MaxSeries × Points points whatever the
+// traffic: filled to the brim with DefaultOptions, its live heap stays
+// within 10 % of 2,000 × 120 × 48 bytes plus a small allowance a series.
+func TestStoreMemoryBound(t *testing.T) {
+	infos := sinktest.Infos(3 * DefaultOptions.MaxSeries)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s, c, _ := newTestStore(DefaultOptions)
+	for round := range 2 * DefaultOptions.Points {
+		c.t = c.t.Add(2 * time.Minute) // every kept series may be evicted
+		recs := sinktest.Records(infos, int64(round))
+		for i := range recs {
+			recs[i].Score = 2
+		}
+		s.Append(recs)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if n := len(*s.index.Load()); n != DefaultOptions.MaxSeries {
+		t.Fatalf("%d series kept, want %d", n, DefaultOptions.MaxSeries)
+	}
+	points := DefaultOptions.MaxSeries * DefaultOptions.Points * pointSize
+	perSeries := 400 // track, map entries, index entry
+	grown := int(after.HeapAlloc) - int(before.HeapAlloc)
+	t.Logf("store: %d bytes live, %.0f a kept series", grown, float64(grown)/float64(DefaultOptions.MaxSeries))
+	if limit := points*11/10 + perSeries*DefaultOptions.MaxSeries; grown > limit {
+		t.Fatalf("store holds %d bytes, want at most %d", grown, limit)
+	}
+	runtime.KeepAlive(s)
+	runtime.KeepAlive(infos)
 }
