@@ -11,7 +11,11 @@ fi
 ADDR=${DEMO_ADDR:-127.0.0.1:9700}
 SERIES=${DEMO_SERIES:-300}
 
-./bin/anomalyd --web.listen-address="$ADDR" --log.level=warn &
+# A state of its own, dropped at the end: a demo restored from an earlier
+# demo's checkpoint would see every synthetic target restart at once (the
+# load's counters start over) and open an incident for each.
+STATE=$(mktemp -d)
+./bin/anomalyd --web.listen-address="$ADDR" --storage.path="$STATE" --log.level=warn &
 APID=$!
 LPID=
 cleanup() {
@@ -19,6 +23,7 @@ cleanup() {
   [ -n "$LPID" ] && kill "$LPID" 2>/dev/null || true
   kill "$APID" 2>/dev/null || true
   wait 2>/dev/null || true
+  rm -rf "$STATE"
   echo
   echo "demo stopped"
 }
@@ -37,6 +42,7 @@ anomalyd is running at http://$ADDR with $SERIES series arriving every second
 (counters, noisy gauges, a compressed day, constants); an anomaly (spike,
 level shift or drift) is injected about once a minute after the first minute.
 
+  the page (incidents, the most anomalous series, why): http://$ADDR/
   scores and self metrics:  curl -s http://$ADDR/metrics | less
   one series' band:          curl -s http://$ADDR/metrics | grep 'metric="<name>"'
   anomalous right now:       curl -s http://$ADDR/metrics | awk '/^anomaly_score/ && \$2 > 1'
