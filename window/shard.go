@@ -179,6 +179,10 @@ type shard struct {
 
 	// job is the checkpoint in progress (checkpoints.go), nil if none.
 	job *ckptJob
+
+	// detail keeps every detector's latest result of the series a reader
+	// asked about (Shards.Detail, top.go); nil until one asks.
+	detail map[*series.Info]*detailEntry
 }
 
 func newShard(id int, set *Shards, rules *Rules, done chan struct{}) *shard {
@@ -814,6 +818,9 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 	}
 	se.last.replace(verdict(t, x, &o))
 	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
+	if len(s.detail) > 0 {
+		s.keepDetail(se.info, t, &o, res == outcomeHeld)
+	}
 	if se.per != nil {
 		for k := range detectors.NumKinds {
 			if ru.enabled&(1<<k) == 0 {
@@ -914,6 +921,7 @@ func (s *shard) evict(now time.Time) {
 		}
 		s.remove(i, max(nowMs, se.lastT+1), &s.rules.rules[se.rule])
 	}
+	s.expireDetail(nowMs)
 	s.flushOut()
 	s.commitStats()
 }

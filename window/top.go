@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"slices"
+	"time"
 
 	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/window/series"
@@ -136,4 +137,89 @@ func (s *shard) recent(info *series.Info, f func(t int64, v float64)) {
 	case se.det != nil:
 		se.det.Recent(f)
 	}
+}
+
+const (
+	// detailTTL is how long a shard keeps a series' detector results after
+	// the last Detail call for it.
+	detailTTL = 10 * time.Minute
+	// maxDetail bounds the series a shard keeps them for.
+	maxDetail = 64
+)
+
+// detailEntry is what a shard keeps of one series for Detail.
+type detailEntry struct {
+	t      int64 // ms of the sample o is the verdict on; 0: none yet
+	o      detectors.Output
+	asleep bool
+	asked  int64 // wall ms of the last Detail call
+}
+
+// Detail returns every detector's verdict o on the latest sample (at t,
+// ms) of the live series info, from the shard's goroutine; asleep when the
+// series' value has not changed since its detectors started and it is
+// held without them, o then holding only Combined. The shards compute
+// every detector's verdict for every sample but keep only the combined
+// one, so the first call for a series starts keeping them, for detailTTL
+// after the last call and for at most maxDetail series a shard, and ok is
+// false until the series' next sample; false too when the series is gone.
+func (s *Shards) Detail(info *series.Info) (t int64, o detectors.Output, asleep, ok bool) {
+	i := int(info.Hash % uint64(len(s.shards)))
+	sh := s.shards[i]
+	var e detailEntry
+	s.onShard(i, func() { e = sh.askDetail(info, time.Now().UnixMilli()) })
+	return e.t, e.o, e.asleep, e.t != 0
+}
+
+// askDetail is Detail on shard s at wall time now (ms).
+func (s *shard) askDetail(info *series.Info, now int64) detailEntry {
+	if !s.live(info) {
+		return detailEntry{}
+	}
+	e := s.detail[info]
+	if e == nil {
+		if s.detail == nil {
+			s.detail = map[*series.Info]*detailEntry{}
+		}
+		if len(s.detail) >= maxDetail {
+			var oldest *series.Info
+			for k, v := range s.detail {
+				if oldest == nil || v.asked < s.detail[oldest].asked {
+					oldest = k
+				}
+			}
+			delete(s.detail, oldest)
+		}
+		e = &detailEntry{}
+		s.detail[info] = e
+	}
+	e.asked = now
+	return *e
+}
+
+// keepDetail records o, the verdict on info's sample at t, if a reader
+// asked for the series (held: the series sleeps and o is its held
+// combined verdict).
+func (s *shard) keepDetail(info *series.Info, t int64, o *detectors.Output, held bool) {
+	if e := s.detail[info]; e != nil {
+		e.t, e.o, e.asleep = t, *o, held
+	}
+}
+
+// expireDetail drops the detail of series no reader asked about for
+// detailTTL, and of series that are gone (a new life of a series has a new
+// series.Info).
+func (s *shard) expireDetail(now int64) {
+	for info, e := range s.detail {
+		if !s.live(info) || now-e.asked > detailTTL.Milliseconds() {
+			delete(s.detail, info)
+		}
+	}
+}
+
+// live reports whether info is the series.Info of a series shard s tracks
+// (not of an earlier life of it).
+func (s *shard) live(info *series.Info) bool {
+	ref, ok := s.lookup(info.Hash, []byte(info.Labels))
+	return ok && s.slots.at(ref).info == info
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anomalyd/anomalyd/config"
 	"github.com/anomalyd/anomalyd/detectors"
@@ -126,5 +127,53 @@ func TestRecent(t *testing.T) {
 	}
 	if got[3] != nil {
 		t.Errorf("a series that is not there: %v", got[3])
+	}
+}
+
+// Detail keeps every detector's verdict for the series a reader asks
+// about, from its next sample on, until nobody asked for detailTTL.
+func TestDetail(t *testing.T) {
+	e := newEnv(t, config.Default(), nil)
+	noise := func(i int) float64 { return 10 + float64((i*7919)%13)/13 }
+	e.send(t, false, ramp(t0, 400, 1000, noise), "__name__", "g")
+	var info *series.Info
+	for _, r := range e.rec.Take() {
+		info = r.Series
+	}
+	if _, _, _, ok := e.s.Detail(info); ok {
+		t.Fatal("a detail before anyone asked")
+	}
+	e.send(t, false, []Sample{{T: t0 + 400_000, V: 50}}, "__name__", "g")
+	recs := e.rec.Take()
+	dt, d, asleep, ok := e.s.Detail(info)
+	if !ok || dt != t0+400_000 || asleep {
+		t.Fatalf("detail at %d %+v asleep %v ok %v: want the sample at %d", dt, d, asleep, ok, t0+400_000)
+	}
+	last := recs[len(recs)-1]
+	if d.Combined.Score != last.Score || d.Combined.Expected != last.Expected || d.Driver != last.Driver {
+		t.Errorf("combined %+v driver %s, want the record's %+v", d.Combined, d.Driver, last)
+	}
+	for k := range detectors.NumKinds {
+		// The slope judges where the window was heading, not the sample.
+		if r := d.Per[k]; !r.Ready || !(r.Score > 1) && detectors.Kind(k) != detectors.KindSlope {
+			t.Errorf("%s: %+v, want a Ready score above 1 for a jump from 10 to 50", detectors.Kind(k), r)
+		}
+	}
+	sh := e.s.shards[int(info.Hash%uint64(e.s.N()))]
+	var n int
+	e.s.onShard(sh.id, func() {
+		sh.expireDetail(time.Now().Add(detailTTL + time.Minute).UnixMilli())
+		n = len(sh.detail)
+	})
+	if n != 0 {
+		t.Fatalf("%d details kept after detailTTL", n)
+	}
+	gone := &series.Info{Labels: string(key("__name__", "nope")), Hash: series.Hash(key("__name__", "nope"))}
+	if _, _, _, ok := e.s.Detail(gone); ok {
+		t.Fatal("a detail of a series that is not there")
+	}
+	e.s.onShard(sh.id, func() { n = len(sh.detail) })
+	if n != 0 {
+		t.Fatal("asking about a series that is not there keeps an entry")
 	}
 }

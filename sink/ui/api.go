@@ -26,6 +26,7 @@ import (
 type Source interface {
 	Top(k int, keep func(*series.Info) bool) (top []series.Record, live, anomalous int)
 	Recent(infos []*series.Info, f func(i int, t int64, v float64))
+	Detail(info *series.Info) (t int64, o detectors.Output, asleep, ok bool)
 }
 
 const (
@@ -435,6 +436,7 @@ func (a *API) Detail(w http.ResponseWriter, r *http.Request) {
 	if tr, ok := trendOf(recentOnly(pts)); ok {
 		data["trend"] = tr
 	}
+	data["detectors"] = detectorsJSON(a.src.Detail(info))
 
 	// The group: the series with the same group labels, its
 	// highest-scoring first.
@@ -479,4 +481,37 @@ func (a *API) Detail(w http.ResponseWriter, r *http.Request) {
 // trendWindow, so that the class describes what the series does now.
 func recentOnly(pts []Point) []Point {
 	return pts[max(0, len(pts)-trendWindow):]
+}
+
+// detectorJSON is one detector's verdict on a sample.
+type detectorJSON struct {
+	Detector string  `json:"detector"`
+	Ready    bool    `json:"ready"`
+	Score    float64 `json:"score"`
+	Expected float64 `json:"expected"`
+	Lower    float64 `json:"lower"`
+	Upper    float64 `json:"upper"`
+	// Drives: its result is the combined one.
+	Drives bool `json:"drives"`
+}
+
+// detectorsJSON is what /api/v1/detail says of each detector: their
+// verdicts on the sample at t, or why there are none.
+func detectorsJSON(t int64, o detectors.Output, asleep, ok bool) map[string]any {
+	switch {
+	case !ok:
+		return map[string]any{"note": "kept from the series' next sample on: the detectors' verdicts are computed for every sample but kept only for series someone looks at"}
+	case asleep:
+		return map[string]any{"time": time.UnixMilli(t).UTC(), "note": "the series' value has not changed since its detectors started: it is held without them until it does", "per_detector": []detectorJSON{}}
+	}
+	per := []detectorJSON{}
+	for k := range detectors.NumKinds {
+		r := &o.Per[k]
+		if !r.Ready && r.Expected == 0 && r.Lower == 0 && r.Upper == 0 {
+			continue // disabled, or nothing to say yet
+		}
+		per = append(per, detectorJSON{Detector: detectors.Kind(k).String(), Ready: r.Ready, Score: finite(r.Score),
+			Expected: finite(r.Expected), Lower: finite(r.Lower), Upper: finite(r.Upper), Drives: detectors.Kind(k) == o.Driver})
+	}
+	return map[string]any{"time": time.UnixMilli(t).UTC(), "per_detector": per}
 }

@@ -20,7 +20,15 @@ import (
 type fakeTop struct {
 	recs   []series.Record
 	recent map[string][][2]float64 // by labels: (t ms, value)
+	detail map[string]*detectors.Output
 	calls  int
+}
+
+func (f *fakeTop) Detail(info *series.Info) (int64, detectors.Output, bool, bool) {
+	if f.detail == nil || f.detail[info.Labels] == nil {
+		return 0, detectors.Output{}, false, false
+	}
+	return 1000, *f.detail[info.Labels], false, true
 }
 
 func (f *fakeTop) Recent(infos []*series.Info, fn func(i int, t int64, v float64)) {
@@ -303,7 +311,11 @@ type detailAnswer struct {
 			Kept   bool              `json:"kept"`
 			Points [][]*float64      `json:"points"`
 		} `json:"series"`
-		Trend    Trend             `json:"trend"`
+		Trend     Trend `json:"trend"`
+		Detectors struct {
+			Note string         `json:"note"`
+			Per  []detectorJSON `json:"per_detector"`
+		} `json:"detectors"`
 		Similar  []Similar         `json:"similar"`
 		Group    map[string]string `json:"group"`
 		Compared int               `json:"group_series_compared"`

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/internal/sinktest"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -113,6 +114,18 @@ func TestDetail(t *testing.T) {
 	if len(d.Similar) != 1 || d.Similar[0].Labels["code"] != "200" || !(d.Similar[0].Correlation > 0.9) ||
 		d.Group["job"] != "api" || d.Compared != 1 {
 		t.Errorf("similar %+v in group %v (%d compared), want the code 200 series of job api", d.Similar, d.Group, d.Compared)
+	}
+	if d.Detectors.Note == "" || d.Detectors.Per != nil {
+		t.Errorf("detectors %+v: want a note that they come with the next sample", d.Detectors)
+	}
+	// Once the shards keep them: every detector that has a verdict.
+	o := detectors.Output{Driver: detectors.KindZScore}
+	o.Per[detectors.KindEWMA] = detectors.Result{Score: 3, Expected: 10, Lower: 8, Upper: 12, Ready: true}
+	o.Per[detectors.KindZScore] = detectors.Result{Score: 2.5, Expected: 11, Lower: 9, Upper: 13, Ready: true}
+	top.detail = map[string]*detectors.Output{infos[0].Labels: &o}
+	if _, d := getDetail(t, a, `{code="500"}`); len(d.Data.Detectors.Per) != 2 || d.Data.Detectors.Per[0].Detector != "ewma" ||
+		d.Data.Detectors.Per[0].Score != 3 || d.Data.Detectors.Per[0].Drives || !d.Data.Detectors.Per[1].Drives || d.Data.Detectors.Note != "" {
+		t.Errorf("detectors %+v: want ewma and zscore, zscore driving", d.Data.Detectors)
 	}
 	if code, _ := getDetail(t, a, `{job="nothing"}`); code != http.StatusNotFound {
 		t.Errorf("no match: %d, want 404", code)

@@ -156,6 +156,16 @@ func TestUIChromium(t *testing.T) {
 	if !regexp.MustCompile(`<p id="trend">.*<b>(increasing|decreasing|flat|noisy)</b>`).MatchString(dom) {
 		t.Errorf("series page without its trend class:\n%s", dom)
 	}
+	// The first look starts keeping each detector's verdict; after one
+	// more sample of the series the page shows them.
+	if !strings.Contains(dom, `id="detectors-note"`) {
+		t.Errorf("series page on the first look: want the note that detectors' verdicts come with the next sample:\n%s", dom)
+	}
+	uiSend(t, base, uiSamples, uiSamples+1)
+	dom = c.load(base+"/#/series/"+url.PathEscape(`{__name__="shop_request_latency_seconds", handler="/h0", instance="shop-1:9100", job="shop"}`), "one-series-detectors")
+	if det := uiRows(dom, "detector-row"); len(det) != 5 || !strings.Contains(dom, "drives the combined score") {
+		t.Errorf("series page after a sample: %d detector rows, want 5 with the driver named:\n%s", len(det), dom)
+	}
 	// The stepped series move together: the most similar series of /h0
 	// are others of the shop group.
 	sims := uiRows(dom, "similar-row")
@@ -180,6 +190,9 @@ func uiChromium(t *testing.T) string {
 	return p
 }
 
+// uiT0 is the time of the first sample uiFeed sends: uiSamples before now.
+var uiT0 = time.Now().Add(-uiSamples * uiStep).UnixMilli()
+
 // uiFeed remote-writes uiSamples samples of two groups, 15 s apart and
 // ending now: the shop group's 12 latency series, uiStepped of which
 // quadruple from sample uiStepAt on, and a quiet group of 4, in rounds of
@@ -187,7 +200,14 @@ func uiChromium(t *testing.T) string {
 // together, as a Prometheus sends them.
 func uiFeed(t *testing.T, base string) {
 	t.Helper()
-	t0 := time.Now().Add(-uiSamples * uiStep).UnixMilli()
+	for start := 0; start < uiSamples; start += 20 {
+		uiSend(t, base, start, min(start+20, uiSamples))
+	}
+}
+
+// uiSend remote-writes samples from to to (excluded) of every series.
+func uiSend(t *testing.T, base string, from, to int) {
+	t.Helper()
 	type ser struct {
 		labels []prompb.Label
 		value  func(i int) float64
@@ -213,22 +233,20 @@ func uiFeed(t *testing.T, base string) {
 			value: func(i int) float64 { return 20 + float64(q) + 2*math.Sin(float64(i)/7) + float64((i*104729+q)%5)/5 },
 		})
 	}
-	for start := 0; start < uiSamples; start += 20 {
-		req := &prompb.WriteRequest{}
-		for _, s := range all {
-			ts := prompb.TimeSeries{Labels: s.labels}
-			for i := start; i < start+20 && i < uiSamples; i++ {
-				ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: t0 + int64(i)*uiStep.Milliseconds(), Value: s.value(i)})
-			}
-			req.Timeseries = append(req.Timeseries, ts)
+	req := &prompb.WriteRequest{}
+	for _, s := range all {
+		ts := prompb.TimeSeries{Labels: s.labels}
+		for i := from; i < to; i++ {
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: uiT0 + int64(i)*uiStep.Milliseconds(), Value: s.value(i)})
 		}
-		raw, err := req.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if code, body := e2eDo(t, http.MethodPost, base+"/api/v1/write", snappy.Encode(nil, raw)); code != http.StatusNoContent {
-			t.Fatalf("remote write: %d %s", code, body)
-		}
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	raw, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := e2eDo(t, http.MethodPost, base+"/api/v1/write", snappy.Encode(nil, raw)); code != http.StatusNoContent {
+		t.Fatalf("remote write: %d %s", code, body)
 	}
 }
 

@@ -336,6 +336,22 @@ async function oneSeriesView(sel) {
     parts.push(el("p", { id: "trend" }, "Trend over its last " + d.trend.samples + " values: ",
       el("b", {}, d.trend.class), ` (slope ${fmtNum(d.trend.slope_per_second)} per second, noise ${fmtNum(d.trend.noise)} around a level of ${fmtNum(d.trend.level)}).`));
   }
+  const det = d.detectors;
+  if (det.per_detector && det.per_detector.length) {
+    const t = el("table", { id: "detectors" }, el("thead", {}, el("tr", {}, el("th", {}, "detector"),
+      el("th", { class: "num" }, "score"), el("th", { class: "num" }, "expected [band]"), el("th", {}, ""))));
+    const b = el("tbody");
+    for (const r of det.per_detector) {
+      b.append(el("tr", { class: "detector-row" }, el("td", {}, r.detector),
+        r.ready ? scoreCell(r.score) : el("td", { class: "num muted" }, "warming up"),
+        el("td", { class: "num" }, `${fmtNum(r.expected)} [${fmtNum(r.lower)}, ${fmtNum(r.upper)}]`),
+        el("td", { class: "muted" }, r.drives ? "drives the combined score" : "")));
+    }
+    t.append(b);
+    parts.push(el("h2", {}, "Each detector on the sample of " + fmtTime(det.time)), t);
+  } else if (det.note) {
+    parts.push(el("p", { class: "muted", id: "detectors-note" }, "Each detector's verdict: " + det.note + "."));
+  }
   if (row.points && row.points.length) {
     parts.push(plot(row.points, 900, 260, { axes: true }), legend(),
       el("p", { class: "muted" }, "The band starts where anomalyd began keeping the series: at its first score of 1 or more, " +
