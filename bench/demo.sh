@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: anomalyd on its defaults plus a real-time load of a few hundred
-# series (one round a second, an anomaly every minute or so). Shows the most
-# anomalous series every 10 s; Ctrl-C stops both cleanly.
+# series (one round a second, an anomaly in one series every minute or so
+# and, from 4.5 minutes on, a fault of a whole target every minute, which the
+# page shows as an incident). Shows the most anomalous series every 10 s;
+# Ctrl-C stops both cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v curl >/dev/null 2>&1; then
@@ -34,13 +36,16 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 ./bin/load -realtime -interval 1s -series "$SERIES" -warmup-rounds 0 -rounds 3600 \
-  -anomalies 60 -anomaly-every 60 -url "http://$ADDR/api/v1/write" -out bench/results/demo.json >/dev/null 2>&1 &
+  -anomalies 60 -anomaly-every 60 -faults 55 -url "http://$ADDR/api/v1/write" -out bench/results/demo.json >/dev/null 2>&1 &
 LPID=$!
 
 cat <<MSG
 anomalyd is running at http://$ADDR with $SERIES series arriving every second
 (counters, noisy gauges, a compressed day, constants); an anomaly (spike,
-level shift or drift) is injected about once a minute after the first minute.
+level shift or drift) is injected in one series about once a minute after the
+first minute, and from 4.5 minutes on a fault of a whole target (two thirds of
+its series shift at once) once a minute: the page lists each as an incident.
+The detectors give verdicts after about 200 samples (3-4 minutes).
 
   the page (incidents, the most anomalous series, why): http://$ADDR/
   scores and self metrics:  curl -s http://$ADDR/metrics | less

@@ -138,7 +138,7 @@ type series struct {
 	kind    kind
 	integer bool
 	target  int32
-	anomaly int32 // index into Generator.anomalies, -1 for none
+	anomaly int32 // index into Generator.anomalies of its latest anomaly (the others follow Anomaly.next), -1 for none
 
 	rate   float64 // counters: increase per second
 	offset float64 // counters that never reset: rounds of uptime before round 0
@@ -171,12 +171,18 @@ type Anomaly struct {
 	EndRound   int         `json:"end_round"` // exclusive
 	StartMs    int64       `json:"start_timestamp_ms"`
 	EndMs      int64       `json:"end_timestamp_ms"` // exclusive
+	// Fault is the index of the target-wide fault the anomaly is part of
+	// (PlaceFaults), -1 for an anomaly of one series.
+	Fault int `json:"fault"`
 	// Magnitude is in units of the series' noise sd (noisy gauges), seasonal
 	// amplitude (seasonal gauges), half its value (constants) or one round's
 	// increase (counters: a spike adds Magnitude rounds' worth at once, a
 	// level shift multiplies the rate by 1 + Magnitude/2, a drift ramps the
 	// rate up to that).
 	Magnitude float64 `json:"magnitude"`
+	// next is the index of the series' anomaly placed before this one, -1
+	// for none: a series in several target-wide faults has one each.
+	next int32
 }
 
 // GenConfig is what the traffic depends on: the same GenConfig gives the same
@@ -348,7 +354,7 @@ func (g *Generator) PlaceAnomalies(n, first, last int) []Anomaly {
 		a := Anomaly{
 			Series: i, Labels: labelsString(g.series[i].labels), SeriesKind: g.series[i].kind.String(),
 			Connection: i % g.cfg.Concurrency, Kind: anomalyKinds[k%len(anomalyKinds)],
-			StartRound: first + rng.IntN(last-first),
+			StartRound: first + rng.IntN(last-first), Fault: -1, next: -1,
 		}
 		switch a.Kind {
 		case AnomalySpike:
@@ -366,15 +372,58 @@ func (g *Generator) PlaceAnomalies(n, first, last int) []Anomaly {
 	return g.anomalies
 }
 
+// PlaceFaults adds target-wide faults, as a failing host or service shows
+// them: in fault k, two thirds of one target's series take a level shift
+// together, from round starts[k] for length rounds, of 4 to 8 units. The
+// faults go round the targets that never restart and have at least 3
+// series, in a shuffled order, so a target may have several at different
+// times. PlaceAnomalies replaces them with every other placement. It
+// returns the anomalies added, each with its fault's index.
+func (g *Generator) PlaceFaults(starts []int, length int) []Anomaly {
+	rng := rand.New(rand.NewPCG(g.cfg.Seed^0xfa017, uint64(len(starts))))
+	byTarget := make([][]int, len(g.targets))
+	for i := range g.series {
+		t := g.series[i].target
+		byTarget[t] = append(byTarget[t], i)
+	}
+	var eligible []int
+	for t := range g.targets {
+		if g.targets[t].resetPeriod == 0 && len(byTarget[t]) >= 3 {
+			eligible = append(eligible, t)
+		}
+	}
+	if len(eligible) == 0 {
+		return nil
+	}
+	rng.Shuffle(len(eligible), func(a, b int) { eligible[a], eligible[b] = eligible[b], eligible[a] })
+	first := len(g.anomalies)
+	for k, start := range starts {
+		members := slices.Clone(byTarget[eligible[k%len(eligible)]])
+		rng.Shuffle(len(members), func(a, b int) { members[a], members[b] = members[b], members[a] })
+		mag := math.Round((4+4*rng.Float64())*100) / 100
+		for _, i := range members[:(2*len(members)+2)/3] { // two thirds, rounded up
+			a := Anomaly{Series: i, Labels: labelsString(g.series[i].labels), SeriesKind: g.series[i].kind.String(),
+				Connection: i % g.cfg.Concurrency, Kind: AnomalyLevelShift, StartRound: start, EndRound: start + length,
+				Fault: k, Magnitude: mag, next: g.series[i].anomaly}
+			a.StartMs, a.EndMs = g.Timestamp(a.StartRound), g.Timestamp(a.EndRound)
+			g.series[i].anomaly = int32(len(g.anomalies))
+			g.anomalies = append(g.anomalies, a)
+		}
+	}
+	return g.anomalies[first:]
+}
+
 // Timestamp is the sample timestamp of round r in milliseconds.
 func (g *Generator) Timestamp(r int) int64 { return g.cfg.StartMs + int64(r)*g.cfg.IntervalMs }
 
 // Value is the value of series i in round r.
 func (g *Generator) Value(i, r int) float64 {
 	s := &g.series[i]
-	var a *Anomaly
-	if s.anomaly >= 0 {
-		a = &g.anomalies[s.anomaly]
+	var gx, cx float64 // what its anomalies add to a gauge, to a counter
+	for ai := s.anomaly; ai >= 0; ai = g.anomalies[ai].next {
+		a := &g.anomalies[ai]
+		gx += gaugeExtra(a, r)
+		cx += counterExtra(a, r)
 	}
 	switch s.kind {
 	case kindCounter:
@@ -385,21 +434,19 @@ func (g *Generator) Value(i, r int) float64 {
 		// Each round adds between 0.6 and 1.4 rounds' worth: strictly
 		// increasing, with jitter.
 		v := s.unit * (k + 0.4*unitFloat(mix(g.cfg.Seed, uint64(i), uint64(r))))
-		if a != nil {
-			v += s.unit * counterExtra(a, r)
-		}
+		v += s.unit * cx
 		if s.integer {
 			v = math.Floor(v)
 		}
 		return v
 	case kindNoisy:
-		return s.base + s.sd*g.normal(i, r) + s.unit*gaugeExtra(a, r)
+		return s.base + s.sd*g.normal(i, r) + s.unit*gx
 	case kindSeasonal:
 		day := g.cfg.DayMs
 		tod := float64(((g.Timestamp(r)%day)+day)%day) / float64(day)
-		return s.base*(1+s.amp*math.Sin(2*math.Pi*tod+s.phase)) + s.sd*g.normal(i, r) + s.unit*gaugeExtra(a, r)
+		return s.base*(1+s.amp*math.Sin(2*math.Pi*tod+s.phase)) + s.sd*g.normal(i, r) + s.unit*gx
 	default:
-		return s.base + s.unit*gaugeExtra(a, r)
+		return s.base + s.unit*gx
 	}
 }
 

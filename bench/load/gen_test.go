@@ -319,3 +319,74 @@ func TestFamilySizes(t *testing.T) {
 	f(nodeFamilies, 66, 49)
 	f(serviceFamilies, 90, 81)
 }
+
+// A target-wide fault shifts two thirds of one target's series together,
+// on a target that never restarts; faults go round the targets, and a
+// series in two faults (or a fault and an anomaly) carries both.
+func TestFaults(t *testing.T) {
+	cfg := testConfig(1)
+	g := NewGenerator(cfg)
+	plain := NewGenerator(cfg)
+	single := len(g.PlaceAnomalies(5, 10, 40))
+	var starts []int
+	for k := range 2*len(g.targets) + 1 {
+		starts = append(starts, 20+10*k)
+	}
+	fs := g.PlaceFaults(starts, 10)
+	if len(g.anomalies) != single+len(fs) {
+		t.Fatalf("%d anomalies after placing faults, want %d + %d", len(g.anomalies), single, len(fs))
+	}
+	perFault := map[int]map[int32]int{} // fault → target → series
+	for _, a := range fs {
+		if a.Kind != AnomalyLevelShift || a.StartRound != starts[a.Fault] || a.EndRound != a.StartRound+10 {
+			t.Fatalf("fault anomaly %+v", a)
+		}
+		tg := g.series[a.Series].target
+		if g.targets[tg].resetPeriod != 0 {
+			t.Fatalf("fault on a target that restarts: %+v", a)
+		}
+		if perFault[a.Fault] == nil {
+			perFault[a.Fault] = map[int32]int{}
+		}
+		perFault[a.Fault][tg]++
+		if g.Value(a.Series, a.StartRound) == plain.Value(a.Series, a.StartRound) {
+			t.Fatalf("fault anomaly %+v does not change its first round", a)
+		}
+	}
+	if len(perFault) != len(starts) {
+		t.Fatalf("%d faults placed, want %d", len(perFault), len(starts))
+	}
+	used := map[int32]int{}
+	for f, targets := range perFault {
+		if len(targets) != 1 {
+			t.Fatalf("fault %d spans targets %v, want one", f, targets)
+		}
+		for tg, n := range targets {
+			used[tg]++
+			total := 0
+			for i := range g.series {
+				if g.series[i].target == tg {
+					total++
+				}
+			}
+			if want := (2*total + 2) / 3; n != want {
+				t.Fatalf("fault %d shifts %d of its target's %d series, want %d", f, n, total, want)
+			}
+		}
+	}
+	for tg, n := range used {
+		if n < 2 {
+			t.Errorf("target %d has %d faults: with more faults than targets, each should have had two or more", tg, n)
+		}
+	}
+	// Before the first fault and single anomaly, nothing changed; a series
+	// carries every anomaly placed on it.
+	for i := range g.series {
+		if g.Value(i, 9) != plain.Value(i, 9) {
+			t.Fatalf("series %d changed before any anomaly", i)
+		}
+	}
+	if n := len(g.PlaceAnomalies(0, 10, 40)); n != 0 || slices.ContainsFunc(g.series, func(s series) bool { return s.anomaly != -1 }) {
+		t.Fatal("PlaceAnomalies left faults behind")
+	}
+}

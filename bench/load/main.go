@@ -44,7 +44,7 @@ type options struct {
 	interval, day, duration, timeout           time.Duration
 	warmupRounds, rounds, maxRounds            int
 	delayRounds, anomalies, maxAttempts        int
-	anomalyEvery                               int
+	anomalyEvery, faults                       int
 	maxBufferMB                                int
 	startMs                                    int64
 	realtime, serveFloor, honorRetryAfter      bool
@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.delayRounds, "delay-rounds", 5, "With -metrics-url: rounds sent one at a time after the timed phase to measure the score delay.")
 	fs.IntVar(&o.anomalyEvery, "anomaly-every", 0, "Place the anomalies from round N after warm-up on, one per N rounds on average (demos), instead of over the last two thirds of the timed rounds.")
 	fs.IntVar(&o.anomalies, "anomalies", 60, "Anomalies injected (spikes, level shifts, drifts) in the timed rounds; listed in the JSON output.")
+	fs.IntVar(&o.faults, "faults", 0, "Target-wide faults injected besides the anomalies: two thirds of one target's series shift together, as a failing host's do, for 10 rounds, going round the targets (with -anomaly-every: one per N rounds from round 270 after warm-up on, halfway between two anomalies); listed in the JSON output with their fault index.")
 	fs.IntVar(&o.maxAttempts, "max-attempts", 30, "Attempts per request before it counts as failed (retries on 5xx, 429 and network errors).")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "Timeout of one HTTP request.")
 	fs.BoolVar(&o.honorRetryAfter, "honor-retry-after", false, "Wait Retry-After (capped at 10s) instead of the 5-500 ms backoff after a 503 or 429.")
@@ -157,8 +158,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-interval must be at least 1ms, got %s", o.interval)
 	case o.day < time.Millisecond:
 		return fmt.Errorf("-day must be at least 1ms, got %s", o.day)
-	case o.warmupRounds < 0 || o.rounds < 0 || o.delayRounds < 0 || o.anomalies < 0:
-		return errors.New("-warmup-rounds, -rounds, -delay-rounds and -anomalies must not be negative")
+	case o.warmupRounds < 0 || o.rounds < 0 || o.delayRounds < 0 || o.anomalies < 0 || o.faults < 0:
+		return errors.New("-warmup-rounds, -rounds, -delay-rounds, -anomalies and -faults must not be negative")
 	case o.rounds == 0 && o.duration <= 0:
 		return fmt.Errorf("-duration must be positive when -rounds is 0, got %s", o.duration)
 	case o.maxRounds < 1:
@@ -330,11 +331,20 @@ func runLoad(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 			T = fit
 		}
 	}
+	var faultStarts []int
 	if o.anomalyEvery > 0 {
 		rep.Anomalies = anomalyReports(g.PlaceAnomalies(o.anomalies, W+o.anomalyEvery, W+o.anomalyEvery*(o.anomalies+1)))
+		// Faults from demoReady on, halfway between two anomalies.
+		for k := range o.faults {
+			faultStarts = append(faultStarts, W+demoReady+o.anomalyEvery*k+o.anomalyEvery/2)
+		}
 	} else {
 		rep.Anomalies = anomalyReports(g.PlaceAnomalies(o.anomalies, W+expected/3, W+max(expected, 1)))
+		for k := range o.faults {
+			faultStarts = append(faultStarts, W+expected/3+(k+1)*(expected-expected/3)/(o.faults+1))
+		}
 	}
+	rep.Anomalies = append(rep.Anomalies, anomalyReports(g.PlaceFaults(faultStarts, faultRounds))...)
 
 	st := newStats()
 	var cpu0, cpu1 uint64

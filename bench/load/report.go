@@ -92,6 +92,14 @@ type Report struct {
 	Anomalies []AnomalyReport `json:"anomalies"`
 }
 
+// faultRounds is how long a target-wide fault (-faults) lasts.
+const faultRounds = 10
+
+// demoReady is the round after warm-up from which -anomaly-every places
+// target-wide faults: anomalyd's default detectors give Ready verdicts
+// after about 200 samples, and the demo sends one a second.
+const demoReady = 270
+
 // AnomalyReport is an injected anomaly and whether its first round was sent.
 type AnomalyReport struct {
 	Anomaly
