@@ -289,6 +289,16 @@ func TestPage(t *testing.T) {
 			t.Errorf("%s: no Content-Security-Policy", c.path)
 		}
 	}
+	for _, c := range []struct {
+		method, path string
+		code         int
+	}{{http.MethodPost, "/api/v1/read", 404}, {http.MethodPost, "/", 405}, {http.MethodPut, "/static/app.js", 405}} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(c.method, c.path, nil))
+		if w.Code != c.code {
+			t.Errorf("%s %s: %d, want %d", c.method, c.path, w.Code, c.code)
+		}
+	}
 	for _, f := range []string{"index.html", "app.js", "style.css"} {
 		b, err := static.ReadFile("static/" + f)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+	"strings"
 )
 
 //go:embed static
@@ -26,19 +27,23 @@ func PageHandler() http.Handler {
 		panic("BUG: " + err.Error())
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// What is not the page is not found, whatever the method: a POST to
+		// /api/v1/read with the history off is a 404, as without the page.
+		page, file := r.URL.Path == "/", strings.HasPrefix(r.URL.Path, "/static/") && len(r.URL.Path) > len("/static/")
+		if !page && !file {
+			http.NotFound(w, r)
+			return
+		}
 		if getOnly(w, r) {
 			return
 		}
 		w.Header().Set("Content-Security-Policy", csp)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		switch {
-		case r.URL.Path == "/":
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			w.Write(index)
-		case len(r.URL.Path) > len("/static/") && r.URL.Path[:len("/static/")] == "/static/":
+		if file {
 			files.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
+			return
 		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(index)
 	})
 }

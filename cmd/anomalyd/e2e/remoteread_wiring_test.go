@@ -49,8 +49,8 @@ func TestRemoteReadWiring(t *testing.T) {
 			}
 		}
 		readScores("anomaly_score", 20)
-		if _, idx := e2eDo(t, http.MethodGet, base+"/", nil); !strings.Contains(idx, "/api/v1/read") {
-			t.Errorf("index does not list /api/v1/read:\n%s", idx)
+		if _, idx := e2eDo(t, http.MethodGet, base+"/api", nil); !strings.Contains(idx, "/api/v1/read") {
+			t.Errorf("the endpoint list does not name /api/v1/read:\n%s", idx)
 		}
 
 		// Renamed outputs: the history answers under the new name, whole.
