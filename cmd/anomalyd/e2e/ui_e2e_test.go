@@ -48,7 +48,10 @@ func TestUIChromium(t *testing.T) {
 	d := env.start(t, "anomalyd", dir, env.anomalydBin, "--config.file=anomalyd.yml", "--web.listen-address="+port, "--log.level=info")
 	env.waitReady(t, d, base)
 
-	uiFeed(t, base)
+	// The samples end now: the incident stage closes incidents by the wall
+	// clock once nothing arrives.
+	t0 := time.Now().Add(-uiSamples * uiStep).UnixMilli()
+	uiFeed(t, base, t0)
 	var incidentID string
 	err := e2eEventually(30*time.Second, 250*time.Millisecond, func() error {
 		var data struct {
@@ -161,7 +164,7 @@ func TestUIChromium(t *testing.T) {
 	if !strings.Contains(dom, `id="detectors-note"`) {
 		t.Errorf("series page on the first look: want the note that detectors' verdicts come with the next sample:\n%s", dom)
 	}
-	uiSend(t, base, uiSamples, uiSamples+1)
+	uiSend(t, base, t0, uiSamples, uiSamples+1)
 	dom = c.load(base+"/#/series/"+url.PathEscape(`{__name__="shop_request_latency_seconds", handler="/h0", instance="shop-1:9100", job="shop"}`), "one-series-detectors")
 	if det := uiRows(dom, "detector-row"); len(det) != 5 || !strings.Contains(dom, "drives the combined score") {
 		t.Errorf("series page after a sample: %d detector rows, want 5 with the driver named:\n%s", len(det), dom)
@@ -190,23 +193,21 @@ func uiChromium(t *testing.T) string {
 	return p
 }
 
-// uiT0 is the time of the first sample uiFeed sends: uiSamples before now.
-var uiT0 = time.Now().Add(-uiSamples * uiStep).UnixMilli()
-
-// uiFeed remote-writes uiSamples samples of two groups, 15 s apart and
-// ending now: the shop group's 12 latency series, uiStepped of which
+// uiFeed remote-writes uiSamples samples of two groups, 15 s apart from
+// t0: the shop group's 12 latency series, uiStepped of which
 // quadruple from sample uiStepAt on, and a quiet group of 4, in rounds of
 // 20 samples of every series so that the groups' series move through time
 // together, as a Prometheus sends them.
-func uiFeed(t *testing.T, base string) {
+func uiFeed(t *testing.T, base string, t0 int64) {
 	t.Helper()
 	for start := 0; start < uiSamples; start += 20 {
-		uiSend(t, base, start, min(start+20, uiSamples))
+		uiSend(t, base, t0, start, min(start+20, uiSamples))
 	}
 }
 
-// uiSend remote-writes samples from to to (excluded) of every series.
-func uiSend(t *testing.T, base string, from, to int) {
+// uiSend remote-writes samples from to to (excluded) of every series,
+// sample i at t0 + i steps.
+func uiSend(t *testing.T, base string, t0 int64, from, to int) {
 	t.Helper()
 	type ser struct {
 		labels []prompb.Label
@@ -237,7 +238,7 @@ func uiSend(t *testing.T, base string, from, to int) {
 	for _, s := range all {
 		ts := prompb.TimeSeries{Labels: s.labels}
 		for i := from; i < to; i++ {
-			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: uiT0 + int64(i)*uiStep.Milliseconds(), Value: s.value(i)})
+			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: t0 + int64(i)*uiStep.Milliseconds(), Value: s.value(i)})
 		}
 		req.Timeseries = append(req.Timeseries, ts)
 	}
