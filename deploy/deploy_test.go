@@ -26,6 +26,8 @@ var documentedMetrics = []string{
 	"anomaly_expected",
 	"anomaly_lower",
 	"anomaly_upper",
+	"anomaly_incident_score",
+	"anomaly_incident_open",
 	"anomalyd_ingest_samples_received_total",
 	"anomalyd_window_series_active",
 	"anomalyd_sink_samples_sent_total",
@@ -120,7 +122,14 @@ type dashboard struct {
 	Title         string  `json:"title"`
 	SchemaVersion int     `json:"schemaVersion"`
 	Panels        []panel `json:"panels"`
-	Templating    struct {
+	Annotations   struct {
+		List []struct {
+			Name       string         `json:"name"`
+			Expr       string         `json:"expr"`
+			Datasource *datasourceRef `json:"datasource"`
+		} `json:"list"`
+	} `json:"annotations"`
+	Templating struct {
 		List []struct {
 			Name       string          `json:"name"`
 			Type       string          `json:"type"`
@@ -151,6 +160,9 @@ type panel struct {
 	Targets     []target       `json:"targets"`
 	FieldConfig struct {
 		Defaults struct {
+			Color struct {
+				Mode string `json:"mode"`
+			} `json:"color"`
 			Thresholds struct {
 				Steps []struct {
 					Value *float64 `json:"value"`
@@ -276,7 +288,7 @@ func TestDashboard(t *testing.T) {
 				seen[n] = true
 			}
 			exprs = append(exprs, tg.Expr)
-			if tg.Expr == `topk(20, anomaly_score{detector="combined"})` && p.Type == "table" {
+			if tg.Expr == topkOverRange && p.Type == "table" {
 				topk = true
 			}
 		}
@@ -291,8 +303,11 @@ func TestDashboard(t *testing.T) {
 			return strings.HasPrefix(tg.Expr, "anomaly_score")
 		}) {
 			for _, s := range p.FieldConfig.Defaults.Thresholds.Steps {
-				if s.Value != nil && *s.Value == 1 {
+				switch {
+				case s.Value != nil && *s.Value == alarmLevel:
 					threshold = true
+				case s.Value != nil && *s.Value == 1 && p.FieldConfig.Defaults.Color.Mode != "thresholds":
+					t.Errorf("%s: a threshold line at 1, the band's edge: the alarm level is %g", where, alarmLevel)
 				}
 			}
 		}
@@ -301,10 +316,27 @@ func TestDashboard(t *testing.T) {
 		t.Error("no panel fills the band between anomaly_lower and anomaly_upper (custom.fillBelowTo)")
 	}
 	if !threshold {
-		t.Error("no anomaly_score time series panel has a threshold at 1")
+		t.Errorf("no anomaly_score time series panel has a threshold at %g", alarmLevel)
 	}
 	if !topk {
-		t.Error(`no table panel queries topk(20, anomaly_score{detector="combined"})`)
+		t.Errorf("no table panel queries %s", topkOverRange)
+	}
+	// Annotations: the anomaly alerts and the open incidents, both PromQL
+	// that parses.
+	var alerts, incidents bool
+	for _, a := range d.Annotations.List {
+		if a.Expr == "" {
+			continue
+		}
+		if a.Datasource == nil || a.Datasource.UID != "${DS_PROMETHEUS}" {
+			t.Errorf("annotation %q: datasource %+v", a.Name, a.Datasource)
+		}
+		alerts = alerts || strings.HasPrefix(a.Expr, "ALERTS{")
+		incidents = incidents || strings.HasPrefix(a.Expr, "anomaly_incident_open")
+		exprs = append(exprs, a.Expr)
+	}
+	if !alerts || !incidents {
+		t.Errorf("annotations: alerts %v, incidents %v: want both", alerts, incidents)
 	}
 	for _, m := range documentedMetrics {
 		if !seen[m] {
@@ -313,6 +345,14 @@ func TestDashboard(t *testing.T) {
 	}
 	checkPromQL(t, exprs)
 }
+
+// topkOverRange is the top table's query: the highest score of each series
+// over the dashboard's range, not only now, for the chosen jobs.
+const topkOverRange = `topk(20, max_over_time(anomaly_score{detector="combined", job=~"$job"}[$__range]))`
+
+// alarmLevel is the one score threshold the dashboard draws: where the
+// AnomalyDetected alert fires.
+const alarmLevel = 2.0
 
 // checkMetrics reports the metric names expr selects that anomalyd does not
 // document, and returns the documented ones. `__name__="$metric"` (the chosen
@@ -456,12 +496,14 @@ func TestDashboardSeriesQueries(t *testing.T) {
 			"lower":              `{labels: 'anomaly_lower{` + gaugeSeries + `}', value: 19}`,
 			"upper":              `{labels: 'anomaly_upper{` + gaugeSeries + `}', value: 23}`,
 		},
+		// A rate's band is clamped at 0, where a rate ends (clamp_min
+		// drops the name; the panel names its lines).
 		counterSeries: {
 			"value":              ``,
 			"value (per second)": `{labels: '{instance="x:1",job="app"}', value: 2}`,
-			"expected":           `{labels: 'anomaly_expected{` + counterSeries + `}', value: 2}`,
-			"lower":              `{labels: 'anomaly_lower{` + counterSeries + `}', value: 1}`,
-			"upper":              `{labels: 'anomaly_upper{` + counterSeries + `}', value: 3}`,
+			"expected":           `{labels: '{` + counterSeries + `}', value: 2}`,
+			"lower":              `{labels: '{` + counterSeries + `}', value: 0}`,
+			"upper":              `{labels: '{` + counterSeries + `}', value: 3}`,
 		},
 	}
 	var b strings.Builder
@@ -476,7 +518,7 @@ tests:
 `)
 	outputs := map[string][4]float64{ // score, expected, lower, upper
 		gaugeSeries:   {0, 21, 19, 23},
-		counterSeries: {0, 2, 1, 3},
+		counterSeries: {0, 2, -1, 3},
 	}
 	for _, s := range []string{gaugeSeries, counterSeries} {
 		for i, o := range []string{"score", "expected", "lower", "upper"} {

@@ -24,18 +24,21 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -393,6 +396,10 @@ func deployRunSetup(t *testing.T, relabel bool) {
 		}
 	})
 
+	t.Run("every dashboard query answers", func(t *testing.T) {
+		deployCheckDashboard(t, env.aURL, root, exp.steppedNames(), runStart)
+	})
+
 	t.Run("no nested exported_ labels", func(t *testing.T) {
 		if nested.n > 0 {
 			t.Errorf("anomalyd /metrics had label names exported_exported_…: %s", &nested)
@@ -673,4 +680,121 @@ func (e *deployExporter) steppedNames() []string {
 
 func (e *deployExporter) isStepped(name string) bool {
 	return slices.Contains(e.steppedNames(), name)
+}
+
+// deployCheckDashboard runs every query of deploy/grafana/anomalyd.json,
+// panels and annotations, against the setup's real Prometheus over the
+// run, once for each stepped metric of the exporter with the variables set
+// to that series. Each panel must show data for each series, and each
+// query must return data for some series (the value panel's two queries
+// take turns: one for gauges, one for counters' rates). The remote-write
+// panels are the exception: `make run`'s anomalyd has no store to send to.
+func deployCheckDashboard(t *testing.T, promURL, root string, stepped []string, since time.Time) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "deploy", "grafana", "anomalyd.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type tgt struct {
+		Expr string `json:"expr"`
+	}
+	type pnl struct {
+		Title   string `json:"title"`
+		Targets []tgt  `json:"targets"`
+		Panels  []pnl  `json:"panels"`
+	}
+	var d struct {
+		Panels      []pnl `json:"panels"`
+		Annotations struct {
+			List []struct {
+				Name string `json:"name"`
+				Expr string `json:"expr"`
+			} `json:"list"`
+		} `json:"annotations"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	// A panel is its queries; an annotation is a panel of one query.
+	var panels []pnl
+	var walk func(ps []pnl)
+	walk = func(ps []pnl) {
+		for _, p := range ps {
+			if len(p.Targets) > 0 {
+				panels = append(panels, pnl{Title: "panel " + strconv.Quote(p.Title), Targets: p.Targets})
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	for _, a := range d.Annotations.List {
+		if a.Expr != "" {
+			panels = append(panels, pnl{Title: "annotation " + strconv.Quote(a.Name), Targets: []tgt{{a.Expr}}})
+		}
+	}
+	end := time.Now()
+	answered := map[string]bool{} // by query as in the file
+	runs := 0
+	for _, name := range stepped {
+		res, err := e2eQuery(promURL, fmt.Sprintf(`anomaly_score{job="node", detector="combined", metric=%q}`, name), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) == 0 {
+			continue
+		}
+		chosen := res[0].Metric
+		runs++
+		var matchers []string
+		for _, k := range slices.Sorted(maps.Keys(chosen)) {
+			if k != "__name__" {
+				matchers = append(matchers, fmt.Sprintf("%s=%q", k, chosen[k]))
+			}
+		}
+		// As Grafana formats a variable for a regex matcher: the value
+		// regex-escaped, the escapes escaped again inside the PromQL string.
+		instance := strings.ReplaceAll(regexp.QuoteMeta(chosen["instance"]), `\`, `\\`)
+		vars := strings.NewReplacer("${series:raw}", strings.Join(matchers, ","), "$metric", chosen["metric"],
+			"$job", "node", "$instance", instance, "$__rate_interval", "5s",
+			"$__interval", "5s", "$__range", fmt.Sprintf("%ds", int(end.Sub(since).Seconds())))
+		for _, p := range panels {
+			shows, sink := false, false
+			for _, tg := range p.Targets {
+				expr := vars.Replace(tg.Expr)
+				var data struct {
+					Result []json.RawMessage `json:"result"`
+				}
+				params := url.Values{"query": {expr}, "start": {strconv.FormatInt(since.Unix(), 10)},
+					"end": {strconv.FormatInt(end.Unix(), 10)}, "step": {"5"}}
+				if err := e2eAPI(promURL, "/api/v1/query_range", params, &data); err != nil {
+					t.Errorf("%s: %s: %v", p.Title, expr, err)
+					continue
+				}
+				if len(data.Result) > 0 {
+					shows, answered[tg.Expr] = true, true
+				}
+				sink = sink || strings.Contains(expr, "anomalyd_sink_")
+			}
+			if !shows && !sink {
+				t.Errorf("%s shows nothing over the run for %s", p.Title, e2eFormat(chosen))
+			}
+		}
+	}
+	if runs == 0 {
+		t.Fatalf("no anomaly_score of a stepped series (%q) in Prometheus", stepped)
+	}
+	n := 0
+	for _, p := range panels {
+		for _, tg := range p.Targets {
+			n++
+			switch {
+			case answered[tg.Expr]:
+			case strings.Contains(tg.Expr, "anomalyd_sink_"):
+				t.Logf("%s: %s: nothing, as expected without a remote_write store", p.Title, tg.Expr)
+			default:
+				t.Errorf("%s: %s returned nothing for any of %d stepped series", p.Title, tg.Expr, runs)
+			}
+		}
+	}
+	t.Logf("%d of %d dashboard queries answered with data, over %d stepped series", len(answered), n, runs)
 }
