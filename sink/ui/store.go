@@ -101,10 +101,9 @@ type Store struct {
 	opts Options
 	now  func() time.Time
 
-	// index maps the series.Info of each kept series to its track:
-	// rebuilt under mu on every admission and removal, read without a
-	// lock.
-	index atomic.Pointer[map[*series.Info]*track]
+	// index finds the track of a kept series: rebuilt under mu on every
+	// admission and removal, read without a lock.
+	index atomic.Pointer[index]
 	// nextSweep is the wall time (ms) after which Append sweeps.
 	nextSweep atomic.Int64
 
@@ -123,8 +122,7 @@ type Store struct {
 // none). Options must be positive.
 func NewStore(opts Options, reg prometheus.Registerer) *Store {
 	s := &Store{opts: opts, now: time.Now, tracks: map[string]*track{}}
-	empty := map[*series.Info]*track{}
-	s.index.Store(&empty)
+	s.index.Store(&index{m: map[*series.Info]*track{}})
 	s.refused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "anomalyd_ui_series_refused_total",
 		Help: "Series that scored 1 or more but were not kept for the page: it kept as many as it may, all of them anomalous within the last minute.",
@@ -136,7 +134,7 @@ func NewStore(opts Options, reg prometheus.Registerer) *Store {
 	s.kept = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "anomalyd_ui_series",
 		Help: "Series whose recent samples the page keeps to plot them.",
-	}, func() float64 { return float64(len(*s.index.Load())) })
+	}, func() float64 { return float64(len(s.index.Load().m)) })
 	if reg != nil {
 		reg.MustRegister(s.refused, s.evicted, s.kept)
 	}
@@ -158,7 +156,7 @@ func (s *Store) Append(recs []series.Record) {
 // the first record that scores 1 or more for a series not kept, and returns
 // its index (len(recs) if none).
 func (s *Store) appendFrom(recs []series.Record) int {
-	idx := *s.index.Load()
+	idx := s.index.Load()
 	var nowMs int64
 	for i := range recs {
 		r := &recs[i]
@@ -166,7 +164,10 @@ func (s *Store) appendFrom(recs []series.Record) int {
 			continue
 		}
 		alarm := !r.Stale && !r.Warmup && r.Score >= 1
-		tr := idx[r.Series]
+		if !alarm && !idx.mayHold(r.Series) {
+			continue
+		}
+		tr := idx.m[r.Series]
 		if tr == nil {
 			if alarm {
 				return i
@@ -302,17 +303,37 @@ func victimBefore(alarmed bool, kept int64, v *track) bool {
 	return kept < vKept
 }
 
+// filterBits is the size of index's filter: at most 2,000 series kept set
+// about 3 % of its bits.
+const filterBits = 1 << 16
+
+// index finds a kept series' track. Most records are of series not kept
+// and score below 1: a bit of the filter, picked by the series' hash,
+// answers for them without the map lookup.
+type index struct {
+	m      map[*series.Info]*track
+	filter [filterBits / 64]uint64
+}
+
+// mayHold is false when info's series is certainly not kept.
+func (x *index) mayHold(info *series.Info) bool {
+	b := info.Hash >> (64 - 16)
+	return x.filter[b/64]&(1<<(b%64)) != 0
+}
+
 // reindex publishes the index of s.tracks. s.mu is held.
 func (s *Store) reindex() {
-	idx := make(map[*series.Info]*track, len(s.tracks))
+	idx := &index{m: make(map[*series.Info]*track, len(s.tracks))}
 	for _, tr := range s.tracks {
 		tr.mu.Lock()
-		if tr.info != nil {
-			idx[tr.info] = tr
+		if info := tr.info; info != nil {
+			idx.m[info] = tr
+			b := info.Hash >> (64 - 16)
+			idx.filter[b/64] |= 1 << (b % 64)
 		}
 		tr.mu.Unlock()
 	}
-	s.index.Store(&idx)
+	s.index.Store(idx)
 }
 
 // sweep drops the series kept for longer than the retention without a

@@ -152,7 +152,7 @@ func TestStoreRetention(t *testing.T) {
 	if _, ok := s.Lookup(a.Labels); ok {
 		t.Fatal("kept 11 min after its last alarm with a retention of 10")
 	}
-	if n := len(*s.index.Load()); n != 0 {
+	if n := len(s.index.Load().m); n != 0 {
 		t.Fatalf("index holds %d series after the sweep", n)
 	}
 }
@@ -209,7 +209,7 @@ func TestStoreMemoryBound(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	if n := len(*s.index.Load()); n != DefaultOptions.MaxSeries {
+	if n := len(s.index.Load().m); n != DefaultOptions.MaxSeries {
 		t.Fatalf("%d series kept, want %d", n, DefaultOptions.MaxSeries)
 	}
 	points := DefaultOptions.MaxSeries * DefaultOptions.Points * pointSize
@@ -221,4 +221,22 @@ func TestStoreMemoryBound(t *testing.T) {
 	}
 	runtime.KeepAlive(s)
 	runtime.KeepAlive(infos)
+}
+
+func BenchmarkStoreAppendFull(b *testing.B) {
+	s, _, _ := newTestStore(DefaultOptions)
+	infos := sinktest.Infos(20000)
+	recs := sinktest.Records(infos, 1)
+	for i := range recs {
+		recs[i].Score = 0.5
+	}
+	for i := range DefaultOptions.MaxSeries { // the store full
+		s.Append([]series.Record{rec(infos[i*10], 1, 3, 1)})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		s.Append(recs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 }
