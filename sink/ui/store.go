@@ -142,43 +142,41 @@ func NewStore(opts Options, reg prometheus.Registerer) *Store {
 }
 
 // Append keeps the combined records of kept series and admits the series
-// of those that score 1 or more.
+// of those that score 1 or more. The index is rebuilt once per batch that
+// admits, not per admission: an alarm storm admits many series at once.
 func (s *Store) Append(recs []series.Record) {
-	for i := s.appendFrom(recs); i < len(recs); i = s.appendFrom(recs[i+1:]) + i + 1 {
-		s.admit(&recs[i])
-	}
-	if t := s.now().UnixMilli(); t >= s.nextSweep.Load() {
-		s.sweep(t)
-	}
-}
-
-// appendFrom adds the combined records of kept series to their tracks up to
-// the first record that scores 1 or more for a series not kept, and returns
-// its index (len(recs) if none).
-func (s *Store) appendFrom(recs []series.Record) int {
 	idx := s.index.Load()
 	var nowMs int64
+	var fresh map[*series.Info]*track // admitted by this batch, not yet indexed
 	for i := range recs {
 		r := &recs[i]
 		if r.Detector != detectors.KindCombined {
 			continue
 		}
 		alarm := !r.Stale && !r.Warmup && r.Score >= 1
-		if !alarm && !idx.mayHold(r.Series) {
+		if !alarm && fresh == nil && !idx.mayHold(r.Series) {
 			continue
 		}
+		if alarm && nowMs == 0 {
+			nowMs = s.now().UnixMilli()
+		}
 		tr := idx.m[r.Series]
+		if tr == nil && fresh != nil {
+			tr = fresh[r.Series]
+		}
 		if tr == nil {
 			if alarm {
-				return i
+				if tr = s.admit(r, nowMs); tr != nil {
+					if fresh == nil {
+						fresh = map[*series.Info]*track{}
+					}
+					fresh[r.Series] = tr
+				}
 			}
 			continue
 		}
 		if r.Stale {
 			continue
-		}
-		if alarm && nowMs == 0 {
-			nowMs = s.now().UnixMilli()
 		}
 		tr.mu.Lock()
 		tr.add(pointOf(r), s.opts.Points)
@@ -187,7 +185,14 @@ func (s *Store) appendFrom(recs []series.Record) int {
 		}
 		tr.mu.Unlock()
 	}
-	return len(recs)
+	if fresh != nil {
+		s.mu.Lock()
+		s.reindex()
+		s.mu.Unlock()
+	}
+	if t := s.now().UnixMilli(); t >= s.nextSweep.Load() {
+		s.sweep(t)
+	}
 }
 
 func pointOf(r *series.Record) Point {
@@ -195,17 +200,17 @@ func pointOf(r *series.Record) Point {
 		Score: float32(min(r.Score, math.MaxFloat32)), Driver: r.Driver, NoVerdict: r.Warmup}
 }
 
-// admit keeps the series of r, which scored 1 or more, with r as its first
-// point.
-func (s *Store) admit(r *series.Record) {
-	nowMs := s.now().UnixMilli()
+// admit keeps the series of r, which scored 1 or more at wall time nowMs,
+// with r as its first point, and returns its track; nil when the store is
+// full of series that may not go. The caller reindexes.
+func (s *Store) admit(r *series.Record, nowMs int64) *track {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tr := s.tracks[r.Series.Labels]
 	if tr == nil {
 		if tr = s.make(r.Series.Labels, nowMs, true); tr == nil {
 			s.refused.Inc()
-			return
+			return nil
 		}
 	}
 	tr.mu.Lock()
@@ -213,7 +218,7 @@ func (s *Store) admit(r *series.Record) {
 	tr.add(pointOf(r), s.opts.Points)
 	tr.kept, tr.alarmed = nowMs, true
 	tr.mu.Unlock()
-	s.reindex()
+	return tr
 }
 
 // Watch keeps the series of infos from now on, where there is room, as the

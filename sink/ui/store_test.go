@@ -240,3 +240,29 @@ func BenchmarkStoreAppendFull(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 }
+
+// An alarm storm in one batch: the store keeps as many as it may, each with
+// the batch's later points, refuses the rest, and indexes them all at the
+// end of the batch.
+func TestStoreStorm(t *testing.T) {
+	s, _, _ := newTestStore(Options{MaxSeries: 100, Points: 8, Retention: time.Hour})
+	infos := sinktest.Infos(300)
+	var batch []series.Record
+	for round := range 3 {
+		for _, info := range infos {
+			batch = append(batch, rec(info, int64(round), 2, float64(round)))
+		}
+	}
+	s.Append(batch)
+	if n := len(s.index.Load().m); n != 100 {
+		t.Fatalf("%d series indexed, want 100", n)
+	}
+	for _, k := range s.Series(nil) {
+		if len(k.Points) != 3 {
+			t.Fatalf("%s kept %d points of its 3 in the batch", k.Info.Labels, len(k.Points))
+		}
+	}
+	if n := promreg.Value(s.refused); n != 3*200 {
+		t.Fatalf("refused %v, want 600 (200 series, 3 alarms each)", n)
+	}
+}
