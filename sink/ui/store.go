@@ -70,8 +70,8 @@ type Options struct {
 }
 
 // DefaultOptions keep a few large incidents' series, for half an hour at a
-// 15 s scrape interval: at most 2,000 × 120 points of 48 bytes, 11.5 MB.
-var DefaultOptions = Options{MaxSeries: 2000, Points: 120, Retention: time.Hour}
+// 15 s scrape interval: at most 1,000 × 120 points of 48 bytes, 5.8 MB.
+var DefaultOptions = Options{MaxSeries: 1000, Points: 120, Retention: time.Hour}
 
 // pointSize is the memory of one kept Point.
 const pointSize = 48
@@ -308,8 +308,8 @@ func victimBefore(alarmed bool, kept int64, v *track) bool {
 	return kept < vKept
 }
 
-// filterBits is the size of index's filter: at most 2,000 series kept set
-// about 3 % of its bits.
+// filterBits is the size of index's filter: 1,000 series kept set about
+// 1.5 % of its bits.
 const filterBits = 1 << 16
 
 // index finds a kept series' track. Most records are of series not kept

@@ -192,7 +192,7 @@ func BenchmarkStoreAppend(b *testing.B) {
 
 // The store's memory is bounded by MaxSeries × Points points whatever the
 // traffic: filled to the brim with DefaultOptions, its live heap stays
-// within 10 % of 2,000 × 120 × 48 bytes plus a small allowance a series.
+// within 10 % of MaxSeries × Points × 48 bytes plus a small allowance a series.
 func TestStoreMemoryBound(t *testing.T) {
 	infos := sinktest.Infos(3 * DefaultOptions.MaxSeries)
 	var before, after runtime.MemStats
