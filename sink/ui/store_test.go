@@ -172,23 +172,6 @@ func TestStoreAppendAllocs(t *testing.T) {
 	}
 }
 
-func BenchmarkStoreAppend(b *testing.B) {
-	s, _, _ := newTestStore(DefaultOptions)
-	infos := sinktest.Infos(2000)
-	recs := sinktest.Records(infos, 1)
-	for i := range recs {
-		recs[i].Score = 0.5
-	}
-	for i := range 100 { // 100 series kept
-		s.Append([]series.Record{rec(infos[i*20], 1, 3, 1)})
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		s.Append(recs)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
-}
 
 // The store's memory is bounded by MaxSeries × Points points whatever the
 // traffic: filled to the brim with DefaultOptions, its live heap stays
@@ -223,22 +206,32 @@ func TestStoreMemoryBound(t *testing.T) {
 	runtime.KeepAlive(infos)
 }
 
-func BenchmarkStoreAppendFull(b *testing.B) {
-	s, _, _ := newTestStore(DefaultOptions)
-	infos := sinktest.Infos(20000)
-	recs := sinktest.Records(infos, 1)
-	for i := range recs {
-		recs[i].Score = 0.5
+// BenchmarkStoreAppend: what every combined record costs the store, with
+// 100 series kept (one record in 20 theirs) and with the store full (one
+// in 10).
+func BenchmarkStoreAppend(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		kept, every int
+	}{{"kept=100", 100, 20}, {"full", DefaultOptions.MaxSeries, 10}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, _, _ := newTestStore(DefaultOptions)
+			infos := sinktest.Infos(c.kept * c.every)
+			recs := sinktest.Records(infos, 1)
+			for i := range recs {
+				recs[i].Score = 0.5
+			}
+			for i := range c.kept {
+				s.Append([]series.Record{rec(infos[i*c.every], 1, 3, 1)})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				s.Append(recs)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
+		})
 	}
-	for i := range DefaultOptions.MaxSeries { // the store full
-		s.Append([]series.Record{rec(infos[i*10], 1, 3, 1)})
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		s.Append(recs)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 }
 
 // An alarm storm in one batch: the store keeps as many as it may, each with
