@@ -172,7 +172,6 @@ func TestStoreAppendAllocs(t *testing.T) {
 	}
 }
 
-
 // The store's memory is bounded by MaxSeries × Points points whatever the
 // traffic: filled to the brim with DefaultOptions, its live heap stays
 // within 10 % of MaxSeries × Points × 48 bytes plus a small allowance a series.
