@@ -2,6 +2,7 @@ package window
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -470,9 +471,15 @@ func FuzzRestoreSeries(f *testing.F) {
 // runFieldsLen is the size of a record's run fields: runN, runV, runT0, asleep.
 const runFieldsLen = 4 + 8 + 8 + 1
 
+// lastOutLen is the size of an encoded lastOut (lastOut.fields).
+const lastOutLen = 8 + 4*8 + 1 + 1 + 1 + 4
+
+// uvarintLen is the size of n as a uvarint.
+func uvarintLen(n int) int { return len(binary.AppendUvarint(nil, uint64(n))) }
+
 func TestRestoreVersion1Record(t *testing.T) {
 	sh := loadedShard(t, config.Default(), 8, 300)
-	var counted int
+	var counted, valued int
 	for i := range sh.slots.n {
 		se := sh.slots.at(i)
 		if se.info == nil {
@@ -490,15 +497,29 @@ func TestRestoreVersion1Record(t *testing.T) {
 			counted++
 			continue
 		}
+		if sv.last != se.last {
+			t.Fatalf("%s: latest output read back as %+v, saved %+v (with its analysed value)", series.Format(se.info.Labels), sv.last, se.last)
+		}
+		if se.last.value != 0 {
+			valued++
+		}
+		// The version 3 layout: the same record without the analysed
+		// value after the latest output; it reads as 0.
+		valueAt := 1 + uvarintLen(len(se.info.Labels)) + len(se.info.Labels) + 8 + 1 + 1 + 8 + 8 + lastOutLen
+		v3 := append(append([]byte{3}, rec[1:valueAt]...), rec[valueAt+8:]...)
+		old3, err := parseSeries(v3)
+		if err != nil || old3.last.value != 0 || old3.last.t != sv.last.t || old3.runN != sv.runN || string(old3.det) != string(sv.det) {
+			t.Fatalf("%s: version 3 record read as %+v (%v), want %+v without the value", series.Format(se.info.Labels), old3, err, sv)
+		}
 		if sv.asleep {
 			continue // versions 1 and 2 have no sleeping series
 		}
-		// The version 1 layout: the same record without the count byte
-		// and the run fields (21 bytes), which come right before the
-		// detector state; version 2 has the count byte.
-		at := len(rec) - len(sv.det) - runFieldsLen
-		v2 := append(append([]byte{2}, rec[1:at]...), rec[at+runFieldsLen:]...)
-		v1 := append(append([]byte{1}, rec[1:at-1]...), rec[at+runFieldsLen:]...)
+		// The version 1 layout: version 3's without the count byte and
+		// the run fields (21 bytes), which come right before the detector
+		// state; version 2 has the count byte.
+		at := len(v3) - len(sv.det) - runFieldsLen
+		v2 := append(append([]byte{2}, v3[1:at]...), v3[at+runFieldsLen:]...)
+		v1 := append(append([]byte{1}, v3[1:at-1]...), v3[at+runFieldsLen:]...)
 		for v, r := range [][]byte{v1, v2} {
 			old, err := parseSeries(r)
 			if err != nil {
@@ -511,5 +532,8 @@ func TestRestoreVersion1Record(t *testing.T) {
 	}
 	if counted == 0 {
 		t.Fatal("no series of whole increments has a count test: the load does not exercise it")
+	}
+	if valued == 0 {
+		t.Fatal("no series has an analysed value to save: the load does not exercise it")
 	}
 }

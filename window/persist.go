@@ -20,7 +20,7 @@ import (
 //	uvarint len(labels) ‖ labels (the canonical key)
 //	params u64: the paramsKey of the rule the detector state was built under
 //	flags u8, trial u8, lastT i64, lastV f64
-//	last: lastOut
+//	last: lastOut, then its analysed value f64 (lastOut.value)
 //	per u8 (0 or 1) ‖ NumKinds × lastOut when 1
 //	count u8 (0 or 1) ‖ the count test's state (detectors.CountShift.StateFields) when 1
 //	runN u32, runV f64, runT0 i64, asleep u8 (the run of equal values, see seriesState.hold)
@@ -33,9 +33,11 @@ import (
 // Version 1 records, written before the count test, have no count field
 // and are read as count 0: the test learns the series again. Versions 1
 // and 2, written before series slept, have no run fields and are read as
-// a run already broken: the series never sleeps.
+// a run already broken: the series never sleeps. Versions 1 to 3, written
+// before records carried the analysed value, have none after last: it
+// reads 0 until the series' next sample.
 const (
-	seriesRecordVersion = 3
+	seriesRecordVersion = 4
 )
 
 // savedFlags are the flags a record keeps: flagWarming is not among them,
@@ -68,6 +70,8 @@ func (s *shard) appendSeries(dst []byte, se *seriesState) []byte {
 	c.I64(&lastT)
 	c.F64(&lastV)
 	se.last.fields(&c)
+	value := se.last.value
+	c.F64(&value)
 	hasPer := se.per != nil
 	c.Bool(&hasPer)
 	if hasPer {
@@ -167,6 +171,9 @@ func parseSeries(rec []byte) (savedSeries, error) {
 	c.I64(&sv.lastT)
 	c.F64(&sv.lastV)
 	sv.last.fields(&c)
+	if version >= 4 {
+		c.F64(&sv.last.value)
+	}
 	c.Bool(&sv.hasPer)
 	if sv.hasPer {
 		for k := range sv.per {
