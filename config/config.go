@@ -247,12 +247,7 @@ func (c *Config) Warnings() []string {
 // Excluded reports whether the exclude list selects the series whose label
 // values get returns ("" for an absent label, as in Prometheus).
 func (c *Config) Excluded(get func(name string) string) bool {
-	for _, ms := range c.ExcludeMatchers {
-		if MatchesAll(ms, get) {
-			return true
-		}
-	}
-	return false
+	return MatchesAny(c.ExcludeMatchers, get)
 }
 
 // Load parses and validates the YAML configuration s. Unknown keys are
@@ -794,6 +789,18 @@ func (r *Rule) validate() error {
 // values get returns (MatchesAll). Matches may be called from several
 // goroutines at once.
 func (r *Rule) Matches(get func(name string) string) bool { return MatchesAll(r.Matchers, get) }
+
+// MatchesAny reports whether the series whose label values get returns
+// matches any of the selectors sels, as a list of selectors (match[] in
+// Prometheus's API, the exclude list) selects; none selects nothing.
+func MatchesAny(sels [][]*labels.Matcher, get func(name string) string) bool {
+	for _, ms := range sels {
+		if MatchesAll(ms, get) {
+			return true
+		}
+	}
+	return false
+}
 
 // MatchesAll reports whether every matcher of a selector ms matches the
 // series whose label values get returns; get returns "" for an absent

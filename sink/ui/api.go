@@ -117,13 +117,7 @@ func parseMatch(r *http.Request) (func(*series.Info) bool, error) {
 		all = append(all, ms)
 	}
 	return func(info *series.Info) bool {
-		get := func(name string) string { return series.LabelValue(info.Labels, name) }
-		for _, ms := range all {
-			if config.MatchesAll(ms, get) {
-				return true
-			}
-		}
-		return false
+		return config.MatchesAny(all, func(name string) string { return series.LabelValue(info.Labels, name) })
 	}, nil
 }
 
