@@ -112,6 +112,11 @@ var (
 		// users look at the score alone.
 		Driver:     false,
 		DriverName: "anomaly_driver",
+		// true: expected value and band of a counter are of its per-second
+		// rate, which no PromQL rate() reproduces sample for sample, so a
+		// plot of the band needs the value it bounds.
+		Value:     true,
+		ValueName: "anomaly_value",
 	}
 
 	// DefaultRemoteWriteConfig is the default of each remote_write entry.
@@ -125,7 +130,8 @@ var (
 	DefaultQueueConfig = QueueConfig{
 		// 100 000 output samples per queue. One input sample gives 4 output
 		// samples (score, expected, lower, upper; × 6 with per_detector; + 1
-		// per enabled detector with driver), so
+		// per enabled detector with driver; + 1 for a series analysed as a
+		// rate, with value), so
 		// a queue holds 25 000 input samples: a 30 s store outage at
 		// 25 000 / 30 s ≈ 833 input samples/s per queue, e.g. ~800 series at
 		// 1 s resolution or ~12 500 at a 15 s scrape interval (× max_shards
@@ -214,7 +220,7 @@ func Default() *Config {
 // (incident.Names), so that scores scraped from /metrics and
 // remote-written back are never scored again.
 func DefaultExclude(o *OutputConfig) []string {
-	names := append([]string{o.ScoreName, o.ExpectedName, o.LowerName, o.UpperName, o.DriverName}, incident.Names...)
+	names := append(o.seriesNames(), incident.Names...)
 	for i, n := range names {
 		names[i] = regexp.QuoteMeta(n) // output names are metric names: QuoteMeta changes nothing
 	}
@@ -228,7 +234,7 @@ func DefaultExclude(o *OutputConfig) []string {
 func (c *Config) Warnings() []string {
 	var ws []string
 	var missed []string
-	for _, name := range append([]string{c.Output.ScoreName, c.Output.ExpectedName, c.Output.LowerName, c.Output.UpperName, c.Output.DriverName}, incident.Names...) {
+	for _, name := range append(c.Output.seriesNames(), incident.Names...) {
 		if !c.Excluded(func(l string) string {
 			if l == labels.MetricName {
 				return name
@@ -402,6 +408,17 @@ type OutputConfig struct {
 	// detector that drove the combined score and 0 for the others.
 	Driver     bool   `yaml:"driver"`
 	DriverName string `yaml:"driver_name"` // default anomaly_driver
+	// Value adds the value series of every series analysed as a
+	// per-second rate (a counter, or a gauge that only grows): ValueName
+	// is that rate, the value Expected, Lower and Upper bound. Other
+	// series' analysed value is the input itself.
+	Value     bool   `yaml:"value"`
+	ValueName string `yaml:"value_name"` // default anomaly_value
+}
+
+// seriesNames returns the names of every output series o may produce.
+func (o *OutputConfig) seriesNames() []string {
+	return []string{o.ScoreName, o.ExpectedName, o.LowerName, o.UpperName, o.DriverName, o.ValueName}
 }
 
 // RemoteWriteConfig is one store anomalyd sends its output series to. Keys
@@ -732,6 +749,7 @@ func (c *OutputConfig) validate() error {
 		{"lower_name", c.LowerName},
 		{"upper_name", c.UpperName},
 		{"driver_name", c.DriverName},
+		{"value_name", c.ValueName},
 	}
 	for i, n := range names {
 		if !model.LegacyValidation.IsValidMetricName(n.v) {

@@ -182,7 +182,7 @@ func TestDefault(t *testing.T) {
 		t.Errorf("Default().RemoteWrite = %v; want none", d.RemoteWrite)
 	}
 	wantExclude := []string{`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`, `{__name__=~".*:.*"}`,
-		`{__name__=~"anomaly_score|anomaly_expected|anomaly_lower|anomaly_upper|anomaly_driver|anomaly_incident_score|anomaly_incident_series|anomaly_incident_open|anomaly_incidents_opened_total"}`}
+		`{__name__=~"anomaly_score|anomaly_expected|anomaly_lower|anomaly_upper|anomaly_driver|anomaly_value|anomaly_incident_score|anomaly_incident_series|anomaly_incident_open|anomaly_incidents_opened_total"}`}
 	if !slices.Equal(d.Exclude, wantExclude) || len(d.ExcludeMatchers) != len(wantExclude) {
 		t.Errorf("Default().Exclude = %q (%d matcher lists); want %q", d.Exclude, len(d.ExcludeMatchers), wantExclude)
 	}
@@ -226,7 +226,7 @@ func TestExclude(t *testing.T) {
 		analysed []string
 	}{
 		{"", []string{"ALERTS", "ALERTS_FOR_STATE", "job:up:sum", "metric_job:anomaly_score:max", "anomaly_score",
-			"anomaly_expected", "anomaly_lower", "anomaly_upper", "anomaly_driver"},
+			"anomaly_expected", "anomaly_lower", "anomaly_upper", "anomaly_driver", "anomaly_value"},
 			[]string{"up", "node_cpu_seconds_total", "ALERTS_x", "anomaly_scores", "anomalyd_ingest_requests_total"}},
 		{"output: {score_name: my_score}\n", []string{"my_score", "anomaly_expected", "ALERTS", "a:b"},
 			[]string{"anomaly_score", "up"}},
@@ -259,8 +259,8 @@ func TestExclude(t *testing.T) {
 		t.Errorf("Default().Warnings() = %q; want none", ws)
 	}
 	for src, want := range map[string]string{
-		"exclude: []\n": "anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, anomaly_driver, anomaly_incident_score, anomaly_incident_series, anomaly_incident_open, anomaly_incidents_opened_total",
-		"exclude: ['{__name__=~\"anomaly_(score|expected|incident.*|incidents.*)\"}']\n": "anomaly_lower, anomaly_upper, anomaly_driver",
+		"exclude: []\n": "anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, anomaly_driver, anomaly_value, anomaly_incident_score, anomaly_incident_series, anomaly_incident_open, anomaly_incidents_opened_total",
+		"exclude: ['{__name__=~\"anomaly_(score|expected|incident.*|incidents.*)\"}']\n": "anomaly_lower, anomaly_upper, anomaly_driver, anomaly_value",
 		"output: {upper_name: u}\nexclude: ['{__name__=~\"anomaly_.*\"}']\n":             "u",
 	} {
 		c, err := Load([]byte(src))
@@ -333,7 +333,7 @@ func TestFullConfig(t *testing.T) {
 		},
 		Detectors: top,
 		Exclude: []string{`{__name__=~"ALERTS|ALERTS_FOR_STATE"}`, `{__name__=~".*:.*"}`,
-			`{__name__=~"anomalyd_(score|expected|lower|upper|driver)", detector!=""}`},
+			`{__name__=~"anomalyd_(score|expected|lower|upper|driver|value)", detector!=""}`},
 		Rules: []*Rule{
 			{Match: `{__name__=~".+_bucket"}`, Action: ActionIgnore, Detectors: top,
 				Incidents: RuleIncidentsConfig{GroupBy: []string{"namespace", "pod"}}},
@@ -348,6 +348,8 @@ func TestFullConfig(t *testing.T) {
 			PerDetector:  true,
 			Driver:       true,
 			DriverName:   "anomalyd_driver",
+			Value:        false,
+			ValueName:    "anomalyd_value",
 		},
 		RemoteWrite: []*RemoteWriteConfig{
 			{
@@ -606,6 +608,27 @@ func TestOutputDriver(t *testing.T) {
 	f("output: {driver: true}", true, "anomaly_driver")
 	f("output: {driver: true, driver_name: which_detector}", true, "which_detector")
 	f("output: {driver_name: which_detector}", false, "which_detector")
+}
+
+// TestOutputValue: the value series are on by default, and can be turned
+// off or renamed.
+func TestOutputValue(t *testing.T) {
+	f := func(src string, wantValue bool, wantName string) {
+		t.Helper()
+		c, err := Load([]byte(src))
+		if err != nil {
+			t.Fatalf("Load(%q): %s", src, err)
+		}
+		if c.Output.Value != wantValue || c.Output.ValueName != wantName {
+			t.Errorf("Load(%q): value %v, value_name %q; want %v, %q", src, c.Output.Value, c.Output.ValueName, wantValue, wantName)
+		}
+	}
+	f("", true, "anomaly_value")
+	f("output: {value: false}", false, "anomaly_value")
+	f("output: {value_name: analysed}", true, "analysed")
+	if _, err := Load([]byte("output: {value_name: anomaly_score}")); err == nil || !strings.Contains(err.Error(), "output.score_name and output.value_name") {
+		t.Errorf("Load(value_name: anomaly_score) = %v, want an error naming both keys", err)
+	}
 }
 
 // TestRuleIncidentsGroupBy: a rule's incidents.group_by replaces the

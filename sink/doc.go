@@ -7,8 +7,8 @@
 // remote_write or output. The jobs themselves are one package each:
 //
 //   - sink/remotewrite: the remote-write client that sends the output series
-//     (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, and
-//     with output.driver anomaly_driver) and the incident series
+//     (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper,
+//     anomaly_value, and with output.driver anomaly_driver) and the incident series
 //     (anomaly_incident_score, …) to Prometheus-compatible stores:
 //     per-series send queues, batching, retries, RW1 and RW2.
 //   - sink/history: the in-memory score history and its remote-read server

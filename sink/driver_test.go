@@ -25,8 +25,8 @@ import (
 )
 
 // TestDriverSeriesAgree: /metrics, remote write and remote read show the
-// same driver series, with the same labels and values, as they do the
-// other outputs.
+// same driver and value series, with the same labels and values, as they
+// do the other outputs.
 func TestDriverSeriesAgree(t *testing.T) {
 	a := sinktest.Info("__name__", "cpu", "job", "a", "metric", "clash")
 	b := sinktest.Info("__name__", "cpu", "job", "b")
@@ -80,8 +80,8 @@ func TestDriverSeriesAgree(t *testing.T) {
 	if fmt.Sprint(scraped) != fmt.Sprint(live) {
 		t.Errorf("/metrics:\n%v\nremote write at the last step:\n%v", scraped, live)
 	}
-	if n := len(live); n != 4+4+4+2 {
-		t.Errorf("%d live infos, want 14 (a: 4 + 4 drivers, b: 4 + ewma and slope drivers)", n)
+	if n := len(live); n != 4+4+1+4+2 {
+		t.Errorf("%d live infos, want 15 (a: 4 + 4 drivers + value, b: 4 + ewma and slope drivers)", n)
 	}
 }
 

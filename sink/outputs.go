@@ -121,7 +121,7 @@ func NewOutputs(cfg *config.Config, queueDir string, reg *prometheus.Registry, l
 
 // namesOf returns the output names of the output block.
 func namesOf(c *config.OutputConfig) series.Names {
-	return series.Names{Score: c.ScoreName, Expected: c.ExpectedName, Lower: c.LowerName, Upper: c.UpperName, Driver: c.DriverName}
+	return series.Names{Score: c.ScoreName, Expected: c.ExpectedName, Lower: c.LowerName, Upper: c.UpperName, Driver: c.DriverName, Value: c.ValueName}
 }
 
 // boxFor returns what Append should hand records to with fan as the

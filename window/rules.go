@@ -31,6 +31,9 @@ type rule struct {
 	// drivers is the series.Record.DriverSet of the rule's series: a bit
 	// 1<<k per detector k enabled in params with output.driver, else 0.
 	drivers uint8
+	// value is output.value: the rule's series analysed as a rate have
+	// the value series (seriesState.hasValue).
+	value bool
 	// enabled has a bit 1<<k per detector k enabled in params: the
 	// detector="<kind>" series output.per_detector emits.
 	enabled uint8
@@ -54,14 +57,14 @@ func CompileRules(cfg *config.Config) *Rules {
 	for _, r := range cfg.Rules {
 		p := r.Detectors
 		ru := rule{matchers: r.Matchers, ignore: r.Action == config.ActionIgnore,
-			drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p}
+			drivers: driverSet(&p, cfg.Output.Driver), value: cfg.Output.Value, enabled: driverSet(&p, true), params: &p}
 		if !ru.ignore {
 			ru.groupBy = sortedGroupBy(r.Incidents.GroupBy)
 		}
 		rs.rules = append(rs.rules, ru)
 	}
 	p := cfg.Detectors
-	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), enabled: driverSet(&p, true), params: &p,
+	rs.rules = append(rs.rules, rule{drivers: driverSet(&p, cfg.Output.Driver), value: cfg.Output.Value, enabled: driverSet(&p, true), params: &p,
 		groupBy: sortedGroupBy(cfg.Incidents.GroupBy)})
 	for i := range rs.rules {
 		rs.rules[i].paramsKey = paramsKey(rs.rules[i].params)

@@ -285,7 +285,13 @@ func (s *shard) process(b *Batch) {
 		se.seen = nowMs
 		if bs.Counter != (se.flags&flagCounter != 0) {
 			// Metadata arrived (or changed): the series changes meaning,
-			// so its detector state starts over.
+			// so its detector state starts over, and a value series of
+			// its rate ends (it is analysed as a gauge now).
+			ru := &s.rules.rules[se.rule]
+			if se.hasValue(ru) && se.flags&(flagStale|flagHasOutput) == flagHasOutput {
+				s.out = append(s.out, series.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.KindCombined,
+					Stale: true, OnlyDrivers: true, HasValue: true})
+			}
 			se.flags ^= flagCounter
 			se.flags &^= flagPrimed | flagDeriv
 			se.trial = 0
@@ -674,6 +680,13 @@ func (se *seriesState) restart(p *detectors.Params, st *localStats) {
 	se.runN = 0
 }
 
+// hasValue reports whether se's records under rule ru have the value
+// series (series.Record.HasValue): output.value is on and se is analysed
+// as a per-second rate.
+func (se *seriesState) hasValue(ru *rule) bool {
+	return ru.value && se.flags&(flagCounter|flagDeriv) != 0
+}
+
 // update runs the detectors on (t, x), with every calibrated band or only
 // Combined's (see observe).
 func (se *seriesState) update(p *detectors.Params, t int64, x float64, allBands bool) detectors.Output {
@@ -817,7 +830,9 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		inc.send(incidentEvent{kind: eventEvidence, group: se.group, t: t, dt: dt, detail: evidenceDetail(se.info, x, &o)})
 	}
 	se.last.replace(verdict(t, x, &o))
-	s.out = append(s.out, se.last.record(se.info, detectors.KindCombined, ru.drivers))
+	r := se.last.record(se.info, detectors.KindCombined, ru.drivers)
+	r.HasValue = se.hasValue(ru)
+	s.out = append(s.out, r)
 	if len(s.detail) > 0 {
 		s.keepDetail(se.info, t, &o, res == outcomeHeld)
 	}
@@ -887,7 +902,8 @@ func (s *shard) emitStale(se *seriesState, t int64, ru *rule) {
 	} else {
 		se.last = lastOut{shown: true}
 	}
-	s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true, DriverSet: ru.drivers})
+	s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined, Stale: true,
+		DriverSet: ru.drivers, HasValue: se.hasValue(ru)})
 	if se.per != nil {
 		s.stalePer(se, t, ru.enabled)
 	}
@@ -1016,7 +1032,9 @@ func (s *shard) publish(now time.Time) {
 			continue
 		}
 		ru := &s.rules.rules[se.rule]
-		recs = append(recs, se.last.snapshotRecord(se.info, detectors.KindCombined, ru.drivers))
+		r := se.last.snapshotRecord(se.info, detectors.KindCombined, ru.drivers)
+		r.HasValue = se.hasValue(ru)
+		recs = append(recs, r)
 		if se.per != nil {
 			for k := range detectors.NumKinds {
 				if ru.enabled&(1<<k) != 0 && se.per[k].t != 0 { // t 0: no output since enabled
@@ -1050,9 +1068,10 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		}
 		live := se.flags&(flagStale|flagHasOutput) == flagHasOutput
 		t := max(nowMs, se.lastT+1)
-		if gone := oldRule.drivers &^ newRule.drivers; gone != 0 && live {
+		gone, goneValue := oldRule.drivers&^newRule.drivers, se.hasValue(oldRule) && !se.hasValue(newRule)
+		if (gone != 0 || goneValue) && live {
 			s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined,
-				Stale: true, OnlyDrivers: true, DriverSet: gone})
+				Stale: true, OnlyDrivers: true, DriverSet: gone, HasValue: goneValue})
 		}
 		if se.per != nil && live {
 			// Per-detector series of detectors the series no longer

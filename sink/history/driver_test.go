@@ -12,7 +12,7 @@ import (
 	"github.com/anomalyd/anomalyd/window/series"
 )
 
-// TestHistoryDrivers: the history keeps driver series like the others:
+// TestHistoryDrivers: the history keeps driver and value series like the others:
 // queried by name and detector, stale markers where they end, none for a
 // disabled detector or during warm-up, dropped after the retention.
 func TestHistoryDrivers(t *testing.T) {
@@ -26,8 +26,8 @@ func TestHistoryDrivers(t *testing.T) {
 	}
 	got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64)
 	sinktest.CompareOracles(t, got, oracle)
-	if n := len(got); n != 4+4+4+3 {
-		t.Errorf("%d infos, want 15: 4 outputs and 4 driver series of a, 4 outputs and 3 driver series of b", n)
+	if n := len(got); n != 4+4+1+4+3 {
+		t.Errorf("%d infos, want 16: 4 outputs, 4 driver series and the value series of a, 4 outputs and 3 driver series of b", n)
 	}
 	base := int64(1_700_000_000_000)
 	hwA := got["__name__=anomaly_driver,detector=holtwinters,job=a,metric=cpu"]
@@ -42,6 +42,10 @@ func TestHistoryDrivers(t *testing.T) {
 	if len(zsB) != 21 || zsB[20].T != base+20*sinktest.Step || math.Float64bits(zsB[20].V) != math.Float64bits(staleNaN) {
 		t.Errorf("b's zscore driver series: %v; want 20 samples then a stale marker at step 20", zsB)
 	}
+	valA := got["__name__=anomaly_value,detector=combined,job=a,metric=cpu"]
+	if len(valA) != 25 || valA[0].V != float64(base+5*sinktest.Step)/2 || math.Float64bits(valA[24].V) != math.Float64bits(staleNaN) {
+		t.Errorf("a's value series: %v; want the analysed value from the end of warm-up, then a stale marker", valA)
+	}
 	if sc := got["__name__=anomaly_score,detector=combined,job=b,metric=cpu"]; len(sc) != 29 {
 		t.Errorf("b's score has %d samples, want 29: an OnlyDrivers record leaves it alone", len(sc))
 	}
@@ -54,7 +58,8 @@ func TestHistoryDrivers(t *testing.T) {
 		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "anomaly_driver")}, 7},
 		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "detector", "slope")}, 2},
 		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "anomaly_driver"), labels.MustNewMatcher(labels.MatchEqual, "job", "a")}, 4},
-		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "detector", "combined")}, 8},
+		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "detector", "combined")}, 9},
+		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "anomaly_value")}, 1},
 	} {
 		got, _ := queryAll(t, h, math.MinInt64, math.MaxInt64, tc.ms...)
 		sinktest.CompareOracles(t, got, matchOracle(oracle, tc.ms...))
@@ -62,8 +67,8 @@ func TestHistoryDrivers(t *testing.T) {
 			t.Errorf("%v: %d infos, want %d", tc.ms, len(got), tc.want)
 		}
 	}
-	if v := metricValue(t, reg, "anomalyd_history_series"); v != 15 {
-		t.Errorf("anomalyd_history_series = %g, want 15", v)
+	if v := metricValue(t, reg, "anomalyd_history_series"); v != 16 {
+		t.Errorf("anomalyd_history_series = %g, want 16", v)
 	}
 
 	// After the retention, with every partition swept, only c is left.

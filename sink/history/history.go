@@ -129,14 +129,18 @@ type histInput struct {
 	// drivers holds the driver series (output.driver), by detector; nil
 	// until the first record with driver series.
 	drivers *[detectors.NumKinds]histSeries
+	// value is the value series (output.value); nil until the first
+	// record with it.
+	value *histSeries
 }
 
 // Output series of one input series, as bits of a uint32 (outputMask,
 // histCandidate): det×series.NumOutputs + o for output o of detector det, then
-// one per driver series.
+// one per driver series, then the value series.
 const (
 	histBandBits = (int(detectors.NumKinds) + 1) * series.NumOutputs
-	histBits     = histBandBits + int(detectors.NumKinds)
+	histValueBit = histBandBits + int(detectors.NumKinds)
+	histBits     = histValueBit + 1
 )
 
 // The masks are uint32: this constant overflows (a compile error) if the
@@ -147,6 +151,9 @@ const _ = uint32(1 << (histBits - 1))
 func histOutput(b int) (detectors.Kind, int) {
 	if b < histBandBits {
 		return detectors.Kind(b / series.NumOutputs), b % series.NumOutputs
+	}
+	if b == histValueBit {
+		return detectors.KindCombined, series.OutValue // only combined records have it
 	}
 	k := b - histBandBits
 	return detectors.Kind(k), series.OutDriver + k
@@ -159,6 +166,9 @@ func (in *histInput) series(b int) *histSeries {
 			return &d[b%series.NumOutputs]
 		}
 		return nil
+	}
+	if b == histValueBit {
+		return in.value
 	}
 	if in.drivers != nil {
 		return &in.drivers[b-histBandBits]
@@ -316,7 +326,15 @@ func (p *histPartition) append(r *series.Record, h *History) {
 			}
 		}
 	}
-	if drv := m >> series.OutDriver; drv != 0 {
+	if m&(1<<series.OutValue) != 0 {
+		if in.value == nil && !r.Stale {
+			in.value = new(histSeries)
+		}
+		if in.value != nil {
+			p.appendOutput(in.value, r, series.OutValue)
+		}
+	}
+	if drv := m >> series.OutDriver & (1<<detectors.NumKinds - 1); drv != 0 {
 		d := in.drivers
 		if d == nil && !r.Stale {
 			d = new([detectors.NumKinds]histSeries)
@@ -453,6 +471,13 @@ func (p *histPartition) sweepInput(in *histInput, cutoff int64) (empty bool) {
 			empty = false
 		} else {
 			in.drivers = nil
+		}
+	}
+	if in.value != nil {
+		if p.sweepSeries(in.value, cutoff) {
+			empty = false
+		} else {
+			in.value = nil
 		}
 	}
 	return empty

@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"bufio"
-	"bytes"
 	"strings"
 	"testing"
 
@@ -24,15 +22,6 @@ func TestWriteScoresDrivers(t *testing.T) {
 			{Series: b, Detector: detectors.KindCombined, Driver: detectors.KindZScore, DriverSet: sinktest.DrvNoHW, Score: 0.25, Expected: 1, Lower: 0, Upper: 2},
 			{Series: c, Detector: detectors.KindCombined, Warmup: true, DriverSet: sinktest.DrvAll},
 		},
-	}
-	write := func(names series.Names, snaps [][]series.Record) string {
-		var buf bytes.Buffer
-		w := bufio.NewWriter(&buf)
-		if err := WriteScores(w, &names, snaps); err != nil {
-			t.Fatal(err)
-		}
-		w.Flush()
-		return buf.String()
 	}
 	want := `# HELP anomaly_score Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous.
 # TYPE anomaly_score gauge
@@ -65,7 +54,7 @@ anomaly_driver{detector="ewma",exported_detector="x",metric="q"} 0
 anomaly_driver{detector="zscore",exported_detector="x",metric="q"} 1
 anomaly_driver{detector="slope",exported_detector="x",metric="q"} 0
 `
-	if got := write(sinktest.Names, snaps); got != want {
+	if got := writeScores(t, sinktest.Names, snaps); got != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}
 
@@ -73,10 +62,10 @@ anomaly_driver{detector="slope",exported_detector="x",metric="q"} 0
 	// have driver series.
 	names := sinktest.Names
 	names.Driver = "which_detector"
-	if got := write(names, snaps); !strings.Contains(got, "\n# TYPE which_detector gauge\nwhich_detector{detector=\"ewma\",job=\"api\",metric=\"api_latency\"} 0\n") {
+	if got := writeScores(t, names, snaps); !strings.Contains(got, "\n# TYPE which_detector gauge\nwhich_detector{detector=\"ewma\",job=\"api\",metric=\"api_latency\"} 0\n") {
 		t.Errorf("renamed driver family missing:\n%s", got)
 	}
-	if got := write(sinktest.Names, [][]series.Record{snaps[1][1:]}); strings.Contains(got, "anomaly_driver") {
+	if got := writeScores(t, sinktest.Names, [][]series.Record{snaps[1][1:]}); strings.Contains(got, "anomaly_driver") {
 		t.Errorf("a warming series has driver series:\n%s", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/anomalyd/anomalyd/detectors"
 	"github.com/anomalyd/anomalyd/sink/promreg"
 	"github.com/anomalyd/anomalyd/window/series"
 )
@@ -23,12 +24,19 @@ type SnapshotSource interface {
 	Snapshots(dst [][]series.Record) [][]series.Record
 }
 
-var outputHelp = [series.NumOutputs + 1]string{
-	"Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous.",
-	"Value the detector expected for the input series.",
-	"Lower edge of the expected band.",
-	"Upper edge of the expected band.",
-	"Detector that drove the combined score (a state set): 1 for it, 0 for the other enabled detectors.",
+// families are the output families in the order /metrics writes them: a
+// record's output (series.Names.Name), the slots it covers, its help.
+var families = [...]struct {
+	out   int
+	slots uint16
+	help  string
+}{
+	{series.OutScore, 1 << series.OutScore, "Anomaly score of the input series: 0 as expected, 1 on the band edge, above 1 anomalous."},
+	{series.OutExpected, 1 << series.OutExpected, "Value the detector expected for the input series."},
+	{series.OutLower, 1 << series.OutLower, "Lower edge of the expected band."},
+	{series.OutUpper, 1 << series.OutUpper, "Upper edge of the expected band."},
+	{series.OutDriver, (1<<detectors.NumKinds - 1) << series.OutDriver, "Detector that drove the combined score (a state set): 1 for it, 0 for the other enabled detectors."},
+	{series.OutValue, 1 << series.OutValue, "Value the detectors analysed, of input series analysed as a per-second rate (counters, gauges that only grow): the value expected, lower and upper bound."},
 }
 
 // Handler serves /metrics: the latest value of every output series,
@@ -66,34 +74,30 @@ func Handler(names func() series.Names, src SnapshotSource, inc IncidentSource, 
 
 // WriteScores writes the output series of snaps in the text format, one
 // family after the other (the format wants a family's lines together): the
-// four outputs, then the driver series if any record has them.
+// four outputs, then the driver and value series if any record has them.
 // Timestamps are left out: Prometheus scrapes them as of the scrape.
 func WriteScores(w *bufio.Writer, names *series.Names, snaps [][]series.Record) error {
 	var lbls []prompb.Label
-	var drivers uint16 // the driver series seen: none skips their family
-	for fam := range series.NumOutputs + 1 {
-		if fam == series.OutDriver && drivers == 0 {
-			break
+	var seen uint16 = series.BandSlots // outputs of any record, gathered by the first family's pass
+	for _, fam := range families {
+		if seen&fam.slots == 0 {
+			continue
 		}
-		name := names.Name(fam)
+		name := names.Name(fam.out)
 		header := false
 		for _, snap := range snaps {
 			for i := range snap {
 				r := &snap[i]
 				m := r.Slots()
-				drivers |= m &^ series.BandSlots
-				if fam < series.OutDriver {
-					m &= 1 << fam
-				} else {
-					m &^= series.BandSlots
-				}
+				seen |= m
+				m &= fam.slots
 				for ; m != 0; m &= m - 1 {
 					if !header {
 						header = true
 						w.WriteString("# HELP ")
 						w.WriteString(name)
 						w.WriteByte(' ')
-						w.WriteString(outputHelp[fam])
+						w.WriteString(fam.help)
 						w.WriteString("\n# TYPE ")
 						w.WriteString(name)
 						w.WriteString(" gauge\n")

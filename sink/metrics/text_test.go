@@ -48,6 +48,55 @@ anomaly_upper{detector="combined",exported_metric="m",exported_quantile="0.5",jo
 	}
 }
 
+// TestWriteScoresValue: the value series of a record with HasValue is its
+// own family after the driver series, with the labels of its expected
+// value; records without it add no family.
+func TestWriteScoresValue(t *testing.T) {
+	names := series.Names{Score: "s", Expected: "e", Lower: "l", Upper: "u", Driver: "d", Value: "v"}
+	c := &series.Info{Labels: "__name__\xffreqs_total\xffjob\xffapi\xff", Name: "reqs_total"}
+	g := &series.Info{Labels: "__name__\xfftemp\xffjob\xffapi\xff", Name: "temp"}
+	got := writeScores(t, names, [][]series.Record{
+		{{Series: g, Detector: detectors.KindCombined, Score: 0.5, Expected: 20, Lower: 19, Upper: 21, Analysed: 20.5}},
+		{{Series: c, Detector: detectors.KindCombined, Score: 3, Expected: 4, Lower: 3, Upper: 5, Analysed: 9, HasValue: true,
+			Driver: detectors.KindZScore, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindZScore}},
+	})
+	lines := strings.Split(strings.TrimSpace(got), "\n")
+	var samples []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "#") && (strings.HasPrefix(l, "d{") || strings.HasPrefix(l, "v{")) {
+			samples = append(samples, l)
+		}
+	}
+	want := []string{
+		`d{detector="ewma",job="api",metric="reqs_total"} 0`,
+		`d{detector="zscore",job="api",metric="reqs_total"} 1`,
+		`v{detector="combined",job="api",metric="reqs_total"} 9`,
+	}
+	if strings.Join(samples, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("driver and value lines:\n%s\nwant:\n%s\nwhole output:\n%s", strings.Join(samples, "\n"), strings.Join(want, "\n"), got)
+	}
+	if !strings.Contains(got, "# TYPE v gauge\n") || strings.Index(got, "# TYPE v") < strings.Index(got, "# TYPE d") {
+		t.Errorf("the value family lacks its header or precedes the driver family:\n%s", got)
+	}
+
+	got = writeScores(t, names, [][]series.Record{{{Series: g, Detector: detectors.KindCombined, Score: 0.5, Expected: 20, Lower: 19, Upper: 21, Analysed: 20.5}}})
+	if strings.Contains(got, "# HELP v") || strings.Contains(got, "# HELP d") {
+		t.Errorf("a gauge without driver series wrote their families:\n%s", got)
+	}
+}
+
+// writeScores returns what WriteScores writes of snaps.
+func writeScores(t *testing.T, names series.Names, snaps [][]series.Record) string {
+	t.Helper()
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	if err := WriteScores(w, &names, snaps); err != nil {
+		t.Fatal(err)
+	}
+	w.Flush()
+	return buf.String()
+}
+
 // BenchmarkWriteScores writes 1M series' outputs (4M lines), as a scrape of a
 // fully loaded anomalyd does.
 func BenchmarkWriteScores(b *testing.B) {

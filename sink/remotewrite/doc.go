@@ -1,6 +1,6 @@
 // Package remotewrite is the remote-write client: it sends the output
-// series (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper, and
-// with output.driver anomaly_driver) and the incident series
+// series (anomaly_score, anomaly_expected, anomaly_lower, anomaly_upper,
+// anomaly_value, and with output.driver anomaly_driver) and the incident series
 // (anomaly_incident_score, anomaly_incident_series, anomaly_incident_open,
 // anomaly_incidents_opened_total) to Prometheus-compatible stores.
 //
@@ -17,8 +17,9 @@
 // input series ends. A combined record with output.driver adds one sample
 // (or stale marker) per enabled detector: the driver series, a state set
 // carried in the record itself (series.Record.Driver and DriverSet, two bytes in
-// its padding) rather than in records of its own. Labels: see
-// series.AppendOutputLabels.
+// its padding) rather than in records of its own. A series analysed as a
+// rate adds its value series (output.value), carried in Record.Analysed.
+// Labels: see series.AppendOutputLabels.
 //
 // Each publication of the incident stage (AppendIncidents, once a second)
 // becomes 4 samples per group at the publication's time, labelled with the

@@ -46,6 +46,17 @@ func TestRecordSlots(t *testing.T) {
 	f("stale", series.Record{Stale: true, DriverSet: sinktest.DrvNoHW}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, zs, sl)
 	f("stale in warm-up", series.Record{Stale: true, Warmup: true, DriverSet: 1 << detectors.KindZScore}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, zs)
 	f("stale, drivers only", series.Record{Stale: true, OnlyDrivers: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope}, ewma, sl)
+	v := series.OutValue
+	f("ready with value", series.Record{HasValue: true}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, v)
+	f("warm-up with value", series.Record{Warmup: true, HasValue: true}, series.OutScore)
+	f("stale with value and drivers", series.Record{Stale: true, HasValue: true, DriverSet: 1 << detectors.KindEWMA}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, v)
+	f("stale, value only", series.Record{Stale: true, OnlyDrivers: true, HasValue: true}, v)
+	if r := (series.Record{Detector: detectors.KindCombined, Analysed: 7, HasValue: true}); r.Value(v) != 7 || r.DetectorOf(v) != detectors.KindCombined {
+		t.Errorf("value series: %g, detector %s; want Analysed 7 and combined", r.Value(v), r.DetectorOf(v))
+	}
+	if n := sinktest.Names.Name(v); n != "anomaly_value" {
+		t.Errorf("Name(series.OutValue) = %q, want anomaly_value", n)
+	}
 
 	r := series.Record{Detector: detectors.KindCombined, Driver: detectors.KindZScore, DriverSet: sinktest.DrvAll}
 	for k := range detectors.NumKinds {

@@ -16,8 +16,8 @@ import (
 )
 
 // samplesOf is the number of output samples record r becomes: the score
-// alone during warm-up, otherwise all four outputs and its driver series
-// (stale markers included). See series.Record.Slots.
+// alone during warm-up, otherwise all four outputs, its driver series and
+// its value series (stale markers included). See series.Record.Slots.
 func samplesOf(r *series.Record) int64 {
 	return int64(bits.OnesCount16(r.Slots()))
 }

@@ -156,9 +156,15 @@ type Record struct {
 	// an OpenMetrics state set. 0 (the default, and always for a record
 	// of a single detector) means no driver series.
 	DriverSet uint8
+	// HasValue: the record has the value series, Names.Value carrying
+	// Analysed. Set when output.value is on and the series is analysed as
+	// a per-second rate (a counter, or a gauge that only grows), the one
+	// case where Expected, Lower and Upper are not in the input's units.
+	HasValue bool
 	// OnlyDrivers, with Stale, limits the stale markers to the driver
-	// series in DriverSet: they end while the input series goes on (a
-	// reload turned output.driver or a detector off).
+	// series in DriverSet and, with HasValue, the value series: they end
+	// while the input series goes on (a reload turned output.driver,
+	// output.value or a detector off).
 	OnlyDrivers bool
 
 	Score, Expected, Lower, Upper float64
@@ -175,11 +181,13 @@ type Names struct {
 	Score, Expected, Lower, Upper string
 	// Driver names the driver series (output.driver_name).
 	Driver string
+	// Value names the value series (output.value_name).
+	Value string
 }
 
-// Outputs of one record, in the order Names lists them: OutScore to
-// OutUpper are the outputs of r.Detector; OutDriver+k is the driver series
-// of single detector k (see Record.DriverSet).
+// Outputs of one record: OutScore to OutUpper are the outputs of
+// r.Detector; OutDriver+k is the driver series of single detector k (see
+// Record.DriverSet); OutValue is the value series (Record.HasValue).
 const (
 	OutScore = iota
 	OutExpected
@@ -189,8 +197,10 @@ const (
 
 	// OutDriver is the output of the first driver series.
 	OutDriver = NumOutputs
+	// OutValue is the value series, after the driver series.
+	OutValue = OutDriver + int(detectors.NumKinds)
 	// NumSlots counts every output a record can have.
-	NumSlots = OutDriver + int(detectors.NumKinds)
+	NumSlots = OutValue + 1
 	// BandSlots are the bits of OutScore to OutUpper in Record.Slots.
 	BandSlots = 1<<NumOutputs - 1
 )
@@ -206,13 +216,15 @@ func (n *Names) Name(o int) string {
 		return n.Lower
 	case OutUpper:
 		return n.Upper
+	case OutValue:
+		return n.Value
 	default:
 		return n.Driver
 	}
 }
 
 // Value returns the value of output o in r: for a driver series 1 if its
-// detector is r.Driver, else 0.
+// detector is r.Driver, else 0; for the value series r.Analysed.
 func (r *Record) Value(o int) float64 {
 	switch o {
 	case OutScore:
@@ -223,6 +235,8 @@ func (r *Record) Value(o int) float64 {
 		return r.Lower
 	case OutUpper:
 		return r.Upper
+	case OutValue:
+		return r.Analysed
 	}
 	if detectors.Kind(o-OutDriver) == r.Driver {
 		return 1
@@ -230,26 +244,32 @@ func (r *Record) Value(o int) float64 {
 	return 0
 }
 
-// DetectorOf returns the detector label value of output o of r.
+// DetectorOf returns the detector label value of output o of r. The value
+// series carries r's, so it has the labels of r's expected value.
 func (r *Record) DetectorOf(o int) detectors.Kind {
-	if o < OutDriver {
+	if o < OutDriver || o == OutValue {
 		return r.Detector
 	}
 	return detectors.Kind(o - OutDriver)
 }
 
 // Slots returns the outputs r becomes, bit 1<<o for output o: the score
-// alone during warm-up; otherwise the score, the band and the driver
-// series in DriverSet (stale markers included); with OnlyDrivers the
-// driver series in DriverSet alone.
+// alone during warm-up; otherwise the score, the band, the driver series
+// in DriverSet and the value series with HasValue (stale markers
+// included); with OnlyDrivers the driver series in DriverSet and the value
+// series alone.
 func (r *Record) Slots() uint16 {
+	var v uint16
+	if r.HasValue {
+		v = 1 << OutValue
+	}
 	switch {
 	case r.OnlyDrivers:
-		return uint16(r.DriverSet) << OutDriver
+		return uint16(r.DriverSet)<<OutDriver | v
 	case r.Warmup && !r.Stale:
 		return 1 << OutScore
 	}
-	return BandSlots | uint16(r.DriverSet)<<OutDriver
+	return BandSlots | uint16(r.DriverSet)<<OutDriver | v
 }
 
 // AppendOutputLabels appends the labels of output series `name` for

@@ -28,7 +28,7 @@ import (
 )
 
 // Names are the default output names.
-var Names = series.Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper", Driver: "anomaly_driver"}
+var Names = series.Names{Score: "anomaly_score", Expected: "anomaly_expected", Lower: "anomaly_lower", Upper: "anomaly_upper", Driver: "anomaly_driver", Value: "anomaly_value"}
 
 // Step is the time between records in ms: a 15 s scrape interval.
 const Step = 15_000
@@ -245,12 +245,13 @@ const (
 func DriverRecord(s *series.Info, t int64, drv detectors.Kind, set uint8) series.Record {
 	v := float64(t)
 	return series.Record{Series: s, T: t, Detector: detectors.KindCombined, Driver: drv, DriverSet: set,
-		Score: v / 1000, Expected: v, Lower: v - 1, Upper: v + 1}
+		Score: v / 1000, Expected: v, Lower: v - 1, Upper: v + 1, Analysed: v / 2}
 }
 
 // DriverRun is the records of two input series over 30 steps: a with every
-// detector (5 of warm-up, a driver that moves, then stale), b without
-// Holt-Winters, whose zscore driver series a reload ends at step 20.
+// detector and the value series (5 of warm-up, a driver that moves, then
+// stale), b without Holt-Winters, whose zscore driver series a reload ends
+// at step 20.
 func DriverRun(a, b *series.Info) [][]series.Record {
 	var steps [][]series.Record
 	for i := range 30 {
@@ -266,6 +267,7 @@ func DriverRun(a, b *series.Info) [][]series.Record {
 		case i == 29:
 			ra = series.Record{Series: a, T: ts, Detector: detectors.KindCombined, Stale: true, DriverSet: DrvAll}
 		}
+		ra.HasValue = true
 		recs := []series.Record{ra}
 		if i == 20 {
 			recs = append(recs, series.Record{Series: b, T: ts, Detector: detectors.KindCombined, Stale: true, OnlyDrivers: true, DriverSet: 1 << detectors.KindZScore})
