@@ -26,6 +26,7 @@ var documentedMetrics = []string{
 	"anomaly_expected",
 	"anomaly_lower",
 	"anomaly_upper",
+	"anomaly_value",
 	"anomaly_incident_score",
 	"anomaly_incident_open",
 	"anomalyd_ingest_samples_received_total",

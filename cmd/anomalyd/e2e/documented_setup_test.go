@@ -542,6 +542,7 @@ type deploySeries struct {
 	counter      bool    // a counter growing at level per second, else a gauge at level
 	level, noise float64 // noise: relative standard deviation per scrape
 	step         float64 // factor applied to level once the exporter steps (0: none)
+	clock        bool    // a gauge that only grows: the time of the scrape, in seconds
 }
 
 // deployNodeSeries are node_exporter-like series: counters and gauges with
@@ -580,6 +581,9 @@ func deployNodeSeries() []deploySeries {
 		deploySeries{name: "node_network_receive_bytes_total", labels: `device="eth0"`, counter: true, level: 1.2e5, noise: 0.15},
 		deploySeries{name: "node_network_transmit_bytes_total", labels: `device="eth0"`, counter: true, level: 4e4, noise: 0.15},
 		deploySeries{name: "node_procs_running", level: 3, noise: 0.2},
+		// anomalyd analyses a gauge that only grows as its rate; the
+		// dashboard must plot that rate, not 1.8e9 against a band near 1.
+		deploySeries{name: "node_time_seconds", clock: true},
 		// The alert rules set alertname and severity: these two collide
 		// after the rule applies its labels unless it aggregates them away.
 		deploySeries{name: deployCollidingMetric, labels: `alertname="BackupLate",severity="warning"`, level: 2, noise: 0.02, step: 20},
@@ -654,6 +658,9 @@ func (e *deployExporter) serve(w http.ResponseWriter, r *http.Request) {
 			level *= s.step
 		}
 		v := math.Max(0, level*(1+s.noise*e.rng.NormFloat64()))
+		if s.clock {
+			v = float64(now.UnixMilli()) / 1000
+		}
 		if s.counter {
 			e.counts[i] += v * dt
 			v = e.counts[i]
@@ -682,6 +689,99 @@ func (e *deployExporter) isStepped(name string) bool {
 	return slices.Contains(e.steppedNames(), name)
 }
 
+// deployPanel is a dashboard panel as far as the checks need it: its title
+// and queries, and the panels of a row.
+type deployPanel struct {
+	Title   string         `json:"title"`
+	Targets []deployTarget `json:"targets"`
+	Panels  []deployPanel  `json:"panels"`
+}
+
+type deployTarget struct {
+	Expr string `json:"expr"`
+}
+
+// deployDashboardVars replaces the dashboard's variables as Grafana does
+// with the series chosen (its anomaly_score labels) over [since, end].
+func deployDashboardVars(chosen map[string]string, since, end time.Time) *strings.Replacer {
+	var matchers []string
+	for _, k := range slices.Sorted(maps.Keys(chosen)) {
+		if k != "__name__" {
+			matchers = append(matchers, fmt.Sprintf("%s=%q", k, chosen[k]))
+		}
+	}
+	// As Grafana formats a variable for a regex matcher: the value
+	// regex-escaped, the escapes escaped again inside the PromQL string.
+	instance := strings.ReplaceAll(regexp.QuoteMeta(chosen["instance"]), `\`, `\\`)
+	return strings.NewReplacer("${series:raw}", strings.Join(matchers, ","), "$metric", chosen["metric"],
+		"$job", "node", "$instance", instance, "$__rate_interval", "5s",
+		"$__interval", "5s", "$__range", fmt.Sprintf("%ds", int(end.Sub(since).Seconds())))
+}
+
+// deployCheckRatePlot checks the value panel on node_time_seconds, a gauge
+// anomalyd analyses as its rate once its trial has shown that it only
+// grows: from then on every line the panel draws (value, expected, band)
+// is near 1 s/s, and the value and the band are both there.
+func deployCheckRatePlot(t *testing.T, promURL string, panels []deployPanel, since, end time.Time) {
+	t.Helper()
+	res, err := e2eQuery(promURL, `anomaly_expected{job="node", detector="combined", metric="node_time_seconds"}`, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 {
+		t.Fatalf("anomaly_expected of node_time_seconds: %d series, want 1 (a band once its trial and warm-up are over)", len(res))
+	}
+	var first struct {
+		Result []struct {
+			Values [][2]any `json:"values"`
+		} `json:"result"`
+	}
+	params := url.Values{"query": {`anomaly_value{job="node", metric="node_time_seconds"}`}, "start": {strconv.FormatInt(since.Unix(), 10)},
+		"end": {strconv.FormatInt(end.Unix(), 10)}, "step": {"1"}}
+	if err := e2eAPI(promURL, "/api/v1/query_range", params, &first); err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Result) != 1 || len(first.Result[0].Values) == 0 {
+		t.Fatalf("anomaly_value of node_time_seconds: %d series over the run, want 1", len(first.Result))
+	}
+	from, _ := first.Result[0].Values[0][0].(float64)
+	since = time.Unix(int64(from)+1, 0)
+	vars := deployDashboardVars(res[0].Metric, since, end)
+	i := slices.IndexFunc(panels, func(p deployPanel) bool { return p.Title == `panel "Value, expected and band"` })
+	if i < 0 {
+		t.Fatal(`the dashboard has no panel "Value, expected and band"`)
+	}
+	lines, highest := 0, 0.0
+	for _, tg := range panels[i].Targets {
+		expr := vars.Replace(tg.Expr)
+		var data struct {
+			Result []struct {
+				Values [][2]any `json:"values"`
+			} `json:"result"`
+		}
+		params := url.Values{"query": {expr}, "start": {strconv.FormatInt(since.Unix(), 10)},
+			"end": {strconv.FormatInt(end.Unix(), 10)}, "step": {"5"}}
+		if err := e2eAPI(promURL, "/api/v1/query_range", params, &data); err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		lines += len(data.Result)
+		for _, r := range data.Result {
+			for _, p := range r.Values {
+				str, _ := p[1].(string)
+				v, err := strconv.ParseFloat(str, 64)
+				if err != nil {
+					t.Fatalf("%s: value %v: %v", expr, p[1], err)
+				}
+				highest = max(highest, math.Abs(v))
+			}
+		}
+	}
+	t.Logf("node_time_seconds: the value panel draws %d lines, the highest |value| %g", lines, highest)
+	if lines < 4 || highest > 100 {
+		t.Errorf("node_time_seconds, analysed as its rate: the value panel draws %d lines up to %g; want value, expected and band (4), all near 1 s/s", lines, highest)
+	}
+}
+
 // deployCheckDashboard runs every query of deploy/grafana/anomalyd.json,
 // panels and annotations, against the setup's real Prometheus over the
 // run, once for each stepped metric of the exporter with the variables set
@@ -695,16 +795,8 @@ func deployCheckDashboard(t *testing.T, promURL, root string, stepped []string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	type tgt struct {
-		Expr string `json:"expr"`
-	}
-	type pnl struct {
-		Title   string `json:"title"`
-		Targets []tgt  `json:"targets"`
-		Panels  []pnl  `json:"panels"`
-	}
 	var d struct {
-		Panels      []pnl `json:"panels"`
+		Panels      []deployPanel `json:"panels"`
 		Annotations struct {
 			List []struct {
 				Name string `json:"name"`
@@ -716,12 +808,12 @@ func deployCheckDashboard(t *testing.T, promURL, root string, stepped []string, 
 		t.Fatal(err)
 	}
 	// A panel is its queries; an annotation is a panel of one query.
-	var panels []pnl
-	var walk func(ps []pnl)
-	walk = func(ps []pnl) {
+	var panels []deployPanel
+	var walk func(ps []deployPanel)
+	walk = func(ps []deployPanel) {
 		for _, p := range ps {
 			if len(p.Targets) > 0 {
-				panels = append(panels, pnl{Title: "panel " + strconv.Quote(p.Title), Targets: p.Targets})
+				panels = append(panels, deployPanel{Title: "panel " + strconv.Quote(p.Title), Targets: p.Targets})
 			}
 			walk(p.Panels)
 		}
@@ -729,7 +821,7 @@ func deployCheckDashboard(t *testing.T, promURL, root string, stepped []string, 
 	walk(d.Panels)
 	for _, a := range d.Annotations.List {
 		if a.Expr != "" {
-			panels = append(panels, pnl{Title: "annotation " + strconv.Quote(a.Name), Targets: []tgt{{a.Expr}}})
+			panels = append(panels, deployPanel{Title: "annotation " + strconv.Quote(a.Name), Targets: []deployTarget{{a.Expr}}})
 		}
 	}
 	end := time.Now()
@@ -745,18 +837,7 @@ func deployCheckDashboard(t *testing.T, promURL, root string, stepped []string, 
 		}
 		chosen := res[0].Metric
 		runs++
-		var matchers []string
-		for _, k := range slices.Sorted(maps.Keys(chosen)) {
-			if k != "__name__" {
-				matchers = append(matchers, fmt.Sprintf("%s=%q", k, chosen[k]))
-			}
-		}
-		// As Grafana formats a variable for a regex matcher: the value
-		// regex-escaped, the escapes escaped again inside the PromQL string.
-		instance := strings.ReplaceAll(regexp.QuoteMeta(chosen["instance"]), `\`, `\\`)
-		vars := strings.NewReplacer("${series:raw}", strings.Join(matchers, ","), "$metric", chosen["metric"],
-			"$job", "node", "$instance", instance, "$__rate_interval", "5s",
-			"$__interval", "5s", "$__range", fmt.Sprintf("%ds", int(end.Sub(since).Seconds())))
+		vars := deployDashboardVars(chosen, since, end)
 		for _, p := range panels {
 			shows, sink := false, false
 			for _, tg := range p.Targets {
@@ -783,6 +864,7 @@ func deployCheckDashboard(t *testing.T, promURL, root string, stepped []string, 
 	if runs == 0 {
 		t.Fatalf("no anomaly_score of a stepped series (%q) in Prometheus", stepped)
 	}
+	deployCheckRatePlot(t, promURL, panels, since, end)
 	n := 0
 	for _, p := range panels {
 		for _, tg := range p.Targets {
