@@ -54,7 +54,8 @@ var (
 		// 100 000 input series: at 1h and a 15 s interval the history
 		// holds ~12 KiB per input series (4 output series of XOR chunks
 		// at ~6.5 bytes a sample, go test ./sink/history -run TestHistoryMemoryPerSeries), so
-		// ≤ ~1.2 GiB however many series anomalyd analyses.
+		// ≤ ~1.2 GiB however many series anomalyd analyses; a quarter more
+		// if all are counters (output.value adds a fifth series).
 		MaxSeries: 100_000,
 		// 10, as Prometheus's --storage.remote.read-concurrent-limit.
 		MaxConcurrentReads: 10,
