@@ -332,7 +332,10 @@ func (s *Incidents) appendOut(t int64, groups []incident.GroupStatus) {
 }
 
 // evidenceDetail is what a shard sends of an analysed sample at or above
-// min_score: x is the value the detectors analysed.
-func evidenceDetail(info *series.Info, x float64, o *detectors.Output) incident.Detail {
-	return incident.DetailOf(info.Labels, x, o)
+// min_score: x is the value the detectors analysed, a per-second rate if
+// rate.
+func evidenceDetail(info *series.Info, x float64, rate bool, o *detectors.Output) incident.Detail {
+	d := incident.DetailOf(info.Labels, x, o)
+	d.Rate = rate
+	return d
 }

@@ -680,12 +680,13 @@ func (se *seriesState) restart(p *detectors.Params, st *localStats) {
 	se.runN = 0
 }
 
+// isRate reports whether se is analysed as its per-second rate.
+func (se *seriesState) isRate() bool { return se.flags&(flagCounter|flagDeriv) != 0 }
+
 // hasValue reports whether se's records under rule ru have the value
 // series (series.Record.HasValue): output.value is on and se is analysed
 // as a per-second rate.
-func (se *seriesState) hasValue(ru *rule) bool {
-	return ru.value && se.flags&(flagCounter|flagDeriv) != 0
-}
+func (se *seriesState) hasValue(ru *rule) bool { return ru.value && se.isRate() }
 
 // update runs the detectors on (t, x), with every calibrated band or only
 // Combined's (see observe).
@@ -827,11 +828,11 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 		if se.last.t > 0 {
 			dt = t - se.last.t
 		}
-		inc.send(incidentEvent{kind: eventEvidence, group: se.group, t: t, dt: dt, detail: evidenceDetail(se.info, x, &o)})
+		inc.send(incidentEvent{kind: eventEvidence, group: se.group, t: t, dt: dt, detail: evidenceDetail(se.info, x, se.isRate(), &o)})
 	}
 	se.last.replace(verdict(t, x, &o))
 	r := se.last.record(se.info, detectors.KindCombined, ru.drivers)
-	r.HasValue = se.hasValue(ru)
+	r.Rate, r.HasValue = se.isRate(), se.hasValue(ru)
 	s.out = append(s.out, r)
 	if len(s.detail) > 0 {
 		s.keepDetail(se.info, t, &o, res == outcomeHeld)
@@ -1033,7 +1034,7 @@ func (s *shard) publish(now time.Time) {
 		}
 		ru := &s.rules.rules[se.rule]
 		r := se.last.snapshotRecord(se.info, detectors.KindCombined, ru.drivers)
-		r.HasValue = se.hasValue(ru)
+		r.Rate, r.HasValue = se.isRate(), se.hasValue(ru)
 		recs = append(recs, r)
 		if se.per != nil {
 			for k := range detectors.NumKinds {

@@ -90,6 +90,7 @@ func (s *shard) top(k int, keep func(*series.Info) bool, n *topCount) []series.R
 			n.anomalous++
 		}
 		r := se.last.record(se.info, detectors.KindCombined, 0)
+		r.Rate = se.isRate()
 		switch {
 		case !full:
 			heap.Push(&h, r)

@@ -513,8 +513,9 @@ func TestFlags(t *testing.T) {
 }
 
 // TestIncidents: ten series of one target that shift together open one
-// incident, on /api/v1/incidents with the series that explain it, and on
-// /metrics and by remote write as the target's incident series.
+// incident, on /api/v1/incidents with the series that explain it (the
+// counters' values per second), and on /metrics and by remote write as the
+// target's incident series.
 func TestIncidents(t *testing.T) {
 	store := newSeriesStore(t)
 	cfgText := "remote_write: [{url: '" + store.URL + "', queue_config: {batch_send_deadline: 100ms}}]\n"
@@ -526,7 +527,9 @@ func TestIncidents(t *testing.T) {
 	t0 := time.Now().Add(-quiet * time.Second).UnixMilli()
 	// As a scrape delivers them: every series' sample of one time in one
 	// request.
+	// Half are gauges (gNN), half counters (gNN_total) whose rate shifts.
 	rng := rand.New(rand.NewPCG(1, 2))
+	var counts [n]float64
 	for i := range quiet + shifted {
 		var wr prompb.WriteRequest
 		for k := range n {
@@ -534,8 +537,13 @@ func TestIncidents(t *testing.T) {
 			if i >= quiet {
 				v += 60
 			}
+			name := fmt.Sprintf("g%02d", k)
+			if k%2 == 1 {
+				counts[k] += v
+				v, name = counts[k], name+"_total"
+			}
 			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
-				Labels:  []prompb.Label{{Name: "__name__", Value: fmt.Sprintf("g%02d", k)}, {Name: "job", Value: "t"}},
+				Labels:  []prompb.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "t"}},
 				Samples: []prompb.Sample{{Timestamp: t0 + int64(i)*1000, Value: v}},
 			})
 		}
@@ -562,9 +570,11 @@ func TestIncidents(t *testing.T) {
 				Peak      float64 `json:"peak_score"`
 				Series    int
 				TopSeries []struct {
-					Labels map[string]string
-					Score  float64
-					Reason string
+					Labels    map[string]string
+					Score     float64
+					Value     float64
+					Reason    string
+					PerSecond bool `json:"per_second"`
 				} `json:"top_series"`
 			}
 		}
@@ -587,10 +597,20 @@ func TestIncidents(t *testing.T) {
 	if !inc.Open || inc.Group["job"] != "t" || inc.Peak < 1 || inc.Series < 2 || len(inc.TopSeries) < 2 {
 		t.Errorf("incident %+v; want an open one of job t, peak >= 1, several series", inc)
 	}
+	var rates int
 	for _, c := range inc.TopSeries {
 		if !strings.HasPrefix(c.Labels["__name__"], "g") || c.Score < 1 || c.Reason == "" {
 			t.Errorf("contributor %+v; want one of the shifted series with its score and a reason", c)
 		}
+		// Gauges and counters' rates are both near 160 after the shift.
+		if counter := strings.HasSuffix(c.Labels["__name__"], "_total"); c.PerSecond != counter || c.Value < 150 || c.Value > 170 {
+			t.Errorf("contributor %+v; want its value near 160, per second exactly for a counter", c)
+		} else if counter {
+			rates++
+		}
+	}
+	if rates == 0 || rates == len(inc.TopSeries) {
+		t.Errorf("%d of %d contributors are counters; want both kinds", rates, len(inc.TopSeries))
 	}
 	_, body := httpDo(t, http.MethodGet, url+"/metrics", nil)
 	for _, want := range []string{`anomaly_incident_open{job="t"} 1`, `anomaly_incidents_opened_total{job="t"} 1`} {

@@ -146,6 +146,9 @@ type verdictJSON struct {
 	Upper    float64           `json:"upper"`
 	Detector string            `json:"detector"`
 	Reason   string            `json:"reason"`
+	// PerSecond: value, expected and band are per-second rates, the
+	// series being a counter or a gauge that only grows.
+	PerSecond bool `json:"per_second"`
 }
 
 // verdictOf is the verdict d on the sample at t (ms) of the series with
@@ -158,7 +161,7 @@ func verdictOf(key string, t int64, score float64, d *incident.Detail) verdictJS
 	}
 	return verdictJSON{Labels: LabelMap(key), Time: time.UnixMilli(t).UTC(), Score: finite(score),
 		Value: finite(d.Value), Expected: finite(d.Expected), Lower: finite(d.Lower), Upper: finite(d.Upper),
-		Detector: d.Driver.String(), Reason: reason}
+		Detector: d.Driver.String(), Reason: reason, PerSecond: d.Rate}
 }
 
 // seriesJSON is one listed series: its verdict and, for a plot, its points.
@@ -170,9 +173,17 @@ type seriesJSON struct {
 	Points []pointJSON `json:"points,omitempty"`
 }
 
-func rowOf(info *series.Info, t int64, score, value, expected, lower, upper float64, driver detectors.Kind) seriesJSON {
-	d := incident.Detail{Value: value, Expected: expected, Lower: lower, Upper: upper, Score: score, Driver: driver}
-	return seriesJSON{verdictJSON: verdictOf(info.Labels, t, score, &d)}
+// recordRow is the row of the verdict rc.
+func recordRow(rc *series.Record) seriesJSON {
+	d := incident.Detail{Value: rc.Analysed, Expected: rc.Expected, Lower: rc.Lower, Upper: rc.Upper, Score: rc.Score, Driver: rc.Driver, Rate: rc.Rate}
+	return seriesJSON{verdictJSON: verdictOf(rc.Series.Labels, rc.T, rc.Score, &d)}
+}
+
+// pointRow is the row of the kept point p of info.
+func pointRow(info *series.Info, p *Point) seriesJSON {
+	score := float64(p.Score)
+	d := incident.Detail{Value: p.Value, Expected: p.Expected, Lower: p.Lower, Upper: p.Upper, Score: score, Driver: p.Driver, Rate: p.Rate}
+	return seriesJSON{verdictJSON: verdictOf(info.Labels, p.T, score, &d)}
 }
 
 // parseRequest answers what a request that is not a GET or whose
@@ -251,7 +262,7 @@ func (a *API) Anomalies(w http.ResponseWriter, r *http.Request) {
 		a.topMu.Unlock()
 		for i := range recs[min(offset, len(recs)):] {
 			rc := &recs[offset+i]
-			rows = append(rows, rowOf(rc.Series, rc.T, rc.Score, rc.Analysed, rc.Expected, rc.Lower, rc.Upper, rc.Driver))
+			rows = append(rows, recordRow(rc))
 			infos = append(infos, rc.Series)
 		}
 		a.store.Watch(infos[:min(len(infos), maxWatch)])
@@ -280,7 +291,7 @@ func (a *API) Anomalies(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			p := &k.Points[best]
-			row := rowOf(k.Info, p.T, float64(p.Score), p.Value, p.Expected, p.Lower, p.Upper, p.Driver)
+			row := pointRow(k.Info, p)
 			row.Kept = true
 			if p.Score >= 1 {
 				anomalous++
@@ -421,7 +432,7 @@ func (a *API) Detail(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := &top[0]
 	info := rc.Series
-	row := rowOf(info, rc.T, rc.Score, rc.Analysed, rc.Expected, rc.Lower, rc.Upper, rc.Driver)
+	row := recordRow(rc)
 	kept, ok := a.store.Lookup(info.Labels)
 	row.Kept = ok
 	pts := a.withRecent([]*series.Info{info}, [][]Point{kept})[0]

@@ -74,6 +74,7 @@ type answer struct {
 			Expected float64           `json:"expected"`
 			Detector string            `json:"detector"`
 			Reason   string            `json:"reason"`
+			Rate     bool              `json:"per_second"`
 			Kept     bool              `json:"kept"`
 			Points   [][]*float64      `json:"points"`
 			Time     time.Time         `json:"time"`
@@ -114,6 +115,7 @@ func newTestAPI() (*API, *Store, *fakeTop, []*series.Info) {
 		if i == 2 {
 			r.Driver = detectors.KindEntropy
 		}
+		r.Rate = i == 0 // a counter's rate
 		top.recs = append(top.recs, r)
 	}
 	a := NewAPI(s, top, func() []string { return []string{"job", "instance"} })
@@ -129,10 +131,10 @@ func TestAnomaliesNow(t *testing.T) {
 	}
 	first := ans.Data.Series[0]
 	if first.Labels["code"] != "500" || first.Score != 7 || first.Value != 30 || first.Expected != 10 ||
-		first.Detector != "ewma" || first.Reason != "spike above the expected band" {
+		first.Detector != "ewma" || first.Reason != "spike above the expected band" || !first.Rate {
 		t.Fatalf("first row %+v", first)
 	}
-	if r := ans.Data.Series[1]; r.Labels["__name__"] != "node_load1" || r.Detector != "entropy" {
+	if r := ans.Data.Series[1]; r.Labels["__name__"] != "node_load1" || r.Detector != "entropy" || r.Rate {
 		t.Fatalf("second row %+v", r)
 	}
 	// The rows shown are watched: kept from now on.
@@ -163,12 +165,16 @@ func TestAnomaliesNow(t *testing.T) {
 // With range, the kept series are ranked by their highest score in it.
 func TestAnomaliesRange(t *testing.T) {
 	a, s, _, infos := newTestAPI()
-	// infos[0] alarmed at 2 s, infos[2] at 8 s; both then calmed down.
-	s.Append([]series.Record{rec(infos[0], 2_000, 9, 50), rec(infos[2], 2_000, 0.2, 1)})
+	// infos[0] (a counter's rate) alarmed at 2 s, infos[2] at 8 s; both
+	// then calmed down.
+	r0 := rec(infos[0], 2_000, 9, 50)
+	r0.Rate = true
+	s.Append([]series.Record{r0, rec(infos[2], 2_000, 0.2, 1)})
 	s.Append([]series.Record{rec(infos[0], 8_000, 0.1, 11), rec(infos[2], 8_000, 3, 9)})
 	_, ans := get(t, a.Anomalies, "/api/v1/anomalies?range=1m")
 	if len(ans.Data.Series) != 2 || ans.Data.Series[0].Score != 9 || ans.Data.Series[0].Value != 50 || !ans.Data.Series[0].Kept ||
-		ans.Data.Series[1].Score != 3 || ans.Data.Total != 2 || ans.Data.Anomalous != 2 {
+		ans.Data.Series[1].Score != 3 || ans.Data.Total != 2 || ans.Data.Anomalous != 2 ||
+		!ans.Data.Series[0].Rate || ans.Data.Series[1].Rate {
 		t.Fatalf("range 1m: %+v", ans.Data)
 	}
 	// The last 5 s (from 5 s on, now being 10 s) hold only infos[2]'s alarm.

@@ -24,6 +24,8 @@ type Point struct {
 	// warming up, or the point is from before the store kept the series
 	// (WithRecent).
 	NoVerdict bool
+	// Rate: the values are per-second rates (series.Record.Rate).
+	Rate bool
 }
 
 // track is the recent past of one kept series.
@@ -197,7 +199,7 @@ func (s *Store) Append(recs []series.Record) {
 
 func pointOf(r *series.Record) Point {
 	return Point{T: r.T, Value: r.Analysed, Expected: r.Expected, Lower: r.Lower, Upper: r.Upper,
-		Score: float32(min(r.Score, math.MaxFloat32)), Driver: r.Driver, NoVerdict: r.Warmup}
+		Score: float32(min(r.Score, math.MaxFloat32)), Driver: r.Driver, NoVerdict: r.Warmup, Rate: r.Rate}
 }
 
 // admit keeps the series of r, which scored 1 or more at wall time nowMs,

@@ -30,6 +30,9 @@ type Detail struct {
 	Value, Expected, Lower, Upper float64
 	Score                         float64 // the combined score
 	Driver                        detectors.Kind
+	// Rate: Value, Expected, Lower and Upper are per-second rates (of a
+	// counter, or of a gauge that only grows).
+	Rate bool
 	// Record is 1 + e when Value lies beyond every value the series took
 	// before, e the excess in widths of that range (0: within it), and Age
 	// the series' samples before it: see detectors.Output.

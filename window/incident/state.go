@@ -299,6 +299,9 @@ func (c *codec) contributors(xs *[]Contributor, what string) {
 	}
 }
 
+// detailRateBit marks Detail.Rate in a Detail's driver byte.
+const detailRateBit = 0x80
+
 func (c *codec) detail(d *Detail, key string) {
 	c.strOr(&d.Series, key)
 	c.F64(&d.Value)
@@ -306,7 +309,14 @@ func (c *codec) detail(d *Detail, key string) {
 	c.F64(&d.Lower)
 	c.F64(&d.Upper)
 	c.F64(&d.Score)
-	c.U8((*uint8)(&d.Driver))
+	// Rate rides in the driver byte's top bit, which a kind never sets, so
+	// states written before it restore as Rate false.
+	drv := uint8(d.Driver)
+	if d.Rate {
+		drv |= detailRateBit
+	}
+	c.U8(&drv)
+	d.Driver, d.Rate = detectors.Kind(drv&^detailRateBit), drv&detailRateBit != 0
 	if d.Driver > detectors.KindCombined {
 		c.Fail("series %q: detector kind %d", key, d.Driver)
 	}

@@ -156,10 +156,12 @@ type Record struct {
 	// an OpenMetrics state set. 0 (the default, and always for a record
 	// of a single detector) means no driver series.
 	DriverSet uint8
+	// Rate: Analysed is a per-second rate (of a counter, or of a gauge
+	// that only grows), and so are Expected, Lower and Upper: the one case
+	// where they are not in the input's units.
+	Rate bool
 	// HasValue: the record has the value series, Names.Value carrying
-	// Analysed. Set when output.value is on and the series is analysed as
-	// a per-second rate (a counter, or a gauge that only grows), the one
-	// case where Expected, Lower and Upper are not in the input's units.
+	// Analysed (output.value, on a Rate record).
 	HasValue bool
 	// OnlyDrivers, with Stale, limits the stale markers to the driver
 	// series in DriverSet and, with HasValue, the value series: they end

@@ -29,6 +29,8 @@ const (
 	uiSamples  = 400
 	uiStepAt   = 380
 	uiStep     = 15 * time.Second
+	// uiQuiet is how many series the quiet group has: 4 gauges, a counter.
+	uiQuiet = 5
 )
 
 // TestUIChromium loads the built-in page in a real headless Chromium against
@@ -118,12 +120,23 @@ func TestUIChromium(t *testing.T) {
 	// Series view: every series; filtered to the quiet job, only those.
 	dom = c.load(base+"/#/series", "series")
 	all := uiRows(dom, "series-row")
-	if len(all) != uiHandlers+4 {
-		t.Fatalf("series view lists %d series, want all %d", len(all), uiHandlers+4)
+	if len(all) != uiHandlers+uiQuiet {
+		t.Fatalf("series view lists %d series, want all %d", len(all), uiHandlers+uiQuiet)
 	}
+	// Values are per second exactly on the counter: the rate anomalyd
+	// analyses, about 2 a second.
+	perSecond := regexp.MustCompile(`<td class="num value" title="per second[^"]*">([0-9.]+)/s</td>`)
 	for _, r := range all {
 		if !strings.Contains(r, `<svg class="plot"`) || !strings.Contains(r, `class="value"`) {
 			t.Errorf("series without a plot of its values: %q", r)
+		}
+		m := perSecond.FindStringSubmatch(r)
+		if counter := strings.Contains(r, "quiet_jobs_total"); counter != (m != nil) {
+			t.Errorf("series row shown per second: %v, want %v (a counter): %q", m != nil, counter, r)
+		} else if m != nil {
+			if v, err := strconv.ParseFloat(m[1], 64); err != nil || v < 1.5 || v > 2.5 {
+				t.Errorf("the counter's value %q/s, want its rate, about 2/s", m[1])
+			}
 		}
 	}
 	// Over the last hour the stepped series lead, by their alarms.
@@ -140,8 +153,8 @@ func TestUIChromium(t *testing.T) {
 	sel := url.QueryEscape(`{job="quiet"}`)
 	dom = c.load(base+"/#/series?match="+sel, "series-filtered")
 	some := uiRows(dom, "series-row")
-	if len(some) != 4 {
-		t.Fatalf("filtered series view lists %d series, want the 4 of the quiet job", len(some))
+	if len(some) != uiQuiet {
+		t.Fatalf("filtered series view lists %d series, want the %d of the quiet job", len(some), uiQuiet)
 	}
 	for _, r := range some {
 		if !strings.Contains(r, `job="quiet"`) {
@@ -244,6 +257,11 @@ func uiSend(t *testing.T, base string, t0 int64, from, to int) {
 			value: func(i int) float64 { return 20 + float64(q) + 2*math.Sin(float64(i)/7) + float64((i*104729+q)%5)/5 },
 		})
 	}
+	// A counter, which the page shows per second.
+	all = append(all, ser{
+		labels: []prompb.Label{{Name: "__name__", Value: "quiet_jobs_total"}, {Name: "instance", Value: "q-1:9100"}, {Name: "job", Value: "quiet"}},
+		value:  func(i int) float64 { return float64(30*i + i%4) },
+	})
 	req := &prompb.WriteRequest{}
 	for _, s := range all {
 		ts := prompb.TimeSeries{Labels: s.labels}

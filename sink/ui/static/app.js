@@ -48,6 +48,22 @@ function fmtNum(v) {
   return Number(v.toPrecision(4)).toString();
 }
 
+// rateTitle explains the unit of a verdict whose values are per-second
+// rates (per_second): what anomalyd analyses of a counter, and of a gauge
+// that only grows.
+const rateTitle = "per second: anomalyd analyses this series as its rate of change (a counter, or a gauge that only grows)";
+
+// valueCell and bandCell show a verdict's value and its expected value and
+// band, "/s" marking per-second rates.
+function valueCell(r) {
+  return el("td", { class: "num value", title: r.per_second ? rateTitle : null }, fmtNum(r.value) + (r.per_second ? "/s" : ""));
+}
+
+function bandCell(r) {
+  return el("td", { class: "num", title: r.per_second ? rateTitle : null },
+    `${fmtNum(r.expected)} [${fmtNum(r.lower)}, ${fmtNum(r.upper)}]` + (r.per_second ? "/s" : ""));
+}
+
 function fmtDur(ms) {
   const s = Math.max(0, Math.round(ms / 1000));
   if (s < 120) return s + "s";
@@ -233,8 +249,8 @@ async function incidentView(id) {
       el("td", {}, seriesLink(c.labels, inc.group)),
       scoreCell(c.score),
       el("td", { class: "reason" }, c.reason, el("div", { class: "muted" }, "driven by " + c.detector + ", at " + fmtTime(c.time))),
-      el("td", { class: "num" }, fmtNum(c.value)),
-      el("td", { class: "num" }, `${fmtNum(c.expected)} [${fmtNum(c.lower)}, ${fmtNum(c.upper)}]`),
+      valueCell(c),
+      bandCell(c),
       el("td", {}, plot(pts.get(selector(c.labels)), 260, 44))));
   }
   table.append(body);
@@ -297,8 +313,8 @@ async function seriesView() {
       el("td", {}, seriesLink(r.labels)),
       scoreCell(r.score),
       el("td", { class: "reason" }, r.reason, el("div", { class: "muted" }, r.detector + ", " + ago(r.time))),
-      el("td", { class: "num" }, fmtNum(r.value)),
-      el("td", { class: "num" }, `${fmtNum(r.expected)} [${fmtNum(r.lower)}, ${fmtNum(r.upper)}]`),
+      valueCell(r),
+      bandCell(r),
       el("td", {}, plot(r.points, 260, 44))));
   }
   table.append(body);
@@ -329,8 +345,9 @@ async function oneSeriesView(sel) {
   }
   const row = d.series;
   const parts = [el("p", {}, el("a", { href: "#/series" }, "← series")), el("h1", {}, labelText(row.labels))];
-  parts.push(el("p", { id: "verdict" }, `Latest (${ago(row.time)}): value ${fmtNum(row.value)}, expected ${fmtNum(row.expected)} ` +
-    `[${fmtNum(row.lower)}, ${fmtNum(row.upper)}], score `, el("b", { class: "score " + (row.score >= 2 ? "bad" : row.score >= 1 ? "warn" : "ok") }, fmtNum(row.score)),
+  const per = row.per_second ? "/s" : "";
+  parts.push(el("p", { id: "verdict" }, `Latest (${ago(row.time)}): value ${fmtNum(row.value)}${per}, expected ${fmtNum(row.expected)} ` +
+    `[${fmtNum(row.lower)}, ${fmtNum(row.upper)}]${per}, score `, el("b", { class: "score " + (row.score >= 2 ? "bad" : row.score >= 1 ? "warn" : "ok") }, fmtNum(row.score)),
     `, driven by ${row.detector}: ${row.reason}.`));
   if (d.trend) {
     parts.push(el("p", { id: "trend" }, "Trend over its last " + d.trend.samples + " values: ",
@@ -344,7 +361,7 @@ async function oneSeriesView(sel) {
     for (const r of det.per_detector) {
       b.append(el("tr", { class: "detector-row" }, el("td", {}, r.detector),
         r.ready ? scoreCell(r.score) : el("td", { class: "num muted" }, "warming up"),
-        el("td", { class: "num" }, `${fmtNum(r.expected)} [${fmtNum(r.lower)}, ${fmtNum(r.upper)}]`),
+        bandCell({ ...r, per_second: row.per_second }),
         el("td", { class: "muted" }, r.drives ? "drives the combined score" : "")));
     }
     t.append(b);
@@ -354,7 +371,8 @@ async function oneSeriesView(sel) {
   }
   if (row.points && row.points.length) {
     parts.push(plot(row.points, 900, 260, { axes: true }), legend(),
-      el("p", { class: "muted" }, "The band starts where anomalyd began keeping the series: at its first score of 1 or more, " +
+      el("p", { class: "muted", id: "plot-note" }, (row.per_second ? "Plotted per second: the rate of change anomalyd analyses, not the raw value. " : "") +
+        "The band starts where anomalyd began keeping the series: at its first score of 1 or more, " +
         "or when a list showed it. Before that, the values its detectors hold."));
   }
   if (d.group) {
