@@ -834,8 +834,8 @@ func (s *shard) sample(se *seriesState, t int64, v float64) {
 	r := se.last.record(se.info, detectors.KindCombined, ru.drivers)
 	r.Rate, r.HasValue = se.isRate(), se.hasValue(ru)
 	s.out = append(s.out, r)
-	if len(s.detail) > 0 {
-		s.keepDetail(se.info, t, &o, res == outcomeHeld)
+	if alarm := o.Combined.Ready && o.Combined.Score >= 1; alarm || len(s.detail) > 0 {
+		s.keepDetail(se.info, t, &o, res == outcomeHeld, alarm, se.seen)
 	}
 	if se.per != nil {
 		for k := range detectors.NumKinds {

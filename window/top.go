@@ -153,7 +153,7 @@ type detailEntry struct {
 	t      int64 // ms of the sample o is the verdict on; 0: none yet
 	o      detectors.Output
 	asleep bool
-	asked  int64 // wall ms of the last Detail call
+	asked  int64 // wall ms of the last Detail call, or of the last alarm
 }
 
 // Detail returns every detector's verdict o on the latest sample (at t,
@@ -161,9 +161,11 @@ type detailEntry struct {
 // series' value has not changed since its detectors started and it is
 // held without them, o then holding only Combined. The shards compute
 // every detector's verdict for every sample but keep only the combined
-// one, so the first call for a series starts keeping them, for detailTTL
-// after the last call and for at most maxDetail series a shard, and ok is
-// false until the series' next sample; false too when the series is gone.
+// one, except for a series that scored 1 or more or that a reader asked
+// about: they keep its verdicts from then on, for detailTTL after its
+// last alarm or call and for at most maxDetail series a shard. For any
+// other series the first call starts keeping them and ok is false until
+// its next sample; false too when the series is gone.
 func (s *Shards) Detail(info *series.Info) (t int64, o detectors.Output, asleep, ok bool) {
 	i := int(info.Hash % uint64(len(s.shards)))
 	sh := s.shards[i]
@@ -177,6 +179,13 @@ func (s *shard) askDetail(info *series.Info, now int64) detailEntry {
 	if !s.live(info) {
 		return detailEntry{}
 	}
+	return *s.detailOf(info, now)
+}
+
+// detailOf returns info's detail entry, made if it has none (in place of
+// the one asked about or alarmed longest ago when maxDetail are kept), and
+// marks it wanted at wall time now (ms).
+func (s *shard) detailOf(info *series.Info, now int64) *detailEntry {
 	e := s.detail[info]
 	if e == nil {
 		if s.detail == nil {
@@ -194,15 +203,21 @@ func (s *shard) askDetail(info *series.Info, now int64) detailEntry {
 		e = &detailEntry{}
 		s.detail[info] = e
 	}
-	e.asked = now
-	return *e
+	e.asked = max(e.asked, now)
+	return e
 }
 
 // keepDetail records o, the verdict on info's sample at t, if a reader
-// asked for the series (held: the series sleeps and o is its held
-// combined verdict).
-func (s *shard) keepDetail(info *series.Info, t int64, o *detectors.Output, held bool) {
-	if e := s.detail[info]; e != nil {
+// asked for the series or, alarm, o scores 1 or more: a series that
+// alarmed is the one a reader opens next, from an incident or a list, and
+// finds its detectors' verdicts there at once (held: the series sleeps
+// and o is its held combined verdict; now: wall ms).
+func (s *shard) keepDetail(info *series.Info, t int64, o *detectors.Output, held, alarm bool, now int64) {
+	e := s.detail[info]
+	if alarm {
+		e = s.detailOf(info, now)
+	}
+	if e != nil {
 		e.t, e.o, e.asleep = t, *o, held
 	}
 }

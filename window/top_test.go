@@ -168,12 +168,29 @@ func TestDetail(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d details kept after detailTTL", n)
 	}
+
+	// A series nobody asked about that alarms has its detail at once: the
+	// page opens alarmed series.
+	e.send(t, false, ramp(t0, 400, 1000, noise), "__name__", "h")
+	e.send(t, false, []Sample{{T: t0 + 400_000, V: 50}}, "__name__", "h")
+	recs = e.rec.Take()
+	h := recs[len(recs)-1]
+	if h.Series.Name != "h" || h.Score < 1 {
+		t.Fatalf("h's jump scored %+v, want an alarm", h)
+	}
+	if dt, d, _, ok := e.s.Detail(h.Series); !ok || dt != t0+400_000 || d.Combined.Score != h.Score {
+		t.Fatalf("detail of an alarmed series on the first ask: at %d ok %v %+v; want its alarm", dt, ok, d.Combined)
+	}
+
 	gone := &series.Info{Labels: string(key("__name__", "nope")), Hash: series.Hash(key("__name__", "nope"))}
+	gsh := e.s.shards[int(gone.Hash%uint64(e.s.N()))]
+	var before int
+	e.s.onShard(gsh.id, func() { before = len(gsh.detail) })
 	if _, _, _, ok := e.s.Detail(gone); ok {
 		t.Fatal("a detail of a series that is not there")
 	}
-	e.s.onShard(sh.id, func() { n = len(sh.detail) })
-	if n != 0 {
-		t.Fatal("asking about a series that is not there keeps an entry")
+	e.s.onShard(gsh.id, func() { n = len(gsh.detail) })
+	if n != before {
+		t.Fatalf("asking about a series that is not there: %d entries, %d before", n, before)
 	}
 }

@@ -505,7 +505,7 @@ type detectorJSON struct {
 func detectorsJSON(t int64, o detectors.Output, asleep, ok bool) map[string]any {
 	switch {
 	case !ok:
-		return map[string]any{"note": "kept from the series' next sample on: the detectors' verdicts are computed for every sample but kept only for series someone looks at"}
+		return map[string]any{"note": "kept from the series' next sample on: the detectors' verdicts are computed for every sample but kept only for series that alarmed or that someone looks at"}
 	case asleep:
 		return map[string]any{"time": time.UnixMilli(t).UTC(), "note": "the series' value has not changed since its detectors started: it is held without them until it does", "per_detector": []detectorJSON{}}
 	}

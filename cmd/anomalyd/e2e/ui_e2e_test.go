@@ -173,16 +173,24 @@ func TestUIChromium(t *testing.T) {
 	if !regexp.MustCompile(`<p id="trend">.*<b>(increasing|decreasing|flat|noisy)</b>`).MatchString(dom) {
 		t.Errorf("series page without its trend class:\n%s", dom)
 	}
-	// The first look starts keeping each detector's verdict; after one
-	// more sample of the series the page shows them.
+	// It alarmed, so the shards kept each detector's verdict from then on:
+	// the first look shows them.
+	if det := uiRows(dom, "detector-row"); len(det) != 5 || !strings.Contains(dom, "drives the combined score") {
+		t.Errorf("series page of an alarmed series: %d detector rows, want 5 with the driver named:\n%s", len(det), dom)
+	}
+	// A series that never alarmed: the first look starts keeping them,
+	// and after one more sample the page shows them.
+	quiet := url.PathEscape(`{__name__="quiet_queue_depth", instance="q-1:9100", job="quiet", queue="2"}`)
+	dom = c.load(base+"/#/series/"+quiet, "one-quiet-series")
 	if !strings.Contains(dom, `id="detectors-note"`) {
-		t.Errorf("series page on the first look: want the note that detectors' verdicts come with the next sample:\n%s", dom)
+		t.Errorf("quiet series' page on the first look: want the note that detectors' verdicts come with the next sample:\n%s", dom)
 	}
 	uiSend(t, base, t0, uiSamples, uiSamples+1)
-	dom = c.load(base+"/#/series/"+url.PathEscape(`{__name__="shop_request_latency_seconds", handler="/h0", instance="shop-1:9100", job="shop"}`), "one-series-detectors")
-	if det := uiRows(dom, "detector-row"); len(det) != 5 || !strings.Contains(dom, "drives the combined score") {
-		t.Errorf("series page after a sample: %d detector rows, want 5 with the driver named:\n%s", len(det), dom)
+	dom = c.load(base+"/#/series/"+quiet, "one-quiet-series-detectors")
+	if det := uiRows(dom, "detector-row"); len(det) != 5 {
+		t.Errorf("quiet series' page after a sample: %d detector rows, want 5:\n%s", len(det), dom)
 	}
+	dom = c.load(base+"/#/series/"+url.PathEscape(`{__name__="shop_request_latency_seconds", handler="/h0", instance="shop-1:9100", job="shop"}`), "one-series-again")
 	// The stepped series move together: the most similar series of /h0
 	// are others of the shop group.
 	sims := uiRows(dom, "similar-row")
