@@ -590,42 +590,29 @@ func TestPartialBlocks(t *testing.T) {
 	assertEqual(t, "partial.good.yml", c, want)
 }
 
-// TestOutputDriver: the driver series are off by default; turning them on
-// keeps the default name, which can be changed like the other names.
-func TestOutputDriver(t *testing.T) {
-	f := func(src string, wantDriver bool, wantName string) {
+// TestOutputOptional: the driver series are off by default and the value
+// series on; each can be turned on or off keeping its default name, which
+// can be changed like the other names.
+func TestOutputOptional(t *testing.T) {
+	f := func(src string, driver bool, driverName string, value bool, valueName string) {
 		t.Helper()
 		c, err := Load([]byte(src))
 		if err != nil {
 			t.Fatalf("Load(%q): %s", src, err)
 		}
-		if c.Output.Driver != wantDriver || c.Output.DriverName != wantName {
-			t.Errorf("Load(%q): driver %v, driver_name %q; want %v, %q", src, c.Output.Driver, c.Output.DriverName, wantDriver, wantName)
+		o := c.Output
+		if o.Driver != driver || o.DriverName != driverName || o.Value != value || o.ValueName != valueName {
+			t.Errorf("Load(%q): driver %v, driver_name %q, value %v, value_name %q; want %v, %q, %v, %q",
+				src, o.Driver, o.DriverName, o.Value, o.ValueName, driver, driverName, value, valueName)
 		}
 	}
-	f("", false, "anomaly_driver")
-	f("output: {per_detector: true}", false, "anomaly_driver")
-	f("output: {driver: true}", true, "anomaly_driver")
-	f("output: {driver: true, driver_name: which_detector}", true, "which_detector")
-	f("output: {driver_name: which_detector}", false, "which_detector")
-}
-
-// TestOutputValue: the value series are on by default, and can be turned
-// off or renamed.
-func TestOutputValue(t *testing.T) {
-	f := func(src string, wantValue bool, wantName string) {
-		t.Helper()
-		c, err := Load([]byte(src))
-		if err != nil {
-			t.Fatalf("Load(%q): %s", src, err)
-		}
-		if c.Output.Value != wantValue || c.Output.ValueName != wantName {
-			t.Errorf("Load(%q): value %v, value_name %q; want %v, %q", src, c.Output.Value, c.Output.ValueName, wantValue, wantName)
-		}
-	}
-	f("", true, "anomaly_value")
-	f("output: {value: false}", false, "anomaly_value")
-	f("output: {value_name: analysed}", true, "analysed")
+	f("", false, "anomaly_driver", true, "anomaly_value")
+	f("output: {per_detector: true}", false, "anomaly_driver", true, "anomaly_value")
+	f("output: {driver: true}", true, "anomaly_driver", true, "anomaly_value")
+	f("output: {driver: true, driver_name: which_detector}", true, "which_detector", true, "anomaly_value")
+	f("output: {driver_name: which_detector}", false, "which_detector", true, "anomaly_value")
+	f("output: {value: false}", false, "anomaly_driver", false, "anomaly_value")
+	f("output: {value_name: analysed}", false, "anomaly_driver", true, "analysed")
 	if _, err := Load([]byte("output: {value_name: anomaly_score}")); err == nil || !strings.Contains(err.Error(), "output.score_name and output.value_name") {
 		t.Errorf("Load(value_name: anomaly_score) = %v, want an error naming both keys", err)
 	}
