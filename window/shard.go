@@ -546,9 +546,18 @@ func (se *seriesState) observe(p *detectors.Params, t int64, v float64, st *loca
 			return outcomeSkipped, detectors.Output{}, 0
 		}
 		d := v - se.lastV
-		if d < 0 && se.flags&flagCounter != 0 { // counter reset: it restarted from 0 (Prometheus's rate does the same)
-			d = v
+		if d < 0 && se.flags&flagCounter != 0 {
+			// A counter reset: its process restarted. The increase across
+			// the reset is unknown (what the old process counted after the
+			// last sample is lost, the new one counted only since its
+			// start), so the sample only primes the next rate, as a
+			// counter's first sample does. Taking v as the increase, as
+			// Prometheus's rate() does over a range, makes one interval's
+			// rate a dip in every counter of a restarted target at once:
+			// an incident for every deploy.
+			se.lastT, se.lastV = t, v
 			st.counterResets++
+			return outcomeSkipped, detectors.Output{}, 0
 		}
 		secs := float64(t-se.lastT) / 1000
 		x = d / secs

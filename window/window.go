@@ -289,6 +289,7 @@ func (s *Shards) register(reg *prometheus.Registry) {
 	dropped(sum(func(st *shardStats) uint64 { return st.nonFinite.Load() }), "non_finite")
 	dropped(sum(func(st *shardStats) uint64 { return st.staleMarkers.Load() }), "stale_marker")
 	dropped(sum(func(st *shardStats) uint64 { return st.primed.Load() }), "counter_first_sample")
+	dropped(sum(func(st *shardStats) uint64 { return st.counterResets.Load() }), "counter_reset")
 	dropped(sum(func(st *shardStats) uint64 { return st.ignored.Load() }), "ignored_by_rule")
 	dropped(sum(func(st *shardStats) uint64 { return st.excluded.Load() }), "excluded")
 	dropped(sum(func(st *shardStats) uint64 { return st.limited.Load() }), "series_limit")

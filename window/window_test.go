@@ -878,3 +878,40 @@ func TestSleepUnderOtherSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestCounterResetNotScored: a restart resets a counter part-way through a
+// scrape interval, so the increase across the reset is unknown: the
+// sample only primes the next rate, as a counter's first sample does, and
+// the restart raises no alarm, however late in the interval it came. The
+// rate from the next sample on is judged as before.
+func TestCounterResetNotScored(t *testing.T) {
+	for _, frac := range []float64{0.05, 0.5, 0.95} {
+		e := newEnv(t, config.Default(), nil)
+		const n = 300
+		// 10/s ± a little, every 15 s; at sample n the process restarted
+		// frac of an interval before the scrape.
+		v, samples := 0.0, make([]Sample, 0, n+20)
+		for i := range n {
+			v += 150 + float64((i*7919)%11) - 5
+			samples = append(samples, Sample{T: t0 + int64(i)*15_000, V: v})
+		}
+		v = 150 * frac
+		for i := n; i < n+20; i++ {
+			samples = append(samples, Sample{T: t0 + int64(i)*15_000, V: v})
+			v += 150 + float64((i*7919)%11) - 5
+		}
+		e.send(t, true, samples, "__name__", "reqs_total")
+		for _, r := range e.rec.Take() {
+			i := int((r.T - t0) / 15_000)
+			if i == n {
+				t.Errorf("restart %.0f%% into the interval: the reset sample was scored %+v", 100*frac, r)
+			}
+			if i > n && r.Score >= 1 {
+				t.Errorf("restart %.0f%% into the interval: sample %d after it scored %g (rate %g)", 100*frac, i-n, r.Score, r.Analysed)
+			}
+		}
+		if got := e.s.shards[0].stats.counterResets.Load() + e.s.shards[1].stats.counterResets.Load(); got != 1 {
+			t.Fatalf("counter resets: got %d, want 1", got)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -509,6 +510,58 @@ func TestFlags(t *testing.T) {
 	}
 	if code := run([]string{"--no-such-flag"}, &out, &errOut); code != 2 {
 		t.Fatalf("unknown flag: exit %d, want 2", code)
+	}
+}
+
+// TestRestartNoIncident: a target whose process restarts resets all its
+// counters at once, part-way through a scrape interval. That is no
+// incident: the increase across a reset is unknown, and the rates before
+// and after it are as usual.
+func TestRestartNoIncident(t *testing.T) {
+	_, url, _ := startServerAt(t, "", filepath.Join(t.TempDir(), "data"))
+	const n, before, after = 20, 300, 20
+	t0 := time.Now().Add(-(before + after) * time.Second).UnixMilli()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var counts [n]float64
+	for i := range before + after {
+		var wr prompb.WriteRequest
+		for k := range n {
+			inc := math.Round(100 + 10*rng.NormFloat64())
+			if i == before {
+				// The restart came half-way through the interval: the new
+				// process has counted half of one.
+				counts[k], inc = 0, math.Round(0.5*inc)
+			}
+			counts[k] += inc
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: fmt.Sprintf("c%02d_total", k)}, {Name: "job", Value: "t"}},
+				Samples: []prompb.Sample{{Timestamp: t0 + int64(i)*1000, Value: counts[k]}},
+			})
+		}
+		b, _ := wr.Marshal()
+		for try := 0; ; try++ {
+			code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b))
+			if code == 204 {
+				break
+			}
+			if code != 503 || try == 100 {
+				t.Fatalf("write: %d %s", code, body)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// The incident stage publishes once a second: give it two.
+	time.Sleep(2 * time.Second)
+	code, body := httpDo(t, http.MethodGet, url+"/api/v1/incidents", nil)
+	if code != 200 || !strings.Contains(body, `"incidents":[]`) {
+		t.Errorf("GET /api/v1/incidents after a restart: %d %s; want no incident", code, body)
+	}
+	_, body = httpDo(t, http.MethodGet, url+"/metrics", nil)
+	for _, want := range []string{"anomalyd_window_rate_resets_total " + strconv.Itoa(n) + "\n",
+		`anomalyd_window_samples_not_analysed_total{reason="counter_reset"} ` + strconv.Itoa(n) + "\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "anomalyd_window_"))
+		}
 	}
 }
 

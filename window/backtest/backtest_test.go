@@ -222,13 +222,36 @@ func TestBacktestMatchesAnalyser(t *testing.T) {
 			t.Fatalf("%s %s %s: no row was scored Ready", metric, k, rel)
 		}
 	}
+	// As counters, the corpus's values are the increments: a counter that
+	// falls has restarted, and its reset sample is not scored.
+	counters := t.TempDir()
+	for _, rel := range []string{"flat.csv", "step.csv", "sub/drift.csv"} {
+		_, rows := readRows(t, filepath.Join(corpus, rel))
+		var b strings.Builder
+		b.WriteString("timestamp,value\n")
+		sum := 0.0
+		for _, r := range rows {
+			sum += must(strconv.ParseFloat(r[1], 64))
+			fmt.Fprintf(&b, "%s,%g\n", r[0], sum)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(counters, rel)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(counters, rel), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, metric := range []string{"backtest_value", "http_requests_total"} {
 		counter := metric != "backtest_value"
+		in := corpus
+		if counter {
+			in = counters
+		}
 		for k := detectors.KindEWMA; k <= detectors.KindCombined; k++ {
 			args := []string{"--detector", k.String(), "--metric-name", metric}
-			out := backtestOK(t, corpus, args...)
+			out := backtestOK(t, in, args...)
 			for _, rel := range []string{"flat.csv", "step.csv", "sub/drift.csv"} {
-				check(t, corpus, rel, metric, counter, k, out)
+				check(t, in, rel, metric, counter, k, out)
 			}
 			out = backtestOK(t, tricky, args...)
 			check(t, tricky, "tricky.csv", metric, counter, k, out)
