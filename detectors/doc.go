@@ -29,7 +29,9 @@
 //     seen in an earlier season.
 //   - Slope: least-squares line through the last Window samples; its score
 //     is how many band half-widths the line moved across the window, so a
-//     sustained drift scores > 1 and a single spike ≈ 6/(K·√Window).
+//     sustained drift scores > 1 and a single spike ≈ 6/(K·√Window),
+//     scaled by how much of the slope the window's newer half shows (a
+//     level shift that came and went tilts the line, not the newer half).
 //   - Entropy: the histogram of the last Entropy.Window values against up
 //     to Entropy.Regimes histograms the series showed before (relative
 //     entropy, G-test at p = 0.01); a window unlike all of them is a new

@@ -218,13 +218,14 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 	}
 	buf := s.slots()
 	w := 2 * int(s.w)
+	slopeAgree := 1.0
 	if w > 0 {
 		ring := buf[:w]
 		if p.ZScore.Enabled {
 			out.Per[KindZScore] = s.win.zscore(p.ZScore.K, rdy, s.n, v)
 		}
 		if p.Slope.Enabled {
-			out.Per[KindSlope] = s.win.slope(ring, p.Slope.K, rdy, t)
+			out.Per[KindSlope], slopeAgree = s.win.slope(ring, p.Slope.K, rdy, t, agreeGate(&p.Calibration))
 		}
 		s.win.push(ring, t, v)
 	}
@@ -242,12 +243,13 @@ func (s *Set) update(p *Params, t int64, v float64, allBands bool) Output {
 		}
 	}
 	out.Age = s.n
-	slopeOut := out.Per[KindSlope].Score > 1 // raw: the line left its band
+	slopeOut := out.Per[KindSlope].Score*slopeAgree > 1 // raw: the line left its band
 	// calibrateBand's x, per detector.
 	var band [numCalibrated]float64
 	for k := range numCalibrated {
 		band[k] = s.cal[k].apply(&out.Per[k], &p.Calibration)
 	}
+	out.Per[KindSlope].Score *= slopeAgree
 	s.n = inc(s.n)
 	// The driver depends only on scores, so the bands can wait for it.
 	drv := driver(&out, p, slopeOut)

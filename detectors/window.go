@@ -217,9 +217,9 @@ func (w *window) zscore(k float64, rdy bool, seen uint32, v float64) Result {
 // (0.27 for n = 30, k = 4). The score ignores v itself: the sample is judged
 // by where the window was heading, not by its own value. Ready needs ≥ 3
 // entries (σ_res has n − 2 degrees of freedom).
-func (w *window) slope(ring []float32, k float64, rdy bool, t int64) Result {
+func (w *window) slope(ring []float32, k float64, rdy bool, t int64, gate float64) (r Result, agree float64) {
 	if w.n < 3 {
-		return Result{}
+		return Result{}, 1
 	}
 	n := float64(w.n)
 	mx, my := w.sx/n, w.sy/n
@@ -236,6 +236,7 @@ func (w *window) slope(ring []float32, k float64, rdy bool, t int64) Result {
 	}
 	exp := w.vRef + my + b*(float64(t-w.tBase)/1000-mx)
 	r, h := bandOf(exp, k*sigmaFloor(sd, exp), rdy)
+	agree = 1
 	if rdy {
 		c := len(ring) / 2
 		oldest := int(w.head)
@@ -245,8 +246,60 @@ func (w *window) slope(ring []float32, k float64, rdy bool, t int64) Result {
 		}
 		span := float64(ring[2*newest+1]) - float64(ring[2*oldest+1])
 		r.Score = clampScore(math.Abs(b) * span / h)
+		if r.Score >= gate {
+			agree = w.recentAgrees(ring, b)
+		}
 	}
-	return r
+	return r, agree
+}
+
+// agreeGate is the raw slope score below which the slope's final score
+// cannot reach 1, so recentAgrees need not run (its O(Window) pass is the
+// slope's whole cost otherwise): 1 uncalibrated; calibrated, a score of 1
+// needs ln(1 + raw) ≥ K·CalibMinSpread, so raw ≥ expm1(K·CalibMinSpread) ≥
+// K·CalibMinSpread.
+func agreeGate(p *CalibrationParams) float64 {
+	if !p.Enabled {
+		return 1
+	}
+	return p.K * CalibMinSpread
+}
+
+// recentAgrees returns how much of slope b the newer half of the window
+// shows, in [0, 1]: its own least-squares slope over b. A trend holds
+// across the window, so its newer half heads the same way (≈ 1, the
+// noisier estimate either side). A block of shifted values in the older
+// half, a level shift that came and went, tilts the line through the whole
+// window while the newer half is flat (≈ 0): the line would call the
+// return to normal a trend, on every series the shift moved, for as long
+// as the block takes to leave the window. 1 with fewer than 6 entries.
+func (w *window) recentAgrees(ring []float32, b float64) float64 {
+	m := int(w.n) / 2
+	if m < 3 || b == 0 {
+		return 1
+	}
+	c := len(ring) / 2
+	i := int(w.head) + int(w.n) - m
+	if i >= c {
+		i -= c
+	}
+	var sx, sy, sxx, sxy float64
+	for range m {
+		x, y := float64(ring[2*i+1]), float64(ring[2*i])
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+		if i++; i == c {
+			i = 0
+		}
+	}
+	n := float64(m)
+	dxx := sxx - sx*sx/n
+	if !(dxx > 0) {
+		return 1
+	}
+	return min(max((sxy-sx*sy/n)/dxx/b, 0), 1)
 }
 
 // ZScore is the rolling z-score detector on its own: Expected = mean of the
@@ -318,8 +371,9 @@ func (d *Slope) Init(p *Params) {
 // Update scores the drift of the window before (t, v), then includes the
 // sample. t is in ms and strictly increasing. It does not allocate.
 func (d *Slope) Update(t int64, v float64) Result {
-	r := d.w.slope(d.ring, d.p.Slope.K, ready(d.n, d.p.Warmup), t)
+	r, agree := d.w.slope(d.ring, d.p.Slope.K, ready(d.n, d.p.Warmup), t, agreeGate(&d.p.Calibration))
 	calibrateBand(&r, d.cal.apply(&r, &d.p.Calibration))
+	r.Score *= agree
 	d.w.push(d.ring, t, v)
 	d.n = inc(d.n)
 	return r

@@ -39,6 +39,46 @@ func TestZScoreHandComputed(t *testing.T) {
 	f(7, 6, band(5, 10, 0.1, true))
 }
 
+// TestSlopeEndedShift: a level shift of 10 samples that came and went is
+// no trend once it has left the newer half of the window, though the line
+// through the whole window still tilts (scores are calibrated, as by
+// default); a steady drift
+// keeps scoring.
+func TestSlopeEndedShift(t *testing.T) {
+	p := DefaultParams()
+	run := func(f func(i int) float64) []float64 {
+		var d Slope
+		d.Init(&p)
+		nz := noise(7, 0.3)
+		var out []float64
+		for i := range 400 {
+			out = append(out, d.Update(int64(i)*1000, 10+nz()+f(i)).Score)
+		}
+		return out
+	}
+	const at = 300
+	shift := run(func(i int) float64 {
+		if i >= at && i < at+10 {
+			return 3
+		}
+		return 0
+	})
+	// The block sits in the window's older half from sample at+10+w/2 on,
+	// until it leaves the window.
+	w := p.Window
+	for i := at + 10 + w/2 + 1; i < at+w; i++ {
+		if shift[i] >= 1 {
+			t.Errorf("sample %d, %d after the shift ended: slope score %.2f, want no trend", i, i-at-10, shift[i])
+		}
+	}
+	drift := run(func(i int) float64 { return 0.2 * float64(max(i-at, 0)) })
+	for i := at + w; i < at+w+20; i++ {
+		if drift[i] < 1 {
+			t.Errorf("sample %d of a drift of 0.2 a sample: slope score %.2f, want above 1", i, drift[i])
+		}
+	}
+}
+
 func TestSlopeHandComputed(t *testing.T) {
 	p := smallParams()
 	p.Window, p.Slope.K = 4, 1
@@ -136,7 +176,13 @@ func TestWindowMatchesDirectComputation(t *testing.T) {
 				t.Fatalf("sample %d: slope got %+v, want fit %.17g sd %g (slope %g)", i, rs, fit, sdRes, slope)
 			}
 			span := float64(ts[len(ts)-1]-ts[len(ts)-w]) / 1000
-			if want := math.Abs(slope) * span / (4 * sdRes); !closeTo(rs.Score, want, 1e-5) {
+			// Scaled by how much of the slope the newer half shows.
+			_, _, _, _, recent, _ := refStats(ts[len(ts)-w/2:], vs[len(vs)-w/2:], tm)
+			agree := min(max(recent/slope, 0), 1)
+			if math.Abs(slope)*span/(4*sdRes) < 1 {
+				agree = 1 // uncalibrated, below 1 the scaling is not worked out
+			}
+			if want := math.Abs(slope) * span / (4 * sdRes) * agree; !closeTo(rs.Score, want, 1e-5) && math.Abs(rs.Score-want) > 1e-9 {
 				t.Fatalf("sample %d: slope score got %g, want %g", i, rs.Score, want)
 			}
 		} else {
