@@ -286,14 +286,15 @@ func (s *shard) process(b *Batch) {
 		if bs.Counter != (se.flags&flagCounter != 0) {
 			// Metadata arrived (or changed): the series changes meaning,
 			// so its detector state starts over, and a value series of
-			// its rate ends (it is analysed as a gauge now).
+			// its rate ends if it is analysed as a gauge now.
 			ru := &s.rules.rules[se.rule]
-			if se.hasValue(ru) && se.flags&(flagStale|flagHasOutput) == flagHasOutput {
+			had, live := se.hasValue(ru), se.flags&(flagStale|flagHasOutput) == flagHasOutput
+			se.flags ^= flagCounter
+			se.flags &^= flagPrimed | flagDeriv
+			if had && live && !se.hasValue(ru) {
 				s.out = append(s.out, series.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.KindCombined,
 					Stale: true, OnlyDrivers: true, HasValue: true})
 			}
-			se.flags ^= flagCounter
-			se.flags &^= flagPrimed | flagDeriv
 			se.trial = 0
 			se.dropCount(&s.counts)
 			se.restart(s.rules.rules[se.rule].params, &s.local)

@@ -132,4 +132,20 @@ func TestValueSeriesEnds(t *testing.T) {
 			t.Fatalf("gauge m: record at %d with value series %v, stale %v", r.T, r.HasValue, r.Stale)
 		}
 	}
+
+	// A gauge analysed as its rate because it only grows, then called a
+	// counter by metadata: still a rate, so its value series goes on.
+	clock := func(from int) []Sample {
+		return ramp(t0+int64(from)*1000, n, 1000, func(i int) float64 { return float64(from+i) + float64(i%4)/8 })
+	}
+	e.send(t, false, clock(0), "__name__", "clock_seconds")
+	if recs := e.rec.Take(); !recs[len(recs)-1].HasValue {
+		t.Fatal("the clock is not analysed as its rate after its trial")
+	}
+	e.send(t, true, clock(n), "__name__", "clock_seconds")
+	for _, r := range e.rec.Take() {
+		if r.Stale {
+			t.Fatalf("the clock, now a counter, ended its value series: %+v", r)
+		}
+	}
 }
