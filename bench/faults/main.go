@@ -487,13 +487,13 @@ scrape_configs:
     metric_relabel_configs:
       # The scores arrive by remote write, with the input's timestamps.
       - source_labels: [__name__]
-        regex: "anomaly_(score|expected|lower|upper|driver)"
+        regex: "anomaly_(score|expected|lower|upper|driver|value)"
         action: drop
 remote_write:
   - url: http://%s/api/v1/write
     write_relabel_configs:
       - source_labels: [__name__]
-        regex: "ALERTS|ALERTS_FOR_STATE|.*:.*|anomaly_(score|expected|lower|upper|driver|incident_score|incident_series|incident_open|incidents_opened_total)"
+        regex: "ALERTS|ALERTS_FOR_STATE|.*:.*|anomaly_(score|expected|lower|upper|driver|value|incident_score|incident_series|incident_open|incidents_opened_total)"
         action: drop
       - source_labels: [job]
         regex: anomalyd
