@@ -513,6 +513,23 @@ func TestFlags(t *testing.T) {
 	}
 }
 
+// writeRetrying remote-writes wr to the anomalyd at url, retrying on 503,
+// its back-pressure, as Prometheus does (bounded).
+func writeRetrying(t *testing.T, url string, wr *prompb.WriteRequest) {
+	t.Helper()
+	b, _ := wr.Marshal()
+	for try := 0; ; try++ {
+		code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b))
+		if code == 204 {
+			return
+		}
+		if code != 503 || try == 100 {
+			t.Fatalf("write: %d %s", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestRestartNoIncident: a target whose process restarts resets all its
 // counters at once, part-way through a scrape interval. That is no
 // incident: the increase across a reset is unknown, and the rates before
@@ -538,17 +555,7 @@ func TestRestartNoIncident(t *testing.T) {
 				Samples: []prompb.Sample{{Timestamp: t0 + int64(i)*1000, Value: counts[k]}},
 			})
 		}
-		b, _ := wr.Marshal()
-		for try := 0; ; try++ {
-			code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b))
-			if code == 204 {
-				break
-			}
-			if code != 503 || try == 100 {
-				t.Fatalf("write: %d %s", code, body)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		writeRetrying(t, url, &wr)
 	}
 	// The incident stage publishes once a second: give it two.
 	time.Sleep(2 * time.Second)
@@ -600,18 +607,7 @@ func TestIncidents(t *testing.T) {
 				Samples: []prompb.Sample{{Timestamp: t0 + int64(i)*1000, Value: v}},
 			})
 		}
-		b, _ := wr.Marshal()
-		// 503 is back-pressure: retry, as Prometheus does (bounded).
-		for try := 0; ; try++ {
-			code, body := httpDo(t, http.MethodPost, url+"/api/v1/write", snappy.Encode(nil, b))
-			if code == 204 {
-				break
-			}
-			if code != 503 || try == 100 {
-				t.Fatalf("write: %d %s", code, body)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		writeRetrying(t, url, &wr)
 	}
 	var resp struct {
 		Status string
