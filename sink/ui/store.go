@@ -71,8 +71,9 @@ type Options struct {
 	Retention time.Duration
 }
 
-// DefaultOptions keep a few large incidents' series, for half an hour at a
-// 15 s scrape interval: at most 1,000 × 120 points of 48 bytes, 5.8 MB.
+// DefaultOptions keep a few large incidents' series, each for half an hour
+// at a 15 s scrape interval; the bound is MaxSeries × Points points
+// whatever the number of series (docs/operations.md gives its size).
 var DefaultOptions = Options{MaxSeries: 1000, Points: 120, Retention: time.Hour}
 
 // pointSize is the memory of one kept Point.
