@@ -188,7 +188,7 @@ func TestDriverSeriesStale(t *testing.T) {
 	e.rec.Take()
 	e.send(t, false, []Sample{{T: t0 + 20_000, V: math.Float64frombits(value.StaleNaN)}}, "__name__", "g")
 	recs := e.rec.Take()
-	if len(recs) != 1 || !recs[0].Stale || recs[0].OnlyDrivers || recs[0].DriverSet != setAll || recs[0].T != t0+20_000 {
+	if len(recs) != 1 || !recs[0].Stale || recs[0].OnlyExtras || recs[0].DriverSet != setAll || recs[0].T != t0+20_000 {
 		t.Fatalf("got %+v, want one stale record for every output and driver series", recs)
 	}
 	if n := len(e.snapshot()); n != 0 {
@@ -230,7 +230,7 @@ output: {driver: true}
 rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 `)), false)
 	recs := e.rec.Take()
-	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].DriverSet != 1<<detectors.KindHoltWinters {
+	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyExtras || recs[0].DriverSet != 1<<detectors.KindHoltWinters {
 		t.Fatalf("got %+v, want one stale record for the holtwinters driver series only", recs)
 	}
 	send(n)
@@ -243,7 +243,7 @@ rules: [{match: g, detectors: {holt_winters: {enabled: false}}}]
 	// output.driver off: the remaining four end.
 	e.s.ApplyRules(CompileRules(config.Default()), false)
 	recs = e.rec.Take()
-	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].DriverSet != setNoHW {
+	if len(recs) != 1 || !recs[0].Stale || !recs[0].OnlyExtras || recs[0].DriverSet != setNoHW {
 		t.Fatalf("got %+v, want one stale record for the four remaining driver series", recs)
 	}
 

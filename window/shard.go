@@ -293,7 +293,7 @@ func (s *shard) process(b *Batch) {
 			se.flags &^= flagPrimed | flagDeriv
 			if had && live && !se.hasValue(ru) {
 				s.out = append(s.out, series.Record{Series: se.info, T: max(nowMs, se.lastT+1), Detector: detectors.KindCombined,
-					Stale: true, OnlyDrivers: true, HasValue: true})
+					Stale: true, OnlyExtras: true, HasValue: true})
 			}
 			se.trial = 0
 			se.dropCount(&s.counts)
@@ -1082,7 +1082,7 @@ func (s *shard) applyRules(rules *Rules, perDetector bool) {
 		gone, goneValue := oldRule.drivers&^newRule.drivers, se.hasValue(oldRule) && !se.hasValue(newRule)
 		if (gone != 0 || goneValue) && live {
 			s.out = append(s.out, series.Record{Series: se.info, T: t, Detector: detectors.KindCombined,
-				Stale: true, OnlyDrivers: true, DriverSet: gone, HasValue: goneValue})
+				Stale: true, OnlyExtras: true, DriverSet: gone, HasValue: goneValue})
 		}
 		if se.per != nil && live {
 			// Per-detector series of detectors the series no longer

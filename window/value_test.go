@@ -76,7 +76,7 @@ func TestValueSeries(t *testing.T) {
 
 	e.send(t, true, []Sample{{T: t0 + n*1000, V: math.Float64frombits(value.StaleNaN)}}, "__name__", "c_total")
 	recs := e.rec.Take()
-	if len(recs) != 1 || !recs[0].Stale || !recs[0].HasValue || recs[0].OnlyDrivers {
+	if len(recs) != 1 || !recs[0].Stale || !recs[0].HasValue || recs[0].OnlyExtras {
 		t.Fatalf("got %+v, want one stale record for every output series, the value series included", recs)
 	}
 }
@@ -107,7 +107,7 @@ func TestValueSeriesEnds(t *testing.T) {
 
 	e.s.ApplyRules(CompileRules(loadConfig(t, "output: {value: false}\n")), false)
 	recs := e.rec.Take()
-	if len(recs) != 1 || recs[0].Series.Name != "c_total" || !recs[0].Stale || !recs[0].OnlyDrivers ||
+	if len(recs) != 1 || recs[0].Series.Name != "c_total" || !recs[0].Stale || !recs[0].OnlyExtras ||
 		recs[0].Slots() != 1<<series.OutValue {
 		t.Fatalf("got %+v, want one stale record of the counter's value series alone", recs)
 	}
@@ -124,7 +124,7 @@ func TestValueSeriesEnds(t *testing.T) {
 	}
 	e.send(t, false, ramp(t0+n*1000, n, 1000, func(i int) float64 { return float64(i % 5) }), "__name__", "m")
 	recs = e.rec.Take()
-	if len(recs) == 0 || !recs[0].Stale || !recs[0].OnlyDrivers || recs[0].Slots() != 1<<series.OutValue {
+	if len(recs) == 0 || !recs[0].Stale || !recs[0].OnlyExtras || recs[0].Slots() != 1<<series.OutValue {
 		t.Fatalf("m became a gauge: first record %+v, want the stale marker of its value series alone", recs[:min(len(recs), 1)])
 	}
 	for _, r := range recs[1:] {

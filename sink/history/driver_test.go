@@ -47,7 +47,7 @@ func TestHistoryDrivers(t *testing.T) {
 		t.Errorf("a's value series: %v; want the analysed value from the end of warm-up, then a stale marker", valA)
 	}
 	if sc := got["__name__=anomaly_score,detector=combined,job=b,metric=cpu"]; len(sc) != 29 {
-		t.Errorf("b's score has %d samples, want 29: an OnlyDrivers record leaves it alone", len(sc))
+		t.Errorf("b's score has %d samples, want 29: an OnlyExtras record leaves it alone", len(sc))
 	}
 
 	// Matchers on the name and on detector select driver series.

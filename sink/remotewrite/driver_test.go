@@ -45,12 +45,12 @@ func TestRecordSlots(t *testing.T) {
 	f("ready, holtwinters disabled", series.Record{DriverSet: sinktest.DrvNoHW}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, zs, sl)
 	f("stale", series.Record{Stale: true, DriverSet: sinktest.DrvNoHW}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, zs, sl)
 	f("stale in warm-up", series.Record{Stale: true, Warmup: true, DriverSet: 1 << detectors.KindZScore}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, zs)
-	f("stale, drivers only", series.Record{Stale: true, OnlyDrivers: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope}, ewma, sl)
+	f("stale, drivers only", series.Record{Stale: true, OnlyExtras: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope}, ewma, sl)
 	v := series.OutValue
 	f("ready with value", series.Record{HasValue: true}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, v)
 	f("warm-up with value", series.Record{Warmup: true, HasValue: true}, series.OutScore)
 	f("stale with value and drivers", series.Record{Stale: true, HasValue: true, DriverSet: 1 << detectors.KindEWMA}, series.OutScore, series.OutExpected, series.OutLower, series.OutUpper, ewma, v)
-	f("stale, value only", series.Record{Stale: true, OnlyDrivers: true, HasValue: true}, v)
+	f("stale, value only", series.Record{Stale: true, OnlyExtras: true, HasValue: true}, v)
 	if r := (series.Record{Detector: detectors.KindCombined, Analysed: 7, HasValue: true}); r.Value(v) != 7 || r.DetectorOf(v) != detectors.KindCombined {
 		t.Errorf("value series: %g, detector %s; want Analysed 7 and combined", r.Value(v), r.DetectorOf(v))
 	}
@@ -124,7 +124,7 @@ func decodeRW(t *testing.T, body []byte, rw2 bool) sinktest.Oracle {
 // TestEncodeDrivers: driver series in both encodings, their labels built
 // or patched from a sibling (a band output, or another driver series),
 // stale markers for every series of a stale record and for the driver
-// series alone of an OnlyDrivers one.
+// series alone of an OnlyExtras one.
 func TestEncodeDrivers(t *testing.T) {
 	a := sinktest.Info("__name__", "up", "job", "a")
 	b := sinktest.Info("__name__", "up", "job", "b")
@@ -132,7 +132,7 @@ func TestEncodeDrivers(t *testing.T) {
 	d := sinktest.Info("__name__", "up", "detector", "x")
 	batch := []series.Record{
 		sinktest.DriverRecord(a, 1, detectors.KindHoltWinters, sinktest.DrvAll),
-		{Series: b, T: 1, Detector: detectors.KindCombined, Stale: true, OnlyDrivers: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope},
+		{Series: b, T: 1, Detector: detectors.KindCombined, Stale: true, OnlyExtras: true, DriverSet: 1<<detectors.KindEWMA | 1<<detectors.KindSlope},
 		{Series: c, T: 1, Detector: detectors.KindCombined, Warmup: true, DriverSet: sinktest.DrvAll},
 		sinktest.DriverRecord(d, 1, detectors.KindEWMA, 1<<detectors.KindEWMA|1<<detectors.KindZScore),
 		{Series: a, T: 2, Detector: detectors.KindCombined, Stale: true, DriverSet: sinktest.DrvAll},

@@ -163,11 +163,12 @@ type Record struct {
 	// HasValue: the record has the value series, Names.Value carrying
 	// Analysed (output.value, on a Rate record).
 	HasValue bool
-	// OnlyDrivers, with Stale, limits the stale markers to the driver
-	// series in DriverSet and, with HasValue, the value series: they end
-	// while the input series goes on (a reload turned output.driver,
-	// output.value or a detector off).
-	OnlyDrivers bool
+	// OnlyExtras, with Stale, limits the stale markers to the series beside
+	// the four outputs: the driver series in DriverSet and, with HasValue, the
+	// value series. They end while the input series goes on (a reload turned
+	// output.driver, output.value or a detector off, or metadata made a
+	// counter a gauge).
+	OnlyExtras bool
 
 	Score, Expected, Lower, Upper float64
 	// Analysed is the value the detectors analysed: the sample, or for a
@@ -258,7 +259,7 @@ func (r *Record) DetectorOf(o int) detectors.Kind {
 // Slots returns the outputs r becomes, bit 1<<o for output o: the score
 // alone during warm-up; otherwise the score, the band, the driver series
 // in DriverSet and the value series with HasValue (stale markers
-// included); with OnlyDrivers the driver series in DriverSet and the value
+// included); with OnlyExtras the driver series in DriverSet and the value
 // series alone.
 func (r *Record) Slots() uint16 {
 	var v uint16
@@ -266,7 +267,7 @@ func (r *Record) Slots() uint16 {
 		v = 1 << OutValue
 	}
 	switch {
-	case r.OnlyDrivers:
+	case r.OnlyExtras:
 		return uint16(r.DriverSet)<<OutDriver | v
 	case r.Warmup && !r.Stale:
 		return 1 << OutScore

@@ -270,7 +270,7 @@ func DriverRun(a, b *series.Info) [][]series.Record {
 		ra.HasValue = true
 		recs := []series.Record{ra}
 		if i == 20 {
-			recs = append(recs, series.Record{Series: b, T: ts, Detector: detectors.KindCombined, Stale: true, OnlyDrivers: true, DriverSet: 1 << detectors.KindZScore})
+			recs = append(recs, series.Record{Series: b, T: ts, Detector: detectors.KindCombined, Stale: true, OnlyExtras: true, DriverSet: 1 << detectors.KindZScore})
 		} else {
 			set := DrvNoHW
 			if i > 20 {
